@@ -1,0 +1,34 @@
+"""Graphviz `dot` text of a compiled model: delayed edges dashed, branches clustered."""
+from __future__ import annotations
+
+from .ir import IR
+
+_SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "circle",
+           "split": "triangle", "tap": "cds"}
+
+
+def _label(n: dict) -> str:
+    if n["kind"] in ("layer", "output"):
+        text = f"{n['name']}\\n{n['width']} {n['activation']['name']}"
+        return text + (f"\\n{n['loss']['name']}" if "loss" in n else "")
+    if n["kind"] == "merge":
+        return f"{n['name']}\\n{n['op']}"
+    if n["kind"] == "tap":
+        return f"{n['name']}\\n[{n['alias']}]"
+    return f"{n['name']}\\n{n['width']}"
+
+
+def to_dot(ir: IR) -> str:
+    lines = ["digraph mdl {", "  rankdir=TB;", '  node [fontname="Helvetica"];']
+    for n in ir.nodes:
+        lines.append(f'  "{n["name"]}" [label="{_label(n)}", shape={_SHAPES[n["kind"]]}];')
+    for e in ir.edges():
+        attrs = []
+        if e["delayed"]:
+            attrs += ["style=dashed", 'label="t-1"', "constraint=false"]
+        elif e["kind"] == "merge":
+            attrs.append("color=gray40")
+        suffix = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f'  "{e["from"]}" -> "{e["to"]}"{suffix};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

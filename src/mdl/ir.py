@@ -1,0 +1,191 @@
+"""The pipeline (parse -> passes -> IR) and the versioned IR JSON document.
+
+The IR is the one contract between the compiler and the C++ runtime; its
+format is documented in docs/ir.md. `compile_text(..., stop_after=STAGE)` stops
+after any named stage and returns that stage's JSON view (`mdlc compile --emit`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from . import ast, passes
+from .diagnostics import Diagnostic, MDLWarning, Reporter
+from .parser import parse
+
+IR_FORMAT = "neuromorph-ir"
+IR_VERSION = 1
+STAGES = ("parse", "resolve", "structure", "widths", "delays", "ir")
+
+
+class IR:
+    """A compiled model: `doc` is the JSON-ready IR dict; `warnings` the diagnostics."""
+
+    def __init__(self, doc: dict, warnings_: list[Diagnostic]):
+        self.doc = doc
+        self.warnings = warnings_
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.doc, indent=indent)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.doc["recurrent"]
+
+    @property
+    def nodes(self) -> list[dict]:
+        return self.doc["nodes"]
+
+    def node(self, name: str) -> dict:
+        for n in self.doc["nodes"]:
+            if n["name"] == name or n.get("alias") == name:
+                return n
+        raise KeyError(name)
+
+    def edges(self) -> list[dict]:
+        return self.doc["edges"]
+
+    def __repr__(self) -> str:
+        return f"<mdl.IR {len(self.nodes)} nodes, recurrent={self.recurrent}>"
+
+
+def _fn(f: Optional[passes.Fn]) -> Optional[dict]:
+    return f.to_json() if f else None
+
+
+def _node_json(n: passes.GNode) -> dict:
+    d: dict[str, Any] = {"name": n.name, "kind": n.kind, "width": n.width,
+                         "loc": {"line": n.span.line, "col": n.span.col}}
+    inputs = []
+    if n.pred is not None:
+        inputs.append({"node": n.pred.name, "delayed": False})
+    if n.kind == "merge":
+        d["op"] = n.op
+        inputs.append({"node": n.target.name, "delayed": n.delayed})
+    d["inputs"] = inputs
+    if n.activation:
+        d["activation"] = _fn(n.activation)
+    if n.loss:
+        d["loss"] = _fn(n.loss)
+    if n.alias:
+        d["alias"] = n.alias
+    if n.owner is not None:
+        d["branch"] = {"split": n.owner[0].name, "index": n.owner[1]}
+    return d
+
+
+def _edges(g: passes.Graph) -> list[dict]:
+    edges = []
+    for n in g.nodes:
+        if n.pred is not None:
+            kind = "branch" if n.pred.kind == "split" and n.owner and n.owner[0] is n.pred \
+                else "chain"
+            edges.append({"from": n.pred.name, "to": n.name, "kind": kind, "delayed": False})
+        if n.kind == "merge":
+            edges.append({"from": n.target.name, "to": n.name, "kind": "merge",
+                          "delayed": n.delayed})
+    return edges
+
+
+def build_ir(g: passes.Graph) -> dict:
+    src = g.model.source
+    return {
+        "format": IR_FORMAT,
+        "version": IR_VERSION,
+        "source": {"file": src.filename, "text": src.text,
+                   "sha256": hashlib.sha256(src.text.encode()).hexdigest()},
+        "header": {"weight_init": _fn(g.header["weight_init"]),
+                   "bias_init": _fn(g.header["bias_init"])},
+        "input": g.main[0].name,
+        "output": g.main[-1].name,
+        "recurrent": g.recurrent,
+        "nodes": [_node_json(n) for n in g.nodes],
+        "edges": _edges(g),
+        "order": [n.name for n in g.order],
+    }
+
+
+def _ast_json(model: ast.Model) -> dict:
+    def conv(x):
+        if dataclasses.is_dataclass(x):
+            d = {"type": type(x).__name__}
+            for f in dataclasses.fields(x):
+                if f.name != "source":
+                    d[f.name] = conv(getattr(x, f.name))
+            return d
+        if isinstance(x, list):
+            return [conv(i) for i in x]
+        return x
+    return conv(model)
+
+
+def _graph_json(g: passes.Graph, stage: str) -> dict:
+    nodes = []
+    for n in g.nodes:
+        d = {"name": n.name, "kind": n.kind, "pred": n.pred.name if n.pred else None}
+        if n.kind == "merge":
+            d["target"] = n.target.name if n.target else None
+        if stage in ("widths", "delays"):
+            d["width"] = n.width
+        if stage == "delays" and n.kind == "merge":
+            d["delayed"] = n.delayed
+        nodes.append(d)
+    out = {"stage": stage, "nodes": nodes}
+    if stage == "delays":
+        out["order"] = [n.name for n in g.order]
+    return out
+
+
+def compile_text(text: str, filename: str = "<string>", stop_after: str = "ir",
+                 warn: bool = True):
+    """Compile MDL text. Returns an `IR` (or a stage's JSON dict with `stop_after`).
+
+    Raises `MDLError` listing every error found. Warnings are attached to the IR and,
+    with `warn=True`, also issued as `MDLWarning`s through the `warnings` module.
+    """
+    if stop_after not in STAGES:
+        raise ValueError(f"stop_after must be one of {', '.join(STAGES)}, got {stop_after!r}")
+    model = parse(text, filename)
+    if stop_after == "parse":
+        return {"stage": "parse", "ast": _ast_json(model)}
+    rep = Reporter(model.source)
+    g = passes.resolve(model, rep)
+    if stop_after == "resolve":
+        rep.raise_if_errors()
+        return _graph_json(g, "resolve")
+    passes.check_functions(g, rep)
+    passes.structure(g, rep)
+    passes.widths(g, rep)
+    rep.raise_if_errors()
+    if stop_after in ("structure", "widths"):
+        return _graph_json(g, stop_after)
+    passes.delays(g, rep)
+    rep.raise_if_errors()
+    if stop_after == "delays":
+        return _graph_json(g, "delays")
+    passes.lint(g, rep)
+    if warn:
+        for w in rep.warnings:
+            warnings.warn(w.render(), MDLWarning, stacklevel=2)
+    return IR(build_ir(g), rep.warnings)
+
+
+def compile_file(path, stop_after: str = "ir", warn: bool = True):
+    """Compile the MDL file at `path` (diagnostics name the file)."""
+    p = Path(path)
+    return compile_text(p.read_text(encoding="utf-8"), str(path), stop_after, warn)
+
+
+def load_ir(doc_or_json) -> IR:
+    """Wrap an IR dict or JSON text (e.g. written by `mdlc compile`) after checking its version."""
+    doc = json.loads(doc_or_json) if isinstance(doc_or_json, (str, bytes)) else doc_or_json
+    if not isinstance(doc, dict) or doc.get("format") != IR_FORMAT:
+        raise ValueError(f"not a Neuromorph IR document (expected format {IR_FORMAT!r})")
+    if doc.get("version") != IR_VERSION:
+        raise ValueError(f"IR version {doc.get('version')!r} is not supported "
+                         f"(this compiler reads version {IR_VERSION})")
+    return IR(doc, [])

@@ -1,0 +1,477 @@
+"""Named compiler passes over the model graph (MDL.md section 2).
+
+resolve    -> flatten the AST into graph nodes, unique names, merge targets
+functions  -> initialisers, activations and losses: known, right slot, parameters
+structure  -> one input first, one output last on the main chain, branch ends merged
+widths     -> every value's width; merge operands equal
+delays     -> delayed edges by the depth-first rule of MDL.md 2.1, then the
+              execution order (a topological order of the same-step edges)
+
+Each pass records errors in a `Reporter` and keeps going where it can, so
+independent mistakes are reported together. Extension node kinds are
+recognised here and rejected with a clear message until their issues land.
+"""
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import ast
+from .diagnostics import Reporter, Span, did_you_mean
+from .functions import (ACTIVATIONS, BIAS_INITS, LOSSES, MERGE_OPS, WEIGHT_INITS, FnSpec,
+                        slot_of)
+
+_WIDTH_RE = re.compile(r"[1-9][0-9]*")
+MAX_WIDTH = 1 << 24
+EXTENSION_KINDS = ("column", "attn2d", "neuron")
+
+
+@dataclass
+class Fn:
+    name: str
+    params: list[float]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "params": self.params}
+
+
+@dataclass(eq=False)
+class GNode:
+    """One node of the graph. `pred` is the chain predecessor (the value `u`)."""
+
+    name: str
+    kind: str  # input | layer | output | merge | split | tap | unknown
+    span: Span
+    ast: object = field(repr=False)
+    index: int = 0
+    pred: Optional["GNode"] = None
+    next: Optional["GNode"] = None
+    branches: list[list["GNode"]] = field(default_factory=list)
+    owner: Optional[tuple["GNode", int]] = None  # (split, branch index) for branch members
+    width: Optional[int] = None
+    activation: Optional[Fn] = None
+    loss: Optional[Fn] = None
+    target: Optional["GNode"] = None
+    op: Optional[str] = None
+    alias: Optional[str] = None
+    consumers: list["GNode"] = field(default_factory=list)
+    delayed: bool = False  # merge only: its target is read from the previous sample
+
+    @property
+    def on_main_chain(self) -> bool:
+        return self.owner is None
+
+
+@dataclass
+class Graph:
+    model: ast.Model
+    nodes: list[GNode] = field(default_factory=list)
+    by_name: dict[str, GNode] = field(default_factory=dict)
+    main: list[GNode] = field(default_factory=list)
+    header: dict = field(default_factory=dict)
+    order: list[GNode] = field(default_factory=list)
+
+    @property
+    def recurrent(self) -> bool:
+        return any(n.delayed for n in self.nodes)
+
+
+# --------------------------------------------------------------------------- resolve
+
+def resolve(model: ast.Model, rep: Reporter) -> Graph:
+    """Flatten chains into GNodes, check names are unique, resolve merge targets."""
+    g = Graph(model)
+    defined: dict[str, Span] = {}
+
+    def define(name: str, span: Span) -> None:
+        if name in defined:
+            first = defined[name]
+            rep.error(f"`{name}` is already defined at {first.line}:{first.col}", span,
+                      "every node name in a model is unique; rename one of them")
+        else:
+            defined[name] = span
+
+    def walk(chain: list, pred: Optional[GNode], owner) -> list[GNode]:
+        out: list[GNode] = []
+        for node in chain:
+            gn = _make_node(node, rep)
+            gn.index, gn.pred, gn.owner = len(g.nodes), pred, owner
+            g.nodes.append(gn)
+            define(gn.name, gn.span)
+            g.by_name.setdefault(gn.name, gn)
+            if isinstance(node, ast.Tap):
+                define(node.alias, node.alias_span)
+                g.by_name.setdefault(node.alias, gn)
+                gn.alias = node.alias
+            if out:
+                out[-1].next = gn
+            out.append(gn)
+            if isinstance(node, ast.Split):
+                gn.branches = [walk(b, gn, (gn, i)) for i, b in enumerate(node.branches)]
+            pred = gn
+        return out
+
+    g.main = walk(model.chain, None, None)
+    for gn in g.nodes:
+        if gn.kind == "merge":
+            _resolve_merge(g, gn, rep)
+    return g
+
+
+def _make_node(node, rep: Reporter) -> GNode:
+    if isinstance(node, ast.Merge):
+        return GNode(node.name, "merge", node.name_span, node, op=node.op)
+    if isinstance(node, ast.Split):
+        return GNode(node.name, "split", node.name_span, node)
+    if isinstance(node, ast.Tap):
+        return GNode(node.name, "tap", node.name_span, node)
+    if isinstance(node, ast.Energy):
+        rep.error("`energy` blocks are not supported by this version of the compiler",
+                  node.name_span, "this release compiles the original MDL node kinds")
+        return GNode(node.name, "unknown", node.name_span, node)
+    return GNode(node.name, "paren", node.name_span, node)  # classified by `structure`
+
+
+def _resolve_merge(g: Graph, m: GNode, rep: Reporter) -> None:
+    node: ast.Merge = m.ast
+    if node.op not in MERGE_OPS:
+        rep.error(f"unknown merge operation `{node.op}`", node.op_span,
+                  did_you_mean(node.op, MERGE_OPS) or "use additive, multiplicative or average")
+    target = g.by_name.get(node.target)
+    if target is None:
+        rep.error(f"unknown merge target `{node.target}`", node.target_span,
+                  did_you_mean(node.target, g.by_name))
+        return
+    m.target = target
+    target.consumers.append(m)
+
+
+# --------------------------------------------------------------------------- functions
+
+def _check_fn(func: ast.Func, slot: str, table: dict[str, FnSpec], rep: Reporter) -> Optional[Fn]:
+    spec = table.get(func.name)
+    if spec is None:
+        other = slot_of(func.name)
+        if other:
+            rep.error(f"`{func.name}` is a {other}, not an {slot}" if slot[0] in "aeiou"
+                      else f"`{func.name}` is a {other}, not a {slot}", func.name_span,
+                      _slot_hint(slot))
+        else:
+            rep.error(f"unknown {slot} `{func.name}`", func.name_span,
+                      did_you_mean(func.name, table) or _slot_hint(slot))
+        return None
+    if len(func.params) > 1:
+        rep.error(f"`{func.name}` takes at most one parameter, got {len(func.params)}",
+                  func.param_spans[1], "remove the extra parameters")
+        return None
+    if func.params and not spec.params:
+        if not spec.ignores_param:
+            p = func.params[0]
+            rep.warn(f"`{func.name}` takes no parameter; `{p:g}` is ignored", func.param_spans[0])
+        return Fn(func.name, [])
+    params = spec.fill(func.params)
+    if func.name == "huber" and params[0] <= 0:
+        rep.error(f"huber's delta must be positive, got {params[0]:g}", func.param_spans[0])
+    return Fn(func.name, params)
+
+
+def _slot_hint(slot: str) -> str:
+    table = {"activation": ACTIVATIONS, "loss": LOSSES, "weight initialiser": WEIGHT_INITS,
+             "bias initialiser": BIAS_INITS}[slot]
+    return f"{slot}s are: " + ", ".join(table)
+
+
+def check_header(g: Graph, rep: Reporter) -> None:
+    h = g.model.header
+    for key, init, slot, table in (("weight_init", h.weight, "weight initialiser", WEIGHT_INITS),
+                                   ("bias_init", h.bias, "bias initialiser", BIAS_INITS)):
+        spec = table.get(init.name)
+        if spec is None:
+            other = slot_of(init.name)
+            msg = (f"`{init.name}` is a {other}, not a {slot}" if other
+                   else f"unknown {slot} `{init.name}`")
+            hint = did_you_mean(init.name, table) if not other else None
+            rep.error(msg, init.name_span, hint or _slot_hint(slot))
+            continue
+        n = len(init.params)
+        if n < spec.required or n > len(spec.params):
+            want = (f"{len(spec.params)}" if spec.required == len(spec.params)
+                    else f"{spec.required} to {len(spec.params)}")
+            names = " ".join(spec.params) or "none"
+            span = init.param_spans[len(spec.params)] if n > len(spec.params) else init.name_span
+            rep.error(f"`{init.name}` takes {want} parameter{'s' if want != '1' else ''} "
+                      f"({names}), got {n}", span,
+                      f"write `{init.name}{''.join(' ' + p for p in spec.params)}`"
+                      if spec.params else f"write `{init.name}`")
+            continue
+        params = spec.fill(init.params)
+        _check_init_domain(init, params, rep)
+        g.header[key] = Fn(init.name, params)
+
+
+def _check_init_domain(init: ast.Init, p: list[float], rep: Reporter) -> None:
+    if init.name == "uniform" and not p[0] < p[1]:
+        rep.error(f"uniform needs a < b, got {p[0]:g} and {p[1]:g}", init.param_spans[1],
+                  "write the lower bound first")
+    if init.name in ("normal", "const_uneven") and p[1] < 0:
+        rep.error(f"{init.name}'s standard deviation must not be negative, got {p[1]:g}",
+                  init.param_spans[1])
+
+
+# --------------------------------------------------------------------------- structure
+
+def structure(g: Graph, rep: Reporter) -> None:
+    """Classify parenthesised nodes and check the model's shape (MDL.md section 2)."""
+    if not g.main:
+        rep.error("the model has no nodes: expected an input `(name, width)` after the header",
+                  g.model.end_span, "add `(x, 4)` and an output such as `(y, 1, <linear>, <mse>)`")
+        return
+    first, last = g.main[0], g.main[-1]
+    for gn in g.nodes:
+        if gn.kind == "paren":
+            _classify_paren(g, gn, is_first=gn is first, is_last=gn is last, rep=rep)
+    if first.kind not in ("input",) and first.kind != "unknown":
+        if first.kind in ("layer", "output"):
+            pass  # reported by _classify_paren
+        else:
+            rep.error(f"a model starts with its input `(name, width)`, found a {first.kind}",
+                      first.span, "put the input node right after the header")
+    if last.kind not in ("output", "unknown") and last is not first:
+        if last.kind != "layer":  # a layer-shaped last node is reported by _classify_paren
+            rep.error(f"the model has no output: its main chain ends in the {last.kind} "
+                      f"`{last.name}`", last.span,
+                      "end the main chain with an output such as `(y, 4, <sigmoid>, <mse>)`")
+    elif last is first and last.kind == "input":
+        rep.error("the model has no output", g.model.end_span,
+                  "end the main chain with an output such as `(y, 4, <sigmoid>, <mse>)`")
+    _check_branch_ends(g, rep)
+    _check_merge_targets(g, rep)
+
+
+def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Reporter) -> None:
+    node: ast.Paren = gn.ast
+    words, funcs = node.words, node.funcs
+    if words and words[0].atoms[0].kind == "name":
+        kind = words[0].atoms[0].text
+        if kind in EXTENSION_KINDS:
+            rep.error(f"`{kind}` nodes are not supported by this version of the compiler",
+                      words[0].span, "this release compiles the original MDL node kinds")
+        else:
+            rep.error(f"expected a width after `{gn.name}`, got `{kind}`", words[0].span,
+                      did_you_mean(kind, EXTENSION_KINDS) or "a layer is `(name, width, <activation>)`")
+        gn.kind = "unknown"
+        return
+    gn.width = _check_width(gn, rep)
+    for extra in words[1:]:
+        rep.error(f"unexpected `{' '.join(a.text for a in extra.atoms)}` in `{gn.name}`",
+                  extra.span, "a layer is `(name, width, <activation>)`")
+    if is_first:
+        gn.kind = "input"
+        if funcs:
+            rep.error(f"the input `{gn.name}` takes no function", funcs[0].span,
+                      f"write `({gn.name}, {gn.width or 4})`")
+        return
+    if not funcs:
+        gn.kind = "layer"
+        rep.error(f"`{gn.name}` has no activation function; only the input, the first node, "
+                  f"has none", gn.span, f"write `({gn.name}, {gn.width or 4}, <relu>)`")
+        return
+    if len(funcs) > 2:
+        rep.error(f"`{gn.name}` has {len(funcs)} functions; a layer has one (activation) and "
+                  f"the output two (activation, loss)", funcs[2].span)
+    gn.activation = _check_fn(funcs[0], "activation", ACTIVATIONS, rep)
+    if len(funcs) == 1:
+        gn.kind = "layer"
+        if is_last:
+            rep.error(f"the model has no output: the last node of the main chain, `{gn.name}`, "
+                      f"has no loss", funcs[0].span,
+                      f"add a loss: `({gn.name}, {gn.width or 4}, <{funcs[0].name}>, <mse>)`")
+        return
+    gn.kind = "output"
+    gn.loss = _check_fn(funcs[1], "loss", LOSSES, rep)
+    if not is_last:
+        where = ("inside the split branch of `%s`" % gn.owner[0].name if gn.owner
+                 else "in the middle of the main chain")
+        rep.error(f"`{gn.name}` has a loss but sits {where}; only the output, the last node "
+                  f"of the main chain, has a loss", funcs[1].span,
+                  "remove the loss, or move this node to the end of the main chain")
+
+
+def _check_width(gn: GNode, rep: Reporter) -> Optional[int]:
+    words = gn.ast.words
+    if not words:
+        rep.error(f"`{gn.name}` has no width", gn.span, f"write `({gn.name}, 4, ...)`")
+        return None
+    w = words[0]
+    text = " ".join(a.text for a in w.atoms)
+    if len(w.atoms) != 1 or w.atoms[0].kind == "shape" or not _WIDTH_RE.fullmatch(text):
+        what = "a shape" if w.atoms[0].kind == "shape" else f"`{text}`"
+        rep.error(f"width of `{gn.name}` must be a positive integer, got {what}", w.span)
+        return None
+    value = int(text)
+    if value > MAX_WIDTH:
+        rep.error(f"width of `{gn.name}` is {value}; the largest width is {MAX_WIDTH}", w.span)
+        return None
+    return value
+
+
+def _check_branch_ends(g: Graph, rep: Reporter) -> None:
+    for split in (n for n in g.nodes if n.kind == "split"):
+        for branch in split.branches:
+            end = branch[-1]
+            if end.kind == "split":
+                rep.error(f"a branch of `{split.name}` ends in the split `{end.name}`; a branch "
+                          f"must end in a value that a merge reads", end.span)
+            elif not end.consumers and end.kind not in ("unknown",):
+                rep.error(f"a branch of `{split.name}` ends in `{end.name}`, which no merge reads",
+                          end.span, f"merge it with `{{m, {end.alias or end.name}, additive}}`, "
+                                    f"or remove the branch")
+
+
+def _check_merge_targets(g: Graph, rep: Reporter) -> None:
+    for m in g.nodes:
+        t = m.target
+        if m.kind != "merge" or t is None or t.kind in ("tap", "unknown"):
+            continue
+        is_branch_end = t.owner is not None and t.next is None
+        node: ast.Merge = m.ast
+        if t.kind == "split":
+            rep.error(f"merge target `{t.name}` is a split, which has no value of its own",
+                      node.target_span, f"tap the value before it with `[t, [v,]]` and merge `v`")
+        elif not is_branch_end:
+            where = "on the main chain" if t.on_main_chain else "inside a branch"
+            rep.error(f"merge target `{t.name}` is a layer {where} that already has a successor; "
+                      f"merge targets are branch ends or taps", node.target_span,
+                      f"tap it with `[{t.name}_tap, [{t.name}_value,]]` right after `{t.name}` and "
+                      f"merge `{t.name}_value`")
+
+
+# --------------------------------------------------------------------------- widths
+
+def widths(g: Graph, rep: Reporter) -> None:
+    """Width of every value; merge operands must be equal."""
+    for gn in g.nodes:  # text order: a predecessor always comes first
+        if gn.kind in ("merge", "split", "tap") and gn.pred is not None:
+            gn.width = gn.pred.width
+    for m in g.nodes:
+        if m.kind != "merge" or m.target is None or m.width is None or m.target.width is None:
+            continue
+        if m.width != m.target.width:
+            src = m.pred.name if m.pred is not None else "?"
+            rep.error(f"merge `{m.name}` combines `{src}` (width {m.width}) with "
+                      f"`{m.ast.target}` (width {m.target.width}); merge operands must have "
+                      f"equal widths", m.ast.target_span,
+                      f"make `{src}` and `{m.ast.target}` the same width")
+
+
+# --------------------------------------------------------------------------- delays
+
+def _tree_children(gn: GNode) -> list[GNode]:
+    kids = [b[0] for b in gn.branches if b]
+    if gn.next is not None:
+        kids.append(gn.next)
+    return kids
+
+
+def delays(g: Graph, rep: Reporter) -> None:
+    """Mark delayed merge edges (MDL.md 2.1) and compute the execution order.
+
+    The walk follows the text tree: a node's split branches in text order, then its main
+    successor. Visiting a node `t`, each merge that reads `t` and is on the walk's stack
+    (an ancestor of `t`, or `t` itself) closes a cycle: that edge is delayed.
+    """
+    if not g.main:
+        return
+    on_stack: set[int] = set()
+    stack: list[tuple[GNode, list[GNode]]] = []
+
+    def enter(gn: GNode) -> None:
+        on_stack.add(id(gn))
+        for m in gn.consumers:
+            if id(m) in on_stack:
+                m.delayed = True
+        stack.append((gn, _tree_children(gn)[::-1]))
+
+    enter(g.main[0])
+    while stack:
+        gn, todo = stack[-1]
+        if todo:
+            enter(todo.pop())
+        else:
+            stack.pop()
+            on_stack.discard(id(gn))
+    g.order = _schedule(g, rep)
+
+
+def _schedule(g: Graph, rep: Reporter) -> list[GNode]:
+    """Topological order of same-step edges, ties broken by text order."""
+    deps: dict[int, list[GNode]] = {id(n): [] for n in g.nodes}
+    users: dict[int, list[GNode]] = {id(n): [] for n in g.nodes}
+    for n in g.nodes:
+        srcs = [n.pred] if n.pred is not None else []
+        if n.kind == "merge" and n.target is not None and not n.delayed:
+            srcs.append(n.target)
+        for s in srcs:
+            deps[id(n)].append(s)
+            users[id(s)].append(n)
+    missing = {id(n): len(deps[id(n)]) for n in g.nodes}
+    ready = [(n.index, n) for n in g.nodes if missing[id(n)] == 0]
+    heapq.heapify(ready)
+    order: list[GNode] = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        order.append(n)
+        for u in users[id(n)]:
+            missing[id(u)] -= 1
+            if missing[id(u)] == 0:
+                heapq.heappush(ready, (u.index, u))
+    if len(order) != len(g.nodes):
+        stuck = [n for n in g.nodes if missing[id(n)] > 0 and n.kind == "merge"
+                 and n.target is not None and not n.delayed]
+        for m in stuck:
+            if missing[id(m.target)] > 0:
+                rep.error(f"merge `{m.name}` reads `{m.ast.target}` in the same step, but "
+                          f"`{m.ast.target}` itself depends on `{m.name}` in that step",
+                          m.ast.target_span,
+                          "no order computes both; read one of them through a tap on a path "
+                          "that closes the cycle (a delayed edge)")
+                break
+    return order
+
+
+# --------------------------------------------------------------------------- warnings
+
+def lint(g: Graph, rep: Reporter) -> None:
+    """Warnings: things that compile but are probably not what the author meant."""
+    for gn in g.nodes:
+        if gn.activation and gn.activation.name == "binary_step" and _has_trainable_ancestor(gn):
+            rep.warn(f"`{gn.name}` uses binary_step, which passes no gradient: the layers "
+                     f"before it will not learn through it", gn.ast.funcs[0].name_span)
+    out = g.main[-1] if g.main else None
+    if out is not None and out.kind == "output" and out.loss and out.activation:
+        if out.loss.name == "cross_entropy" and out.activation.name not in ("softmax", "sigmoid"):
+            rep.warn(f"cross_entropy expects probabilities, but `{out.name}` uses "
+                     f"`{out.activation.name}`", out.ast.funcs[0].name_span,
+                     "use `<softmax>` on the output")
+
+
+def _has_trainable_ancestor(gn: GNode) -> bool:
+    seen: set[int] = set()
+    todo = [gn.pred] + ([gn.target] if gn.target else [])
+    while todo:
+        n = todo.pop()
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.kind in ("layer", "output"):
+            return True
+        todo.append(n.pred)
+        if n.target is not None:
+            todo.append(n.target)
+    return False
+
+
+def check_functions(g: Graph, rep: Reporter) -> None:
+    check_header(g, rep)
