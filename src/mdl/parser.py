@@ -169,10 +169,21 @@ def _syntax_diagnostic(err: lark.exceptions.UnexpectedInput, source: Source) -> 
         return Diagnostic("error", "missing header: a model starts with `/weight_init, bias_init/`",
                           span, "start the model with `/xavier, zero/`", source)
     if tok.type in ("VBAR", "RSQB") and {"LPAR", "LSQB", "LBRACE"} <= set(expected):
+        before = source.line(tok.line)[: tok.column - 1].rstrip()
+        hint = ("put a node in the branch, or remove the `|`" if before.endswith("|")
+                else "a split holds at least one branch: `[s, (a, 4, <relu>)]`")
         return Diagnostic("error", "empty branch: every branch of a split holds at least one node",
-                          span, "put a node in the branch, or remove the `|`", source)
+                          span, hint, source)
+    in_header = "(" not in source.text[: _offset(source, tok)]
+    hint = ("the header is `/weight_init, bias_init/`, e.g. `/xavier, zero/`" if in_header
+            else None)
     return Diagnostic("error", f"unexpected `{text}`; expected {_expected_words(expected)}",
-                      span, None, source)
+                      span, hint, source)
+
+
+def _offset(source: Source, tok) -> int:
+    lines = source.text.splitlines(keepends=True)
+    return sum(len(x) for x in lines[: tok.line - 1]) + tok.column - 1
 
 
 def _first_token_diagnostic(source: Source) -> Optional[Diagnostic]:

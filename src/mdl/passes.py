@@ -155,8 +155,7 @@ def _check_fn(func: ast.Func, slot: str, table: dict[str, FnSpec], rep: Reporter
     if spec is None:
         other = slot_of(func.name)
         if other:
-            rep.error(f"`{func.name}` is a {other}, not an {slot}" if slot[0] in "aeiou"
-                      else f"`{func.name}` is a {other}, not a {slot}", func.name_span,
+            rep.error(f"`{func.name}` is {_a(other)}, not {_a(slot)}", func.name_span,
                       _slot_hint(slot))
         else:
             rep.error(f"unknown {slot} `{func.name}`", func.name_span,
@@ -177,10 +176,15 @@ def _check_fn(func: ast.Func, slot: str, table: dict[str, FnSpec], rep: Reporter
     return Fn(func.name, params)
 
 
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
 def _slot_hint(slot: str) -> str:
     table = {"activation": ACTIVATIONS, "loss": LOSSES, "weight initialiser": WEIGHT_INITS,
              "bias initialiser": BIAS_INITS}[slot]
-    return f"{slot}s are: " + ", ".join(table)
+    plural = "losses" if slot == "loss" else slot + "s"
+    return f"{plural} are: " + ", ".join(table)
 
 
 def check_header(g: Graph, rep: Reporter) -> None:
@@ -190,19 +194,22 @@ def check_header(g: Graph, rep: Reporter) -> None:
         spec = table.get(init.name)
         if spec is None:
             other = slot_of(init.name)
-            msg = (f"`{init.name}` is a {other}, not a {slot}" if other
+            msg = (f"`{init.name}` is {_a(other)}, not {_a(slot)}" if other
                    else f"unknown {slot} `{init.name}`")
             hint = did_you_mean(init.name, table) if not other else None
             rep.error(msg, init.name_span, hint or _slot_hint(slot))
             continue
         n = len(init.params)
         if n < spec.required or n > len(spec.params):
-            want = (f"{len(spec.params)}" if spec.required == len(spec.params)
-                    else f"{spec.required} to {len(spec.params)}")
-            names = " ".join(spec.params) or "none"
+            if not spec.params:
+                takes = "no parameters"
+            else:
+                want = (f"{len(spec.params)}" if spec.required == len(spec.params)
+                        else f"{spec.required} to {len(spec.params)}")
+                takes = (f"{want} parameter{'s' if want != '1' else ''} "
+                         f"({' '.join(spec.params)})")
             span = init.param_spans[len(spec.params)] if n > len(spec.params) else init.name_span
-            rep.error(f"`{init.name}` takes {want} parameter{'s' if want != '1' else ''} "
-                      f"({names}), got {n}", span,
+            rep.error(f"`{init.name}` takes {takes}, got {n}", span,
                       f"write `{init.name}{''.join(' ' + p for p in spec.params)}`"
                       if spec.params else f"write `{init.name}`")
             continue
@@ -275,6 +282,11 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
         return
     if not funcs:
         gn.kind = "layer"
+        if g.main[0].kind != "paren" and not any(n.kind == "input" for n in g.nodes):
+            gn.kind = "input"
+            rep.error(f"`{gn.name}` looks like the input, but the input must be the first node "
+                      f"of the model", gn.span, "move it right after the header")
+            return
         rep.error(f"`{gn.name}` has no activation function; only the input, the first node, "
                   f"has none", gn.span, f"write `({gn.name}, {gn.width or 4}, <relu>)`")
         return
@@ -359,11 +371,18 @@ def widths(g: Graph, rep: Reporter) -> None:
         if m.kind != "merge" or m.target is None or m.width is None or m.target.width is None:
             continue
         if m.width != m.target.width:
-            src = m.pred.name if m.pred is not None else "?"
+            src = _producer(m.pred).name
             rep.error(f"merge `{m.name}` combines `{src}` (width {m.width}) with "
                       f"`{m.ast.target}` (width {m.target.width}); merge operands must have "
                       f"equal widths", m.ast.target_span,
                       f"make `{src}` and `{m.ast.target}` the same width")
+
+
+def _producer(gn: GNode) -> GNode:
+    """The node that computes the value a split or tap passes on."""
+    while gn.kind in ("split", "tap") and gn.pred is not None:
+        gn = gn.pred
+    return gn
 
 
 # --------------------------------------------------------------------------- delays

@@ -1,0 +1,40 @@
+"""Golden tests: each invalid model in tests/golden gives exactly the reviewed diagnostics."""
+from pathlib import Path
+
+import pytest
+
+import mdl
+from mdl.cli import main
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = sorted(GOLDEN.glob("*.mdl"))
+
+
+def test_enough_cases():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_golden(path):
+    expected = path.with_suffix(".err").read_text(encoding="utf-8")
+    with pytest.raises(mdl.MDLError) as info:
+        mdl.compile_text(path.read_text(encoding="utf-8"), path.name, warn=False)
+    assert str(info.value) + "\n" == expected
+    first = info.value.diagnostics[0]
+    assert (info.value.line, info.value.col) == (first.line, first.col) != (0, 0)
+
+
+@pytest.mark.parametrize("name", ["unknown_activation", "several_errors", "crlf_error"])
+def test_mdlc_check_prints_the_same(name, capsys, monkeypatch):
+    monkeypatch.chdir(GOLDEN)
+    assert main(["check", f"{name}.mdl"]) == 1
+    err = capsys.readouterr().err
+    assert err == (GOLDEN / f"{name}.err").read_text(encoding="utf-8")
+
+
+def test_several_errors_all_reported():
+    with pytest.raises(mdl.MDLError) as info:
+        mdl.compile_file(GOLDEN / "several_errors.mdl", warn=False)
+    msgs = [d.message for d in info.value.diagnostics]
+    assert len(msgs) == 3
+    assert [d.line for d in info.value.diagnostics] == [3, 4, 5]
