@@ -1,12 +1,90 @@
-// pybind11 module `neuromorph._core`: conversions and GIL handling only.
+// pybind11 module `neuromorph._core`: conversions and GIL handling only. Shapes and values
+// are validated in `neuromorph/__init__.py`; this layer re-checks sizes so a wrong call from
+// Python can never read past a buffer.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include "neuromorph/engine.h"
 #include "neuromorph/version.h"
 
 namespace py = pybind11;
+using nm::ModelBase;
+
+namespace {
+
+template <class T>
+using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+void raise_as(const char* cls, const std::exception& e) {
+  py::object type = py::module_::import("neuromorph.errors").attr(cls);
+  PyErr_SetString(type.ptr(), e.what());
+}
+
+ssize_t expect(const py::array& a, int width, int batch, const char* what) {
+  if (a.ndim() != 3 || a.shape(1) != batch || a.shape(2) != width)
+    throw nm::ShapeError(std::string(what) + ": internal shape check failed");
+  return a.shape(0);
+}
+
+template <class T>
+py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train) {
+  Arr<T> xa(x), ea(e);
+  ssize_t n = expect(xa, m.input_width(), m.batch_size(), "inputs");
+  if (expect(ea, m.output_width(), m.batch_size(), "expected") != n)
+    throw nm::ShapeError("inputs and expected hold different numbers of batches");
+  py::array_t<double> losses(n);
+  {
+    py::gil_scoped_release nogil;
+    if (train) m.train(xa.data(), ea.data(), int(n), losses.mutable_data());
+    else m.evaluate(xa.data(), ea.data(), int(n), losses.mutable_data());
+  }
+  return std::move(losses);
+}
+
+template <class T>
+py::object run_predict(ModelBase& m, const py::array& x) {
+  Arr<T> xa(x);
+  ssize_t n = expect(xa, m.input_width(), m.batch_size(), "inputs");
+  Arr<T> y({n, ssize_t(m.batch_size()), ssize_t(m.output_width())});
+  {
+    py::gil_scoped_release nogil;
+    m.predict(xa.data(), int(n), y.mutable_data());
+  }
+  return std::move(y);
+}
+
+bool f64(const ModelBase& m) { return m.dtype() == nm::DType::F64; }
+
+py::dict params_dict(ModelBase& m, bool grad) {
+  py::dict d;
+  for (const auto& p : m.params()) {
+    std::vector<ssize_t> shape(p.shape.begin(), p.shape.end());
+    py::array a = f64(m) ? py::array(py::array_t<double>(shape)) : py::array(py::array_t<float>(shape));
+    m.get_param(p.name, a.mutable_data(), grad);
+    d[py::str(p.name)] = a;
+  }
+  return d;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Neuromorph engine (private; use the `neuromorph` package)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const nm::IRError& e) { raise_as("IRError", e);
+    } catch (const nm::HandleError& e) { raise_as("HandleError", e);
+    } catch (const nm::StateError& e) { raise_as("StateError", e);
+    } catch (const nm::ShapeError& e) { raise_as("ShapeError", e);
+    } catch (const nm::DataError& e) { raise_as("DataError", e);
+    } catch (const nm::DeviceError& e) { raise_as("DeviceError", e);
+    } catch (const nm::Error& e) { raise_as("NeuromorphError", e);
+    } catch (const std::bad_alloc& e) { raise_as("OutOfMemoryError", e);
+    }
+  });
+
   m.def("version", &nm::version_string, "Engine version string");
   m.def("build_info", [] {
     py::dict d;
@@ -14,5 +92,65 @@ PYBIND11_MODULE(_core, m) {
     d["ir_version"] = nm::kIrVersion;
     d["cuda_compiler_found"] = nm::cuda_compiler_found();
     return d;
+  });
+  m.def("seed", [](uint64_t s) { nm::seed(s); });
+  m.def("create", [](const std::string& ir, int batch, double lr, bool use_f64) {
+    return nm::registry_add(nm::make_model(ir, batch, lr, use_f64 ? nm::DType::F64 : nm::DType::F32));
+  });
+  m.def("release", &nm::registry_release);
+  m.def("live_models", &nm::registry_size);
+  m.def("info", [](int h) {
+    ModelBase& mm = nm::registry_get(h);
+    py::dict d;
+    d["batch_size"] = mm.batch_size();
+    d["input_width"] = mm.input_width();
+    d["output_width"] = mm.output_width();
+    d["recurrent"] = mm.recurrent();
+    d["built"] = mm.built();
+    d["dtype"] = f64(mm) ? "float64" : "float32";
+    d["learning_rate"] = mm.learning_rate();
+    py::list names;
+    for (const auto& p : mm.params()) names.append(py::make_tuple(p.name, p.shape));
+    d["params"] = names;
+    return d;
+  });
+  m.def("build", [](int h) {
+    ModelBase& mm = nm::registry_get(h);
+    mm.build(nm::draw_seed());
+  });
+  m.def("train", [](int h, const py::array& x, const py::array& e) {
+    ModelBase& mm = nm::registry_get(h);
+    return f64(mm) ? run_losses<double>(mm, x, e, true) : run_losses<float>(mm, x, e, true);
+  });
+  m.def("evaluate", [](int h, const py::array& x, const py::array& e) {
+    ModelBase& mm = nm::registry_get(h);
+    return f64(mm) ? run_losses<double>(mm, x, e, false) : run_losses<float>(mm, x, e, false);
+  });
+  m.def("predict", [](int h, const py::array& x) {
+    ModelBase& mm = nm::registry_get(h);
+    return f64(mm) ? run_predict<double>(mm, x) : run_predict<float>(mm, x);
+  });
+  m.def("gradients", [](int h, const py::array& x, const py::array& e) {
+    ModelBase& mm = nm::registry_get(h);
+    double loss;
+    if (f64(mm)) {
+      Arr<double> xa(x), ea(e);
+      expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+      expect(ea, mm.output_width(), mm.batch_size(), "expected");
+      loss = mm.compute_gradients(xa.data(), ea.data());
+    } else {
+      Arr<float> xa(x), ea(e);
+      expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+      expect(ea, mm.output_width(), mm.batch_size(), "expected");
+      loss = mm.compute_gradients(xa.data(), ea.data());
+    }
+    return py::make_tuple(loss, params_dict(mm, true));
+  });
+  m.def("reset_state", [](int h) { nm::registry_get(h).reset_state(); });
+  m.def("get_params", [](int h) { return params_dict(nm::registry_get(h), false); });
+  m.def("set_param", [](int h, const std::string& name, const py::array& value) {
+    ModelBase& mm = nm::registry_get(h);
+    if (f64(mm)) mm.set_param(name, Arr<double>(value).data());
+    else mm.set_param(name, Arr<float>(value).data());
   });
 }

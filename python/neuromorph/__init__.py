@@ -1,9 +1,238 @@
-"""Neuromorph: compile MDL models and train them with the native engine."""
+"""Neuromorph: compile MDL models and train them with the native engine.
+
+    import neuromorph as nm
+    h = nm.compile("/xavier,zero/ (x, 2) (h, 8, <tanh>) (y, 1, <sigmoid>, <mse>)", 4, 0.5)
+    nm.seed(0); nm.build(h)
+    loss = nm.train(h, inputs, expected)      # (n_batches, 4, 2) and (n_batches, 4, 1)
+    nm.predict(h, inputs); nm.release(h)
+
+Models are addressed by integer handles. Errors are typed (`neuromorph.errors`); a failed
+call leaves every model as it was.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+
+import mdl
+
 from . import _core
+from .errors import (DataError, DeviceError, HandleError, IRError, NeuromorphError,
+                     OutOfMemoryError, ShapeError, StateError)
 
 __version__ = _core.version()
+__all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
+           "reset_state", "get_params", "set_params", "release", "info", "build_info",
+           "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
+           "DeviceError", "OutOfMemoryError"]
 
 
 def build_info() -> dict:
     """Facts about the engine build (version, IR version, whether CUDA was compiled)."""
     return dict(_core.build_info())
+
+
+def _check_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_handle(h) -> int:
+    if isinstance(h, bool) or not isinstance(h, (int, np.integer)):
+        raise HandleError(f"a model handle is an int returned by compile(), got {type(h).__name__}")
+    return int(h)
+
+
+def compile(mdl_text_or_path, batch_size: int, learning_rate: float, *,
+            dtype: str = "float32") -> int:
+    """Compile MDL text (or a path to an .mdl file) into a model handle; build() it next.
+
+    Compile errors raise `mdl.MDLError`. `dtype="float64"` gives a double-precision model
+    (for gradient checks and reference runs).
+    """
+    if isinstance(mdl_text_or_path, os.PathLike) or (
+            isinstance(mdl_text_or_path, str) and "/" not in mdl_text_or_path.lstrip()[:1]
+            and os.path.isfile(mdl_text_or_path)):
+        ir = mdl.compile_file(mdl_text_or_path)
+    elif isinstance(mdl_text_or_path, str):
+        ir = mdl.compile_text(mdl_text_or_path)
+    else:
+        raise DataError(f"compile() takes MDL text or a path, got {type(mdl_text_or_path).__name__}")
+    return compile_ir(ir.to_json(), batch_size, learning_rate, dtype=dtype)
+
+
+def compile_ir(ir_json: str, batch_size: int, learning_rate: float, *,
+               dtype: str = "float32") -> int:
+    """A model handle from IR JSON (as written by `mdlc compile`)."""
+    batch_size = _check_int(batch_size, "batch_size")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating)) \
+            or not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise DataError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    if dtype not in ("float32", "float64"):
+        raise DataError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return _core.create(ir_json, batch_size, float(learning_rate), dtype == "float64")
+
+
+def seed(n: int) -> None:
+    """Seed the engine's RNG: later builds (and so training) are reproducible."""
+    n = _check_int(n, "seed", 0)
+    _core.seed(n % (1 << 64))
+
+
+def info(h: int) -> dict:
+    """Batch size, widths, dtype, whether built and recurrent, and parameter shapes."""
+    return dict(_core.info(_check_handle(h)))
+
+
+def build(h: int) -> int:
+    """Allocate and initialise the model's parameters and buffers; returns the handle."""
+    _core.build(_check_handle(h))
+    return h
+
+
+def _as_batches(data, name: str, width: int, batch: int, dtype) -> tuple[np.ndarray, bool]:
+    """(n, B, width) contiguous array of the model's dtype; flat=True for (N, width) input."""
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError) as e:
+            raise ShapeError(f"{name} must be a rectangular array of numbers: {e}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"{name} must hold numbers (float32/float64), got dtype {arr.dtype}")
+    flat = arr.ndim == 2
+    if flat:
+        if arr.shape[1] != width or arr.shape[0] % batch or arr.shape[0] == 0:
+            raise ShapeError(f"{name} must have shape (n_batches, {batch}, {width}) or (N, {width}) "
+                             f"with N a positive multiple of {batch}; got {arr.shape}")
+        arr = arr.reshape(-1, batch, width)
+    elif arr.ndim != 3 or arr.shape[1:] != (batch, width) or arr.shape[0] == 0:
+        raise ShapeError(f"{name} must have shape (n_batches, {batch}, {width}) or (N, {width}); "
+                         f"got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise DataError(f"{name} holds NaN or inf (first at index {bad})")
+    return arr, flat
+
+
+def _model(h: int) -> tuple[int, dict]:
+    h = _check_handle(h)
+    meta = _core.info(h)
+    if not meta["built"]:
+        raise StateError(f"model {h} is not built: call neuromorph.build({h}) first")
+    return h, meta
+
+
+def _pair(h, inputs, expected):
+    h, meta = _model(h)
+    dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    x, _ = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
+    e, _ = _as_batches(expected, "expected", meta["output_width"], meta["batch_size"], dt)
+    if x.shape[0] != e.shape[0]:
+        raise ShapeError(f"inputs hold {x.shape[0]} batches but expected holds {e.shape[0]}")
+    return h, x, e
+
+
+def train(h: int, inputs, expected, verbosity: int = 1) -> float:
+    """One pass over the batches (forward, mean loss, backward, SGD step each).
+
+    Returns the mean of the batch losses. verbosity 0: silent; 1: a progress bar on a
+    terminal; 2: one line per batch.
+    """
+    h, x, e = _pair(h, inputs, expected)
+    verbosity = max(0, min(2, int(verbosity)))
+    n = x.shape[0]
+    if verbosity == 0 or n == 1:
+        return float(np.mean(_core.train(h, x, e)))
+    if verbosity == 2:
+        losses = []
+        for k in range(n):
+            losses.append(float(_core.train(h, x[k:k + 1], e[k:k + 1])[0]))
+            print(f"batch {k + 1}/{n}  loss {losses[-1]:.6g}", file=sys.stderr)
+        return float(np.mean(losses))
+    from tqdm import tqdm
+    chunk = max(1, n // 100)
+    losses = []
+    with tqdm(total=n, unit="batch", disable=None, leave=False, file=sys.stderr) as bar:
+        for k in range(0, n, chunk):
+            part = _core.train(h, x[k:k + chunk], e[k:k + chunk])
+            losses.extend(part.tolist())
+            bar.update(len(part))
+            bar.set_postfix(loss=f"{np.mean(part):.4g}")
+    return float(np.mean(losses))
+
+
+def evaluate(h: int, inputs, expected) -> float:
+    """Mean batch loss without updating the parameters (recurrent state does advance)."""
+    h, x, e = _pair(h, inputs, expected)
+    return float(np.mean(_core.evaluate(h, x, e)))
+
+
+def predict(h: int, inputs) -> np.ndarray:
+    """Outputs for the inputs: (n_batches, B, out), or (N, out) for (N, in) inputs.
+
+    Recurrent models continue their stream (like a stateful Keras RNN); reset_state() first
+    to start from zeros.
+    """
+    h, meta = _model(h)
+    dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    x, flat = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
+    y = _core.predict(h, x)
+    return y.reshape(-1, meta["output_width"]) if flat else y
+
+
+def gradients(h: int, inputs, expected) -> tuple[float, dict]:
+    """Loss of one batch and the gradient of every parameter; no update, state unchanged."""
+    h, x, e = _pair(h, inputs, expected)
+    if x.shape[0] != 1:
+        raise ShapeError(f"gradients() takes one batch; got {x.shape[0]}")
+    loss, grads = _core.gradients(h, x, e)
+    return float(loss), dict(grads)
+
+
+def reset_state(h: int) -> None:
+    """Zero the recurrent state (the values delayed edges read at the next sample)."""
+    _core.reset_state(_check_handle(h))
+
+
+def get_params(h: int) -> dict:
+    """Copies of every parameter: '<layer>.weight' (out, in), '<layer>.bias' (out,), '<layer>.alpha'."""
+    h, _ = _model(h)
+    return dict(_core.get_params(h))
+
+
+def set_params(h: int, params: dict) -> None:
+    """Set some or all parameters. Everything is checked before anything is written."""
+    h, meta = _model(h)
+    if not isinstance(params, dict):
+        raise DataError(f"set_params takes a dict of name -> array, got {type(params).__name__}")
+    shapes = {name: tuple(shape) for name, shape in meta["params"]}
+    dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    checked = {}
+    for name, value in params.items():
+        if name not in shapes:
+            raise ShapeError(f"unknown parameter {name!r}; this model has: {', '.join(shapes)}")
+        arr = np.asarray(value)
+        if arr.shape != shapes[name]:
+            raise ShapeError(f"parameter {name!r} has shape {shapes[name]}, got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(f"parameter {name!r} must hold numbers, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=dt)
+        if not np.isfinite(arr).all():
+            raise DataError(f"parameter {name!r} holds NaN or inf")
+        checked[name] = arr
+    for name, arr in checked.items():
+        _core.set_param(h, name, arr)
+
+
+def release(h: int) -> None:
+    """Free the model. Its handle is never reused; using it again raises HandleError."""
+    _core.release(_check_handle(h))

@@ -1,0 +1,63 @@
+// Handle registry and the engine-wide seed. Handles are never reused.
+#include <map>
+#include <mutex>
+#include <random>
+
+#include "neuromorph/engine.h"
+#include "rng.h"
+
+namespace nm {
+namespace {
+std::mutex g_mu;
+std::map<int, std::unique_ptr<ModelBase>> g_models;
+int g_next = 1;
+Rng& global_rng() {
+  static Rng rng(std::random_device{}());  // unseeded runs differ, like PyTorch's default
+  return rng;
+}
+}  // namespace
+
+int registry_add(std::unique_ptr<ModelBase> model) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_models.emplace(g_next, std::move(model));
+  return g_next++;
+}
+
+ModelBase& registry_get(int handle) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_models.find(handle);
+  if (it == g_models.end())
+    throw HandleError(handle > 0 && handle < g_next
+                          ? "model handle " + std::to_string(handle) + " was released"
+                          : "unknown model handle " + std::to_string(handle));
+  return *it->second;
+}
+
+void registry_release(int handle) {
+  std::unique_ptr<ModelBase> doomed;  // destroyed outside the lock
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_models.find(handle);
+  if (it == g_models.end())
+    throw HandleError(handle > 0 && handle < g_next
+                          ? "model handle " + std::to_string(handle) + " was already released"
+                          : "unknown model handle " + std::to_string(handle));
+  doomed = std::move(it->second);
+  g_models.erase(it);
+}
+
+size_t registry_size() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_models.size();
+}
+
+void seed(uint64_t s) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  global_rng().reseed(s);
+}
+
+uint64_t draw_seed() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return global_rng().next();
+}
+
+}  // namespace nm

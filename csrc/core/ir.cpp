@@ -1,0 +1,167 @@
+// IR JSON -> IrModel, with validation (the only translation unit that includes nlohmann/json).
+#include "ir.h"
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "neuromorph/errors.h"
+#include "neuromorph/version.h"
+
+namespace nm {
+namespace {
+
+using json = nlohmann::json;
+
+const char* const kActNames[] = {"sigmoid", "tanh", "relu", "linear", "binary_step", "relu_leaky",
+                                 "relu_parametric", "elu", "selu", "softmax", "swish", "gelu"};
+const char* const kLossNames[] = {"mse", "mae", "mape", "huber", "huber_modified",
+                                  "cross_entropy", "hinge"};
+const char* const kMergeNames[] = {"additive", "multiplicative", "average"};
+const char* const kWeightNames[] = {"xavier", "he", "lecun", "uniform", "normal", "orthogonal"};
+const char* const kBiasNames[] = {"zero", "const_flat", "const_uneven"};
+static_assert(std::size(kActNames) == size_t(Act::kCount), "activation table misses an op");
+static_assert(std::size(kLossNames) == size_t(Loss::kCount), "loss table misses an op");
+static_assert(std::size(kMergeNames) == size_t(MergeOp::kCount), "merge table misses an op");
+static_assert(std::size(kWeightNames) == size_t(WeightInit::kCount), "init table misses one");
+static_assert(std::size(kBiasNames) == size_t(BiasInit::kCount), "bias table misses one");
+
+template <class E, size_t N>
+E lookup(const char* const (&names)[N], const std::string& s, const char* what) {
+  for (size_t i = 0; i < N; ++i)
+    if (s == names[i]) return E(i);
+  throw IRError(std::string("IR: unknown ") + what + " '" + s + "'");
+}
+
+const json& need(const json& j, const char* key, const std::string& where) {
+  if (!j.is_object() || !j.contains(key))
+    throw IRError("IR: " + where + " lacks the field '" + key + "'");
+  return j.at(key);
+}
+
+std::vector<double> params_of(const json& fn, const std::string& where) {
+  std::vector<double> p;
+  for (const auto& v : need(fn, "params", where)) p.push_back(v.get<double>());
+  return p;
+}
+
+NodeKind kind_of(const std::string& s) {
+  static const std::map<std::string, NodeKind> kinds = {
+      {"input", NodeKind::Input}, {"layer", NodeKind::Layer}, {"output", NodeKind::Output},
+      {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap}};
+  auto it = kinds.find(s);
+  if (it == kinds.end()) throw IRError("IR: unknown node kind '" + s + "'");
+  return it->second;
+}
+
+void check_graph(const IrModel& m) {
+  const int n = int(m.nodes.size());
+  if (m.input < 0 || m.output < 0) throw IRError("IR: input or output node missing");
+  if (int(m.order.size()) != n) throw IRError("IR: 'order' must list every node once");
+  std::vector<int> pos(n, -1);
+  for (int i = 0; i < n; ++i) {
+    if (m.order[i] < 0 || m.order[i] >= n || pos[m.order[i]] >= 0)
+      throw IRError("IR: 'order' must list every node once");
+    pos[m.order[i]] = i;
+  }
+  for (int i = 0; i < n; ++i) {
+    const IrNode& nd = m.nodes[i];
+    size_t want = nd.kind == NodeKind::Input ? 0 : nd.kind == NodeKind::Merge ? 2 : 1;
+    if (nd.inputs.size() != want)
+      throw IRError("IR: node '" + nd.name + "' has the wrong number of inputs");
+    if (nd.width <= 0) throw IRError("IR: node '" + nd.name + "' has no positive width");
+    for (size_t k = 0; k < nd.inputs.size(); ++k) {
+      const IrInput& in = nd.inputs[k];
+      if (in.delayed && k != 1) throw IRError("IR: only a merge's second input may be delayed");
+      if (!in.delayed && pos[in.node] >= pos[i])
+        throw IRError("IR: 'order' runs '" + nd.name + "' before its input");
+      int w = m.nodes[in.node].width;
+      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output && w != nd.width)
+        throw IRError("IR: width mismatch at '" + nd.name + "'");
+    }
+  }
+  if (m.nodes[m.output].kind != NodeKind::Output) throw IRError("IR: 'output' is not an output");
+  if (m.nodes[m.input].kind != NodeKind::Input) throw IRError("IR: 'input' is not an input");
+}
+
+}  // namespace
+
+const char* act_name(Act a) { return kActNames[int(a)]; }
+const char* loss_name(Loss l) { return kLossNames[int(l)]; }
+
+IrModel load_ir(const std::string& text) {
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::exception& e) {
+    throw IRError(std::string("IR: not valid JSON: ") + e.what());
+  }
+  IrModel m;
+  try {
+    if (!doc.is_object() || doc.value("format", "") != "neuromorph-ir")
+      throw IRError("IR: not a Neuromorph IR document (format must be 'neuromorph-ir')");
+    int version = need(doc, "version", "the document").get<int>();
+    if (version != kIrVersion)
+      throw IRError("IR: version " + std::to_string(version) + " is not supported (this engine "
+                    "reads version " + std::to_string(kIrVersion) + ")");
+    const json& header = need(doc, "header", "the document");
+    const json& wi = need(header, "weight_init", "the header");
+    const json& bi = need(header, "bias_init", "the header");
+    m.weight_init = lookup<WeightInit>(kWeightNames, need(wi, "name", "weight_init"), "weight init");
+    m.weight_params = params_of(wi, "weight_init");
+    m.bias_init = lookup<BiasInit>(kBiasNames, need(bi, "name", "bias_init"), "bias init");
+    m.bias_params = params_of(bi, "bias_init");
+    std::map<std::string, int> index;
+    for (const auto& jn : need(doc, "nodes", "the document")) {
+      IrNode nd;
+      nd.name = need(jn, "name", "a node").get<std::string>();
+      nd.kind = kind_of(need(jn, "kind", nd.name));
+      nd.width = need(jn, "width", nd.name).get<int>();
+      if (jn.contains("activation")) {
+        nd.act = lookup<Act>(kActNames, need(jn["activation"], "name", nd.name), "activation");
+        auto p = params_of(jn["activation"], nd.name);
+        nd.act_param = p.empty() ? 0.0 : p[0];
+      } else if (nd.kind == NodeKind::Layer || nd.kind == NodeKind::Output) {
+        throw IRError("IR: layer '" + nd.name + "' has no activation");
+      }
+      if (jn.contains("loss")) {
+        nd.loss = lookup<Loss>(kLossNames, need(jn["loss"], "name", nd.name), "loss");
+        auto p = params_of(jn["loss"], nd.name);
+        nd.loss_param = p.empty() ? 0.0 : p[0];
+      }
+      if (nd.kind == NodeKind::Merge)
+        nd.op = lookup<MergeOp>(kMergeNames, need(jn, "op", nd.name), "merge op");
+      if (!index.emplace(nd.name, int(m.nodes.size())).second)
+        throw IRError("IR: duplicate node name '" + nd.name + "'");
+      m.nodes.push_back(nd);
+    }
+    size_t i = 0;
+    for (const auto& jn : doc["nodes"]) {
+      for (const auto& ji : need(jn, "inputs", m.nodes[i].name)) {
+        auto it = index.find(need(ji, "node", m.nodes[i].name).get<std::string>());
+        if (it == index.end()) throw IRError("IR: node '" + m.nodes[i].name + "' reads an unknown node");
+        m.nodes[i].inputs.push_back({it->second, ji.value("delayed", false)});
+      }
+      ++i;
+    }
+    for (const auto& name : need(doc, "order", "the document")) {
+      auto it = index.find(name.get<std::string>());
+      if (it == index.end()) throw IRError("IR: 'order' names an unknown node");
+      m.order.push_back(it->second);
+    }
+    auto in = index.find(need(doc, "input", "the document").get<std::string>());
+    auto out = index.find(need(doc, "output", "the document").get<std::string>());
+    m.input = in == index.end() ? -1 : in->second;
+    m.output = out == index.end() ? -1 : out->second;
+  } catch (const json::exception& e) {
+    throw IRError(std::string("IR: malformed document: ") + e.what());
+  }
+  m.recurrent = std::any_of(m.nodes.begin(), m.nodes.end(), [](const IrNode& n) {
+    return std::any_of(n.inputs.begin(), n.inputs.end(), [](const IrInput& i) { return i.delayed; });
+  });
+  check_graph(m);
+  m.json = text;
+  return m;
+}
+
+}  // namespace nm

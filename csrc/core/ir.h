@@ -1,0 +1,53 @@
+// The IR (docs/ir.md) as the runtime sees it: nodes with enums instead of strings.
+// Loading validates everything the plan relies on, so later code can trust it.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace nm {
+
+enum class NodeKind { Input, Layer, Output, Merge, Split, Tap };
+
+// One op list; tables indexed by these enums static_assert their size against kCount.
+enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
+                 Softmax, Swish, Gelu, kCount };
+enum class Loss { Mse, Mae, Mape, Huber, HuberModified, CrossEntropy, Hinge, kCount };
+enum class MergeOp { Additive, Multiplicative, Average, kCount };
+enum class WeightInit { Xavier, He, Lecun, Uniform, Normal, Orthogonal, kCount };
+enum class BiasInit { Zero, ConstFlat, ConstUneven, kCount };
+
+struct IrInput {
+  int node = -1;        // index into IrModel::nodes
+  bool delayed = false; // read the previous sample's value
+};
+
+struct IrNode {
+  std::string name;
+  NodeKind kind = NodeKind::Layer;
+  int width = 0;
+  std::vector<IrInput> inputs;  // layer/output/split/tap: [u]; merge: [u, v]
+  Act act = Act::Linear;
+  double act_param = 0.0;
+  Loss loss = Loss::Mse;
+  double loss_param = 0.0;
+  MergeOp op = MergeOp::Additive;
+};
+
+struct IrModel {
+  std::vector<IrNode> nodes;
+  std::vector<int> order;  // execution order (node indices)
+  int input = -1, output = -1;
+  bool recurrent = false;
+  WeightInit weight_init = WeightInit::Xavier;
+  std::vector<double> weight_params;
+  BiasInit bias_init = BiasInit::Zero;
+  std::vector<double> bias_params;
+  std::string json;  // the document as loaded
+};
+
+IrModel load_ir(const std::string& json_text);  // throws IRError
+
+const char* act_name(Act a);
+const char* loss_name(Loss l);
+
+}  // namespace nm

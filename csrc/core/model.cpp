@@ -1,0 +1,397 @@
+// Model<T>: the static plan of one compiled model and its train / predict loops on the CPU.
+//
+// Values live in row buffers (batch_size x width, one sample per row). Split and tap nodes
+// alias their producer's slot, so fan-out gradients accumulate in one buffer. Non-recurrent
+// models run each node over all rows at once; recurrent models step row by row (row t is
+// sample t of the stream) and a delayed read takes row t-1, or the carried state at t = 0:
+// backpropagation runs through the whole window (truncated BPTT, carried state constant).
+// Every buffer is sized at build; a step allocates nothing.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "../cpu/ops.h"
+#include "ir.h"
+#include "neuromorph/engine.h"
+#include "rng.h"
+
+namespace nm {
+namespace {
+
+struct LayerPlan {
+  size_t W = 0, b = 0, alpha = 0;  // offsets in the parameter arena
+  bool has_alpha = false;
+  int in = 0, out = 0;
+  size_t z = 0;                    // offset of the pre-activation buffer (B x out)
+};
+
+struct Slot {
+  int width = 0;
+  size_t off = 0;          // offset in the value and value-gradient arenas (B x width)
+  size_t carry = SIZE_MAX; // offset in the carry arena when read by a delayed edge
+};
+
+void orthogonal_fill(Rng& rng, double gain, int rows, int cols, std::vector<double>& out) {
+  // Semi-orthogonal rows x cols matrix: modified Gram-Schmidt (twice) on a normal matrix of the
+  // taller orientation, columns signed so the diagonal of R is positive (as QR would give).
+  const bool tall = rows >= cols;
+  const int m = tall ? rows : cols, n = tall ? cols : rows;  // m x n, m >= n
+  std::vector<double> a(size_t(m) * n);
+  for (auto& x : a) x = rng.normal();
+  for (int j = 0; j < n; ++j) {
+    for (int pass = 0; pass < 2; ++pass)
+      for (int k = 0; k < j; ++k) {
+        double d = 0;
+        for (int i = 0; i < m; ++i) d += a[size_t(i) * n + k] * a[size_t(i) * n + j];
+        for (int i = 0; i < m; ++i) a[size_t(i) * n + j] -= d * a[size_t(i) * n + k];
+      }
+    double norm = 0;
+    for (int i = 0; i < m; ++i) norm += a[size_t(i) * n + j] * a[size_t(i) * n + j];
+    norm = std::sqrt(norm);
+    for (int i = 0; i < m; ++i) a[size_t(i) * n + j] /= norm;
+  }
+  out.assign(size_t(rows) * cols, 0.0);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c)
+      out[size_t(r) * cols + c] = gain * (tall ? a[size_t(r) * n + c] : a[size_t(c) * n + r]);
+}
+
+template <class T>
+class Model final : public ModelBase {
+ public:
+  Model(IrModel ir, int batch, double lr) : ir_(std::move(ir)), B_(batch), lr_(lr) { plan(); }
+
+  DType dtype() const override { return sizeof(T) == 4 ? DType::F32 : DType::F64; }
+  int batch_size() const override { return B_; }
+  int input_width() const override { return ir_.nodes[ir_.input].width; }
+  int output_width() const override { return ir_.nodes[ir_.output].width; }
+  bool recurrent() const override { return ir_.recurrent; }
+  bool built() const override { return built_; }
+  const std::string& ir_json() const override { return ir_.json; }
+  double learning_rate() const override { return lr_; }
+  const std::vector<ParamInfo>& params() const override { return info_; }
+
+  void build(uint64_t seed) override {
+    params_.assign(n_params_, T(0));
+    grads_.assign(n_params_, T(0));
+    vals_.assign(n_vals_, T(0));
+    vgrads_.assign(n_vals_, T(0));
+    zbuf_.assign(n_z_, T(0));
+    scratch_.assign(size_t(B_) * max_width_, T(0));
+    carry_.assign(n_carry_, T(0));
+    initialise(seed);
+    built_ = true;
+  }
+
+  void train(const void* x, const void* e, int n, double* losses) override {
+    need_built();
+    for (int k = 0; k < n; ++k) {
+      losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()), true);
+      for (size_t i = 0; i < n_params_; ++i) params_[i] -= T(lr_) * grads_[i];
+      commit_carry();
+    }
+  }
+
+  void evaluate(const void* x, const void* e, int n, double* losses) override {
+    need_built();
+    for (int k = 0; k < n; ++k) {
+      load_input(batch_ptr(x, k, in_w()));
+      forward_all();
+      losses[k] = loss_and_grad(batch_ptr(e, k, out_w()), false);
+      commit_carry();
+    }
+  }
+
+  void predict(const void* x, int n, void* y) override {
+    need_built();
+    const Slot& out = slots_[slot_of_[ir_.output]];
+    T* dst = static_cast<T*>(y);
+    for (int k = 0; k < n; ++k) {
+      load_input(batch_ptr(x, k, in_w()));
+      forward_all();
+      std::memcpy(dst + size_t(k) * B_ * out.width, &vals_[out.off], sizeof(T) * B_ * out.width);
+      commit_carry();
+    }
+  }
+
+  double compute_gradients(const void* x, const void* e) override {
+    need_built();
+    return step(static_cast<const T*>(x), static_cast<const T*>(e), true);
+  }
+
+  void reset_state() override { std::fill(carry_.begin(), carry_.end(), T(0)); }
+
+  void get_param(const std::string& name, void* out, bool grad) const override {
+    const ParamInfo& p = find(name);
+    if (!built_) throw StateError("model is not built: call build() before reading parameters");
+    const auto& src = grad ? grads_ : params_;
+    std::memcpy(out, &src[p.offset], sizeof(T) * p.size);
+  }
+
+  void set_param(const std::string& name, const void* in) override {
+    const ParamInfo& p = find(name);
+    if (!built_) throw StateError("model is not built: call build() before setting parameters");
+    std::memcpy(&params_[p.offset], in, sizeof(T) * p.size);
+  }
+
+ private:
+  int in_w() const { return input_width(); }
+  int out_w() const { return output_width(); }
+  const T* batch_ptr(const void* base, int k, int width) const {
+    return static_cast<const T*>(base) + size_t(k) * B_ * width;
+  }
+  void need_built() const {
+    if (!built_) throw StateError("model is not built: call build() first");
+  }
+  const ParamInfo& find(const std::string& name) const {
+    for (const auto& p : info_)
+      if (p.name == name) return p;
+    throw ShapeError("unknown parameter '" + name + "'");
+  }
+
+  // ---------------------------------------------------------------- plan (once, at compile)
+  void plan() {
+    const int n = int(ir_.nodes.size());
+    slot_of_.assign(n, -1);
+    layers_.assign(n, LayerPlan{});
+    for (int idx : ir_.order) {
+      const IrNode& nd = ir_.nodes[idx];
+      max_width_ = std::max(max_width_, nd.width);
+      if (nd.kind == NodeKind::Split || nd.kind == NodeKind::Tap) {
+        slot_of_[idx] = slot_of_[nd.inputs[0].node];  // identity: share the producer's slot
+        continue;
+      }
+      slot_of_[idx] = int(slots_.size());
+      slots_.push_back(Slot{nd.width, n_vals_});
+      n_vals_ += size_t(B_) * nd.width;
+    }
+    for (int idx = 0; idx < n; ++idx) {  // parameters in source order
+      const IrNode& nd = ir_.nodes[idx];
+      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
+      LayerPlan& L = layers_[idx];
+      L.in = ir_.nodes[nd.inputs[0].node].width;
+      L.out = nd.width;
+      L.W = add_param(nd.name + ".weight", {L.out, L.in});
+      L.b = add_param(nd.name + ".bias", {L.out});
+      if (nd.act == Act::ReluParametric) {
+        L.has_alpha = true;
+        L.alpha = add_param(nd.name + ".alpha", {});
+      }
+      L.z = n_z_;
+      n_z_ += size_t(B_) * L.out;
+    }
+    for (const IrNode& nd : ir_.nodes)
+      for (const IrInput& in : nd.inputs)
+        if (in.delayed && slots_[slot_of_[in.node]].carry == SIZE_MAX) {
+          Slot& s = slots_[slot_of_[in.node]];
+          s.carry = n_carry_;
+          n_carry_ += s.width;
+        }
+    const IrNode& out = ir_.nodes[ir_.output];
+    fused_xent_ = out.act == Act::Softmax && out.loss == Loss::CrossEntropy;
+  }
+
+  size_t add_param(const std::string& name, std::vector<int64_t> shape) {
+    size_t size = 1;
+    for (auto d : shape) size *= size_t(d);
+    info_.push_back(ParamInfo{name, shape, n_params_, size});
+    n_params_ += size;
+    return n_params_ - size;
+  }
+
+  // ---------------------------------------------------------------- initialisation
+  void initialise(uint64_t seed) {
+    Rng rng(seed);
+    const auto& wp = ir_.weight_params;
+    const auto& bp = ir_.bias_params;
+    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
+      const IrNode& nd = ir_.nodes[idx];
+      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
+      const LayerPlan& L = layers_[idx];
+      T* W = &params_[L.W];
+      const size_t nw = size_t(L.out) * L.in;
+      switch (ir_.weight_init) {
+        case WeightInit::Xavier: {
+          double a = std::sqrt(6.0 / (L.in + L.out));
+          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.uniform(-a, a));
+          break;
+        }
+        case WeightInit::He: {
+          double a = std::sqrt(6.0 / L.in);
+          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.uniform(-a, a));
+          break;
+        }
+        case WeightInit::Lecun:
+          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.normal(0, std::sqrt(1.0 / L.in)));
+          break;
+        case WeightInit::Uniform:
+          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.uniform(wp[0], wp[1]));
+          break;
+        case WeightInit::Normal:
+          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.normal(wp[0], wp[1]));
+          break;
+        case WeightInit::Orthogonal: {
+          std::vector<double> q;
+          orthogonal_fill(rng, wp.empty() ? 1.0 : wp[0], L.out, L.in, q);
+          for (size_t i = 0; i < nw; ++i) W[i] = T(q[i]);
+          break;
+        }
+        default: break;
+      }
+      T* b = &params_[L.b];
+      for (int o = 0; o < L.out; ++o)
+        b[o] = ir_.bias_init == BiasInit::Zero        ? T(0)
+             : ir_.bias_init == BiasInit::ConstFlat   ? T(bp[0])
+                                                      : T(rng.normal(bp[0], bp[1]));
+      if (L.has_alpha) params_[L.alpha] = T(nd.act_param);
+    }
+  }
+
+  // ---------------------------------------------------------------- one batch
+  double step(const T* x, const T* e, bool want_grad) {
+    load_input(x);
+    forward_all();
+    std::fill(grads_.begin(), grads_.end(), T(0));
+    std::fill(vgrads_.begin(), vgrads_.end(), T(0));
+    double loss = loss_and_grad(e, want_grad);
+    if (want_grad) backward_all();
+    return loss;
+  }
+
+  void load_input(const T* x) {
+    std::memcpy(&vals_[slots_[slot_of_[ir_.input]].off], x, sizeof(T) * B_ * in_w());
+  }
+
+  void forward_all() {
+    if (!ir_.recurrent) {
+      for (int idx : ir_.order) forward_node(idx, 0, B_);
+      return;
+    }
+    for (int t = 0; t < B_; ++t)
+      for (int idx : ir_.order) forward_node(idx, t, 1);
+  }
+
+  void backward_all() {
+    if (!ir_.recurrent) {
+      for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, 0, B_);
+      return;
+    }
+    for (int t = B_ - 1; t >= 0; --t)
+      for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, t, 1);
+  }
+
+  T* val(int node, int row) { const Slot& s = slots_[slot_of_[node]]; return &vals_[s.off + size_t(row) * s.width]; }
+  T* vgrad(int node, int row) { const Slot& s = slots_[slot_of_[node]]; return &vgrads_[s.off + size_t(row) * s.width]; }
+
+  // Value read through input `in` at `row` (rows == 1 when delayed): row-1 or the carry.
+  T* read(const IrInput& in, int row) {
+    if (!in.delayed) return val(in.node, row);
+    return row > 0 ? val(in.node, row - 1) : &carry_[slots_[slot_of_[in.node]].carry];
+  }
+  T* read_grad(const IrInput& in, int row) {  // null: the carried-in state is a constant
+    if (!in.delayed) return vgrad(in.node, row);
+    return row > 0 ? vgrad(in.node, row - 1) : nullptr;
+  }
+
+  void forward_node(int idx, int row, int rows) {
+    const IrNode& nd = ir_.nodes[idx];
+    switch (nd.kind) {
+      case NodeKind::Layer:
+      case NodeKind::Output: {
+        const LayerPlan& L = layers_[idx];
+        T* z = &zbuf_[L.z + size_t(row) * L.out];
+        ops::dense_forward(val(nd.inputs[0].node, row), &params_[L.W], &params_[L.b], z, rows,
+                           L.in, L.out);
+        ops::act_forward(nd.act, T(nd.act_param), alpha(L), z, val(idx, row), rows, L.out);
+        break;
+      }
+      case NodeKind::Merge:
+        ops::merge_forward(nd.op, val(nd.inputs[0].node, row), read(nd.inputs[1], row),
+                           val(idx, row), size_t(rows) * nd.width);
+        break;
+      default: break;  // input: loaded; split/tap: aliases
+    }
+  }
+
+  void backward_node(int idx, int row, int rows) {
+    const IrNode& nd = ir_.nodes[idx];
+    switch (nd.kind) {
+      case NodeKind::Layer:
+      case NodeKind::Output: {
+        const LayerPlan& L = layers_[idx];
+        const T* z = &zbuf_[L.z + size_t(row) * L.out];
+        T* dz = &scratch_[size_t(row) * L.out];
+        if (idx == ir_.output && fused_xent_) {
+          std::memcpy(dz, vgrad(idx, row), sizeof(T) * rows * L.out);  // already dL/dz
+        } else {
+          ops::act_backward(nd.act, T(nd.act_param), alpha(L), z, val(idx, row), vgrad(idx, row),
+                            dz, L.has_alpha ? &grads_[L.alpha] : static_cast<T*>(nullptr), rows,
+                            L.out);
+        }
+        const int src = nd.inputs[0].node;
+        T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
+        ops::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
+                            rows, L.in, L.out);
+        break;
+      }
+      case NodeKind::Merge:
+        ops::merge_backward(nd.op, val(nd.inputs[0].node, row), read(nd.inputs[1], row),
+                            vgrad(idx, row), vgrad(nd.inputs[0].node, row),
+                            read_grad(nd.inputs[1], row), size_t(rows) * nd.width);
+        break;
+      default: break;
+    }
+  }
+
+  T alpha(const LayerPlan& L) const { return L.has_alpha ? params_[L.alpha] : T(0); }
+
+  // Mean per-sample loss over the batch; with want_grad, dL/d(output) into its value gradient
+  // (dL/dz for the fused softmax + cross-entropy output).
+  double loss_and_grad(const T* e, bool want_grad) {
+    const IrNode& out = ir_.nodes[ir_.output];
+    const int n = out.width;
+    double total = 0;
+    for (int r = 0; r < B_; ++r) {
+      const T* a = val(ir_.output, r);
+      const T* er = e + size_t(r) * n;
+      total += ops::loss_forward(out.loss, out.loss_param, a, er, n);
+      if (!want_grad) continue;
+      if (fused_xent_) ops::softmax_xent_backward(a, er, vgrad(ir_.output, r), n, 1.0 / B_);
+      else ops::loss_backward(out.loss, out.loss_param, a, er, vgrad(ir_.output, r), n, 1.0 / B_);
+    }
+    return total / B_;
+  }
+
+  void commit_carry() {  // the window's last sample becomes the next window's "previous"
+    for (const Slot& s : slots_)
+      if (s.carry != SIZE_MAX)
+        std::memcpy(&carry_[s.carry], &vals_[s.off + size_t(B_ - 1) * s.width], sizeof(T) * s.width);
+  }
+
+  IrModel ir_;
+  int B_;
+  double lr_;
+  bool built_ = false, fused_xent_ = false;
+  std::vector<int> slot_of_;
+  std::vector<Slot> slots_;
+  std::vector<LayerPlan> layers_;
+  std::vector<ParamInfo> info_;
+  size_t n_params_ = 0, n_vals_ = 0, n_z_ = 0, n_carry_ = 0;
+  int max_width_ = 1;
+  std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_;
+};
+
+}  // namespace
+
+std::unique_ptr<ModelBase> make_model(const std::string& ir_json, int batch, double lr,
+                                      DType dtype) {
+  if (batch <= 0) throw ShapeError("batch_size must be a positive integer, got " + std::to_string(batch));
+  if (!(lr > 0) || !std::isfinite(lr))
+    throw DataError("learning_rate must be a positive finite number");
+  IrModel ir = load_ir(ir_json);
+  if (dtype == DType::F64) return std::make_unique<Model<double>>(std::move(ir), batch, lr);
+  return std::make_unique<Model<float>>(std::move(ir), batch, lr);
+}
+
+}  // namespace nm

@@ -1,0 +1,63 @@
+// The engine's C++ API: models by integer handle, typed errors (errors.h), no Python.
+// A model is compiled from IR JSON (written by `mdlc compile`), built (allocated and
+// initialised from the engine's RNG), then trained / run on row-major float buffers of
+// shape (n_batches, batch_size, width).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "neuromorph/errors.h"
+
+namespace nm {
+
+enum class DType { F32, F64 };
+
+struct ParamInfo {
+  std::string name;            // "<layer>.weight" | "<layer>.bias" | "<layer>.alpha"
+  std::vector<int64_t> shape;  // weight (out, in); bias (out,); alpha ()
+  size_t offset = 0, size = 0; // in the parameter arena
+};
+
+class ModelBase {
+ public:
+  virtual ~ModelBase() = default;
+  virtual DType dtype() const = 0;
+  virtual int batch_size() const = 0;
+  virtual int input_width() const = 0;
+  virtual int output_width() const = 0;
+  virtual bool recurrent() const = 0;
+  virtual bool built() const = 0;
+  virtual const std::string& ir_json() const = 0;
+
+  virtual void build(uint64_t seed) = 0;
+  // Buffers hold elements of dtype(): x (n, B, in), e (n, B, out), y (n, B, out).
+  // train/evaluate write each batch's mean loss to losses[n].
+  virtual void train(const void* x, const void* e, int n_batches, double* losses) = 0;
+  virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
+  virtual void predict(const void* x, int n_batches, void* y) = 0;
+  // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.
+  virtual double compute_gradients(const void* x, const void* e) = 0;
+  virtual void reset_state() = 0;
+
+  virtual const std::vector<ParamInfo>& params() const = 0;
+  virtual void get_param(const std::string& name, void* out, bool grad = false) const = 0;
+  virtual void set_param(const std::string& name, const void* in) = 0;
+  virtual double learning_rate() const = 0;
+};
+
+std::unique_ptr<ModelBase> make_model(const std::string& ir_json, int batch_size,
+                                      double learning_rate, DType dtype);
+
+// Handles. Numbers are never reused, so a released handle stays an error.
+int registry_add(std::unique_ptr<ModelBase> model);
+ModelBase& registry_get(int handle);   // throws HandleError
+void registry_release(int handle);     // throws HandleError
+size_t registry_size();
+
+// The engine RNG: seed() makes every later build reproducible; build draws from it.
+void seed(uint64_t s);
+uint64_t draw_seed();
+
+}  // namespace nm

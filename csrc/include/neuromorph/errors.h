@@ -1,0 +1,19 @@
+// Typed engine errors. Library code throws these and never exits; the bindings map each to
+// a Python exception class of the same name, the C API to a status code.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace nm {
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct IRError : Error { using Error::Error; };       // malformed or wrong-version IR
+struct HandleError : Error { using Error::Error; };   // unknown or released handle
+struct StateError : Error { using Error::Error; };    // e.g. train before build
+struct ShapeError : Error { using Error::Error; };    // wrong data or parameter shape
+struct DataError : Error { using Error::Error; };     // NaN/inf in data
+struct DeviceError : Error { using Error::Error; };    // unsupported or missing device
+
+}  // namespace nm

@@ -1,0 +1,33 @@
+"""Typed exceptions of the Neuromorph runtime (the engine raises these by name)."""
+
+
+class NeuromorphError(Exception):
+    """Base class of every runtime error."""
+
+
+class HandleError(NeuromorphError, ValueError):
+    """An unknown or already released model handle."""
+
+
+class StateError(NeuromorphError, RuntimeError):
+    """The call does not fit the model's state (e.g. train before build)."""
+
+
+class ShapeError(NeuromorphError, ValueError):
+    """Data or a parameter has the wrong shape."""
+
+
+class DataError(NeuromorphError, ValueError):
+    """Data has the wrong type or holds NaN/inf, or a setting is out of range."""
+
+
+class IRError(NeuromorphError, ValueError):
+    """A malformed or wrong-version IR document."""
+
+
+class DeviceError(NeuromorphError, RuntimeError):
+    """A device that this build or machine does not have."""
+
+
+class OutOfMemoryError(NeuromorphError, MemoryError):
+    """The engine could not allocate a model's buffers."""
