@@ -109,11 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("run", help="train a model on an .npz file or a built-in synthetic task")
     c.add_argument("file", metavar="MODEL")
     c.add_argument("--data", metavar="FILE.npz", help="arrays `inputs` and `expected`")
-    c.add_argument("--epochs", type=int, default=3)
+    c.add_argument("--epochs", type=int, default=5)
     c.add_argument("--batch-size", type=int, default=None)
     c.add_argument("--lr", type=float, default=None)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--batches", type=int, default=400, help="synthetic task size in batches")
+    c.add_argument("--batches", type=int, default=2000, help="synthetic task size in batches")
     c.add_argument("--verbosity", type=int, default=1)
     c.set_defaults(fn=cmd_run)
     return p
