@@ -40,6 +40,19 @@ def test_compile_settings(batch, lr, match):
         nm.compile(MODEL, batch, lr)
 
 
+def test_compile_from_path_forms(tmp_path):
+    f = tmp_path / "m.mdl"
+    f.write_text(MODEL)
+    for src in (f, str(f)):
+        handle = nm.compile(src, 4, 0.1)
+        assert nm.info(handle)["input_width"] == 3
+        nm.release(handle)
+    with pytest.raises(nm.DataError, match="no such MDL file"):
+        nm.compile(str(tmp_path / "missing.mdl"), 4, 0.1)
+    with pytest.raises(nm.DataError, match="no such MDL file"):
+        nm.compile(tmp_path / "missing.mdl", 4, 0.1)
+
+
 def test_train_before_build():
     handle = nm.compile(MODEL, 4, 0.1)
     with pytest.raises(nm.StateError, match="not built"):

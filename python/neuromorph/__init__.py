@@ -55,11 +55,16 @@ def compile(mdl_text_or_path, batch_size: int, learning_rate: float, *,
     Compile errors raise `mdl.MDLError`. `dtype="float64"` gives a double-precision model
     (for gradient checks and reference runs).
     """
-    if isinstance(mdl_text_or_path, os.PathLike) or (
-            isinstance(mdl_text_or_path, str) and "/" not in mdl_text_or_path.lstrip()[:1]
-            and os.path.isfile(mdl_text_or_path)):
-        ir = mdl.compile_file(mdl_text_or_path)
-    elif isinstance(mdl_text_or_path, str):
+    src = mdl_text_or_path
+    looks_like_path = isinstance(src, str) and "\n" not in src and "(" not in src
+    if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src
+                                         and os.path.isfile(src)):
+        if not os.path.isfile(src):
+            raise DataError(f"no such MDL file: {os.fspath(src)}")
+        ir = mdl.compile_file(src)
+    elif looks_like_path and src.strip().endswith(".mdl"):
+        raise DataError(f"no such MDL file: {src}")
+    elif isinstance(src, str):
         ir = mdl.compile_text(mdl_text_or_path)
     else:
         raise DataError(f"compile() takes MDL text or a path, got {type(mdl_text_or_path).__name__}")
