@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "../cpu/gemm.h"
 #include "../cpu/ops.h"
 #include "ir.h"
 #include "neuromorph/engine.h"
@@ -301,7 +302,7 @@ class Model final : public ModelBase {
       case NodeKind::Output: {
         const LayerPlan& L = layers_[idx];
         T* z = &zbuf_[L.z + size_t(row) * L.out];
-        ops::dense_forward(val(nd.inputs[0].node, row), &params_[L.W], &params_[L.b], z, rows,
+        cpu::dense_forward(val(nd.inputs[0].node, row), &params_[L.W], &params_[L.b], z, rows,
                            L.in, L.out);
         ops::act_forward(nd.act, T(nd.act_param), alpha(L), z, val(idx, row), rows, L.out);
         break;
@@ -331,7 +332,7 @@ class Model final : public ModelBase {
         }
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
-        ops::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
+        cpu::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
                             rows, L.in, L.out);
         break;
       }

@@ -20,6 +20,7 @@ import numpy as np
 
 import mdl
 
+from . import _blas  # noqa: F401  (loads the OpenBLAS library before the engine)
 from . import _core
 from .errors import (DataError, DeviceError, HandleError, IRError, NeuromorphError,
                      OutOfMemoryError, ShapeError, StateError)

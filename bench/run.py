@@ -1,0 +1,202 @@
+"""Side-by-side CPU benchmarks: Neuromorph vs PyTorch eager vs numpy's sgemm, in one process.
+
+    python bench/run.py [--quick] [--threads N] [--cases a,b,c,d]
+
+Prints one JSON object per case (see bench/README.md): our microseconds per training step,
+PyTorch's (when torch is installed), the ratio (>1: we are faster), GFLOP/s, the share of the
+same-run numpy sgemm rate, peak RSS, and a machine line. Timings are medians of several
+repeats after a warm-up; only same-run ratios are meaningful on shared machines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import warnings
+
+ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ARGS.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+ARGS.add_argument("--threads", type=int, default=1)
+ARGS.add_argument("--cases", default="a,b,c,d")
+ARGS.add_argument("--repeats", type=int, default=5)
+OPTS = ARGS.parse_args()
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(OPTS.threads)  # before numpy/torch load their BLAS
+
+import numpy as np  # noqa: E402
+
+import neuromorph as nm  # noqa: E402
+
+warnings.simplefilter("ignore")
+try:
+    import torch
+    torch.set_num_threads(OPTS.threads)
+except ImportError:  # the bench still runs; PyTorch columns say why they are empty
+    torch = None
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    tv = torch.__version__ if torch else "not installed"
+    return (f"{cpu}; {os.cpu_count()} cpus; threads {OPTS.threads}; neuromorph {nm.__version__}; "
+            f"torch {tv}; numpy {np.__version__}")
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def sgemm_gflops(m: int, k: int, n: int, repeats: int) -> float:
+    a = np.random.rand(m, k).astype(np.float32)
+    b = np.random.rand(k, n).astype(np.float32)
+    reps = max(1, int(2e8 / (2 * m * k * n)))
+    t = median_time(lambda: [a @ b for _ in range(reps)], repeats)
+    return 2 * m * k * n * reps / t / 1e9
+
+
+def mlp_flops(widths, batch) -> float:
+    """Training FLOPs of one step of an MLP: forward, backward to weights and to inputs."""
+    f = 0
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        f += 2 * batch * a * b * (2 if i == 0 else 3)  # no input gradient for the first layer
+    return f
+
+
+def ours_mlp(widths, acts, loss, batch, n_batches):
+    layers = "".join(f"(l{i}, {w}, <{a}>)" for i, (w, a) in enumerate(zip(widths[1:-1], acts)))
+    text = f"/xavier,zero/ (input, {widths[0]}) {layers} (output, {widths[-1]}, <{acts[-1]}>, <{loss}>)"
+    h = nm.compile(text, batch, 0.01)
+    nm.seed(0)
+    nm.build(h)
+    x = np.random.rand(n_batches, batch, widths[0]).astype(np.float32)
+    e = np.random.rand(n_batches, batch, widths[-1]).astype(np.float32)
+    t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
+    nm.release(h)
+    return t / n_batches * 1e6
+
+
+TORCH_ACTS = {"tanh": "Tanh", "relu": "ReLU", "linear": None, "softmax": None}
+
+
+def torch_mlp(widths, acts, loss, batch, n_batches):
+    if torch is None:
+        return None
+    mods = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        mods.append(torch.nn.Linear(a, b))
+        act = TORCH_ACTS[acts[i]]
+        if act and i < len(widths) - 2:
+            mods.append(getattr(torch.nn, act)())
+    net = torch.nn.Sequential(*mods)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.rand(n_batches, batch, widths[0])
+    if loss == "cross_entropy":
+        e = torch.randint(0, widths[-1], (n_batches, batch))
+        lossf = torch.nn.CrossEntropyLoss()   # fused log-softmax + NLL: PyTorch's best form
+    else:
+        e = torch.rand(n_batches, batch, widths[-1])
+        lossf = torch.nn.MSELoss()
+
+    def run():
+        for k in range(n_batches):
+            opt.zero_grad(set_to_none=True)
+            lossf(net(x[k]), e[k]).backward()
+            opt.step()
+    return median_time(run, OPTS.repeats) / n_batches * 1e6
+
+
+def report(case, shape, ours_us, torch_us, flops=None, sgemm=None, extra=None):
+    row = {"case": case, "shape": shape, "ours_us_per_step": round(ours_us, 3),
+           "torch_us_per_step": None if torch_us is None else round(torch_us, 3),
+           "ratio_vs_torch": None if torch_us is None else round(torch_us / ours_us, 2)}
+    if torch_us is None:
+        row["torch_note"] = "PyTorch not installed (pip install torch==2.13.0)"
+    if flops:
+        gf = flops / (ours_us * 1e-6) / 1e9
+        row["gflops"] = round(gf, 2)
+        if sgemm:
+            row["sgemm_gflops_same_run"] = round(sgemm, 2)
+            row["pct_of_sgemm"] = round(100 * gf / sgemm, 1)
+    row.update(extra or {})
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["machine"] = machine()
+    print(json.dumps(row), flush=True)
+
+
+def case_mlp(case, widths, acts, loss, batch):
+    n = 20 if OPTS.quick else max(20, int(4e8 / mlp_flops(widths, batch)))
+    ours = ours_mlp(widths, acts, loss, batch, n)
+    theirs = torch_mlp(widths, acts, loss, batch, min(n, 2000))
+    big = max(widths)
+    sg = None if OPTS.quick else sgemm_gflops(batch, big, big, OPTS.repeats)
+    report(case, f"MLP {'->'.join(map(str, widths))} {'/'.join(acts)} {loss}, batch {batch}",
+           ours, theirs, mlp_flops(widths, batch), sg)
+
+
+def case_lstm():
+    """lstm-model on a stream (BPTT in windows of 5) vs torch LSTMCell(4,4)+Linear per step."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    B = 5
+    n = 50 if OPTS.quick else 20000
+    h = nm.compile(os.path.join(root, "models", "lstm-model.mdl"), B, 0.01)
+    nm.seed(0)
+    nm.build(h)
+    x = np.random.rand(n, B, 4).astype(np.float32)
+    e = np.random.rand(n, B, 4).astype(np.float32)
+    t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
+    nm.release(h)
+    ours_step = t / (n * B) * 1e6
+    theirs = None
+    if torch is not None:
+        cell, head = torch.nn.LSTMCell(4, 4), torch.nn.Linear(4, 4)
+        opt = torch.optim.SGD(list(cell.parameters()) + list(head.parameters()), lr=0.01)
+        steps = 50 if OPTS.quick else 400
+        xs, es = torch.rand(steps, B, 4), torch.rand(steps, B, 4)
+
+        def run():
+            hc = (torch.zeros(B, 4), torch.zeros(B, 4))
+            for k in range(steps):
+                opt.zero_grad(set_to_none=True)
+                hc = cell(xs[k], (hc[0].detach(), hc[1].detach()))
+                torch.nn.functional.mse_loss(torch.tanh(head(hc[0])), es[k]).backward()
+                opt.step()
+        theirs = median_time(run, OPTS.repeats) / steps * 1e6
+    report("d", "lstm-model stream, width 4, BPTT window 5 (ours) vs LSTMCell(4,4)+Linear step, "
+           "batch 5 (torch)", ours_step, theirs,
+           extra={"ours_samples_per_s": round(1e6 / ours_step)})
+
+
+def main():
+    cases = set(OPTS.cases.split(","))
+    if "a" in cases:
+        case_mlp("a", [128, 256, 4], ["tanh", "linear"], "mse", 5)
+    if "b" in cases:
+        for batch in ((16,) if OPTS.quick else (64, 256)):
+            case_mlp("b", [128, 256, 4], ["tanh", "linear"], "mse", batch)
+    if "c" in cases:
+        widths = [64, 32, 16, 10] if OPTS.quick else [784, 512, 256, 10]
+        for batch in ((8,) if OPTS.quick else (32, 256)):
+            case_mlp("c", widths, ["relu", "relu", "softmax"], "cross_entropy", batch)
+    if "d" in cases:
+        case_lstm()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

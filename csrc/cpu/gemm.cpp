@@ -1,0 +1,76 @@
+// BLAS-backed dense products (see gemm.h). Small products stay on the scalar ops, where a
+// BLAS call's fixed cost would dominate.
+#include "gemm.h"
+
+#include <cstring>
+
+#include "ops.h"
+
+#if NM_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+namespace nm::cpu {
+namespace {
+// Below this many multiply-adds a BLAS call costs more than it saves (measured, bench/run.py).
+constexpr size_t kBlasMin = 4096;
+
+#if NM_HAVE_BLAS
+void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+          float* c, int ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+}
+void gemm(bool ta, bool tb, int m, int n, int k, const double* a, int lda, const double* b, int ldb,
+          double* c, int ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, 1.0, a, lda, b, ldb, 1.0, c, ldc);
+}
+#endif
+}  // namespace
+
+bool have_blas() { return NM_HAVE_BLAS != 0; }
+
+void set_blas_threads(int n) {
+#if NM_HAVE_BLAS
+  scipy_openblas_set_num_threads(n);
+#else
+  (void)n;
+#endif
+}
+
+template <class T>
+void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out) {
+#if NM_HAVE_BLAS
+  if (size_t(rows) * in * out >= kBlasMin) {
+    for (int r = 0; r < rows; ++r) std::memcpy(z + size_t(r) * out, b, sizeof(T) * out);
+    gemm(false, true, rows, out, in, u, in, W, in, z, out);
+    return;
+  }
+#endif
+  ops::dense_forward(u, W, b, z, rows, in, out);
+}
+
+template <class T>
+void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, int rows, int in,
+                    int out) {
+#if NM_HAVE_BLAS
+  if (size_t(rows) * in * out >= kBlasMin) {
+    gemm(true, false, out, in, rows, dz, out, u, in, dW, in);
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o) db[o] += dz[size_t(r) * out + o];
+    if (du) gemm(false, false, rows, in, out, dz, out, W, in, du, in);
+    return;
+  }
+#endif
+  ops::dense_backward(u, W, dz, dW, db, du, rows, in, out);
+}
+
+template void dense_forward<float>(const float*, const float*, const float*, float*, int, int, int);
+template void dense_forward<double>(const double*, const double*, const double*, double*, int, int, int);
+template void dense_backward<float>(const float*, const float*, const float*, float*, float*,
+                                    float*, int, int, int);
+template void dense_backward<double>(const double*, const double*, const double*, double*,
+                                     double*, double*, int, int, int);
+
+}  // namespace nm::cpu

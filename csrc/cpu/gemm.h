@@ -1,0 +1,18 @@
+// Dense-layer matrix products for the CPU backend: BLAS (OpenBLAS) above a size threshold,
+// the scalar reference ops below it or when the build has no BLAS. Same contract as
+// ops::dense_forward / ops::dense_backward, which stay the oracle.
+#pragma once
+#include <cstddef>
+
+namespace nm::cpu {
+
+bool have_blas();
+void set_blas_threads(int n);  // no-op without BLAS
+
+// z[rows, out] = u[rows, in] . W[out, in]^T + b[out]
+template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out);
+// dW += dz^T . u ; db += sum_rows dz ; du += dz . W (du may be null)
+template <class T> void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du,
+                                       int rows, int in, int out);
+
+}  // namespace nm::cpu
