@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 
 #include "../cpu/gemm.h"
 #include "../cpu/ops.h"
+#include "../cpu/simd.h"
 #include "ir.h"
 #include "neuromorph/engine.h"
 #include "rng.h"
@@ -89,7 +91,7 @@ class Model final : public ModelBase {
     need_built();
     for (int k = 0; k < n; ++k) {
       losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()), true);
-      for (size_t i = 0; i < n_params_; ++i) params_[i] -= T(lr_) * grads_[i];
+      sgd_update();
       commit_carry();
     }
   }
@@ -304,7 +306,7 @@ class Model final : public ModelBase {
         T* z = &zbuf_[L.z + size_t(row) * L.out];
         cpu::dense_forward(val(nd.inputs[0].node, row), &params_[L.W], &params_[L.b], z, rows,
                            L.in, L.out);
-        ops::act_forward(nd.act, T(nd.act_param), alpha(L), z, val(idx, row), rows, L.out);
+        act_fwd(nd, L, z, val(idx, row), rows);
         break;
       }
       case NodeKind::Merge:
@@ -326,9 +328,7 @@ class Model final : public ModelBase {
         if (idx == ir_.output && fused_xent_) {
           std::memcpy(dz, vgrad(idx, row), sizeof(T) * rows * L.out);  // already dL/dz
         } else {
-          ops::act_backward(nd.act, T(nd.act_param), alpha(L), z, val(idx, row), vgrad(idx, row),
-                            dz, L.has_alpha ? &grads_[L.alpha] : static_cast<T*>(nullptr), rows,
-                            L.out);
+          act_bwd(nd, L, z, val(idx, row), vgrad(idx, row), dz, rows);
         }
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
@@ -346,6 +346,31 @@ class Model final : public ModelBase {
   }
 
   T alpha(const LayerPlan& L) const { return L.has_alpha ? params_[L.alpha] : T(0); }
+
+  // Float models take the vectorised kernels; double models (the reference) the scalar ops.
+  static constexpr bool kFast = std::is_same_v<T, float>;
+
+  void sgd_update() {
+    if constexpr (kFast) simd::sgd_update(params_.data(), grads_.data(), float(lr_), n_params_);
+    else for (size_t i = 0; i < n_params_; ++i) params_[i] -= T(lr_) * grads_[i];
+  }
+
+  void act_fwd(const IrNode& nd, const LayerPlan& L, const T* z, T* a, int rows) {
+    if constexpr (kFast)
+      if (nd.act != Act::Softmax)
+        return simd::act_forward(nd.act, float(nd.act_param), alpha(L), z, a, size_t(rows) * L.out);
+    ops::act_forward(nd.act, T(nd.act_param), alpha(L), z, a, rows, L.out);
+  }
+
+  void act_bwd(const IrNode& nd, const LayerPlan& L, const T* z, const T* a, const T* da, T* dz,
+               int rows) {
+    T* dalpha = L.has_alpha ? &grads_[L.alpha] : nullptr;
+    if constexpr (kFast)
+      if (nd.act != Act::Softmax)
+        return simd::act_backward(nd.act, float(nd.act_param), alpha(L), z, a, da, dz, dalpha,
+                                  size_t(rows) * L.out);
+    ops::act_backward(nd.act, T(nd.act_param), alpha(L), z, a, da, dz, dalpha, rows, L.out);
+  }
 
   // Mean per-sample loss over the batch; with want_grad, dL/d(output) into its value gradient
   // (dL/dz for the fused softmax + cross-entropy output).

@@ -1,0 +1,138 @@
+// Runtime-dispatched float kernels (see simd.h). Every loop body is branch-free arithmetic
+// so the compiler vectorises it; `target_clones` builds an AVX2+FMA copy next to the
+// baseline one and picks at load time. No -march=native anywhere.
+#include "simd.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NM_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define NM_CLONES
+#endif
+
+#define NM_INLINE inline __attribute__((always_inline))
+
+namespace nm::simd {
+namespace {
+
+NM_INLINE float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
+
+// e^x for x in [-87, 88]: x = k ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial.
+NM_INLINE float exp_f(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  float k = (x * 1.44269504f + shifter) - shifter;
+  float r = x - k * 0.693145752f - k * 1.42860677e-6f;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720; p = p * r + 1.0f / 120; p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;   p = p * r + 0.5f;       p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p * bits_to_float((int32_t(k) + 127) << 23);
+}
+
+// e^x - 1, accurate near 0 (Taylor below |x| = 0.5, exp_f above).
+NM_INLINE float expm1_f(float x) {
+  float q = 1.0f / 362880;
+  q = q * x + 1.0f / 40320; q = q * x + 1.0f / 5040; q = q * x + 1.0f / 720;
+  q = q * x + 1.0f / 120;   q = q * x + 1.0f / 24;   q = q * x + 1.0f / 6;
+  q = q * x + 0.5f;         q = q * x + 1.0f;
+  float small = q * x;
+  float large = exp_f(x) - 1.0f;
+  float use_small = float(std::fabs(x) < 0.5f);  // a blend, so the loop stays branch-free
+  return use_small * small + (1.0f - use_small) * large;
+}
+
+NM_INLINE float tanh_f(float x) {
+  x = x < -9.0f ? -9.0f : x;
+  x = x > 9.0f ? 9.0f : x;
+  float e = expm1_f(2.0f * x);
+  return e / (e + 2.0f);
+}
+
+NM_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+
+constexpr float kLambda = 1.0507009873554805f, kAlpha = 1.6732632423543772f;
+constexpr float kC = 0.7978845608028654f, kK = 0.044715f;
+
+}  // namespace
+
+NM_CLONES void act_forward(Act f, float p, float alpha, const float* z, float* a, size_t n) {
+  switch (f) {
+    case Act::Sigmoid: for (size_t i = 0; i < n; ++i) a[i] = sigmoid_f(z[i]); break;
+    case Act::Tanh: for (size_t i = 0; i < n; ++i) a[i] = tanh_f(z[i]); break;
+    case Act::Relu: for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : 0.0f; break;
+    case Act::Linear: std::memcpy(a, z, n * sizeof(float)); break;
+    case Act::BinaryStep: for (size_t i = 0; i < n; ++i) a[i] = z[i] >= 0 ? 1.0f : 0.0f; break;
+    case Act::ReluLeaky: for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : p * z[i]; break;
+    case Act::ReluParametric:
+      for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : alpha * z[i];
+      break;
+    case Act::Elu:
+      for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : p * expm1_f(z[i] < 0 ? z[i] : 0.0f);
+      break;
+    case Act::Selu:
+      for (size_t i = 0; i < n; ++i)
+        a[i] = kLambda * (z[i] > 0 ? z[i] : kAlpha * expm1_f(z[i] < 0 ? z[i] : 0.0f));
+      break;
+    case Act::Swish: for (size_t i = 0; i < n; ++i) a[i] = z[i] * sigmoid_f(p * z[i]); break;
+    case Act::Gelu:
+      for (size_t i = 0; i < n; ++i) {
+        float x = z[i];
+        a[i] = 0.5f * x * (1.0f + tanh_f(kC * (x + kK * x * x * x)));
+      }
+      break;
+    default: break;  // softmax: per row, in ops.h
+  }
+}
+
+NM_CLONES void act_backward(Act f, float p, float alpha, const float* z, const float* a,
+                            const float* da, float* dz, float* dalpha, size_t n) {
+  switch (f) {
+    case Act::Sigmoid: for (size_t i = 0; i < n; ++i) dz[i] = da[i] * a[i] * (1.0f - a[i]); break;
+    case Act::Tanh: for (size_t i = 0; i < n; ++i) dz[i] = da[i] * (1.0f - a[i] * a[i]); break;
+    case Act::Relu: for (size_t i = 0; i < n; ++i) dz[i] = z[i] > 0 ? da[i] : 0.0f; break;
+    case Act::Linear: std::memcpy(dz, da, n * sizeof(float)); break;
+    case Act::BinaryStep: std::memset(dz, 0, n * sizeof(float)); break;
+    case Act::ReluLeaky: for (size_t i = 0; i < n; ++i) dz[i] = z[i] > 0 ? da[i] : p * da[i]; break;
+    case Act::ReluParametric: {
+      float s = 0;
+      for (size_t i = 0; i < n; ++i) {
+        dz[i] = z[i] > 0 ? da[i] : alpha * da[i];
+        s += z[i] > 0 ? 0.0f : da[i] * z[i];
+      }
+      if (dalpha) *dalpha += s;
+      break;
+    }
+    case Act::Elu:
+      for (size_t i = 0; i < n; ++i)
+        dz[i] = z[i] > 0 ? da[i] : da[i] * p * exp_f(z[i] < 0 ? z[i] : 0.0f);
+      break;
+    case Act::Selu:
+      for (size_t i = 0; i < n; ++i)
+        dz[i] = da[i] * kLambda * (z[i] > 0 ? 1.0f : kAlpha * exp_f(z[i] < 0 ? z[i] : 0.0f));
+      break;
+    case Act::Swish:
+      for (size_t i = 0; i < n; ++i) {
+        float s = sigmoid_f(p * z[i]);
+        dz[i] = da[i] * (s + p * z[i] * s * (1.0f - s));
+      }
+      break;
+    case Act::Gelu:
+      for (size_t i = 0; i < n; ++i) {
+        float x = z[i], t = tanh_f(kC * (x + kK * x * x * x));
+        dz[i] = da[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kC * (1.0f + 3 * kK * x * x));
+      }
+      break;
+    default: break;
+  }
+}
+
+NM_CLONES void sgd_update(float* p, const float* g, float lr, size_t n) {
+  for (size_t i = 0; i < n; ++i) p[i] -= lr * g[i];
+}
+
+}  // namespace nm::simd
