@@ -65,9 +65,9 @@ template <class T> T act_scalar(Act f, T p, T alpha, T z) {
     case Act::Elu: return z > 0 ? z : p * (std::exp(z) - T(1));
     case Act::Selu: return T(kSeluLambda) * (z > 0 ? z : T(kSeluAlpha) * (std::exp(z) - T(1)));
     case Act::Swish: return z * sigmoid(p * z);
-    case Act::Gelu: {
+    case Act::Gelu: {  // 0.5 z (1 + tanh u) written as z * sigmoid(2u): exact, no cancellation
       T u = T(kGeluC) * (z + T(0.044715) * z * z * z);
-      return T(0.5) * z * (T(1) + std::tanh(u));
+      return z * sigmoid(T(2) * u);
     }
     default: return z;  // Softmax is handled per row by act_forward
   }
@@ -108,11 +108,9 @@ template <class T> T act_deriv(Act f, T p, T alpha, T z, T a) {
       T s = sigmoid(p * z);
       return s + p * z * s * (T(1) - s);
     }
-    case Act::Gelu: {
-      T u = T(kGeluC) * (z + T(0.044715) * z * z * z);
-      T t = std::tanh(u);
-      return T(0.5) * (T(1) + t) +
-             T(0.5) * z * (T(1) - t * t) * T(kGeluC) * (T(1) + T(3 * 0.044715) * z * z);
+    case Act::Gelu: {  // with s = (1 + tanh u) / 2 = sigmoid(2u), 1 - tanh^2 u = 4 s (1 - s)
+      T s = sigmoid(T(2) * T(kGeluC) * (z + T(0.044715) * z * z * z));
+      return s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * 0.044715) * z * z);
     }
     default: return T(1);
   }

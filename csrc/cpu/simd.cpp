@@ -81,8 +81,8 @@ NM_CLONES void act_forward(Act f, float p, float alpha, const float* z, float* a
     case Act::Swish: for (size_t i = 0; i < n; ++i) a[i] = z[i] * sigmoid_f(p * z[i]); break;
     case Act::Gelu:
       for (size_t i = 0; i < n; ++i) {
-        float x = z[i];
-        a[i] = 0.5f * x * (1.0f + tanh_f(kC * (x + kK * x * x * x)));
+        float x = z[i];  // 0.5 (1 + tanh u) = sigmoid(2u): no cancellation in the tail
+        a[i] = x * sigmoid_f(2.0f * kC * (x + kK * x * x * x));
       }
       break;
     default: break;  // softmax: per row, in ops.h
@@ -123,8 +123,8 @@ NM_CLONES void act_backward(Act f, float p, float alpha, const float* z, const f
       break;
     case Act::Gelu:
       for (size_t i = 0; i < n; ++i) {
-        float x = z[i], t = tanh_f(kC * (x + kK * x * x * x));
-        dz[i] = da[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kC * (1.0f + 3 * kK * x * x));
+        float x = z[i], s = sigmoid_f(2.0f * kC * (x + kK * x * x * x));  // s = (1 + tanh u) / 2
+        dz[i] = da[i] * (s + 2.0f * x * s * (1.0f - s) * kC * (1.0f + 3 * kK * x * x));
       }
       break;
     default: break;

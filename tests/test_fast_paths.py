@@ -1,0 +1,120 @@
+"""The float32 fast paths (BLAS products, SIMD activations) against the scalar oracle.
+
+A float64 model runs the scalar reference ops; a float32 model with the same parameters runs
+the fast paths. Predictions and gradients must agree to float precision on random shapes,
+including odd widths and batch 1, on both sides of the BLAS size threshold.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neuromorph as nm
+from mdl.functions import ACTIVATIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def twin(text, batch):
+    h32 = nm.compile(text, batch, 0.1)
+    h64 = nm.compile(text, batch, 0.1, dtype="float64")
+    nm.seed(7)
+    nm.build(h32)
+    nm.build(h64)
+    nm.set_params(h64, {k: v.astype(np.float64) for k, v in nm.get_params(h32).items()})
+    return h32, h64
+
+
+def close(a, b, rtol=1e-5, floor=5e-2):
+    """|a - b| <= rtol * max(|b|, floor * max|b|) elementwise.
+
+    The floor is there because float32 rounds the *terms* of a sum: an entry that cancels
+    down from terms near the tensor's largest values carries their rounding (e.g. 0.0056 summed
+    from terms of 0.5 is off by ~1e-7 in any float32 code). The activation kernels alone are
+    within 6e-7 relative of the double reference everywhere they are not in underflow.
+    """
+    scale = np.maximum(np.abs(b), np.abs(b).max() * floor + 1e-12)
+    assert np.all(np.abs(a - b) <= rtol * scale), np.max(np.abs(a - b) / scale)
+
+
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "binary_step"])
+@pytest.mark.parametrize("width,batch", [(1, 1), (3, 5), (17, 2), (255, 3), (64, 40)])
+def test_activation_fast_path_matches_reference(act, width, batch):
+    text = f"/xavier,const_uneven 0 0.5/ (x, 5) (h, {width}, <{act}>) (y, 3, <linear>, <mse>)"
+    h32, h64 = twin(text, batch)
+    rng = np.random.default_rng(width)
+    x = rng.normal(0, 2, (2, batch, 5))
+    e = rng.normal(0, 1, (2, batch, 3))
+    close(nm.predict(h32, x).astype(np.float64), nm.predict(h64, x))
+    l32, g32 = nm.gradients(h32, x[:1], e[:1])
+    l64, g64 = nm.gradients(h64, x[:1], e[:1])
+    assert l32 == pytest.approx(l64, rel=1e-5)
+    for k in g64:
+        close(g32[k].astype(np.float64), g64[k], rtol=2e-5)
+    nm.release(h32)
+    nm.release(h64)
+
+
+@pytest.mark.parametrize("sizes,batch", [([1, 1, 1], 1), ([5, 17, 3], 1), ([255, 33, 7], 9),
+                                         ([130, 257, 4], 5), ([64, 128, 10], 64)])
+def test_dense_products_match_reference(sizes, batch):
+    """Both below and above the BLAS threshold (rows x in x out = 4096)."""
+    layers = "".join(f"(h{i}, {w}, <tanh>)" for i, w in enumerate(sizes[1:-1]))
+    text = f"/xavier,zero/ (x, {sizes[0]}) {layers} (y, {sizes[-1]}, <sigmoid>, <mse>)"
+    h32, h64 = twin(text, batch)
+    rng = np.random.default_rng(1)
+    x, e = rng.uniform(-1, 1, (1, batch, sizes[0])), rng.uniform(0, 1, (1, batch, sizes[-1]))
+    close(nm.predict(h32, x).astype(np.float64), nm.predict(h64, x))
+    _, g32 = nm.gradients(h32, x, e)
+    _, g64 = nm.gradients(h64, x, e)
+    for k in g64:
+        close(g32[k].astype(np.float64), g64[k], rtol=2e-5)
+
+
+def test_training_steps_track_the_reference():
+    text = "/xavier,zero/ (x, 20) (h, 300, <gelu>) (y, 4, <softmax>, <cross_entropy>)"
+    h32, h64 = twin(text, 16)
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (5, 16, 20))
+    e = np.eye(4)[rng.integers(0, 4, (5, 16))]
+    for k in range(5):
+        a = nm.train(h32, x[k:k + 1], e[k:k + 1], verbosity=0)
+        b = nm.train(h64, x[k:k + 1], e[k:k + 1], verbosity=0)
+        assert a == pytest.approx(b, rel=1e-5)
+    p32, p64 = nm.get_params(h32), nm.get_params(h64)
+    for k in p64:
+        close(p32[k].astype(np.float64), p64[k], rtol=1e-4)
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "elu", "selu", "swish, 1.7", "gelu"])
+def test_activation_kernels_pointwise_accuracy(act):
+    """f(x) itself (identity weights) over [-12, 12], relative to the double reference."""
+    x = np.linspace(-12, 12, 4001).reshape(-1, 1)
+    out = {}
+    for dt in ("float32", "float64"):
+        h = nm.compile(f"/xavier,zero/ (x,1)(h,1,<{act}>)(y,1,<linear>,<mse>)", 1, 0.1, dtype=dt)
+        nm.build(h)
+        one, zero = np.ones((1, 1)), np.zeros(1)
+        nm.set_params(h, {"h.weight": one, "h.bias": zero, "y.weight": one, "y.bias": zero})
+        out[dt] = nm.predict(h, x).ravel().astype(np.float64)
+        nm.release(h)
+    ref, got = out["float64"], out["float32"]
+    rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)
+    main = np.abs(ref) > 1e-9
+    assert rel[main].max() < 3e-6
+    # Far tails (|f| < 1e-9, e.g. gelu(-9) = 1e-28 from e^-66) are ill-conditioned: float32's
+    # rounding of the exponent's argument alone is ~4e-6 there. Still bounded, never garbage.
+    tail = ~main & (np.abs(ref) > 1e-30)
+    assert not tail.any() or rel[tail].max() < 1e-4
+
+
+def test_bench_quick_smoke():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import json
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert {row["case"] for row in rows} == {"a", "b", "c", "d"}
+    assert all(row["ours_us_per_step"] > 0 and "machine" in row for row in rows)
