@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "ops.h"
+#include "simd.h"
 
 #if NM_HAVE_BLAS
 #include <cblas.h>
@@ -12,19 +13,16 @@
 
 namespace nm::cpu {
 namespace {
-// Below this many multiply-adds a BLAS call costs more than it saves (measured, bench/run.py).
+// Below this many multiply-adds a BLAS call costs more than it saves; at or below this many
+// rows the own kernels beat BLAS's skinny-matrix paths (both measured with bench/run.py).
 constexpr size_t kBlasMin = 4096;
+constexpr int kSmallRows = 16;
 
 #if NM_HAVE_BLAS
 void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
           float* c, int ldc) {
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
-}
-void gemm(bool ta, bool tb, int m, int n, int k, const double* a, int lda, const double* b, int ldb,
-          double* c, int ldc) {
-  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    m, n, k, 1.0, a, lda, b, ldb, 1.0, c, ldc);
 }
 #endif
 }  // namespace
@@ -39,8 +37,22 @@ void set_blas_threads(int n) {
 #endif
 }
 
+// Float models take the fast paths; double models are the reference and stay on ops.h.
+template <>
+void dense_forward<double>(const double* u, const double* W, const double* b, double* z, int rows,
+                           int in, int out) {
+  ops::dense_forward(u, W, b, z, rows, in, out);
+}
+
+template <>
+void dense_backward<double>(const double* u, const double* W, const double* dz, double* dW,
+                            double* db, double* du, int rows, int in, int out) {
+  ops::dense_backward(u, W, dz, dW, db, du, rows, in, out);
+}
+
 template <class T>
 void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out) {
+  if (rows <= kSmallRows && in >= 16) return simd::dense_forward_small(u, W, b, z, rows, in, out);
 #if NM_HAVE_BLAS
   if (size_t(rows) * in * out >= kBlasMin) {
     for (int r = 0; r < rows; ++r) std::memcpy(z + size_t(r) * out, b, sizeof(T) * out);
@@ -54,6 +66,8 @@ void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, i
 template <class T>
 void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, int rows, int in,
                     int out) {
+  if (rows <= kSmallRows && in >= 16)
+    return simd::dense_backward_small(u, W, dz, dW, db, du, rows, in, out);
 #if NM_HAVE_BLAS
   if (size_t(rows) * in * out >= kBlasMin) {
     gemm(true, false, out, in, rows, dz, out, u, in, dW, in);
@@ -67,10 +81,7 @@ void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, in
 }
 
 template void dense_forward<float>(const float*, const float*, const float*, float*, int, int, int);
-template void dense_forward<double>(const double*, const double*, const double*, double*, int, int, int);
 template void dense_backward<float>(const float*, const float*, const float*, float*, float*,
                                     float*, int, int, int);
-template void dense_backward<double>(const double*, const double*, const double*, double*,
-                                     double*, double*, int, int, int);
 
 }  // namespace nm::cpu

@@ -17,3 +17,12 @@ void act_backward(Act f, float p, float alpha, const float* z, const float* a, c
 void sgd_update(float* p, const float* g, float lr, size_t n);
 
 }  // namespace nm::simd
+
+namespace nm::simd {
+// Dense products for few rows (a small batch, or one recurrent step): z = u W^T + b and its
+// backward, as in ops::dense_forward / ops::dense_backward.
+void dense_forward_small(const float* u, const float* W, const float* b, float* z, int rows,
+                         int in, int out);
+void dense_backward_small(const float* u, const float* W, const float* dz, float* dW, float* db,
+                          float* du, int rows, int in, int out);
+}  // namespace nm::simd
