@@ -83,7 +83,7 @@ def ours_mlp(widths, acts, loss, batch, n_batches):
     text = f"/xavier,zero/ (input, {widths[0]}) {layers} (output, {widths[-1]}, <{acts[-1]}>, <{loss}>)"
     h = nm.compile(text, batch, 0.01)
     nm.seed(0)
-    nm.build(h)
+    nm.build(h, threads=OPTS.threads)
     x = np.random.rand(n_batches, batch, widths[0]).astype(np.float32)
     e = np.random.rand(n_batches, batch, widths[-1]).astype(np.float32)
     t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)

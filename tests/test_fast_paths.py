@@ -112,6 +112,25 @@ def test_activation_kernels_pointwise_accuracy(act):
     assert not tail.any() or rel[tail].max() < 1e-4
 
 
+def test_one_and_two_threads_agree():
+    text = "/xavier,zero/ (x, 300) (h, 400, <relu>) (y, 10, <softmax>, <cross_entropy>)"
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (3, 64, 300))
+    e = np.eye(10)[rng.integers(0, 10, (3, 64))]
+    runs = []
+    for threads in (1, 2):
+        h = nm.compile(text, 64, 0.05)
+        nm.seed(4)
+        nm.build(h, threads=threads)
+        losses = [nm.train(h, x[k:k + 1], e[k:k + 1], verbosity=0) for k in range(3)]
+        runs.append((losses, nm.get_params(h)))
+        nm.release(h)
+    nm._core.set_threads(1)  # leave the process as the other tests expect
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-6)
+    for k in runs[0][1]:
+        np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-5, atol=1e-7)
+
+
 def test_bench_quick_smoke():
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--repeats", "1"],
                        capture_output=True, text=True, timeout=120)

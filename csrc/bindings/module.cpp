@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "../cpu/gemm.h"
 #include "neuromorph/engine.h"
 #include "neuromorph/version.h"
 
@@ -94,6 +95,8 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   m.def("seed", [](uint64_t s) { nm::seed(s); });
+  m.def("set_threads", [](int n) { nm::cpu::set_blas_threads(n); });
+  m.def("have_blas", &nm::cpu::have_blas);
   m.def("create", [](const std::string& ir, int batch, double lr, bool use_f64) {
     return nm::registry_add(nm::make_model(ir, batch, lr, use_f64 ? nm::DType::F64 : nm::DType::F32));
   });

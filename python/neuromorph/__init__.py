@@ -34,7 +34,9 @@ __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predi
 
 def build_info() -> dict:
     """Facts about the engine build (version, IR version, whether CUDA was compiled)."""
-    return dict(_core.build_info())
+    info = dict(_core.build_info())
+    info["blas"] = _core.have_blas()
+    return info
 
 
 def _check_int(value, name: str, minimum: int = 1) -> int:
@@ -95,9 +97,17 @@ def info(h: int) -> dict:
     return dict(_core.info(_check_handle(h)))
 
 
-def build(h: int) -> int:
-    """Allocate and initialise the model's parameters and buffers; returns the handle."""
-    _core.build(_check_handle(h))
+def build(h: int, threads: Optional[int] = None) -> int:
+    """Allocate and initialise the model's parameters and buffers; returns the handle.
+
+    `threads` sets how many threads large matrix products may use (process-wide: it is
+    the BLAS's setting). Small products always run on one thread, where more would only
+    cost; by default the BLAS uses its own default (the CPU count, or OPENBLAS_NUM_THREADS).
+    """
+    h = _check_handle(h)
+    if threads is not None:
+        _core.set_threads(_check_int(threads, "threads"))
+    _core.build(h)
     return h
 
 
