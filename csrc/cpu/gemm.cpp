@@ -80,6 +80,34 @@ void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, in
   ops::dense_backward(u, W, dz, dW, db, du, rows, in, out);
 }
 
+void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,
+                        int in, int out, float lr) {
+  if (rows <= kSmallRows && in >= 16 && simd::dense_backward_sgd_small(u, W, dz, b, du, rows, in, out, lr))
+    return;
+#if NM_HAVE_BLAS
+  if (size_t(rows) * in * out >= kBlasMin) {
+    if (du) gemm(false, false, rows, in, out, dz, out, W, in, du, in);
+    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, -lr, dz, out, u, in,
+                      1.0f, W, in);
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o) b[o] -= lr * dz[size_t(r) * out + o];
+    return;
+  }
+#endif
+  // Small and without SIMD: the reference op into a scratch-free form, row by row.
+  if (du) ops::dense_backward<float>(u, W, dz, nullptr, nullptr, du, rows, in, out);
+  for (int o = 0; o < out; ++o) {
+    float gs = 0;
+    for (int r = 0; r < rows; ++r) gs += dz[size_t(r) * out + o];
+    b[o] -= lr * gs;
+    for (int i = 0; i < in; ++i) {
+      float acc = 0;
+      for (int r = 0; r < rows; ++r) acc += dz[size_t(r) * out + o] * u[size_t(r) * in + i];
+      W[size_t(o) * in + i] -= lr * acc;
+    }
+  }
+}
+
 template void dense_forward<float>(const float*, const float*, const float*, float*, int, int, int);
 template void dense_backward<float>(const float*, const float*, const float*, float*, float*,
                                     float*, int, int, int);

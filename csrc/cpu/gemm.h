@@ -15,4 +15,9 @@ template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, 
 template <class T> void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du,
                                        int rows, int in, int out);
 
+// One layer's fused SGD step (plain SGD, non-recurrent models): du += dz . W with the old W,
+// then W -= lr dz^T u and b -= lr sum_rows dz; no gradient is stored.
+void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,
+                        int in, int out, float lr);
+
 }  // namespace nm::cpu

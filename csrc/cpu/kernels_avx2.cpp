@@ -11,56 +11,68 @@
 namespace nm::simd {
 namespace {
 
-NM_AVX2 inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
+// Eight accumulators -> one vector of their eight totals (a transpose-style hadd tree).
+NM_AVX2 inline __m256 reduce8(const __m256* v) {
+  __m256 h0 = _mm256_hadd_ps(v[0], v[1]), h1 = _mm256_hadd_ps(v[2], v[3]);
+  __m256 h2 = _mm256_hadd_ps(v[4], v[5]), h3 = _mm256_hadd_ps(v[6], v[7]);
+  __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
 }
 
-// R rows against weight row w: 2R independent FMA chains that share each load of w.
-template <int R>
-NM_AVX2 inline void dot_rows(const float* w, const float* u, int in, float bias, float* z,
-                             int out) {
-  __m256 a0[R], a1[R];
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
+// z[r, k] = b[k] + W[k, :] . u[r, :] for an R x K block (R*K <= 8 independent FMA chains that
+// share every load). z points at z[0, 0] of the block, W at row 0 of the block.
+template <int R, int K>
+NM_AVX2 inline void dot_block(const float* W, const float* u, const float* b, float* z, int in,
+                              int out) {
+  __m256 acc[8];
+  for (int a = 0; a < 8; ++a) acc[a] = _mm256_setzero_ps();
   int i = 0;
-  for (; i + 16 <= in; i += 16) {
-    __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+  for (; i + 8 <= in; i += 8) {
+    __m256 w[K];
+    for (int k = 0; k < K; ++k) w[k] = _mm256_loadu_ps(W + size_t(k) * in + i);
     for (int r = 0; r < R; ++r) {
-      a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(u + size_t(r) * in + i), a0[r]);
-      a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(u + size_t(r) * in + i + 8), a1[r]);
+      __m256 x = _mm256_loadu_ps(u + size_t(r) * in + i);
+      for (int k = 0; k < K; ++k) acc[r * K + k] = _mm256_fmadd_ps(w[k], x, acc[r * K + k]);
     }
   }
-  for (; i + 8 <= in; i += 8) {
-    __m256 w0 = _mm256_loadu_ps(w + i);
-    for (int r = 0; r < R; ++r)
-      a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(u + size_t(r) * in + i), a0[r]);
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = bias + hsum(_mm256_add_ps(a0[r], a1[r]));
-    for (int k = i; k < in; ++k) s += w[k] * u[size_t(r) * in + k];
-    z[size_t(r) * out] = s;
-  }
+  alignas(32) float tot[8];
+  _mm256_store_ps(tot, reduce8(acc));
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < K; ++k) {
+      float s = tot[r * K + k] + b[k];
+      for (int t = i; t < in; ++t) s += W[size_t(k) * in + t] * u[size_t(r) * in + t];
+      z[size_t(r) * out + k] = s;
+    }
+}
+
+template <int R, int K>
+NM_AVX2 inline void rows_block(const float* u, const float* W, const float* b, float* z, int in,
+                               int out) {
+  int o = 0;
+  for (; o + K <= out; o += K) dot_block<R, K>(W + size_t(o) * in, u, b + o, z + o, in, out);
+  for (; o < out; ++o) dot_block<R, 1>(W + size_t(o) * in, u, b + o, z + o, in, out);
 }
 
 }  // namespace
 
 NM_AVX2 void dense_forward_small_avx2(const float* u, const float* W, const float* b, float* z,
                                       int rows, int in, int out) {
-  for (int o = 0; o < out; ++o) {
-    const float* w = W + size_t(o) * in;
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) dot_rows<4>(w, u + size_t(r) * in, in, b[o], z + size_t(r) * out + o, out);
-    for (; r + 2 <= rows; r += 2) dot_rows<2>(w, u + size_t(r) * in, in, b[o], z + size_t(r) * out + o, out);
-    for (; r < rows; ++r) dot_rows<1>(w, u + size_t(r) * in, in, b[o], z + size_t(r) * out + o, out);
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) rows_block<4, 2>(u + size_t(r) * in, W, b, z + size_t(r) * out, in, out);
+  const float* ur = u + size_t(r) * in;
+  float* zr = z + size_t(r) * out;
+  switch (rows - r) {
+    case 3: rows_block<3, 2>(ur, W, b, zr, in, out); break;
+    case 2: rows_block<2, 4>(ur, W, b, zr, in, out); break;
+    case 1: rows_block<1, 8>(ur, W, b, zr, in, out); break;
+    default: break;
   }
 }
 
 NM_AVX2 void dense_backward_small_avx2(const float* u, const float* W, const float* dz, float* dW,
                                        float* db, float* du, int rows, int in, int out) {
   // dW[o, :] += sum_r dz[r, o] u[r, :]  -- one pass over each weight row
-  for (int o = 0; o < out; ++o) {
+  for (int o = 0; dW && o < out; ++o) {
     float g[16];
     __m256 gv[16];
     float gs = 0;
@@ -95,6 +107,37 @@ NM_AVX2 void dense_backward_small_avx2(const float* u, const float* W, const flo
       for (; i + 8 <= in; i += 8)
         _mm256_storeu_ps(dur + i, _mm256_fmadd_ps(gvr, _mm256_loadu_ps(w + i), _mm256_loadu_ps(dur + i)));
       for (; i < in; ++i) dur[i] += gr * w[i];
+    }
+  }
+}
+
+// Fused SGD step of one layer: du += dz . W (old W), then W -= lr dz^T u, b -= lr sum_r dz.
+NM_AVX2 void dense_backward_sgd_small_avx2(const float* u, float* W, const float* dz, float* b,
+                                           float* du, int rows, int in, int out, float lr) {
+  if (du) dense_backward_small_avx2(u, W, dz, nullptr, nullptr, du, rows, in, out);
+  for (int o = 0; o < out; ++o) {
+    float g[16];
+    __m256 gv[16];
+    float gs = 0;
+    for (int r = 0; r < rows; ++r) {
+      g[r] = dz[size_t(r) * out + o];
+      gs += g[r];
+      gv[r] = _mm256_set1_ps(g[r]);
+    }
+    b[o] -= lr * gs;
+    float* w = W + size_t(o) * in;
+    const __m256 nlr = _mm256_set1_ps(-lr);
+    int i = 0;
+    for (; i + 8 <= in; i += 8) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int r = 0; r < rows; ++r)
+        acc = _mm256_fmadd_ps(gv[r], _mm256_loadu_ps(u + size_t(r) * in + i), acc);
+      _mm256_storeu_ps(w + i, _mm256_fmadd_ps(nlr, acc, _mm256_loadu_ps(w + i)));
+    }
+    for (; i < in; ++i) {
+      float acc = 0;
+      for (int r = 0; r < rows; ++r) acc += g[r] * u[size_t(r) * in + i];
+      w[i] -= lr * acc;
     }
   }
 }

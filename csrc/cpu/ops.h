@@ -32,7 +32,7 @@ void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, i
   }
 }
 
-// dense_backward: dW += dz^T . u ; db += sum_rows dz ; du += dz . W  (du may be null)
+// dense_backward: dW += dz^T . u ; db += sum_rows dz ; du += dz . W  (du, or dW and db, may be null)
 template <class T>
 void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, int rows, int in,
                     int out) {
@@ -43,10 +43,12 @@ void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, in
     for (int o = 0; o < out; ++o) {
       const T g = dzr[o];
       if (g == T(0)) continue;
-      db[o] += g;
-      T* dw = dW + size_t(o) * in;
       const T* w = W + size_t(o) * in;
-      for (int i = 0; i < in; ++i) dw[i] += g * ur[i];
+      if (dW) {  // null dW/db: input gradient only
+        db[o] += g;
+        T* dw = dW + size_t(o) * in;
+        for (int i = 0; i < in; ++i) dw[i] += g * ur[i];
+      }
       if (dur)
         for (int i = 0; i < in; ++i) dur[i] += g * w[i];
     }

@@ -8,7 +8,9 @@
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NM_CLONES __attribute__((target_clones("arch=haswell", "default")))
+// Dispatch on the ISA level (a CPUID feature test), not a CPU model: `arch=haswell` clones are
+// chosen by __builtin_cpu_is and never run on AMD processors.
+#define NM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define NM_CLONES
 #endif
@@ -192,6 +194,8 @@ namespace nm::simd {
 void dense_forward_small_avx2(const float*, const float*, const float*, float*, int, int, int);
 void dense_backward_small_avx2(const float*, const float*, const float*, float*, float*, float*,
                                int, int, int);
+void dense_backward_sgd_small_avx2(const float*, float*, const float*, float*, float*, int, int,
+                                   int, float);
 static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
 static const bool kHasAvx2 = false;
@@ -211,5 +215,19 @@ void dense_backward_small(const float* u, const float* W, const float* dz, float
   if (kHasAvx2 && rows <= 16) return dense_backward_small_avx2(u, W, dz, dW, db, du, rows, in, out);
 #endif
   dense_backward_small_generic(u, W, dz, dW, db, du, rows, in, out);
+}
+}  // namespace nm::simd
+
+namespace nm::simd {
+bool dense_backward_sgd_small(const float* u, float* W, const float* dz, float* b, float* du,
+                              int rows, int in, int out, float lr) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHasAvx2 && rows <= 16) {
+    dense_backward_sgd_small_avx2(u, W, dz, b, du, rows, in, out, lr);
+    return true;
+  }
+#endif
+  (void)u; (void)W; (void)dz; (void)b; (void)du; (void)rows; (void)in; (void)out; (void)lr;
+  return false;
 }
 }  // namespace nm::simd
