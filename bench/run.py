@@ -22,7 +22,7 @@ import warnings
 ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ARGS.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
 ARGS.add_argument("--threads", type=int, default=1)
-ARGS.add_argument("--cases", default="a,b,c,d")
+ARGS.add_argument("--cases", default="a,b,c,d", help="comma list of a,b,c,d,memory")
 ARGS.add_argument("--repeats", type=int, default=5)
 OPTS = ARGS.parse_args()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -53,6 +53,7 @@ def machine() -> str:
 
 
 def median_time(fn, repeats: int) -> float:
+    time.sleep(0.3)  # let other pools' spinning threads (PyTorch's OpenMP) go idle first
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -78,12 +79,12 @@ def mlp_flops(widths, batch) -> float:
     return f
 
 
-def ours_mlp(widths, acts, loss, batch, n_batches):
+def ours_mlp(widths, acts, loss, batch, n_batches, threads=None):
     layers = "".join(f"(l{i}, {w}, <{a}>)" for i, (w, a) in enumerate(zip(widths[1:-1], acts)))
     text = f"/xavier,zero/ (input, {widths[0]}) {layers} (output, {widths[-1]}, <{acts[-1]}>, <{loss}>)"
     h = nm.compile(text, batch, 0.01)
     nm.seed(0)
-    nm.build(h, threads=OPTS.threads)
+    nm.build(h, threads=threads or OPTS.threads)
     x = np.random.rand(n_batches, batch, widths[0]).astype(np.float32)
     e = np.random.rand(n_batches, batch, widths[-1]).astype(np.float32)
     t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
@@ -142,11 +143,15 @@ def report(case, shape, ours_us, torch_us, flops=None, sgemm=None, extra=None):
 def case_mlp(case, widths, acts, loss, batch):
     n = 20 if OPTS.quick else max(20, int(4e8 / mlp_flops(widths, batch)))
     ours = ours_mlp(widths, acts, loss, batch, n)
+    extra = {}
+    if OPTS.threads > 1:  # the thread speed-up, measured in this run
+        one = ours_mlp(widths, acts, loss, batch, n, threads=1)
+        extra = {"ours_1_thread_us": round(one, 3), "speedup_vs_1_thread": round(one / ours, 2)}
     theirs = torch_mlp(widths, acts, loss, batch, min(n, 2000))
     big = max(widths)
     sg = None if OPTS.quick else sgemm_gflops(batch, big, big, OPTS.repeats)
     report(case, f"MLP {'->'.join(map(str, widths))} {'/'.join(acts)} {loss}, batch {batch}",
-           ours, theirs, mlp_flops(widths, batch), sg)
+           ours, theirs, mlp_flops(widths, batch), sg, extra)
 
 
 def case_lstm():
@@ -154,14 +159,21 @@ def case_lstm():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     B = 5
     n = 50 if OPTS.quick else 20000
-    h = nm.compile(os.path.join(root, "models", "lstm-model.mdl"), B, 0.01)
-    nm.seed(0)
-    nm.build(h)
     x = np.random.rand(n, B, 4).astype(np.float32)
     e = np.random.rand(n, B, 4).astype(np.float32)
-    t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
-    nm.release(h)
-    ours_step = t / (n * B) * 1e6
+
+    def ours(threads):
+        h = nm.compile(os.path.join(root, "models", "lstm-model.mdl"), B, 0.01)
+        nm.seed(0)
+        nm.build(h, threads=threads)
+        t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
+        nm.release(h)
+        return t / (n * B) * 1e6
+    ours_step = ours(OPTS.threads)
+    extra = {"ours_samples_per_s": round(1e6 / ours_step)}
+    if OPTS.threads > 1:
+        one = ours(1)
+        extra.update(ours_1_thread_us=round(one, 3), speedup_vs_1_thread=round(one / ours_step, 2))
     theirs = None
     if torch is not None:
         cell, head = torch.nn.LSTMCell(4, 4), torch.nn.Linear(4, 4)
@@ -178,8 +190,38 @@ def case_lstm():
                 opt.step()
         theirs = median_time(run, OPTS.repeats) / steps * 1e6
     report("d", "lstm-model stream, width 4, BPTT window 5 (ours) vs LSTMCell(4,4)+Linear step, "
-           "batch 5 (torch)", ours_step, theirs,
-           extra={"ours_samples_per_s": round(1e6 / ours_step)})
+           "batch 5 (torch)", ours_step, theirs, extra=extra)
+
+
+def case_memory():
+    """Peak RSS growth of a fresh process training case c (batch 256) against the model's bytes."""
+    import subprocess
+    code = (
+        "import numpy as np, neuromorph as nm\n"
+        "x = np.random.rand(8, 256, 784).astype(np.float32)\n"
+        "e = np.eye(10, dtype=np.float32)[np.random.randint(0, 10, (8, 256))]\n"
+        "def rss(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key): return int(line.split()[1])\n"
+        "open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to now\n"
+        "base = rss('VmRSS')\n"
+        "h = nm.compile('/xavier,zero/ (i, 784)(a, 512, <relu>)(b, 256, <relu>)"
+        "(o, 10, <softmax>, <cross_entropy>)', 256, 0.01)\n"
+        "nm.build(h); nm.train(h, x, e, verbosity=0)\n"
+        "print(base, rss('VmHWM'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    base, peak = (int(v) for v in out.stdout.split())
+    params = 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    widths = [784, 512, 256, 10]
+    # parameters + gradients; per sample: values and value gradients of every node, plus z of layers
+    model_bytes = 4 * (2 * params + 256 * (2 * sum(widths) + sum(widths[1:]) + max(widths)))
+    growth = (peak - base) * 1024
+    print(json.dumps({"case": "memory", "shape": "train MLP 784->512->256->10, batch 256",
+                      "model_bytes_mb": round(model_bytes / 2**20, 2),
+                      "rss_growth_mb": round(growth / 2**20, 2),
+                      "ratio_to_model_bytes": round(growth / model_bytes, 2),
+                      "note": "input data (8 batches) is allocated before the baseline",
+                      "machine": machine()}), flush=True)
 
 
 def main():
@@ -195,6 +237,8 @@ def main():
             case_mlp("c", widths, ["relu", "relu", "softmax"], "cross_entropy", batch)
     if "d" in cases:
         case_lstm()
+    if ("memory" in cases or not OPTS.quick) and os.path.exists("/proc/self/clear_refs"):
+        case_memory()
     return 0
 
 

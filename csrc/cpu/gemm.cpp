@@ -19,8 +19,23 @@ constexpr size_t kBlasMin = 4096;
 constexpr int kSmallRows = 16;
 
 #if NM_HAVE_BLAS
+// Threads pay only for large products: waking a BLAS worker costs more than it saves below
+// this many multiply-adds (bench/run.py --threads 2: 256x128x256 got slower, 256x784x512 ~1.9x).
+constexpr double kThreadMin = double(1 << 24);
+int g_threads = 1;   // what build(threads=N) asked for
+int g_active = -1;   // what OpenBLAS is set to now
+
+void use_threads(double work) {
+  int want = work >= kThreadMin ? g_threads : 1;
+  if (want != g_active) {
+    scipy_openblas_set_num_threads(want);
+    g_active = want;
+  }
+}
+
 void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
           float* c, int ldc) {
+  use_threads(double(m) * n * k);
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
 }
@@ -31,7 +46,7 @@ bool have_blas() { return NM_HAVE_BLAS != 0; }
 
 void set_blas_threads(int n) {
 #if NM_HAVE_BLAS
-  scipy_openblas_set_num_threads(n);
+  g_threads = n < 1 ? 1 : n;
 #else
   (void)n;
 #endif
@@ -87,6 +102,7 @@ void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, flo
 #if NM_HAVE_BLAS
   if (size_t(rows) * in * out >= kBlasMin) {
     if (du) gemm(false, false, rows, in, out, dz, out, W, in, du, in);
+    use_threads(double(out) * in * rows);
     scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, -lr, dz, out, u, in,
                       1.0f, W, in);
     for (int r = 0; r < rows; ++r)

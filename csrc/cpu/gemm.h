@@ -7,7 +7,7 @@
 namespace nm::cpu {
 
 bool have_blas();
-void set_blas_threads(int n);  // no-op without BLAS
+void set_blas_threads(int n);  // threads for large products (process-wide); no-op without BLAS
 
 // z[rows, out] = u[rows, in] . W[out, in]^T + b[out]
 template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out);

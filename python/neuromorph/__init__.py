@@ -100,9 +100,9 @@ def info(h: int) -> dict:
 def build(h: int, threads: Optional[int] = None) -> int:
     """Allocate and initialise the model's parameters and buffers; returns the handle.
 
-    `threads` sets how many threads large matrix products may use (process-wide: it is
-    the BLAS's setting). Small products always run on one thread, where more would only
-    cost; by default the BLAS uses its own default (the CPU count, or OPENBLAS_NUM_THREADS).
+    `threads` sets how many threads large matrix products may use (process-wide). Products
+    below ~16M multiply-adds always run on one thread, where waking more only costs (chosen
+    by measurement, docs/performance.md). The default is 1 thread.
     """
     h = _check_handle(h)
     if threads is not None:
