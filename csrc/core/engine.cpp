@@ -15,6 +15,12 @@ Rng& global_rng() {
   static Rng rng(std::random_device{}());  // unseeded runs differ, like PyTorch's default
   return rng;
 }
+// Caller holds g_mu. Handles below g_next were issued once and are gone now.
+HandleError missing(int handle, const char* gone) {
+  return HandleError(handle > 0 && handle < g_next
+                         ? "model handle " + std::to_string(handle) + " was " + gone
+                         : "unknown model handle " + std::to_string(handle));
+}
 }  // namespace
 
 int registry_add(std::unique_ptr<ModelBase> model) {
@@ -26,10 +32,7 @@ int registry_add(std::unique_ptr<ModelBase> model) {
 ModelBase& registry_get(int handle) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_models.find(handle);
-  if (it == g_models.end())
-    throw HandleError(handle > 0 && handle < g_next
-                          ? "model handle " + std::to_string(handle) + " was released"
-                          : "unknown model handle " + std::to_string(handle));
+  if (it == g_models.end()) throw missing(handle, "released");
   return *it->second;
 }
 
@@ -37,10 +40,7 @@ void registry_release(int handle) {
   std::unique_ptr<ModelBase> doomed;  // destroyed outside the lock
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_models.find(handle);
-  if (it == g_models.end())
-    throw HandleError(handle > 0 && handle < g_next
-                          ? "model handle " + std::to_string(handle) + " was already released"
-                          : "unknown model handle " + std::to_string(handle));
+  if (it == g_models.end()) throw missing(handle, "already released");
   doomed = std::move(it->second);
   g_models.erase(it);
 }

@@ -53,6 +53,17 @@ NM_AVX2 inline void rows_block(const float* u, const float* W, const float* b, f
   for (; o < out; ++o) dot_block<R, 1>(W + size_t(o) * in, u, b + o, z + o, in, out);
 }
 
+// Column o of dz (rows x out) as scalars and broadcast vectors; returns its sum (rows <= 16).
+NM_AVX2 inline float column(const float* dz, int rows, int out, int o, float* g, __m256* gv) {
+  float sum = 0;
+  for (int r = 0; r < rows; ++r) {
+    g[r] = dz[size_t(r) * out + o];
+    sum += g[r];
+    gv[r] = _mm256_set1_ps(g[r]);
+  }
+  return sum;
+}
+
 }  // namespace
 
 NM_AVX2 void dense_forward_small_avx2(const float* u, const float* W, const float* b, float* z,
@@ -75,12 +86,7 @@ NM_AVX2 void dense_backward_small_avx2(const float* u, const float* W, const flo
   for (int o = 0; dW && o < out; ++o) {
     float g[16];
     __m256 gv[16];
-    float gs = 0;
-    for (int r = 0; r < rows; ++r) {
-      g[r] = dz[size_t(r) * out + o];
-      gs += g[r];
-      gv[r] = _mm256_set1_ps(g[r]);
-    }
+    const float gs = column(dz, rows, out, o, g, gv);
     db[o] += gs;
     float* dw = dW + size_t(o) * in;
     int i = 0;
@@ -118,12 +124,7 @@ NM_AVX2 void dense_backward_sgd_small_avx2(const float* u, float* W, const float
   for (int o = 0; o < out; ++o) {
     float g[16];
     __m256 gv[16];
-    float gs = 0;
-    for (int r = 0; r < rows; ++r) {
-      g[r] = dz[size_t(r) * out + o];
-      gs += g[r];
-      gv[r] = _mm256_set1_ps(g[r]);
-    }
+    const float gs = column(dz, rows, out, o, g, gv);
     b[o] -= lr * gs;
     float* w = W + size_t(o) * in;
     const __m256 nlr = _mm256_set1_ps(-lr);

@@ -3,6 +3,8 @@
 // baseline one and picks at load time. No -march=native anywhere.
 #include "simd.h"
 
+#include "ops.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -140,56 +142,6 @@ NM_CLONES void sgd_update(float* p, const float* g, float lr, size_t n) {
 }  // namespace nm::simd
 
 namespace nm::simd {
-namespace {
-// R rows against one weight row: R independent 8-lane FMA chains that share each load of w.
-template <int R>
-NM_INLINE void dot_rows(const float* w, const float* u, int in, float bias, float* z, int out) {
-  float acc[R][8] = {};
-  int i = 0;
-  for (; i + 8 <= in; i += 8)
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < 8; ++j) acc[r][j] += w[i + j] * u[size_t(r) * in + i + j];
-  for (int r = 0; r < R; ++r) {
-    float s = bias;
-    for (int k = i; k < in; ++k) s += w[k] * u[size_t(r) * in + k];
-    z[size_t(r) * out] = s + (((acc[r][0] + acc[r][4]) + (acc[r][1] + acc[r][5])) +
-                              ((acc[r][2] + acc[r][6]) + (acc[r][3] + acc[r][7])));
-  }
-}
-}  // namespace
-
-static void dense_forward_small_generic(const float* u, const float* W, const float* b, float* z,
-                                   int rows, int in, int out) {
-  for (int o = 0; o < out; ++o) {
-    const float* w = W + size_t(o) * in;
-    int r = 0;
-    for (; r + 4 <= rows; r += 4) dot_rows<4>(w, u + size_t(r) * in, in, b[o], z + size_t(r) * out + o, out);
-    for (; r + 2 <= rows; r += 2) dot_rows<2>(w, u + size_t(r) * in, in, b[o], z + size_t(r) * out + o, out);
-    for (; r < rows; ++r) dot_rows<1>(w, u + size_t(r) * in, in, b[o], z + size_t(r) * out + o, out);
-  }
-}
-
-static void dense_backward_small_generic(const float* u, const float* W, const float* dz, float* dW,
-                                    float* db, float* du, int rows, int in, int out) {
-  for (int r = 0; r < rows; ++r) {
-    const float* ur = u + size_t(r) * in;
-    const float* dzr = dz + size_t(r) * out;
-    float* dur = du ? du + size_t(r) * in : nullptr;
-    for (int o = 0; o < out; ++o) {
-      const float g = dzr[o];
-      db[o] += g;
-      float* dw = dW + size_t(o) * in;
-      const float* w = W + size_t(o) * in;
-      for (int i = 0; i < in; ++i) dw[i] += g * ur[i];
-      if (dur)
-        for (int i = 0; i < in; ++i) dur[i] += g * w[i];
-    }
-  }
-}
-
-}  // namespace nm::simd
-
-namespace nm::simd {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 void dense_forward_small_avx2(const float*, const float*, const float*, float*, int, int, int);
 void dense_backward_small_avx2(const float*, const float*, const float*, float*, float*, float*,
@@ -206,7 +158,7 @@ void dense_forward_small(const float* u, const float* W, const float* b, float* 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   if (kHasAvx2) return dense_forward_small_avx2(u, W, b, z, rows, in, out);
 #endif
-  dense_forward_small_generic(u, W, b, z, rows, in, out);
+  ops::dense_forward(u, W, b, z, rows, in, out);  // portable path: the reference op
 }
 
 void dense_backward_small(const float* u, const float* W, const float* dz, float* dW, float* db,
@@ -214,7 +166,7 @@ void dense_backward_small(const float* u, const float* W, const float* dz, float
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   if (kHasAvx2 && rows <= 16) return dense_backward_small_avx2(u, W, dz, dW, db, du, rows, in, out);
 #endif
-  dense_backward_small_generic(u, W, dz, dW, db, du, rows, in, out);
+  ops::dense_backward(u, W, dz, dW, db, du, rows, in, out);
 }
 }  // namespace nm::simd
 
