@@ -4,6 +4,7 @@ A float64 model runs the scalar reference ops; a float32 model with the same par
 the fast paths. Predictions and gradients must agree to float precision on random shapes,
 including odd widths and batch 1, on both sides of the BLAS size threshold.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,17 @@ def test_one_and_two_threads_agree():
     assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-6)
     for k in runs[0][1]:
         np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(os.environ.get("NEUROMORPH_NO_AVX2"), reason="already on the portable path")
+def test_portable_path_passes_the_same_tests():
+    """The non-AVX2 kernels (what a CPU without AVX2, or ARM, runs) against the same oracle."""
+    env = dict(os.environ, NEUROMORPH_NO_AVX2="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", __file__, "-k",
+                        "activation_fast_path or dense_products or training_steps"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " passed" in r.stdout
 
 
 def test_bench_quick_smoke():

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -148,7 +149,9 @@ void dense_backward_small_avx2(const float*, const float*, const float*, float*,
                                int, int, int);
 void dense_backward_sgd_small_avx2(const float*, float*, const float*, float*, float*, int, int,
                                    int, float);
-static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// NEUROMORPH_NO_AVX2=1 forces the portable path (tests run the suite through it).
+static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                             !std::getenv("NEUROMORPH_NO_AVX2");
 #else
 static const bool kHasAvx2 = false;
 #endif
