@@ -81,6 +81,7 @@ PYBIND11_MODULE(_core, m) {
     } catch (const nm::ShapeError& e) { raise_as("ShapeError", e);
     } catch (const nm::DataError& e) { raise_as("DataError", e);
     } catch (const nm::DeviceError& e) { raise_as("DeviceError", e);
+    } catch (const nm::FileError& e) { raise_as("ModelFileError", e);
     } catch (const nm::Error& e) { raise_as("NeuromorphError", e);
     } catch (const std::bad_alloc& e) { raise_as("OutOfMemoryError", e);
     }
@@ -150,6 +151,20 @@ PYBIND11_MODULE(_core, m) {
     return py::make_tuple(loss, params_dict(mm, true));
   });
   m.def("reset_state", [](int h) { nm::registry_get(h).reset_state(); });
+  m.def("save", [](int h, const std::string& path,
+                   const std::vector<std::pair<std::string, std::string>>& meta) {
+    ModelBase& mm = nm::registry_get(h);
+    py::gil_scoped_release nogil;
+    nm::save_model(mm, path, meta);
+  });
+  m.def("load", [](const std::string& path) {
+    std::unique_ptr<ModelBase> mm;
+    {
+      py::gil_scoped_release nogil;
+      mm = nm::load_model(path);
+    }
+    return nm::registry_add(std::move(mm));
+  });
   m.def("get_params", [](int h) { return params_dict(nm::registry_get(h), false); });
   m.def("set_param", [](int h, const std::string& name, const py::array& value) {
     ModelBase& mm = nm::registry_get(h);

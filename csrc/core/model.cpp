@@ -130,6 +130,18 @@ class Model final : public ModelBase {
 
   void reset_state() override { std::fill(carry_.begin(), carry_.end(), T(0)); }
 
+  const std::vector<ParamInfo>& state_tensors() const override { return state_info_; }
+
+  void get_state(const std::string& name, void* out) const override {
+    const ParamInfo& p = find_in(state_info_, name);
+    std::memcpy(out, &carry_[p.offset], sizeof(T) * p.size);
+  }
+
+  void set_state(const std::string& name, const void* in) override {
+    const ParamInfo& p = find_in(state_info_, name);
+    std::memcpy(&carry_[p.offset], in, sizeof(T) * p.size);
+  }
+
   void get_param(const std::string& name, void* out, bool grad) const override {
     const ParamInfo& p = find(name);
     if (!built_) throw StateError("model is not built: call build() before reading parameters");
@@ -152,10 +164,11 @@ class Model final : public ModelBase {
   void need_built() const {
     if (!built_) throw StateError("model is not built: call build() first");
   }
-  const ParamInfo& find(const std::string& name) const {
-    for (const auto& p : info_)
+  const ParamInfo& find(const std::string& name) const { return find_in(info_, name); }
+  static const ParamInfo& find_in(const std::vector<ParamInfo>& list, const std::string& name) {
+    for (const auto& p : list)
       if (p.name == name) return p;
-    throw ShapeError("unknown parameter '" + name + "'");
+    throw ShapeError("unknown tensor '" + name + "'");
   }
 
   // ---------------------------------------------------------------- plan (once, at compile)
@@ -194,6 +207,8 @@ class Model final : public ModelBase {
         if (in.delayed && slots_[slot_of_[in.node]].carry == SIZE_MAX) {
           Slot& s = slots_[slot_of_[in.node]];
           s.carry = n_carry_;
+          state_info_.push_back(ParamInfo{"state." + ir_.nodes[in.node].name, {s.width}, n_carry_,
+                                          size_t(s.width)});
           n_carry_ += s.width;
         }
     const IrNode& out = ir_.nodes[ir_.output];
@@ -430,7 +445,7 @@ class Model final : public ModelBase {
   std::vector<int> slot_of_;
   std::vector<Slot> slots_;
   std::vector<LayerPlan> layers_;
-  std::vector<ParamInfo> info_;
+  std::vector<ParamInfo> info_, state_info_;
   size_t n_params_ = 0, n_vals_ = 0, n_z_ = 0, n_carry_ = 0;
   int max_width_ = 1;
   std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_;

@@ -22,14 +22,14 @@ import mdl
 
 from . import _blas  # noqa: F401  (loads the OpenBLAS library before the engine)
 from . import _core
-from .errors import (DataError, DeviceError, HandleError, IRError, NeuromorphError,
-                     OutOfMemoryError, ShapeError, StateError)
+from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileError,
+                     NeuromorphError, OutOfMemoryError, ShapeError, StateError)
 
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
-           "reset_state", "get_params", "set_params", "release", "info", "build_info",
+           "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
-           "DeviceError", "OutOfMemoryError"]
+           "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
 
 def build_info() -> dict:
@@ -252,3 +252,22 @@ def set_params(h: int, params: dict) -> None:
 def release(h: int) -> None:
     """Free the model. Its handle is never reused; using it again raises HandleError."""
     _core.release(_check_handle(h))
+
+
+def save(h: int, path) -> None:
+    """Write the model to one safetensors file: parameters, recurrent state, IR and settings.
+
+    The file is written next to `path` and renamed over it, so an interrupted save never
+    destroys an earlier file. The `safetensors` package can read it.
+    """
+    h, _ = _model(h)
+    _core.save(h, os.fspath(path), [("neuromorph_version", __version__)])
+
+
+def load(path) -> int:
+    """A built model from a file written by save(): it predicts and trains on exactly as the
+    saved model would have. Corrupt or foreign files raise ModelFileError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    return _core.load(path)

@@ -31,3 +31,7 @@ class DeviceError(NeuromorphError, RuntimeError):
 
 class OutOfMemoryError(NeuromorphError, MemoryError):
     """The engine could not allocate a model's buffers."""
+
+
+class ModelFileError(NeuromorphError, ValueError):
+    """A model file that is corrupt, truncated, hand-edited or of another format or version."""

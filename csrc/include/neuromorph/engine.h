@@ -45,7 +45,19 @@ class ModelBase {
   virtual void get_param(const std::string& name, void* out, bool grad = false) const = 0;
   virtual void set_param(const std::string& name, const void* in) = 0;
   virtual double learning_rate() const = 0;
+
+  // Recurrent state: one tensor per value read by a delayed edge ("state.<node>", (width,)).
+  virtual const std::vector<ParamInfo>& state_tensors() const = 0;
+  virtual void get_state(const std::string& name, void* out) const = 0;
+  virtual void set_state(const std::string& name, const void* in) = 0;
 };
+
+// Save a built model (parameters, recurrent state, IR and settings) as one safetensors file,
+// written to a temporary file and renamed over `path`. `metadata` adds string entries.
+void save_model(const ModelBase& model, const std::string& path,
+                const std::vector<std::pair<std::string, std::string>>& metadata = {});
+// Load a file written by save_model: a built model that continues exactly where it was.
+std::unique_ptr<ModelBase> load_model(const std::string& path);
 
 std::unique_ptr<ModelBase> make_model(const std::string& ir_json, int batch_size,
                                       double learning_rate, DType dtype);

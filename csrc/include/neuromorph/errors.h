@@ -15,5 +15,6 @@ struct StateError : Error { using Error::Error; };    // e.g. train before build
 struct ShapeError : Error { using Error::Error; };    // wrong data or parameter shape
 struct DataError : Error { using Error::Error; };     // NaN/inf in data
 struct DeviceError : Error { using Error::Error; };    // unsupported or missing device
+struct FileError : Error { using Error::Error; };      // unreadable, corrupt or foreign model file
 
 }  // namespace nm

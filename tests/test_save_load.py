@@ -1,0 +1,140 @@
+"""Model files: exact round trips, the safetensors layout, and every kind of bad file."""
+import json
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mdl
+import neuromorph as nm
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+NAMES = ["small-model", "big-model", "gated-model", "lstm-model", "readme-model"]
+warnings.simplefilter("ignore", mdl.MDLWarning)
+
+
+def trained(name, dtype="float32"):
+    h = nm.compile(MODELS / f"{name}.mdl", 5, 0.1, dtype=dtype)
+    nm.seed(3)
+    nm.build(h)
+    w = nm.info(h)["input_width"]
+    o = nm.info(h)["output_width"]
+    rng = np.random.default_rng(0)
+    x, e = rng.random((4, 5, w)), rng.random((4, 5, o))
+    nm.train(h, x[:3], e[:3], verbosity=0)  # mid-stream: recurrent state is not zero
+    return h, x[3:], e[3:]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trip_is_exact_including_the_next_step(name, dtype, tmp_path):
+    h, x, e = trained(name, dtype)
+    path = tmp_path / "m.nm"
+    nm.save(h, path)
+    g = nm.load(path)
+    assert nm.info(g) == nm.info(h)
+    for k, v in nm.get_params(h).items():
+        assert np.array_equal(nm.get_params(g)[k], v)
+    # The next training step (recurrent state included) is bit-identical.
+    assert nm.train(g, x, e, verbosity=0) == nm.train(h, x, e, verbosity=0)
+    for k, v in nm.get_params(h).items():
+        assert np.array_equal(nm.get_params(g)[k], v)
+    assert np.array_equal(nm.predict(g, x), nm.predict(h, x))
+    nm.release(h)
+    nm.release(g)
+
+
+def test_the_safetensors_package_reads_it(tmp_path):
+    safetensors = pytest.importorskip("safetensors.numpy")
+    h, _, _ = trained("lstm-model")
+    nm.save(h, tmp_path / "m.nm")
+    tensors = safetensors.load_file(str(tmp_path / "m.nm"))
+    params = nm.get_params(h)
+    for k, v in params.items():
+        assert np.array_equal(tensors[k], v)
+    assert {k for k in tensors if k.startswith("state.")} == {"state.last", "state.prevstate"}
+    n = struct.unpack("<Q", (tmp_path / "m.nm").read_bytes()[:8])[0]
+    meta = json.loads((tmp_path / "m.nm").read_bytes()[8:8 + n])["__metadata__"]
+    assert meta["format"] == "neuromorph-model" and meta["batch_size"] == "5"
+    assert json.loads(meta["ir"])["source"]["text"] == (MODELS / "lstm-model.mdl").read_text()
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path):
+    h, x, e = trained("readme-model")
+    path = tmp_path / "m.nm"
+    nm.save(h, path)
+    first = path.read_bytes()
+    nm.train(h, x, e, verbosity=0)
+    nm.save(h, path)
+    assert path.read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.nm"]
+    with pytest.raises(nm.ModelFileError, match="cannot write"):
+        nm.save(h, tmp_path / "no" / "such" / "dir.nm")
+    assert path.exists()
+
+
+def header_of(raw):
+    n = struct.unpack("<Q", raw[:8])[0]
+    return n, json.loads(raw[8:8 + n])
+
+
+def rewrite(raw, edit):
+    n, h = header_of(raw)
+    edit(h)
+    text = json.dumps(h).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+
+def set_meta(key, value):
+    return lambda h: h["__metadata__"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda raw: raw[:5], "too short"),
+    (lambda raw: raw[:100], "does not fit the file"),
+    (lambda raw: raw[:-8], "outside the data"),
+    (lambda raw: b"\x10\x00\x00\x00\x00\x00\x00\x00" + b"{not json at all" + raw[24:], "not valid JSON"),
+    (lambda raw: rewrite(raw, set_meta("format", "other")), "not a Neuromorph model file"),
+    (lambda raw: rewrite(raw, set_meta("format_version", "9")), "version 9 is not supported"),
+    (lambda raw: rewrite(raw, set_meta("ir", "{}")), "stored model is invalid"),
+    (lambda raw: rewrite(raw, set_meta("batch_size", "five")), "not a number"),
+    (lambda raw: rewrite(raw, lambda h: h["a.weight"].__setitem__("shape", [128, 256])), "has shape"),
+    (lambda raw: rewrite(raw, lambda h: h["a.weight"].__setitem__("dtype", "F16")), "must be F32"),
+    (lambda raw: rewrite(raw, lambda h: h.pop("output.bias")), "'output.bias' is missing"),
+    (lambda raw: rewrite(raw, lambda h: h.pop("__metadata__")), "no metadata"),
+])
+def test_bad_files_raise_a_clear_error(tmp_path, damage, match):
+    h, x, _ = trained("readme-model")
+    good = tmp_path / "good.nm"
+    nm.save(h, good)
+    bad = tmp_path / "bad.nm"
+    bad.write_bytes(damage(good.read_bytes()))
+    live = nm._core.live_models()
+    with pytest.raises(nm.ModelFileError, match=match):
+        nm.load(bad)
+    assert nm._core.live_models() == live
+    nm.predict(h, x)  # other models are untouched
+
+
+def test_nan_values_and_missing_files(tmp_path):
+    h, _, _ = trained("readme-model")
+    path = tmp_path / "m.nm"
+    nm.save(h, path)
+    raw = bytearray(path.read_bytes())
+    n, hdr = header_of(bytes(raw))
+    start = 8 + n + hdr["a.bias"]["data_offsets"][0]
+    raw[start:start + 4] = struct.pack("<f", float("nan"))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(nm.ModelFileError, match="'a.bias' holds NaN"):
+        nm.load(path)
+    with pytest.raises(FileNotFoundError):
+        nm.load(tmp_path / "missing.nm")
+
+
+def test_save_needs_a_built_model(tmp_path):
+    h = nm.compile(MODELS / "readme-model.mdl", 5, 0.1)
+    with pytest.raises(nm.StateError):
+        nm.save(h, tmp_path / "m.nm")
