@@ -98,8 +98,23 @@ PYBIND11_MODULE(_core, m) {
   m.def("seed", [](uint64_t s) { nm::seed(s); });
   m.def("set_threads", [](int n) { nm::cpu::set_blas_threads(n); });
   m.def("have_blas", &nm::cpu::have_blas);
-  m.def("create", [](const std::string& ir, int batch, double lr, bool use_f64) {
-    return nm::registry_add(nm::make_model(ir, batch, lr, use_f64 ? nm::DType::F64 : nm::DType::F32));
+  m.def("create", [](const std::string& ir, int batch, double lr, bool use_f64, const py::dict& o) {
+    nm::OptimConfig c;  // validated in Python; keys as in neuromorph.compile
+    c.kind = nm::OptimConfig::Kind(o["kind"].cast<int>());
+    c.momentum = o["momentum"].cast<double>();
+    c.beta1 = o["beta1"].cast<double>();
+    c.beta2 = o["beta2"].cast<double>();
+    c.eps = o["eps"].cast<double>();
+    c.weight_decay = o["weight_decay"].cast<double>();
+    c.grad_clip = o["grad_clip"].cast<double>();
+    c.schedule = nm::OptimConfig::Sched(o["schedule"].cast<int>());
+    c.warmup = o["warmup"].cast<long>();
+    c.step_size = o["step_size"].cast<long>();
+    c.gamma = o["gamma"].cast<double>();
+    c.total_steps = o["total_steps"].cast<long>();
+    c.min_lr = o["min_lr"].cast<double>();
+    return nm::registry_add(
+        nm::make_model(ir, batch, lr, use_f64 ? nm::DType::F64 : nm::DType::F32, c));
   });
   m.def("release", &nm::registry_release);
   m.def("live_models", &nm::registry_size);
@@ -113,6 +128,7 @@ PYBIND11_MODULE(_core, m) {
     d["built"] = mm.built();
     d["dtype"] = f64(mm) ? "float64" : "float32";
     d["learning_rate"] = mm.learning_rate();
+    d["steps"] = mm.steps();
     py::list names;
     for (const auto& p : mm.params()) names.append(py::make_tuple(p.name, p.shape));
     d["params"] = names;

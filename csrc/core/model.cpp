@@ -17,6 +17,7 @@
 #include "../cpu/simd.h"
 #include "ir.h"
 #include "neuromorph/engine.h"
+#include "optim.h"
 #include "rng.h"
 
 namespace nm {
@@ -63,7 +64,13 @@ void orthogonal_fill(Rng& rng, double gain, int rows, int cols, std::vector<doub
 template <class T>
 class Model final : public ModelBase {
  public:
-  Model(IrModel ir, int batch, double lr) : ir_(std::move(ir)), B_(batch), lr_(lr) { plan(); }
+  Model(IrModel ir, int batch, double lr, const OptimConfig& opt)
+      : ir_(std::move(ir)), B_(batch), lr_(lr), opt_(opt) {
+    plan();
+    if (opt_.buffers())
+      state_info_.push_back(ParamInfo{"optimizer.state", {int64_t(opt_.buffers()), int64_t(n_params_)},
+                                      0, opt_.buffers() * n_params_});
+  }
 
   DType dtype() const override { return sizeof(T) == 4 ? DType::F32 : DType::F64; }
   int batch_size() const override { return B_; }
@@ -74,6 +81,9 @@ class Model final : public ModelBase {
   const std::string& ir_json() const override { return ir_.json; }
   double learning_rate() const override { return lr_; }
   const std::vector<ParamInfo>& params() const override { return info_; }
+  const OptimConfig& optimizer() const override { return opt_; }
+  long steps() const override { return steps_; }
+  void set_steps(long steps) override { steps_ = steps; }
 
   void build(uint64_t seed) override {
     params_.assign(n_params_, T(0));
@@ -83,20 +93,25 @@ class Model final : public ModelBase {
     zbuf_.assign(n_z_, T(0));
     scratch_.assign(size_t(B_) * max_width_, T(0));
     carry_.assign(n_carry_, T(0));
+    opt_state_.assign(opt_.buffers() * n_params_, T(0));
+    steps_ = 0;
     initialise(seed);
     built_ = true;
   }
 
   void train(const void* x, const void* e, int n, double* losses) override {
     need_built();
-    const bool fuse = kFast && !ir_.recurrent;  // plain SGD fused into the backward pass
+    const bool fuse = kFast && !ir_.recurrent && opt_.plain_sgd();  // SGD fused into backward
     for (int k = 0; k < n; ++k) {
+      rate_ = opt_.rate(lr_, steps_);
       if (fuse) {
         losses[k] = fused_step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()));
       } else {
         losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()), true);
-        sgd_update();
+        if (opt_.plain_sgd()) sgd_update();
+        else optim_step(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_);
       }
+      ++steps_;
       commit_carry();
     }
   }
@@ -134,12 +149,14 @@ class Model final : public ModelBase {
 
   void get_state(const std::string& name, void* out) const override {
     const ParamInfo& p = find_in(state_info_, name);
-    std::memcpy(out, &carry_[p.offset], sizeof(T) * p.size);
+    const auto& src = name == "optimizer.state" ? opt_state_ : carry_;
+    std::memcpy(out, &src[p.offset], sizeof(T) * p.size);
   }
 
   void set_state(const std::string& name, const void* in) override {
     const ParamInfo& p = find_in(state_info_, name);
-    std::memcpy(&carry_[p.offset], in, sizeof(T) * p.size);
+    auto& dst = name == "optimizer.state" ? opt_state_ : carry_;
+    std::memcpy(&dst[p.offset], in, sizeof(T) * p.size);
   }
 
   void get_param(const std::string& name, void* out, bool grad) const override {
@@ -295,7 +312,7 @@ class Model final : public ModelBase {
     backward_all();
     fuse_ = false;
     for (const LayerPlan& L : layers_)
-      if (L.has_alpha) params_[L.alpha] -= T(lr_) * grads_[L.alpha];
+      if (L.has_alpha) params_[L.alpha] -= T(rate_) * grads_[L.alpha];
     return loss;
   }
 
@@ -372,7 +389,7 @@ class Model final : public ModelBase {
         if constexpr (kFast)
           if (fuse_) {
             cpu::dense_backward_sgd(val(src, row), &params_[L.W], dz, &params_[L.b], du, rows,
-                                    L.in, L.out, float(lr_));
+                                    L.in, L.out, float(rate_));
             break;
           }
         cpu::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
@@ -394,8 +411,8 @@ class Model final : public ModelBase {
   static constexpr bool kFast = std::is_same_v<T, float>;
 
   void sgd_update() {
-    if constexpr (kFast) simd::sgd_update(params_.data(), grads_.data(), float(lr_), n_params_);
-    else for (size_t i = 0; i < n_params_; ++i) params_[i] -= T(lr_) * grads_[i];
+    if constexpr (kFast) simd::sgd_update(params_.data(), grads_.data(), float(rate_), n_params_);
+    else for (size_t i = 0; i < n_params_; ++i) params_[i] -= T(rate_) * grads_[i];
   }
 
   void act_fwd(const IrNode& nd, const LayerPlan& L, const T* z, T* a, int rows) {
@@ -440,7 +457,9 @@ class Model final : public ModelBase {
 
   IrModel ir_;
   int B_;
-  double lr_;
+  double lr_, rate_ = 0;  // base rate; the scheduled rate of the current step
+  OptimConfig opt_;
+  long steps_ = 0;
   bool built_ = false, fused_xent_ = false, fuse_ = false;
   std::vector<int> slot_of_;
   std::vector<Slot> slots_;
@@ -448,19 +467,19 @@ class Model final : public ModelBase {
   std::vector<ParamInfo> info_, state_info_;
   size_t n_params_ = 0, n_vals_ = 0, n_z_ = 0, n_carry_ = 0;
   int max_width_ = 1;
-  std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_;
+  std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
 };
 
 }  // namespace
 
 std::unique_ptr<ModelBase> make_model(const std::string& ir_json, int batch, double lr,
-                                      DType dtype) {
+                                      DType dtype, const OptimConfig& opt) {
   if (batch <= 0) throw ShapeError("batch_size must be a positive integer, got " + std::to_string(batch));
   if (!(lr > 0) || !std::isfinite(lr))
     throw DataError("learning_rate must be a positive finite number");
   IrModel ir = load_ir(ir_json);
-  if (dtype == DType::F64) return std::make_unique<Model<double>>(std::move(ir), batch, lr);
-  return std::make_unique<Model<float>>(std::move(ir), batch, lr);
+  if (dtype == DType::F64) return std::make_unique<Model<double>>(std::move(ir), batch, lr, opt);
+  return std::make_unique<Model<float>>(std::move(ir), batch, lr, opt);
 }
 
 }  // namespace nm

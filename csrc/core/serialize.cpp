@@ -48,6 +48,38 @@ std::string number(double v) {
   return s.str();
 }
 
+const char* const kKinds[] = {"sgd", "momentum", "adam", "adamw"};
+const char* const kScheds[] = {"constant", "step", "cosine"};
+
+json optim_json(const OptimConfig& c) {
+  return {{"optimizer", kKinds[c.kind]}, {"momentum", c.momentum}, {"beta1", c.beta1},
+          {"beta2", c.beta2}, {"eps", c.eps}, {"weight_decay", c.weight_decay},
+          {"grad_clip", c.grad_clip}, {"schedule", kScheds[c.schedule]}, {"warmup", c.warmup},
+          {"step_size", c.step_size}, {"gamma", c.gamma}, {"total_steps", c.total_steps},
+          {"min_lr", c.min_lr}};
+}
+
+OptimConfig optim_from(const json& j, const std::string& path) {
+  OptimConfig c;
+  try {
+    auto pick = [&](const char* key, const char* const* names, int n) {
+      std::string v = j.at(key).get<std::string>();
+      for (int i = 0; i < n; ++i)
+        if (v == names[i]) return i;
+      throw FileError(path + ": unknown " + key + " '" + v + "'");
+    };
+    c.kind = OptimConfig::Kind(pick("optimizer", kKinds, 4));
+    c.schedule = OptimConfig::Sched(pick("schedule", kScheds, 3));
+    c.momentum = j.at("momentum"); c.beta1 = j.at("beta1"); c.beta2 = j.at("beta2");
+    c.eps = j.at("eps"); c.weight_decay = j.at("weight_decay"); c.grad_clip = j.at("grad_clip");
+    c.warmup = j.at("warmup"); c.step_size = j.at("step_size"); c.gamma = j.at("gamma");
+    c.total_steps = j.at("total_steps"); c.min_lr = j.at("min_lr");
+  } catch (const json::exception&) {
+    throw FileError(path + ": the optimizer settings are malformed");
+  }
+  return c;
+}
+
 }  // namespace
 
 void save_model(const ModelBase& m, const std::string& path,
@@ -61,7 +93,9 @@ void save_model(const ModelBase& m, const std::string& path,
                {"ir", m.ir_json()},
                {"batch_size", std::to_string(m.batch_size())},
                {"learning_rate", number(m.learning_rate())},
-               {"dtype", m.dtype() == DType::F64 ? "float64" : "float32"}};
+               {"dtype", m.dtype() == DType::F64 ? "float64" : "float32"},
+               {"optimizer", optim_json(m.optimizer()).dump()},
+               {"steps", std::to_string(m.steps())}};
   for (const auto& kv : metadata) meta[kv.first] = kv.second;
   header["__metadata__"] = meta;
   size_t offset = 0;
@@ -164,17 +198,27 @@ std::unique_ptr<ModelBase> load_model(const std::string& path) {
                     std::to_string(kFormatVersion) + ")");
   int batch;
   double lr;
+  long steps;
   try {
     batch = std::stoi(meta_str(meta, "batch_size", path));
     lr = std::stod(meta_str(meta, "learning_rate", path));
+    steps = std::stol(meta_str(meta, "steps", path));
   } catch (const std::logic_error&) {
-    throw FileError(path + ": batch_size or learning_rate is not a number");
+    throw FileError(path + ": batch_size, learning_rate or steps is not a number");
   }
+  json oj;
+  try {
+    oj = json::parse(meta_str(meta, "optimizer", path));
+  } catch (const json::exception&) {
+    throw FileError(path + ": the optimizer settings are not valid JSON");
+  }
+  const OptimConfig opt = optim_from(oj, path);
   const std::string dt = meta_str(meta, "dtype", path);
   if (dt != "float32" && dt != "float64") throw FileError(path + ": unknown dtype '" + dt + "'");
   std::unique_ptr<ModelBase> m;
   try {
-    m = make_model(meta_str(meta, "ir", path), batch, lr, dt == "float64" ? DType::F64 : DType::F32);
+    m = make_model(meta_str(meta, "ir", path), batch, lr, dt == "float64" ? DType::F64 : DType::F32,
+                   opt);
   } catch (const Error& e) {
     throw FileError(path + ": the stored model is invalid: " + e.what());
   }
@@ -198,6 +242,7 @@ std::unique_ptr<ModelBase> load_model(const std::string& path) {
     if (e.state) m->set_state(e.info->name, src);
     else m->set_param(e.info->name, src);
   }
+  m->set_steps(steps);
   return m;
 }
 

@@ -51,12 +51,53 @@ def _check_handle(h) -> int:
     return int(h)
 
 
+_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+_SCHEDULES = ("constant", "step", "cosine")
+
+
+def _optim(optimizer="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+           grad_clip=None, schedule="constant", warmup=0, step_size=1, gamma=0.1,
+           total_steps=None, min_lr=0.0) -> dict:
+    """Validated optimizer settings (formulas: docs/engine.md, as torch.optim)."""
+    if optimizer not in _OPTIMIZERS:
+        raise DataError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {optimizer!r}")
+    if schedule not in _SCHEDULES:
+        raise DataError(f"schedule must be one of {', '.join(_SCHEDULES)}, got {schedule!r}")
+
+    def real(v, name, lo=0.0, lo_open=False, hi=None):
+        ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) \
+            and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or v < hi)
+        if not ok:
+            bound = f"{'>' if lo_open else '>='} {lo:g}" + (f" and < {hi:g}" if hi else "")
+            raise DataError(f"{name} must be a finite number {bound}, got {v!r}")
+        return float(v)
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise DataError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+    if schedule == "cosine" and total_steps is None:
+        raise DataError("schedule='cosine' needs total_steps")
+    return {
+        "kind": _OPTIMIZERS.index(optimizer), "momentum": real(momentum, "momentum", hi=1.0),
+        "beta1": real(b1, "beta1", hi=1.0), "beta2": real(b2, "beta2", hi=1.0),
+        "eps": real(eps, "eps", lo_open=True), "weight_decay": real(weight_decay, "weight_decay"),
+        "grad_clip": 0.0 if grad_clip is None else real(grad_clip, "grad_clip", lo_open=True),
+        "schedule": _SCHEDULES.index(schedule), "warmup": _check_int(warmup, "warmup", 0),
+        "step_size": _check_int(step_size, "step_size"), "gamma": real(gamma, "gamma", lo_open=True),
+        "total_steps": _check_int(1 if total_steps is None else total_steps, "total_steps"),
+        "min_lr": real(min_lr, "min_lr"),
+    }
+
+
 def compile(mdl_text_or_path, batch_size: int, learning_rate: float, *,
-            dtype: str = "float32") -> int:
+            dtype: str = "float32", **optimizer) -> int:
     """Compile MDL text (or a path to an .mdl file) into a model handle; build() it next.
 
     Compile errors raise `mdl.MDLError`. `dtype="float64"` gives a double-precision model
-    (for gradient checks and reference runs).
+    (for gradient checks and reference runs). Optimizer keywords: optimizer="sgd" |
+    "momentum" | "adam" | "adamw", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
+    weight_decay=0.0, grad_clip=None (global norm), schedule="constant" | "step" | "cosine",
+    warmup=0 (linear warm-up steps), step_size=1, gamma=0.1, total_steps, min_lr=0.0.
     """
     src = mdl_text_or_path
     looks_like_path = isinstance(src, str) and "\n" not in src and "(" not in src
@@ -71,19 +112,23 @@ def compile(mdl_text_or_path, batch_size: int, learning_rate: float, *,
         ir = mdl.compile_text(mdl_text_or_path)
     else:
         raise DataError(f"compile() takes MDL text or a path, got {type(mdl_text_or_path).__name__}")
-    return compile_ir(ir.to_json(), batch_size, learning_rate, dtype=dtype)
+    return compile_ir(ir.to_json(), batch_size, learning_rate, dtype=dtype, **optimizer)
 
 
 def compile_ir(ir_json: str, batch_size: int, learning_rate: float, *,
-               dtype: str = "float32") -> int:
-    """A model handle from IR JSON (as written by `mdlc compile`)."""
+               dtype: str = "float32", **optimizer) -> int:
+    """A model handle from IR JSON (as written by `mdlc compile`); keywords as compile()."""
+    try:
+        opt = _optim(**optimizer)
+    except TypeError as e:
+        raise DataError(f"unknown compile() option: {e}") from None
     batch_size = _check_int(batch_size, "batch_size")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating)) \
             or not math.isfinite(learning_rate) or learning_rate <= 0:
         raise DataError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     if dtype not in ("float32", "float64"):
         raise DataError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return _core.create(ir_json, batch_size, float(learning_rate), dtype == "float64")
+    return _core.create(ir_json, batch_size, float(learning_rate), dtype == "float64", opt)
 
 
 def seed(n: int) -> None:

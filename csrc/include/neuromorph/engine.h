@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "neuromorph/errors.h"
+#include "neuromorph/optim.h"
 
 namespace nm {
 
@@ -46,7 +47,12 @@ class ModelBase {
   virtual void set_param(const std::string& name, const void* in) = 0;
   virtual double learning_rate() const = 0;
 
-  // Recurrent state: one tensor per value read by a delayed edge ("state.<node>", (width,)).
+  virtual const OptimConfig& optimizer() const = 0;
+  virtual long steps() const = 0;          // optimizer steps taken since build
+  virtual void set_steps(long steps) = 0;
+
+  // Recurrent state: one tensor per value read by a delayed edge ("state.<node>", (width,)),
+  // then the optimizer's buffers ("optimizer.state", (buffers, n_params)) when it has any.
   virtual const std::vector<ParamInfo>& state_tensors() const = 0;
   virtual void get_state(const std::string& name, void* out) const = 0;
   virtual void set_state(const std::string& name, const void* in) = 0;
@@ -60,7 +66,8 @@ void save_model(const ModelBase& model, const std::string& path,
 std::unique_ptr<ModelBase> load_model(const std::string& path);
 
 std::unique_ptr<ModelBase> make_model(const std::string& ir_json, int batch_size,
-                                      double learning_rate, DType dtype);
+                                      double learning_rate, DType dtype,
+                                      const OptimConfig& optimizer = OptimConfig{});
 
 // Handles. Numbers are never reused, so a released handle stays an error.
 int registry_add(std::unique_ptr<ModelBase> model);
