@@ -1,6 +1,10 @@
 // pybind11 module `neuromorph._core`: conversions and GIL handling only. Shapes and values
 // are validated in `neuromorph/__init__.py`; this layer re-checks sizes so a wrong call from
 // Python can never read past a buffer.
+#include <signal.h>
+
+#include <atomic>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -28,6 +32,28 @@ ssize_t expect(const py::array& a, int width, int batch, const char* what) {
   return a.shape(0);
 }
 
+// Ctrl-C while the engine trains without the GIL: a C-level SIGINT handler, installed for the
+// call, sets a flag the train loop checks after each batch. Python sees KeyboardInterrupt after.
+std::atomic<bool> g_stop{false};
+extern "C" void on_sigint(int) { g_stop.store(true); }
+
+struct SigintGuard {
+  struct sigaction old {};
+  bool installed = false;
+  SigintGuard() {
+    g_stop.store(false);
+    if (PyGILState_Check() && PyOS_getsig(SIGINT) != SIG_IGN) {
+      struct sigaction sa {};
+      sa.sa_handler = on_sigint;
+      sigemptyset(&sa.sa_mask);
+      installed = sigaction(SIGINT, &sa, &old) == 0;
+    }
+  }
+  ~SigintGuard() {
+    if (installed) sigaction(SIGINT, &old, nullptr);
+  }
+};
+
 template <class T>
 py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train) {
   Arr<T> xa(x), ea(e);
@@ -35,11 +61,18 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
   if (expect(ea, m.output_width(), m.batch_size(), "expected") != n)
     throw nm::ShapeError("inputs and expected hold different numbers of batches");
   py::array_t<double> losses(n);
-  {
+  if (!train) {
     py::gil_scoped_release nogil;
-    if (train) m.train(xa.data(), ea.data(), int(n), losses.mutable_data());
-    else m.evaluate(xa.data(), ea.data(), int(n), losses.mutable_data());
+    m.evaluate(xa.data(), ea.data(), int(n), losses.mutable_data());
+    return std::move(losses);
   }
+  int done;
+  {
+    SigintGuard guard;
+    py::gil_scoped_release nogil;
+    done = m.train(xa.data(), ea.data(), int(n), losses.mutable_data(), &g_stop);
+  }
+  if (done < n) return py::make_tuple(losses[py::slice(0, done, 1)], true);  // interrupted
   return std::move(losses);
 }
 

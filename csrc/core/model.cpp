@@ -99,7 +99,8 @@ class Model final : public ModelBase {
     built_ = true;
   }
 
-  void train(const void* x, const void* e, int n, double* losses) override {
+  int train(const void* x, const void* e, int n, double* losses,
+            const std::atomic<bool>* stop) override {
     need_built();
     const bool fuse = kFast && !ir_.recurrent && opt_.plain_sgd();  // SGD fused into backward
     for (int k = 0; k < n; ++k) {
@@ -113,7 +114,9 @@ class Model final : public ModelBase {
       }
       ++steps_;
       commit_carry();
+      if (stop && stop->load(std::memory_order_relaxed)) return k + 1;
     }
+    return n;
   }
 
   void evaluate(const void* x, const void* e, int n, double* losses) override {

@@ -28,6 +28,7 @@ from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileErro
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
+           "history",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
@@ -135,6 +136,7 @@ def seed(n: int) -> None:
     """Seed the engine's RNG: later builds (and so training) are reproducible."""
     n = _check_int(n, "seed", 0)
     _core.seed(n % (1 << 64))
+    _SHUFFLE[0] = np.random.default_rng(n)
 
 
 def info(h: int) -> dict:
@@ -153,6 +155,7 @@ def build(h: int, threads: Optional[int] = None) -> int:
     if threads is not None:
         _core.set_threads(_check_int(threads, "threads"))
     _core.build(h)
+    _HISTORY.pop(h, None)
     return h
 
 
@@ -202,33 +205,78 @@ def _pair(h, inputs, expected):
     return h, x, e
 
 
-def train(h: int, inputs, expected, verbosity: int = 1) -> float:
-    """One pass over the batches (forward, mean loss, backward, SGD step each).
+_HISTORY: dict = {}                       # handle -> list of per-batch loss arrays
+_SHUFFLE = [np.random.default_rng()]      # reseeded by seed()
 
-    Returns the mean of the batch losses. verbosity 0: silent; 1: a progress bar on a
-    terminal; 2: one line per batch.
+
+def _train_batches(h: int, x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Train on (n, B, w) batches; on Ctrl-C keep what finished and raise KeyboardInterrupt."""
+    out = _core.train(h, x, e)
+    if isinstance(out, tuple):  # stopped by Ctrl-C after a whole batch: the model is intact
+        _HISTORY.setdefault(h, []).append(np.asarray(out[0]))
+        raise KeyboardInterrupt(f"training stopped after {len(out[0])} of {len(x)} batches; "
+                                f"the model holds the state after the last finished batch")
+    _HISTORY.setdefault(h, []).append(out)
+    return out
+
+
+def train(h: int, inputs, expected, verbosity: int = 1, *, epochs: int = 1,
+          shuffle: bool = False) -> float:
+    """Train for `epochs` passes over the batches (forward, mean loss, backward, one optimizer
+    step per batch). Returns the mean batch loss of the last epoch.
+
+    verbosity 0: silent; 1: a progress bar on a terminal; 2: one line per batch.
+    shuffle (non-recurrent models only) reshuffles the samples into new batches each epoch,
+    reproducibly after seed(). Ctrl-C stops after the current batch: the model keeps every
+    finished step, history() has their losses, and KeyboardInterrupt is raised.
     """
     h, x, e = _pair(h, inputs, expected)
+    epochs = _check_int(epochs, "epochs")
+    if shuffle and _core.info(h)["recurrent"]:
+        raise DataError("shuffle=True reorders samples, but this model is recurrent: its samples "
+                        "form one time-ordered stream")
     verbosity = max(0, min(2, int(verbosity)))
+    n, B = x.shape[0], x.shape[1]
+    mean = float("nan")
+    for epoch in range(epochs):
+        if shuffle:
+            order = _SHUFFLE[0].permutation(n * B)
+            x = x.reshape(n * B, -1)[order].reshape(n, B, -1)
+            e = e.reshape(n * B, -1)[order].reshape(n, B, -1)
+        mean = _train_epoch(h, x, e, verbosity, f"epoch {epoch + 1}/{epochs}" if epochs > 1 else "")
+    return mean
+
+
+def _train_epoch(h, x, e, verbosity, label) -> float:
     n = x.shape[0]
     if verbosity == 0 or n == 1:
-        return float(np.mean(_core.train(h, x, e)))
+        return float(np.mean(_train_batches(h, x, e)))
     if verbosity == 2:
         losses = []
         for k in range(n):
-            losses.append(float(_core.train(h, x[k:k + 1], e[k:k + 1])[0]))
-            print(f"batch {k + 1}/{n}  loss {losses[-1]:.6g}", file=sys.stderr)
+            losses.append(float(_train_batches(h, x[k:k + 1], e[k:k + 1])[0]))
+            print(f"{label + '  ' if label else ''}batch {k + 1}/{n}  loss {losses[-1]:.6g}",
+                  file=sys.stderr)
         return float(np.mean(losses))
     from tqdm import tqdm
     chunk = max(1, n // 100)
     losses = []
-    with tqdm(total=n, unit="batch", disable=None, leave=False, file=sys.stderr) as bar:
+    with tqdm(total=n, unit="batch", disable=None, leave=False, file=sys.stderr,
+              desc=label or None) as bar:
         for k in range(0, n, chunk):
-            part = _core.train(h, x[k:k + chunk], e[k:k + chunk])
+            part = _train_batches(h, x[k:k + chunk], e[k:k + chunk])
             losses.extend(part.tolist())
             bar.update(len(part))
             bar.set_postfix(loss=f"{np.mean(part):.4g}")
     return float(np.mean(losses))
+
+
+def history(h: int) -> np.ndarray:
+    """Every training batch loss since build() (or load()), in order."""
+    h = _check_handle(h)
+    _core.info(h)  # HandleError for unknown or released handles
+    parts = _HISTORY.get(h, [])
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def evaluate(h: int, inputs, expected) -> float:
@@ -297,6 +345,7 @@ def set_params(h: int, params: dict) -> None:
 def release(h: int) -> None:
     """Free the model. Its handle is never reused; using it again raises HandleError."""
     _core.release(_check_handle(h))
+    _HISTORY.pop(h, None)
 
 
 def save(h: int, path) -> None:

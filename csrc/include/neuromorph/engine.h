@@ -3,6 +3,7 @@
 // initialised from the engine's RNG), then trained / run on row-major float buffers of
 // shape (n_batches, batch_size, width).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,8 +35,10 @@ class ModelBase {
 
   virtual void build(uint64_t seed) = 0;
   // Buffers hold elements of dtype(): x (n, B, in), e (n, B, out), y (n, B, out).
-  // train/evaluate write each batch's mean loss to losses[n].
-  virtual void train(const void* x, const void* e, int n_batches, double* losses) = 0;
+  // train/evaluate write each batch's mean loss to losses[n]. train stops after the current
+  // batch once *stop is set, and returns the number of batches it trained.
+  virtual int train(const void* x, const void* e, int n_batches, double* losses,
+                    const std::atomic<bool>* stop = nullptr) = 0;
   virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
   virtual void predict(const void* x, int n_batches, void* y) = 0;
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.
