@@ -200,6 +200,7 @@ PYBIND11_MODULE(_core, m) {
     return py::make_tuple(loss, params_dict(mm, true));
   });
   m.def("reset_state", [](int h) { nm::registry_get(h).reset_state(); });
+  m.def("ir_json", [](int h) { return nm::registry_get(h).ir_json(); });
   m.def("save", [](int h, const std::string& path,
                    const std::vector<std::pair<std::string, std::string>>& meta) {
     ModelBase& mm = nm::registry_get(h);

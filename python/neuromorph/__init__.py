@@ -28,7 +28,7 @@ from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileErro
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
-           "history",
+           "history", "Model",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
@@ -365,3 +365,6 @@ def load(path) -> int:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
     return _core.load(path)
+
+
+from .model import Model  # noqa: E402  (uses the functions above)
