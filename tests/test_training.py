@@ -163,3 +163,21 @@ def test_mdlc_run_with_npz(tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", x=x)
     assert main(["run", str(MODELS / "readme-model.mdl"), "--data", str(tmp_path / "bad.npz")]) == 2
     assert "'inputs' and 'expected'" in capsys.readouterr().err
+
+
+def test_mdlc_run_save_and_plot(tmp_path, capsys):
+    out = tmp_path / "m.nm"
+    assert main(["run", str(MODELS / "gated-model.mdl"), "--batches", "100", "--epochs", "1",
+                 "--verbosity", "0", "--save", str(out)]) == 0
+    h = nm.load(out)
+    assert nm.info(h)["steps"] == 100
+    nm.release(h)
+    plot = tmp_path / "loss.png"
+    code = main(["run", str(MODELS / "readme-model.mdl"), "--batches", "50", "--epochs", "1",
+                 "--verbosity", "0", "--plot", str(plot)])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert code == 2 and "needs matplotlib" in capsys.readouterr().err
+    else:
+        assert code == 0 and plot.read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,7 @@ import numpy as np
 
 import mdl
 
-from . import build, compile_ir, evaluate, release, reset_state, seed, train
+from . import build, compile_ir, evaluate, history, release, reset_state, save, seed, train
 from .errors import NeuromorphError
 from .tasks import make_task
 
@@ -32,6 +32,30 @@ def _load_npz(path: str):
 def _mean_baseline(e: np.ndarray) -> str:
     mean = e.reshape(-1, e.shape[-1]).mean(0)
     return f"(for scale: always predicting the mean target gives mse {np.mean((e - mean) ** 2):.4g})"
+
+
+def _plot(losses: np.ndarray, path: str, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RunError("--plot needs matplotlib, which is not installed "
+                       "(pip install matplotlib); the model trained and is unaffected") from None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(losses, lw=0.6, alpha=0.5, label="batch loss")
+    k = max(1, len(losses) // 100)
+    if len(losses) >= 2 * k:
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k - 1, len(losses)), smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log" if losses.min() > 0 else "linear")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def run_command(args) -> int:
@@ -73,6 +97,12 @@ def run_command(args) -> int:
             n = (x.shape[0] if np.ndim(x) == 3 else len(x) // batch) * args.epochs
             print(f"  final loss {final:.6g} (evaluated from a fresh state); "
                   f"{n} training batches in {secs:.2f} s")
+            if args.save:
+                save(h, args.save)
+                print(f"  saved to {args.save}")
+            if args.plot:
+                _plot(history(h), args.plot, name)
+                print(f"  loss curve in {args.plot}")
         finally:
             release(h)
     except (RunError, NeuromorphError) as err:

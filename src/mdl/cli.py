@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--batches", type=int, default=2000, help="synthetic task size in batches")
     c.add_argument("--verbosity", type=int, default=1)
+    c.add_argument("--save", metavar="OUT.nm", help="save the trained model (neuromorph.load reads it)")
+    c.add_argument("--plot", metavar="LOSS.png", help="plot the loss per batch (needs matplotlib)")
     c.set_defaults(fn=cmd_run)
     return p
 
