@@ -44,8 +44,12 @@ def test_embed_trains_saves_and_python_loads_the_same_model(embed, tmp_path):
     nm.release(h)
 
 
-def test_c_api_errors_do_not_crash(embed):
-    r = subprocess.run([str(embed), "--errors"], capture_output=True, text=True)
+def test_c_api_errors_do_not_crash(embed, tmp_path):
+    ir = tmp_path / "model.json"
+    assert mdlc(["compile", str(ROOT / "models" / "readme-model.mdl"), "-o", str(ir)]) == 0
+    r = subprocess.run([str(embed), "--errors"], capture_output=True, text=True,
+                       env={"NM_EMBED_IR": str(ir), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("ok ") == 6
+    assert r.stdout.count("ok ") == 10
     assert "unknown model handle 987654" in r.stdout
+    assert "was released" in r.stdout and "already released" in r.stdout

@@ -3,6 +3,7 @@
 // saved file can be checked from Python. `embed --errors` exercises the C API's error paths.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <vector>
 
@@ -32,6 +33,14 @@ int errors() {
   expect(nm_load("/nonexistent/model.nm", &h), NM_ERR_FILE, "missing model file");
   expect(nm_build(987654), NM_ERR_HANDLE, "unknown handle");
   expect(nm_load_ir(nullptr, 4, 0.1, &h), NM_ERR_ARGUMENT, "null IR");
+  // A released handle stays an error (handles are never reused).
+  const char* ir = std::getenv("NM_EMBED_IR");
+  if (ir) {
+    expect(nm_load_ir_file(ir, 4, 0.1, &h), NM_OK, "load IR");
+    expect(nm_release(h), NM_OK, "release");
+    expect(nm_build(h), NM_ERR_HANDLE, "build a released handle");
+    expect(nm_release(h), NM_ERR_HANDLE, "release twice");
+  }
   return fails;
 }
 
