@@ -164,3 +164,29 @@ def test_compile_build_train_release_cycles_do_not_leak():
     gc.collect()
     assert nm._core.live_models() == live
     assert _rss_kb() - start < 4096  # one model is ~400 KB: 1000 leaked would be ~400 MB
+
+
+def test_release_or_use_from_another_thread_while_training_is_safe():
+    import threading
+    h = nm.compile("/xavier,zero/ (x, 256) (h, 512, <tanh>) (y, 8, <linear>, <mse>)", 64, 0.001)
+    nm.build(h)
+    x = np.random.default_rng(0).normal(0, 1, (600, 64, 256)).astype(np.float32)
+    e = np.zeros((600, 64, 8), np.float32)
+    result = {}
+
+    def work():
+        try:
+            result["loss"] = nm._core.train(h, x, e)
+        except Exception as exc:  # noqa: BLE001
+            result["error"] = exc
+    t = threading.Thread(target=work)
+    t.start()
+    import time
+    time.sleep(0.1)
+    with pytest.raises(nm.StateError, match="busy"):
+        nm._core.predict(h, x[:1])          # a second use while training: refused, no race
+    nm.release(h)                           # the training call keeps its model alive
+    t.join()
+    assert "error" not in result and np.isfinite(result["loss"]).all()
+    with pytest.raises(nm.HandleError, match="released"):
+        nm.predict(h, x[:1])

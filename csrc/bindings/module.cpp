@@ -152,7 +152,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("release", &nm::registry_release);
   m.def("live_models", &nm::registry_size);
   m.def("info", [](int h) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     py::dict d;
     d["batch_size"] = mm.batch_size();
     d["input_width"] = mm.input_width();
@@ -168,23 +169,28 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   m.def("build", [](int h) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     mm.build(nm::draw_seed());
   });
   m.def("train", [](int h, const py::array& x, const py::array& e) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     return f64(mm) ? run_losses<double>(mm, x, e, true) : run_losses<float>(mm, x, e, true);
   });
   m.def("evaluate", [](int h, const py::array& x, const py::array& e) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     return f64(mm) ? run_losses<double>(mm, x, e, false) : run_losses<float>(mm, x, e, false);
   });
   m.def("predict", [](int h, const py::array& x) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     return f64(mm) ? run_predict<double>(mm, x) : run_predict<float>(mm, x);
   });
   m.def("gradients", [](int h, const py::array& x, const py::array& e) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     double loss;
     if (f64(mm)) {
       Arr<double> xa(x), ea(e);
@@ -199,11 +205,12 @@ PYBIND11_MODULE(_core, m) {
     }
     return py::make_tuple(loss, params_dict(mm, true));
   });
-  m.def("reset_state", [](int h) { nm::registry_get(h).reset_state(); });
-  m.def("ir_json", [](int h) { return nm::registry_get(h).ir_json(); });
+  m.def("reset_state", [](int h) { nm::registry_get(h)->reset_state(); });
+  m.def("ir_json", [](int h) { return nm::registry_get(h)->ir_json(); });
   m.def("save", [](int h, const std::string& path,
                    const std::vector<std::pair<std::string, std::string>>& meta) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     py::gil_scoped_release nogil;
     nm::save_model(mm, path, meta);
   });
@@ -215,9 +222,11 @@ PYBIND11_MODULE(_core, m) {
     }
     return nm::registry_add(std::move(mm));
   });
-  m.def("get_params", [](int h) { return params_dict(nm::registry_get(h), false); });
+  m.def("get_params", [](int h) { auto ref = nm::registry_get(h);
+    return params_dict(*ref, false); });
   m.def("set_param", [](int h, const std::string& name, const py::array& value) {
-    ModelBase& mm = nm::registry_get(h);
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
     if (f64(mm)) mm.set_param(name, Arr<double>(value).data());
     else mm.set_param(name, Arr<float>(value).data());
   });

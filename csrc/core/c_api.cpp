@@ -39,9 +39,9 @@ void need(const void* p, const char* what) {
   if (!p) throw std::invalid_argument(std::string(what) + " is NULL");
 }
 
-nm::ModelBase& f32_model(nm_handle h) {
-  nm::ModelBase& m = nm::registry_get(h);
-  if (m.dtype() != nm::DType::F32) throw nm::DataError("the C API drives float32 models only");
+nm::ModelRef f32_model(nm_handle h) {
+  nm::ModelRef m = nm::registry_get(h);
+  if (m->dtype() != nm::DType::F32) throw nm::DataError("the C API drives float32 models only");
   return m;
 }
 }  // namespace
@@ -76,15 +76,15 @@ int nm_load_ir_file(const char* path, int batch_size, double lr, nm_handle* out)
 }
 
 int nm_build(nm_handle h) {
-  return guarded([&] { nm::registry_get(h).build(nm::draw_seed()); });
+  return guarded([&] { nm::registry_get(h)->build(nm::draw_seed()); });
 }
 
 int nm_shape(nm_handle h, int* batch, int* in, int* out) {
   return guarded([&] {
-    const nm::ModelBase& m = nm::registry_get(h);
-    if (batch) *batch = m.batch_size();
-    if (in) *in = m.input_width();
-    if (out) *out = m.output_width();
+    nm::ModelRef m = nm::registry_get(h);
+    if (batch) *batch = m->batch_size();
+    if (in) *in = m->input_width();
+    if (out) *out = m->output_width();
   });
 }
 
@@ -93,7 +93,8 @@ int nm_train(nm_handle h, const float* x, const float* e, int n, double* mean_lo
     need(x, "inputs");
     need(e, "expected");
     if (n <= 0) throw nm::ShapeError("n_batches must be positive");
-    nm::ModelBase& m = f32_model(h);
+    nm::ModelRef ref = f32_model(h);
+    nm::ModelBase& m = *ref;
     size_t nx = size_t(n) * m.batch_size() * m.input_width();
     size_t ne = size_t(n) * m.batch_size() * m.output_width();
     for (size_t i = 0; i < nx; ++i)
@@ -113,18 +114,18 @@ int nm_predict(nm_handle h, const float* x, int n, float* y) {
     need(x, "inputs");
     need(y, "outputs");
     if (n <= 0) throw nm::ShapeError("n_batches must be positive");
-    f32_model(h).predict(x, n, y);
+    f32_model(h)->predict(x, n, y);
   });
 }
 
 int nm_reset_state(nm_handle h) {
-  return guarded([&] { nm::registry_get(h).reset_state(); });
+  return guarded([&] { nm::registry_get(h)->reset_state(); });
 }
 
 int nm_save(nm_handle h, const char* path) {
   return guarded([&] {
     need(path, "path");
-    nm::save_model(nm::registry_get(h), path, {{"saved_by", "C API"}});
+    nm::save_model(*nm::registry_get(h), path, {{"saved_by", "C API"}});
   });
 }
 

@@ -9,7 +9,11 @@
 namespace nm {
 namespace {
 std::mutex g_mu;
-std::map<int, std::unique_ptr<ModelBase>> g_models;
+struct Slot {
+  std::shared_ptr<ModelBase> model;
+  std::shared_ptr<std::mutex> mu;
+};
+std::map<int, Slot> g_models;
 int g_next = 1;
 Rng& global_rng() {
   static Rng rng(std::random_device{}());  // unseeded runs differ, like PyTorch's default
@@ -23,21 +27,30 @@ HandleError missing(int handle, const char* gone) {
 }
 }  // namespace
 
+ModelRef::ModelRef(std::shared_ptr<ModelBase> m, std::shared_ptr<std::mutex> mu)
+    : m_(std::move(m)), mu_(std::move(mu)) {}
+
+ModelRef::~ModelRef() {
+  if (mu_) mu_->unlock();
+}
+
 int registry_add(std::unique_ptr<ModelBase> model) {
   std::lock_guard<std::mutex> lock(g_mu);
-  g_models.emplace(g_next, std::move(model));
+  g_models.emplace(g_next, Slot{std::move(model), std::make_shared<std::mutex>()});
   return g_next++;
 }
 
-ModelBase& registry_get(int handle) {
+ModelRef registry_get(int handle) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_models.find(handle);
   if (it == g_models.end()) throw missing(handle, "released");
-  return *it->second;
+  if (!it->second.mu->try_lock())
+    throw StateError("model " + std::to_string(handle) + " is busy: another thread is using it");
+  return ModelRef(it->second.model, it->second.mu);
 }
 
 void registry_release(int handle) {
-  std::unique_ptr<ModelBase> doomed;  // destroyed outside the lock
+  Slot doomed;  // destroyed outside the lock (or later, by a call still using it)
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_models.find(handle);
   if (it == g_models.end()) throw missing(handle, "already released");

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,7 +75,21 @@ std::unique_ptr<ModelBase> make_model(const std::string& ir_json, int batch_size
 
 // Handles. Numbers are never reused, so a released handle stays an error.
 int registry_add(std::unique_ptr<ModelBase> model);
-ModelBase& registry_get(int handle);   // throws HandleError
+// A use of a model: keeps it alive even if another thread releases the handle meanwhile, and
+// holds the model's lock, so a second concurrent use gets StateError("busy") instead of a race.
+class ModelRef {
+ public:
+  ModelRef(std::shared_ptr<ModelBase> m, std::shared_ptr<std::mutex> mu);
+  ModelRef(ModelRef&&) = default;
+  ~ModelRef();
+  ModelBase& operator*() const { return *m_; }
+  ModelBase* operator->() const { return m_.get(); }
+
+ private:
+  std::shared_ptr<ModelBase> m_;
+  std::shared_ptr<std::mutex> mu_;
+};
+ModelRef registry_get(int handle);     // throws HandleError, StateError when busy
 void registry_release(int handle);     // throws HandleError
 size_t registry_size();
 
