@@ -29,9 +29,21 @@ def _load_npz(path: str):
         raise RunError(f"cannot read {path}: {e}") from None
 
 
-def _mean_baseline(e: np.ndarray) -> str:
-    mean = e.reshape(-1, e.shape[-1]).mean(0)
-    return f"(for scale: always predicting the mean target gives mse {np.mean((e - mean) ** 2):.4g})"
+def _mean_baseline(e: np.ndarray, loss: str) -> str:
+    """What a constant prediction scores in the model's own loss, for scale ('' if undefined)."""
+    flat = e.reshape(-1, e.shape[-1]).astype(np.float64)
+    if loss == "mse":
+        what, value = "the mean target", np.mean((flat - flat.mean(0)) ** 2)
+    elif loss == "mae":
+        what, value = "the median target", np.mean(np.abs(flat - np.median(flat, 0)))
+    elif loss == "cross_entropy":
+        p = np.maximum(flat.mean(0), 1e-12)
+        what, value = "the class frequencies", np.mean(-(flat * np.log(p)).sum(1))
+    elif loss == "hinge":
+        what, value = "zero", 1.0
+    else:
+        return ""
+    return f"  (for scale: always predicting {what} gives {loss} {value:.4g})"
 
 
 def _plot(losses: np.ndarray, path: str, title: str) -> None:
@@ -67,6 +79,7 @@ def run_command(args) -> int:
     for w in ir.warnings:
         print(w.render(), file=sys.stderr)
     batch = args.batch_size or (5 if ir.recurrent else 16)
+    loss_name = ir.node(ir.doc["output"])["loss"]["name"]
     lr = args.lr or (0.5 if ir.recurrent else 0.05)
     if args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
@@ -82,8 +95,9 @@ def run_command(args) -> int:
             build(h)
             kind = "recurrent stream" if ir.recurrent else "batched"
             print(f"{name}: {kind} model, batch {batch}, learning rate {lr}; {desc}")
-            if not args.data:
-                print(f"  {_mean_baseline(e)}")
+            baseline = _mean_baseline(np.asarray(e), loss_name) if not args.data else ""
+            if baseline:
+                print(baseline)
             start = time.perf_counter()
             for epoch in range(1, args.epochs + 1):
                 if ir.recurrent:
