@@ -86,9 +86,6 @@ void check_graph(const IrModel& m) {
 
 }  // namespace
 
-const char* act_name(Act a) { return kActNames[int(a)]; }
-const char* loss_name(Loss l) { return kLossNames[int(l)]; }
-
 IrModel load_ir(const std::string& text) {
   json doc;
   try {

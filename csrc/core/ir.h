@@ -47,7 +47,4 @@ struct IrModel {
 
 IrModel load_ir(const std::string& json_text);  // throws IRError
 
-const char* act_name(Act a);
-const char* loss_name(Loss l);
-
 }  // namespace nm

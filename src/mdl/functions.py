@@ -78,7 +78,3 @@ def slot_of(name: str) -> Optional[str]:
         if name in table:
             return slot
     return None
-
-
-def all_names() -> list[str]:
-    return [n for t in SLOT_TABLES.values() for n in t] + list(MERGE_OPS)
