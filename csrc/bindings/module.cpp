@@ -10,6 +10,7 @@
 #include <pybind11/stl.h>
 
 #include "../cpu/gemm.h"
+#include "../cpu/attn2d.h"
 #include "neuromorph/engine.h"
 #include "neuromorph/version.h"
 
@@ -66,14 +67,16 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
     m.evaluate(xa.data(), ea.data(), int(n), losses.mutable_data());
     return std::move(losses);
   }
+  const ssize_t np = ssize_t(m.loss_parts().size());
+  py::array_t<double> parts({n, np});
   int done;
   {
     SigintGuard guard;
     py::gil_scoped_release nogil;
-    done = m.train(xa.data(), ea.data(), int(n), losses.mutable_data(), &g_stop);
+    done = m.train(xa.data(), ea.data(), int(n), losses.mutable_data(), &g_stop, parts.mutable_data());
   }
-  if (done < n) return py::make_tuple(losses[py::slice(0, done, 1)], true);  // interrupted
-  return std::move(losses);
+  // (losses, parts, interrupted): Ctrl-C stops after a whole batch; only finished ones count
+  return py::make_tuple(losses[py::slice(0, done, 1)], parts[py::slice(0, done, 1)], done < n);
 }
 
 template <class T>
@@ -149,6 +152,31 @@ PYBIND11_MODULE(_core, m) {
     return nm::registry_add(
         nm::make_model(ir, batch, lr, use_f64 ? nm::DType::F64 : nm::DType::F32, c));
   });
+  // Kernel hooks for tests against the reference cases (float64, one sample).
+  m.def("_attn2d_window", [](py::array_t<double, py::array::c_style | py::array::forcecast> q,
+                             py::array_t<double, py::array::c_style | py::array::forcecast> k,
+                             py::array_t<double, py::array::c_style | py::array::forcecast> v,
+                             int H, int W, int heads, int r, bool raster) {
+    if (q.size() != k.size() || q.size() != v.size() || H < 1 || W < 1 || heads < 1 || r < 0 ||
+        q.size() % (ssize_t(H) * W * heads))
+      throw nm::ShapeError("q, k, v must each hold H*W*heads*dh numbers");
+    const int dh = int(q.size() / (ssize_t(H) * W * heads));
+    py::array_t<double> out(q.size());
+    std::vector<double> P(size_t(H) * W * heads * (2 * r + 1) * (2 * r + 1));
+    nm::attn2d::window_forward(q.data(), k.data(), v.data(), P.data(), out.mutable_data(), 1, H, W,
+                               heads, dh, r, raster);
+    return out;
+  });
+  m.def("_attn2d_rope", [](py::array_t<double, py::array::c_style | py::array::forcecast> x, int H,
+                           int W, int heads, bool inverse) {
+    if (H < 1 || W < 1 || heads < 1 || x.size() % (ssize_t(H) * W * heads * 4))
+      throw nm::ShapeError("x must hold H*W*heads*dh numbers with dh divisible by 4");
+    py::array_t<double> out(x.size());
+    std::copy(x.data(), x.data() + x.size(), out.mutable_data());
+    nm::attn2d::rope(out.mutable_data(), 1, H, W, heads, int(x.size() / (ssize_t(H) * W * heads)),
+                     inverse);
+    return out;
+  });
   m.def("release", &nm::registry_release);
   m.def("live_models", &nm::registry_size);
   m.def("info", [](int h) {
@@ -166,6 +194,7 @@ PYBIND11_MODULE(_core, m) {
     py::list names;
     for (const auto& p : mm.params()) names.append(py::make_tuple(p.name, p.shape));
     d["params"] = names;
+    d["loss_parts"] = mm.loss_parts();
     return d;
   });
   m.def("build", [](int h) {

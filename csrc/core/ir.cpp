@@ -48,10 +48,26 @@ std::vector<double> params_of(const json& fn, const std::string& where) {
 NodeKind kind_of(const std::string& s) {
   static const std::map<std::string, NodeKind> kinds = {
       {"input", NodeKind::Input}, {"layer", NodeKind::Layer}, {"output", NodeKind::Output},
-      {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap}};
+      {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap},
+      {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}};
   auto it = kinds.find(s);
   if (it == kinds.end()) throw IRError("IR: unknown node kind '" + s + "'");
   return it->second;
+}
+
+StructSpec struct_of(const json& j, const std::string& where) {
+  StructSpec st;
+  for (const auto& d : need(j, "shape", where)) st.shape.push_back(d.get<int>());
+  for (auto it = need(j, "options", where).begin(); it != j["options"].end(); ++it) {
+    if (it->is_number()) st.num[it.key()] = it->get<double>();
+    else if (it->is_string()) st.name[it.key()] = it->get<std::string>();
+    else throw IRError("IR: option '" + it.key() + "' of '" + where + "' is neither a number nor a name");
+  }
+  st.in_width = need(j, "in_width", where).get<int>();
+  if (st.shape.empty() || st.in_width <= 0) throw IRError("IR: bad struct at '" + where + "'");
+  for (int d : st.shape)
+    if (d <= 0) throw IRError("IR: bad shape at '" + where + "'");
+  return st;
 }
 
 void check_graph(const IrModel& m) {
@@ -76,7 +92,9 @@ void check_graph(const IrModel& m) {
       if (!in.delayed && pos[in.node] >= pos[i])
         throw IRError("IR: 'order' runs '" + nd.name + "' before its input");
       int w = m.nodes[in.node].width;
-      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output && w != nd.width)
+      if (nd.is_struct() && w != nd.st.in_width)
+        throw IRError("IR: width mismatch at '" + nd.name + "'");
+      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output && !nd.is_struct() && w != nd.width)
         throw IRError("IR: width mismatch at '" + nd.name + "'");
     }
   }
@@ -85,6 +103,18 @@ void check_graph(const IrModel& m) {
 }
 
 }  // namespace
+
+double StructSpec::get(const std::string& key) const {
+  auto it = num.find(key);
+  if (it == num.end()) throw IRError("IR: struct option '" + key + "' is missing");
+  return it->second;
+}
+
+const std::string& StructSpec::str(const std::string& key) const {
+  auto it = name.find(key);
+  if (it == name.end()) throw IRError("IR: struct option '" + key + "' is missing");
+  return it->second;
+}
 
 IrModel load_ir(const std::string& text) {
   json doc;
@@ -98,9 +128,9 @@ IrModel load_ir(const std::string& text) {
     if (!doc.is_object() || doc.value("format", "") != "neuromorph-ir")
       throw IRError("IR: not a Neuromorph IR document (format must be 'neuromorph-ir')");
     int version = need(doc, "version", "the document").get<int>();
-    if (version != kIrVersion)
+    if (version < 1 || version > kIrVersion)
       throw IRError("IR: version " + std::to_string(version) + " is not supported (this engine "
-                    "reads version " + std::to_string(kIrVersion) + ")");
+                    "reads versions 1 to " + std::to_string(kIrVersion) + ")");
     const json& header = need(doc, "header", "the document");
     const json& wi = need(header, "weight_init", "the header");
     const json& bi = need(header, "bias_init", "the header");
@@ -126,6 +156,7 @@ IrModel load_ir(const std::string& text) {
         auto p = params_of(jn["loss"], nd.name);
         nd.loss_param = p.empty() ? 0.0 : p[0];
       }
+      if (nd.is_struct()) nd.st = struct_of(need(jn, "struct", nd.name), nd.name);
       if (nd.kind == NodeKind::Merge)
         nd.op = lookup<MergeOp>(kMergeNames, need(jn, "op", nd.name), "merge op");
       if (!index.emplace(nd.name, int(m.nodes.size())).second)

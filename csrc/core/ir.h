@@ -1,12 +1,13 @@
 // The IR (docs/ir.md) as the runtime sees it: nodes with enums instead of strings.
 // Loading validates everything the plan relies on, so later code can trust it.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
 namespace nm {
 
-enum class NodeKind { Input, Layer, Output, Merge, Split, Tap };
+enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column };
 
 // One op list; tables indexed by these enums static_assert their size against kCount.
 enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
@@ -21,6 +22,19 @@ struct IrInput {
   bool delayed = false; // read the previous sample's value
 };
 
+// A structured node's shape and options (IR v2 "struct"): every option present, numbers as
+// doubles, names (mask, value, geometry) as strings.
+struct StructSpec {
+  std::vector<int> shape;
+  std::map<std::string, double> num;
+  std::map<std::string, std::string> name;
+  int in_width = 0;
+  double get(const std::string& key) const;           // throws IRError when missing
+  int geti(const std::string& key) const { return int(get(key)); }
+  bool has(const std::string& key) const { return num.count(key) > 0; }
+  const std::string& str(const std::string& key) const;
+};
+
 struct IrNode {
   std::string name;
   NodeKind kind = NodeKind::Layer;
@@ -31,6 +45,9 @@ struct IrNode {
   Loss loss = Loss::Mse;
   double loss_param = 0.0;
   MergeOp op = MergeOp::Additive;
+  StructSpec st;  // Attn2d / Column only
+  bool is_struct() const { return kind == NodeKind::Attn2d || kind == NodeKind::Column; }
+  int in_width(int producer_width) const { return is_struct() ? st.in_width : producer_width; }
 };
 
 struct IrModel {

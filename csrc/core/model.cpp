@@ -19,6 +19,7 @@
 #include "neuromorph/engine.h"
 #include "optim.h"
 #include "rng.h"
+#include "struct_node.h"
 
 namespace nm {
 namespace {
@@ -94,15 +95,25 @@ class Model final : public ModelBase {
     scratch_.assign(size_t(B_) * max_width_, T(0));
     carry_.assign(n_carry_, T(0));
     opt_state_.assign(opt_.buffers() * n_params_, T(0));
+    aux_.assign(aux_nodes_.size() * size_t(B_), 0.0);
+    for (auto& sn : structs_)
+      if (sn) sn->allocate(B_);
     steps_ = 0;
     initialise(seed);
     built_ = true;
   }
 
-  int train(const void* x, const void* e, int n, double* losses,
-            const std::atomic<bool>* stop) override {
+  std::vector<std::string> loss_parts() const override {
+    std::vector<std::string> names{"output"};
+    for (int idx : aux_nodes_) names.push_back(structs_[idx]->aux_name());
+    return names;
+  }
+
+  int train(const void* x, const void* e, int n, double* losses, const std::atomic<bool>* stop,
+            double* parts) override {
     need_built();
-    const bool fuse = kFast && !ir_.recurrent && opt_.plain_sgd();  // SGD fused into backward
+    // SGD fused into backward (dense layers only)
+    const bool fuse = kFast && !ir_.recurrent && opt_.plain_sgd() && !has_structs_;
     for (int k = 0; k < n; ++k) {
       rate_ = opt_.rate(lr_, steps_);
       if (fuse) {
@@ -111,6 +122,11 @@ class Model final : public ModelBase {
         losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()), true);
         if (opt_.plain_sgd()) sgd_update();
         else optim_step(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_);
+      }
+      if (parts) {
+        const size_t np = 1 + aux_nodes_.size();
+        parts[k * np] = losses[k] - aux_total_;
+        for (size_t a = 0; a < aux_nodes_.size(); ++a) parts[k * np + 1 + a] = aux_mean(a);
       }
       ++steps_;
       commit_carry();
@@ -207,8 +223,18 @@ class Model final : public ModelBase {
       slots_.push_back(Slot{nd.width, n_vals_});
       n_vals_ += size_t(B_) * nd.width;
     }
+    structs_.resize(n);
     for (int idx = 0; idx < n; ++idx) {  // parameters in source order
       const IrNode& nd = ir_.nodes[idx];
+      if (nd.is_struct()) {
+        structs_[idx] = nd.kind == NodeKind::Attn2d ? make_attn2d<T>(nd) : make_column<T>(nd);
+        structs_[idx]->declare([this](const std::string& name, std::vector<int64_t> shape) {
+          return add_param(name, std::move(shape));
+        });
+        if (!structs_[idx]->aux_name().empty()) aux_nodes_.push_back(idx);
+        has_structs_ = true;
+        continue;
+      }
       if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
       LayerPlan& L = layers_[idx];
       L.in = ir_.nodes[nd.inputs[0].node].width;
@@ -250,6 +276,7 @@ class Model final : public ModelBase {
     const auto& bp = ir_.bias_params;
     for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
       const IrNode& nd = ir_.nodes[idx];
+      if (structs_[idx]) structs_[idx]->init(rng, params_.data());
       if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
       const LayerPlan& L = layers_[idx];
       T* W = &params_[L.W];
@@ -324,6 +351,7 @@ class Model final : public ModelBase {
   }
 
   void forward_all() {
+    std::fill(aux_.begin(), aux_.end(), 0.0);
     if (!ir_.recurrent) {
       for (int idx : ir_.order) forward_node(idx, 0, B_);
       return;
@@ -366,6 +394,15 @@ class Model final : public ModelBase {
         act_fwd(nd, L, z, val(idx, row), rows);
         break;
       }
+      case NodeKind::Attn2d:
+      case NodeKind::Column: {
+        double* aux = nullptr;
+        for (size_t a = 0; a < aux_nodes_.size(); ++a)
+          if (aux_nodes_[a] == idx) aux = &aux_[a * B_ + row];
+        structs_[idx]->forward(params_.data(), val(nd.inputs[0].node, row), val(idx, row), row,
+                               rows, aux);
+        break;
+      }
       case NodeKind::Merge:
         ops::merge_forward(nd.op, val(nd.inputs[0].node, row), read(nd.inputs[1], row),
                            val(idx, row), size_t(rows) * nd.width);
@@ -397,6 +434,14 @@ class Model final : public ModelBase {
           }
         cpu::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
                             rows, L.in, L.out);
+        break;
+      }
+      case NodeKind::Attn2d:
+      case NodeKind::Column: {
+        const int src = nd.inputs[0].node;
+        T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
+        structs_[idx]->backward(params_.data(), grads_.data(), val(src, row), vgrad(idx, row), du,
+                                row, rows, 1.0 / B_);
         break;
       }
       case NodeKind::Merge:
@@ -449,7 +494,15 @@ class Model final : public ModelBase {
       if (fused_xent_) ops::softmax_xent_backward(a, er, vgrad(ir_.output, r), n, 1.0 / B_);
       else ops::loss_backward(out.loss, out.loss_param, a, er, vgrad(ir_.output, r), n, 1.0 / B_);
     }
-    return total / B_;
+    aux_total_ = 0;
+    for (size_t a = 0; a < aux_nodes_.size(); ++a) aux_total_ += aux_mean(a);
+    return total / B_ + aux_total_;
+  }
+
+  double aux_mean(size_t a) const {  // one auxiliary loss, mean over the batch
+    double s = 0;
+    for (int r = 0; r < B_; ++r) s += aux_[a * B_ + r];
+    return s / B_;
   }
 
   void commit_carry() {  // the window's last sample becomes the next window's "previous"
@@ -471,6 +524,11 @@ class Model final : public ModelBase {
   size_t n_params_ = 0, n_vals_ = 0, n_z_ = 0, n_carry_ = 0;
   int max_width_ = 1;
   std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
+  std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
+  std::vector<int> aux_nodes_;                           // nodes with an auxiliary loss
+  std::vector<double> aux_;                              // (aux node, sample) this batch
+  double aux_total_ = 0;
+  bool has_structs_ = false;
 };
 
 }  // namespace

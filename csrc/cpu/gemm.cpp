@@ -2,6 +2,7 @@
 // BLAS call's fixed cost would dominate.
 #include "gemm.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "ops.h"
@@ -122,6 +123,55 @@ void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, flo
       W[size_t(o) * in + i] -= lr * acc;
     }
   }
+}
+
+namespace {
+// The plain product: i-p-j order so the inner loop runs along contiguous rows of B and C.
+template <class T>
+void gemm_loops(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B,
+                int ldb, T beta, T* C, int ldc) {
+  for (int i = 0; i < m; ++i) {
+    T* c = C + size_t(i) * ldc;
+    if (beta == T(0)) std::fill(c, c + n, T(0));
+    else if (beta != T(1)) for (int j = 0; j < n; ++j) c[j] *= beta;
+    if (tb) {
+      for (int j = 0; j < n; ++j) {
+        T acc = 0;
+        for (int p = 0; p < k; ++p)
+          acc += (ta ? A[size_t(p) * lda + i] : A[size_t(i) * lda + p]) * B[size_t(j) * ldb + p];
+        c[j] += alpha * acc;
+      }
+      continue;
+    }
+    for (int p = 0; p < k; ++p) {
+      const T a = alpha * (ta ? A[size_t(p) * lda + i] : A[size_t(i) * lda + p]);
+      if (a == T(0)) continue;
+      const T* b = B + size_t(p) * ldb;
+      for (int j = 0; j < n; ++j) c[j] += a * b[j];
+    }
+  }
+}
+}  // namespace
+
+template <>
+void gemm<double>(bool ta, bool tb, int m, int n, int k, double alpha, const double* A, int lda,
+                  const double* B, int ldb, double beta, double* C, int ldc) {
+  gemm_loops(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <>
+void gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc) {
+  if (m <= 0 || n <= 0) return;
+#if NM_HAVE_BLAS
+  if (k > 0 && size_t(m) * n * k >= kBlasMin) {
+    use_threads(double(m) * n * k);
+    scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                      m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#endif
+  gemm_loops(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 template void dense_forward<float>(const float*, const float*, const float*, float*, int, int, int);

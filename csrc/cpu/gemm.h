@@ -15,6 +15,14 @@ template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, 
 template <class T> void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du,
                                        int rows, int in, int out);
 
+// C[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta C, row-major with leading dimensions (op = the
+// transpose when ta / tb). The general product of the structured node kinds: BLAS for float
+// above the size threshold, plain loops otherwise; double (the reference) always plain loops.
+// beta == 0 overwrites C without reading it.
+template <class T>
+void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
+          T beta, T* C, int ldc);
+
 // One layer's fused SGD step (plain SGD, non-recurrent models): du += dz . W with the old W,
 // then W -= lr dz^T u and b -= lr sum_rows dz; no gradient is stored.
 void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,

@@ -156,6 +156,7 @@ def build(h: int, threads: Optional[int] = None) -> int:
         _core.set_threads(_check_int(threads, "threads"))
     _core.build(h)
     _HISTORY.pop(h, None)
+    _PARTS.pop(h, None)
     return h
 
 
@@ -206,18 +207,19 @@ def _pair(h, inputs, expected):
 
 
 _HISTORY: dict = {}                       # handle -> list of per-batch loss arrays
+_PARTS: dict = {}                         # handle -> list of (batches, parts) arrays
 _SHUFFLE = [np.random.default_rng()]      # reseeded by seed()
 
 
 def _train_batches(h: int, x: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Train on (n, B, w) batches; on Ctrl-C keep what finished and raise KeyboardInterrupt."""
-    out = _core.train(h, x, e)
-    if isinstance(out, tuple):  # stopped by Ctrl-C after a whole batch: the model is intact
-        _HISTORY.setdefault(h, []).append(np.asarray(out[0]))
-        raise KeyboardInterrupt(f"training stopped after {len(out[0])} of {len(x)} batches; "
+    losses, parts, interrupted = _core.train(h, x, e)
+    _HISTORY.setdefault(h, []).append(np.asarray(losses))
+    _PARTS.setdefault(h, []).append(np.asarray(parts))
+    if interrupted:  # stopped by Ctrl-C after a whole batch: the model is intact
+        raise KeyboardInterrupt(f"training stopped after {len(losses)} of {len(x)} batches; "
                                 f"the model holds the state after the last finished batch")
-    _HISTORY.setdefault(h, []).append(out)
-    return out
+    return losses
 
 
 def train(h: int, inputs, expected, verbosity: int = 1, *, epochs: int = 1,
@@ -271,12 +273,25 @@ def _train_epoch(h, x, e, verbosity, label) -> float:
     return float(np.mean(losses))
 
 
-def history(h: int) -> np.ndarray:
-    """Every training batch loss since build() (or load()), in order."""
+def history(h: int, parts: bool = False):
+    """Every training batch loss since build() (or load()), in order.
+
+    With parts=True, a dict of arrays instead: "loss" (the total, as returned by train),
+    "output" (the output's loss) and one entry per auxiliary loss a node adds, such as
+    "cortex.wiring" for a column sheet with a wiring cost; loss = output + the auxiliaries.
+    """
     h = _check_handle(h)
-    _core.info(h)  # HandleError for unknown or released handles
-    parts = _HISTORY.get(h, [])
-    return np.concatenate(parts) if parts else np.zeros(0)
+    names = _core.info(h)["loss_parts"]  # HandleError for unknown or released handles
+    chunks = _HISTORY.get(h, [])
+    total = np.concatenate(chunks) if chunks else np.zeros(0)
+    if not parts:
+        return total
+    split = _PARTS.get(h, [])
+    table = np.concatenate(split) if split else np.zeros((0, len(names)))
+    out = {"loss": total}
+    for i, name in enumerate(names):
+        out[name] = table[:, i].copy()
+    return out
 
 
 def evaluate(h: int, inputs, expected) -> float:
@@ -346,6 +361,7 @@ def release(h: int) -> None:
     """Free the model. Its handle is never reused; using it again raises HandleError."""
     _core.release(_check_handle(h))
     _HISTORY.pop(h, None)
+    _PARTS.pop(h, None)
 
 
 def save(h: int, path) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 from .ir import IR
 
 _SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "circle",
-           "split": "triangle", "tap": "cds"}
+           "split": "triangle", "tap": "cds", "attn2d": "box3d", "column": "box3d"}
 
 
 def _label(n: dict) -> str:
     if n["kind"] in ("layer", "output"):
         text = f"{n['name']}\\n{n['width']} {n['activation']['name']}"
         return text + (f"\\n{n['loss']['name']}" if "loss" in n else "")
+    if "struct" in n:
+        st = n["struct"]
+        shape = "x".join(map(str, st["shape"]))
+        return f"{n['name']}\\n{st['kind']} {shape}\\ndim {st['options']['dim']}"
     if n["kind"] == "merge":
         return f"{n['name']}\\n{n['op']}"
     if n["kind"] == "tap":

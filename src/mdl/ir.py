@@ -18,7 +18,8 @@ from .diagnostics import Diagnostic, MDLWarning, Reporter
 from .parser import parse
 
 IR_FORMAT = "neuromorph-ir"
-IR_VERSION = 1
+IR_VERSION = 2
+IR_VERSIONS_READ = (1, 2)  # version 2 added structured node kinds
 STAGES = ("parse", "resolve", "structure", "widths", "delays", "ir")
 
 
@@ -71,6 +72,8 @@ def _node_json(n: passes.GNode) -> dict:
         d["activation"] = _fn(n.activation)
     if n.loss:
         d["loss"] = _fn(n.loss)
+    if n.struct is not None:
+        d["struct"] = n.struct.to_json()
     if n.alias:
         d["alias"] = n.alias
     if n.owner is not None:
@@ -185,7 +188,7 @@ def load_ir(doc_or_json) -> IR:
     doc = json.loads(doc_or_json) if isinstance(doc_or_json, (str, bytes)) else doc_or_json
     if not isinstance(doc, dict) or doc.get("format") != IR_FORMAT:
         raise ValueError(f"not a Neuromorph IR document (expected format {IR_FORMAT!r})")
-    if doc.get("version") != IR_VERSION:
+    if doc.get("version") not in IR_VERSIONS_READ:
         raise ValueError(f"IR version {doc.get('version')!r} is not supported "
                          f"(this compiler reads version {IR_VERSION})")
     return IR(doc, [])

@@ -22,10 +22,12 @@ from . import ast
 from .diagnostics import Reporter, Span, did_you_mean
 from .functions import (ACTIVATIONS, BIAS_INITS, LOSSES, MERGE_OPS, WEIGHT_INITS, FnSpec,
                         slot_of)
+from .structs import MLP_ACTIVATIONS, STRUCT_KINDS, StructInfo, check_struct, describe
 
 _WIDTH_RE = re.compile(r"[1-9][0-9]*")
 MAX_WIDTH = 1 << 24
 EXTENSION_KINDS = ("column", "attn2d", "neuron")
+NOT_YET = ("neuron",)  # extension kinds this version parses but does not compile
 
 
 @dataclass
@@ -42,7 +44,7 @@ class GNode:
     """One node of the graph. `pred` is the chain predecessor (the value `u`)."""
 
     name: str
-    kind: str  # input | layer | output | merge | split | tap | unknown
+    kind: str  # input | layer | output | merge | split | tap | attn2d | column | unknown
     span: Span
     ast: object = field(repr=False)
     index: int = 0
@@ -58,6 +60,7 @@ class GNode:
     alias: Optional[str] = None
     consumers: list["GNode"] = field(default_factory=list)
     delayed: bool = False  # merge only: its target is read from the previous sample
+    struct: Optional[StructInfo] = None  # structured kinds: shape, options, widths
 
     @property
     def on_main_chain(self) -> bool:
@@ -240,13 +243,13 @@ def structure(g: Graph, rep: Reporter) -> None:
         if gn.kind == "paren":
             _classify_paren(g, gn, is_first=gn is first, is_last=gn is last, rep=rep)
     if first.kind not in ("input",) and first.kind != "unknown":
-        if first.kind in ("layer", "output"):
+        if first.kind in ("layer", "output") + STRUCT_KINDS:
             pass  # reported by _classify_paren
         else:
             rep.error(f"a model starts with its input `(name, width)`, found a {first.kind}",
                       first.span, "put the input node right after the header")
     if last.kind not in ("output", "unknown") and last is not first:
-        if last.kind != "layer":  # a layer-shaped last node is reported by _classify_paren
+        if last.kind not in ("layer",) + STRUCT_KINDS:  # reported by _classify_paren
             rep.error(f"the model has no output: its main chain ends in the {last.kind} "
                       f"`{last.name}`", last.span,
                       "end the main chain with an output such as `(y, 4, <sigmoid>, <mse>)`")
@@ -262,7 +265,10 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
     words, funcs = node.words, node.funcs
     if words and words[0].atoms[0].kind == "name":
         kind = words[0].atoms[0].text
-        if kind in EXTENSION_KINDS:
+        if kind in STRUCT_KINDS:
+            _classify_struct(g, gn, kind, is_first, is_last, rep)
+            return
+        if kind in NOT_YET:
             rep.error(f"`{kind}` nodes are not supported by this version of the compiler",
                       words[0].span, "this release compiles the original MDL node kinds")
         else:
@@ -309,6 +315,38 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
         rep.error(f"`{gn.name}` has a loss but sits {where}; only the output, the last node "
                   f"of the main chain, has a loss", funcs[1].span,
                   "remove the loss, or move this node to the end of the main chain")
+
+
+def _classify_struct(g: Graph, gn: GNode, kind: str, is_first: bool, is_last: bool,
+                     rep: Reporter) -> None:
+    node: ast.Paren = gn.ast
+    gn.kind = kind
+    gn.struct = check_struct(node, kind, rep)
+    if gn.struct is None:
+        gn.kind = "unknown"
+    funcs = node.funcs
+    if is_first:
+        rep.error(f"a model starts with its input `(name, width)`, found the {kind} node "
+                  f"`{gn.name}`", gn.span, "put an input such as `(x, 2048)` before it")
+    elif is_last:
+        rep.error(f"the model has no output: its main chain ends in the {kind} node `{gn.name}`",
+                  gn.span, "end the main chain with an output such as `(y, 10, <softmax>, "
+                           "<cross_entropy>)`")
+    if len(funcs) > 1:
+        rep.error(f"`{gn.name}` has {len(funcs)} functions; a {kind} node takes one, the "
+                  f"activation of its MLP", funcs[1].span, "remove the extra function")
+    if funcs:
+        fn = _check_fn(funcs[0], "activation", ACTIVATIONS, rep)
+        if fn is not None and fn.name not in MLP_ACTIVATIONS:
+            rep.error(f"the MLP of a {kind} node needs an elementwise activation without "
+                      f"learned parameters, got `{fn.name}`", funcs[0].name_span,
+                      "use e.g. <gelu>, <relu> or <swish>")
+            fn = None
+        gn.activation = fn
+    else:
+        gn.activation = Fn("gelu", [])
+    if gn.struct is not None:
+        gn.width = gn.struct.out_width
 
 
 def _check_width(gn: GNode, rep: Reporter) -> Optional[int]:
@@ -367,6 +405,20 @@ def widths(g: Graph, rep: Reporter) -> None:
     for gn in g.nodes:  # text order: a predecessor always comes first
         if gn.kind in ("merge", "split", "tap") and gn.pred is not None:
             gn.width = gn.pred.width
+    for gn in g.nodes:
+        if gn.struct is None or gn.pred is None or gn.pred.width is None:
+            continue
+        if gn.pred.width != gn.struct.in_width:
+            src = _producer(gn.pred).name
+            info = gn.struct
+            what = ("one token id per cell" if "vocab" in info.options
+                    else f"{info.in_width // info.options['dim']} "
+                         f"{'cells' if info.kind == 'attn2d' else 'columns'} × "
+                         f"dim {info.options['dim']}")
+            rep.error(f"`{gn.name}` ({describe(info)}) takes width {info.in_width} ({what}), but "
+                      f"`{src}` gives width {gn.pred.width}", gn.ast.words[1].span,
+                      f"make `{src}` {info.in_width} wide, e.g. with a dense layer "
+                      f"`({src}_to_{gn.name}, {info.in_width}, <linear>)` before `{gn.name}`")
     for m in g.nodes:
         if m.kind != "merge" or m.target is None or m.width is None or m.target.width is None:
             continue
@@ -484,7 +536,7 @@ def _has_trainable_ancestor(gn: GNode) -> bool:
         if n is None or id(n) in seen:
             continue
         seen.add(id(n))
-        if n.kind in ("layer", "output"):
+        if n.kind in ("layer", "output") + STRUCT_KINDS:
             return True
         todo.append(n.pred)
         if n.target is not None:

@@ -38,8 +38,12 @@ class ModelBase {
   // Buffers hold elements of dtype(): x (n, B, in), e (n, B, out), y (n, B, out).
   // train/evaluate write each batch's mean loss to losses[n]. train stops after the current
   // batch once *stop is set, and returns the number of batches it trained.
+  // With `parts`, also each batch's loss split into loss_parts() (n_batches x parts).
   virtual int train(const void* x, const void* e, int n_batches, double* losses,
-                    const std::atomic<bool>* stop = nullptr) = 0;
+                    const std::atomic<bool>* stop = nullptr, double* parts = nullptr) = 0;
+  // Names of the parts the training loss sums: "output" (the output's loss), then one per
+  // auxiliary loss a node adds ("<node>.wiring").
+  virtual std::vector<std::string> loss_parts() const = 0;
   virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
   virtual void predict(const void* x, int n_batches, void* y) = 0;
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.

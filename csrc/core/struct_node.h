@@ -1,0 +1,47 @@
+// The interface a structured node kind (attn2d, column) implements for the plan: it declares
+// its parameters, allocates what it keeps for backward (sized for the batch, at build), and
+// runs forward / backward over a block of samples. Flat vectors in and out (layout: token-major,
+// feature-minor, extensions-math.md section 0). This file is not the math: see cpu/attn2d.cpp
+// and cpu/column.cpp.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir.h"
+#include "rng.h"
+
+namespace nm {
+
+template <class T>
+class StructNode {
+ public:
+  using AddParam = std::function<size_t(const std::string& name, std::vector<int64_t> shape)>;
+  virtual ~StructNode() = default;
+  // Once, at plan time: the node's parameters, named "<node>.<part>", and their arena offsets.
+  virtual void declare(const AddParam& add) = 0;
+  // At build: buffers for `batch` samples (forward saves, backward scratch).
+  virtual void allocate(int batch) = 0;
+  // At build: the node's documented initialisation into the parameter arena P.
+  virtual void init(Rng& rng, T* P) const = 0;
+  // y[rows, out] from x[rows, in] for samples row..row+rows-1 of the batch; keeps what backward
+  // needs. Adds each sample's auxiliary loss (before any batch mean) to aux[0..rows).
+  virtual void forward(const T* P, const T* x, T* y, int row, int rows, double* aux) = 0;
+  // With dy = dL/dy: G += dL/dP, dx += dL/dx (dx may be null: the model input). aux_scale is
+  // dL/d(aux of one sample): the batch mean's 1/B.
+  virtual void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
+                        double aux_scale) = 0;
+  // Name of the auxiliary loss this node adds to the training loss, or "" for none.
+  virtual std::string aux_name() const { return ""; }
+};
+
+template <class T>
+std::unique_ptr<StructNode<T>> make_attn2d(const IrNode& nd);
+// Distances between a column sheet's columns (N x N), from its shape, geometry and offset.
+std::vector<double> column_distances(const StructSpec& st);
+template <class T>
+std::unique_ptr<StructNode<T>> make_column(const IrNode& nd);
+
+}  // namespace nm

@@ -1,0 +1,353 @@
+// The attn2d node: pre-norm blocks of local 2D window attention (RoPE, optional raster mask)
+// and a per-cell MLP, `depth` untied blocks repeated `iterations` times with tied weights
+// (extensions-math.md 2e; decisions in docs/extensions.md). Forward and exact backward.
+#include "attn2d.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../core/struct_node.h"
+#include "neuromorph/errors.h"
+#include "nn.h"
+
+namespace nm {
+namespace attn2d {
+
+template <class T>
+void window_forward(const T* q, const T* k, const T* v, T* P, T* out, int rows, int H, int W,
+                    int heads, int dh, int r, bool raster) {
+  const int S = H * W, d = heads * dh, span = 2 * r + 1, Wn = span * span;
+  const T scale = T(1.0 / std::sqrt(double(dh)));
+  for (int b = 0; b < rows; ++b)
+    for (int s = 0; s < S; ++s) {
+      const int i = s / W, j = s % W;
+      for (int h = 0; h < heads; ++h) {
+        const T* qs = q + (size_t(b) * S + s) * d + h * dh;
+        T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
+        T m = -INFINITY;
+        for (int w = 0; w < Wn; ++w) {
+          const int i2 = i + w / span - r, j2 = j + w % span - r, s2 = i2 * W + j2;
+          if (i2 < 0 || i2 >= H || j2 < 0 || j2 >= W || (raster && s2 > s)) {
+            p[w] = -INFINITY;
+            continue;
+          }
+          const T* ks = k + (size_t(b) * S + s2) * d + h * dh;
+          T acc = 0;
+          for (int c = 0; c < dh; ++c) acc += qs[c] * ks[c];
+          p[w] = acc * scale;
+          m = std::max(m, p[w]);
+        }
+        double sum = 0;
+        for (int w = 0; w < Wn; ++w) {
+          p[w] = p[w] == -INFINITY ? T(0) : T(std::exp(double(p[w] - m)));
+          sum += p[w];
+        }
+        T* o = out + (size_t(b) * S + s) * d + h * dh;
+        std::fill(o, o + dh, T(0));
+        for (int w = 0; w < Wn; ++w) {
+          p[w] = T(p[w] / sum);
+          if (p[w] == T(0)) continue;
+          const int s2 = (i + w / span - r) * W + (j + w % span - r);
+          const T* vs = v + (size_t(b) * S + s2) * d + h * dh;
+          for (int c = 0; c < dh; ++c) o[c] += p[w] * vs[c];
+        }
+      }
+    }
+}
+
+template <class T>
+void window_backward(const T* q, const T* k, const T* v, const T* P, const T* dout, T* dq, T* dk,
+                     T* dv, int rows, int H, int W, int heads, int dh, int r, bool raster) {
+  (void)raster;  // masked slots have P = 0 and so pass no gradient
+  const int S = H * W, d = heads * dh, span = 2 * r + 1, Wn = span * span;
+  const T scale = T(1.0 / std::sqrt(double(dh)));
+  std::vector<T> dp(Wn);
+  for (int b = 0; b < rows; ++b)
+    for (int s = 0; s < S; ++s) {
+      const int i = s / W, j = s % W;
+      for (int h = 0; h < heads; ++h) {
+        const size_t qo = (size_t(b) * S + s) * d + h * dh;
+        const T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
+        const T* go = dout + qo;
+        double dot = 0;
+        for (int w = 0; w < Wn; ++w) {
+          dp[w] = 0;
+          if (p[w] == T(0)) continue;
+          const size_t ko = (size_t(b) * S + (i + w / span - r) * W + (j + w % span - r)) * d + h * dh;
+          T acc = 0;
+          for (int c = 0; c < dh; ++c) {
+            acc += go[c] * v[ko + c];
+            dv[ko + c] += p[w] * go[c];
+          }
+          dp[w] = acc;
+          dot += double(p[w]) * acc;
+        }
+        for (int w = 0; w < Wn; ++w) {
+          if (p[w] == T(0)) continue;
+          const T ds = T(p[w] * (dp[w] - dot)) * scale;
+          const size_t ko = (size_t(b) * S + (i + w / span - r) * W + (j + w % span - r)) * d + h * dh;
+          for (int c = 0; c < dh; ++c) {
+            dq[qo + c] += ds * k[ko + c];
+            dk[ko + c] += ds * q[qo + c];
+          }
+        }
+      }
+    }
+}
+
+template <class T>
+void rope(T* x, int rows, int H, int W, int heads, int dh, bool inverse) {
+  const int S = H * W, d = heads * dh, m = dh / 4;
+  const double sign = inverse ? -1.0 : 1.0;
+  for (int b = 0; b < rows; ++b)
+    for (int s = 0; s < S; ++s) {
+      const int pos[2] = {s / W, s % W};
+      for (int h = 0; h < heads; ++h)
+        for (int half = 0; half < 2; ++half) {
+          T* e = x + (size_t(b) * S + s) * d + h * dh + half * (dh / 2);
+          for (int kk = 0; kk < m; ++kk) {
+            const double ang = sign * pos[half] * std::pow(10000.0, -double(kk) / m);
+            const T c = T(std::cos(ang)), sn = T(std::sin(ang));
+            const T a = e[kk], bb = e[kk + m];
+            e[kk] = a * c - bb * sn;
+            e[kk + m] = a * sn + bb * c;
+          }
+        }
+    }
+}
+
+template void window_forward<float>(const float*, const float*, const float*, float*, float*, int,
+                                    int, int, int, int, int, bool);
+template void window_forward<double>(const double*, const double*, const double*, double*,
+                                     double*, int, int, int, int, int, int, bool);
+template void window_backward<float>(const float*, const float*, const float*, const float*,
+                                     const float*, float*, float*, float*, int, int, int, int, int,
+                                     int, bool);
+template void window_backward<double>(const double*, const double*, const double*, const double*,
+                                      const double*, double*, double*, double*, int, int, int, int,
+                                      int, int, bool);
+template void rope<float>(float*, int, int, int, int, int, bool);
+template void rope<double>(double*, int, int, int, int, int, bool);
+
+}  // namespace attn2d
+
+namespace {
+
+template <class T>
+class Attn2dNode final : public StructNode<T> {
+ public:
+  explicit Attn2dNode(const IrNode& nd) : name_(nd.name), act_(nd.act), act_p_(nd.act_param) {
+    const StructSpec& st = nd.st;
+    H_ = st.shape.at(0), W_ = st.shape.at(1), S_ = H_ * W_;
+    d_ = st.geti("dim"), heads_ = st.geti("heads"), dh_ = d_ / heads_;
+    r_ = st.geti("window"), L_ = st.geti("depth"), I_ = st.geti("iterations");
+    hid_ = st.geti("hidden");
+    rope_ = st.geti("rope") != 0, proj_ = st.geti("proj") != 0;
+    raster_ = st.str("mask") == "raster";
+    V_ = st.has("vocab") ? st.geti("vocab") : 0;
+    Wn_ = (2 * r_ + 1) * (2 * r_ + 1);
+    if (d_ % heads_ || (rope_ && dh_ % 4) || (!proj_ && heads_ != 1))
+      throw IRError("IR: inconsistent attn2d options at '" + name_ + "'");
+  }
+
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    if (V_) emb_ = add(name_ + ".embed", {V_, d_});
+    for (int l = 0; l < L_; ++l) {
+      const std::string p = name_ + "." + std::to_string(l) + ".";
+      Block b;
+      b.g1 = add(p + "norm1.weight", {d_});
+      b.b1 = add(p + "norm1.bias", {d_});
+      if (proj_) {
+        b.wq = add(p + "query.weight", {d_, d_});
+        b.wk = add(p + "key.weight", {d_, d_});
+        b.wv = add(p + "value.weight", {d_, d_});
+        b.wo = add(p + "out.weight", {d_, d_});
+      }
+      b.g2 = add(p + "norm2.weight", {d_});
+      b.b2 = add(p + "norm2.bias", {d_});
+      b.w1 = add(p + "mlp1.weight", {hid_, d_});
+      b.c1 = add(p + "mlp1.bias", {hid_});
+      b.w2 = add(p + "mlp2.weight", {d_, hid_});
+      b.c2 = add(p + "mlp2.bias", {d_});
+      blk_.push_back(b);
+    }
+  }
+
+  void allocate(int batch) override {
+    const size_t sd = size_t(S_) * d_, C = size_t(L_) * I_;
+    sv_.assign(C * kTensors, nn::Saved<T>{});
+    for (size_t c = 0; c < C; ++c) {
+      const size_t sizes[kTensors] = {sd, size_t(S_), sd, sd, sd, size_t(S_) * heads_ * Wn_, sd, sd,
+                                      size_t(S_), size_t(S_) * hid_, size_t(S_) * hid_};
+      for (int t = 0; t < kTensors; ++t) sv_[c * kTensors + t].allocate(batch, sizes[t]);
+    }
+    for (auto* v : {&x_, &gx_, &u_, &du_, &dq_, &dk_, &dv_, &dctx_}) v->assign(size_t(batch) * sd, T(0));
+    dhid_.assign(size_t(batch) * S_ * hid_, T(0));
+  }
+
+  void init(Rng& rng, T* P) const override {
+    auto uni = [&](size_t off, size_t n, int fan_in) {
+      const double a = 1.0 / std::sqrt(double(fan_in));
+      for (size_t i = 0; i < n; ++i) P[off + i] = T(rng.uniform(-a, a));
+    };
+    if (V_)
+      for (size_t i = 0; i < size_t(V_) * d_; ++i) P[emb_ + i] = T(rng.normal());
+    const size_t dd = size_t(d_) * d_;
+    for (const Block& b : blk_) {
+      std::fill(P + b.g1, P + b.g1 + d_, T(1));
+      std::fill(P + b.b1, P + b.b1 + d_, T(0));
+      if (proj_)
+        for (size_t off : {b.wq, b.wk, b.wv, b.wo}) uni(off, dd, d_);
+      std::fill(P + b.g2, P + b.g2 + d_, T(1));
+      std::fill(P + b.b2, P + b.b2 + d_, T(0));
+      uni(b.w1, size_t(hid_) * d_, d_);
+      std::fill(P + b.c1, P + b.c1 + hid_, T(0));
+      uni(b.w2, size_t(d_) * hid_, hid_);
+      std::fill(P + b.c2, P + b.c2 + d_, T(0));
+    }
+  }
+
+  void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
+    const int R = rows * S_;
+    T* X = x_.data();
+    if (V_) {
+      for (int s = 0; s < R; ++s)
+        std::memcpy(X + size_t(s) * d_, P + emb_ + size_t(token(x, s)) * d_, sizeof(T) * d_);
+    } else {
+      std::memcpy(X, x, sizeof(T) * R * d_);
+    }
+    for (int it = 0; it < I_; ++it)
+      for (int l = 0; l < L_; ++l) block_forward(P, blk_[l], it * L_ + l, X, row, rows);
+    std::memcpy(y, X, sizeof(T) * R * d_);
+  }
+
+  void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
+                double /*aux_scale*/) override {
+    const int R = rows * S_;
+    T* gX = gx_.data();
+    std::memcpy(gX, dy, sizeof(T) * R * d_);
+    for (int it = I_ - 1; it >= 0; --it)
+      for (int l = L_ - 1; l >= 0; --l) block_backward(P, G, blk_[l], it * L_ + l, gX, row, rows);
+    if (V_) {
+      for (int s = 0; s < R; ++s) {
+        T* dE = G + emb_ + size_t(token(x, s)) * d_;
+        for (int c = 0; c < d_; ++c) dE[c] += gX[size_t(s) * d_ + c];
+      }
+    } else if (dx) {
+      for (size_t i = 0; i < size_t(R) * d_; ++i) dx[i] += gX[i];
+    }
+  }
+
+ private:
+  struct Block {
+    size_t g1 = 0, b1 = 0, wq = 0, wk = 0, wv = 0, wo = 0, g2 = 0, b2 = 0, w1 = 0, c1 = 0, w2 = 0,
+           c2 = 0;
+  };
+  // What one block application keeps for backward, in this order.
+  enum { kXhat1, kRstd1, kQ, kK, kV, kP, kCtx, kXhat2, kRstd2, kZ1, kA1, kTensors };
+  T* sv(int c, int t, int row) { return sv_[size_t(c) * kTensors + t].at(row); }
+
+  int token(const T* x, int s) const {
+    const double v = std::nearbyint(double(x[s]));
+    if (!(v >= 0 && v < V_))
+      throw DataError("attn2d `" + name_ + "`: token id " + std::to_string(double(x[s])) +
+                      " at cell " + std::to_string(s % S_) + " is outside the vocabulary 0.." +
+                      std::to_string(V_ - 1));
+    return int(v);
+  }
+
+  void block_forward(const T* P, const Block& b, int c, T* X, int row, int rows) {
+    const int R = rows * S_;
+    T* u = u_.data();
+    T *q = sv(c, kQ, row), *k = sv(c, kK, row), *v = sv(c, kV, row), *ctx = sv(c, kCtx, row);
+    nn::ln_forward(X, P + b.g1, P + b.b1, sv(c, kXhat1, row), sv(c, kRstd1, row), u, R, d_, 1);
+    if (proj_) {
+      nn::linear_forward(u, P + b.wq, (const T*)nullptr, q, R, d_, d_);
+      nn::linear_forward(u, P + b.wk, (const T*)nullptr, k, R, d_, d_);
+      nn::linear_forward(u, P + b.wv, (const T*)nullptr, v, R, d_, d_);
+    } else {
+      for (T* t : {q, k, v}) std::memcpy(t, u, sizeof(T) * R * d_);
+    }
+    if (rope_) {
+      attn2d::rope(q, rows, H_, W_, heads_, dh_, false);
+      attn2d::rope(k, rows, H_, W_, heads_, dh_, false);
+    }
+    attn2d::window_forward(q, k, v, sv(c, kP, row), ctx, rows, H_, W_, heads_, dh_, r_, raster_);
+    const T* add = ctx;
+    if (proj_) {
+      nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, u, R, d_, d_);
+      add = u;
+    }
+    for (size_t i = 0; i < size_t(R) * d_; ++i) X[i] += add[i];
+    nn::ln_forward(X, P + b.g2, P + b.b2, sv(c, kXhat2, row), sv(c, kRstd2, row), u, R, d_, 1);
+    T *z1 = sv(c, kZ1, row), *a1 = sv(c, kA1, row);
+    nn::linear_forward(u, P + b.w1, P + b.c1, z1, R, d_, hid_);
+    nn::act_forward(act_, act_p_, z1, a1, size_t(R) * hid_);
+    nn::linear_forward(a1, P + b.w2, P + b.c2, u, R, hid_, d_);
+    for (size_t i = 0; i < size_t(R) * d_; ++i) X[i] += u[i];
+  }
+
+  void block_backward(const T* P, T* G, const Block& b, int c, T* gX, int row, int rows) {
+    const int R = rows * S_;
+    const size_t n = size_t(R) * d_;
+    T *u = u_.data(), *du = du_.data(), *dh = dhid_.data();
+    // MLP: X += W2 act(W1 LN2(X) + c1) + c2
+    std::fill(dh, dh + size_t(R) * hid_, T(0));
+    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, dh, R, hid_, d_);
+    nn::act_backward(act_, act_p_, sv(c, kZ1, row), sv(c, kA1, row), dh, dh, size_t(R) * hid_);
+    nn::ln_apply(sv(c, kXhat2, row), P + b.g2, P + b.b2, u, R, d_, 1);
+    std::fill(du, du + n, T(0));
+    nn::linear_backward(u, P + b.w1, dh, G + b.w1, G + b.c1, du, R, d_, hid_);
+    nn::ln_backward(sv(c, kXhat2, row), sv(c, kRstd2, row), P + b.g2, du, gX, G + b.g2, G + b.b2,
+                    R, d_, 1);
+    // attention: X += Wo LA(rope(Wq u), rope(Wk u), Wv u), u = LN1(X)
+    T* dctx = dctx_.data();
+    if (proj_) {
+      std::fill(dctx, dctx + n, T(0));
+      nn::linear_backward(sv(c, kCtx, row), P + b.wo, gX, G + b.wo, (T*)nullptr, dctx, R, d_, d_);
+    } else {
+      std::memcpy(dctx, gX, sizeof(T) * n);
+    }
+    T *dq = dq_.data(), *dk = dk_.data(), *dv = dv_.data();
+    for (T* t : {dq, dk, dv}) std::fill(t, t + n, T(0));
+    attn2d::window_backward(sv(c, kQ, row), sv(c, kK, row), sv(c, kV, row), sv(c, kP, row), dctx,
+                            dq, dk, dv, rows, H_, W_, heads_, dh_, r_, raster_);
+    if (rope_) {
+      attn2d::rope(dq, rows, H_, W_, heads_, dh_, true);
+      attn2d::rope(dk, rows, H_, W_, heads_, dh_, true);
+    }
+    std::fill(du, du + n, T(0));
+    if (proj_) {
+      nn::ln_apply(sv(c, kXhat1, row), P + b.g1, P + b.b1, u, R, d_, 1);
+      nn::linear_backward(u, P + b.wq, dq, G + b.wq, (T*)nullptr, du, R, d_, d_);
+      nn::linear_backward(u, P + b.wk, dk, G + b.wk, (T*)nullptr, du, R, d_, d_);
+      nn::linear_backward(u, P + b.wv, dv, G + b.wv, (T*)nullptr, du, R, d_, d_);
+    } else {
+      for (size_t i = 0; i < n; ++i) du[i] = dq[i] + dk[i] + dv[i];
+    }
+    nn::ln_backward(sv(c, kXhat1, row), sv(c, kRstd1, row), P + b.g1, du, gX, G + b.g1, G + b.b1,
+                    R, d_, 1);
+  }
+
+  std::string name_;
+  Act act_;
+  double act_p_;
+  int H_, W_, S_, d_, heads_, dh_, r_, L_, I_, hid_, V_, Wn_;
+  bool rope_, proj_, raster_;
+  size_t emb_ = 0;
+  std::vector<Block> blk_;
+  std::vector<nn::Saved<T>> sv_;
+  std::vector<T> x_, gx_, u_, du_, dq_, dk_, dv_, dctx_, dhid_;
+};
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<StructNode<T>> make_attn2d(const IrNode& nd) {
+  return std::make_unique<Attn2dNode<T>>(nd);
+}
+template std::unique_ptr<StructNode<float>> make_attn2d<float>(const IrNode&);
+template std::unique_ptr<StructNode<double>> make_attn2d<double>(const IrNode&);
+
+}  // namespace nm

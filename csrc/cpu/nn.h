@@ -1,0 +1,185 @@
+// Building blocks of the structured node kinds (attn2d, column): layer norm, linear maps over
+// many rows, per-column (untied) linear maps, elementwise activations, row softmax. Each has its
+// forward and backward side by side. Templates: float takes the BLAS / SIMD paths, double (the
+// reference the float engine is tested against) plain loops. Backward functions ADD into their
+// gradient outputs, as the engine's value gradients accumulate over fan-out.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include "../core/ir.h"
+#include "gemm.h"
+#include "ops.h"
+#include "simd.h"
+
+namespace nm::nn {
+
+constexpr double kLnEps = 1e-5;
+
+// y[rows, d] = g ⊙ LN(x) + b; g, b hold G groups of d (row r uses group r % G; G = 1: shared).
+// Saves xhat[rows, d] and rstd[rows].
+template <class T>
+void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int rows, int d, int G) {
+  for (int r = 0; r < rows; ++r) {
+    const T* xr = x + size_t(r) * d;
+    double mean = 0, var = 0;
+    for (int c = 0; c < d; ++c) mean += xr[c];
+    mean /= d;
+    for (int c = 0; c < d; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+    const T rs = T(1.0 / std::sqrt(var / d + kLnEps));
+    rstd[r] = rs;
+    const T* gr = g + size_t(r % G) * d;
+    const T* br = b + size_t(r % G) * d;
+    T* h = xhat + size_t(r) * d;
+    T* yr = y + size_t(r) * d;
+    for (int c = 0; c < d; ++c) {
+      h[c] = T((xr[c] - mean) * rs);
+      yr[c] = gr[c] * h[c] + br[c];
+    }
+  }
+}
+
+// u = g ⊙ xhat + b again (backward recomputes instead of storing u)
+template <class T>
+void ln_apply(const T* xhat, const T* g, const T* b, T* y, int rows, int d, int G) {
+  for (int r = 0; r < rows; ++r) {
+    const T* gr = g + size_t(r % G) * d;
+    const T* br = b + size_t(r % G) * d;
+    for (int c = 0; c < d; ++c) y[size_t(r) * d + c] = gr[c] * xhat[size_t(r) * d + c] + br[c];
+  }
+}
+
+// dx += dLN/dx . dy ; dg += Σ dy ⊙ xhat ; db += Σ dy (per group)
+template <class T>
+void ln_backward(const T* xhat, const T* rstd, const T* g, const T* dy, T* dx, T* dg, T* db,
+                 int rows, int d, int G) {
+  for (int r = 0; r < rows; ++r) {
+    const T* h = xhat + size_t(r) * d;
+    const T* dyr = dy + size_t(r) * d;
+    const T* gr = g + size_t(r % G) * d;
+    T* dgr = dg + size_t(r % G) * d;
+    T* dbr = db + size_t(r % G) * d;
+    double m1 = 0, m2 = 0;
+    for (int c = 0; c < d; ++c) {
+      const double dh = double(dyr[c]) * gr[c];
+      m1 += dh;
+      m2 += dh * h[c];
+      dgr[c] += dyr[c] * h[c];
+      dbr[c] += dyr[c];
+    }
+    m1 /= d;
+    m2 /= d;
+    T* dxr = dx + size_t(r) * d;
+    for (int c = 0; c < d; ++c)
+      dxr[c] += T(rstd[r] * (double(dyr[c]) * gr[c] - m1 - h[c] * m2));
+  }
+}
+
+// y[rows, out] = x[rows, in] W[out, in]^T (+ b)
+template <class T>
+void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, int out) {
+  cpu::gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(0), y, out);
+  if (b)
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o) y[size_t(r) * out + o] += b[o];
+}
+
+// dW += dy^T x ; db += Σ dy ; dx += dy W (dx may be null)
+template <class T>
+void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int in,
+                     int out) {
+  cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
+  if (db)
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o) db[o] += dy[size_t(r) * out + o];
+  if (dx) cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(1), dx, in);
+}
+
+// Untied per-column linear map: x (rows, N, in), W (N, out, in), b (N, out) or null -> y (rows,
+// N, out). One product per column over all rows (the batched per-column GEMM).
+template <class T>
+void columns_forward(const T* x, const T* W, const T* b, T* y, int rows, int N, int in, int out) {
+  for (int n = 0; n < N; ++n)
+    cpu::gemm<T>(false, true, rows, out, in, T(1), x + size_t(n) * in, N * in,
+                 W + size_t(n) * out * in, in, T(0), y + size_t(n) * out, N * out);
+  if (b)
+    for (int r = 0; r < rows; ++r)
+      for (int n = 0; n < N; ++n)
+        for (int o = 0; o < out; ++o) y[(size_t(r) * N + n) * out + o] += b[size_t(n) * out + o];
+}
+
+template <class T>
+void columns_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int N,
+                      int in, int out) {
+  for (int n = 0; n < N; ++n) {
+    cpu::gemm<T>(true, false, out, in, rows, T(1), dy + size_t(n) * out, N * out,
+                 x + size_t(n) * in, N * in, T(1), dW + size_t(n) * out * in, in);
+    if (dx)
+      cpu::gemm<T>(false, false, rows, in, out, T(1), dy + size_t(n) * out, N * out,
+                   W + size_t(n) * out * in, in, T(1), dx + size_t(n) * in, N * in);
+  }
+  if (db)
+    for (int r = 0; r < rows; ++r)
+      for (int n = 0; n < N; ++n)
+        for (int o = 0; o < out; ++o) db[size_t(n) * out + o] += dy[(size_t(r) * N + n) * out + o];
+}
+
+// Elementwise activation (never softmax / PReLU here: the compiler rejects them in an MLP).
+template <class T>
+void act_forward(Act f, double p, const T* z, T* a, size_t n) {
+  if constexpr (std::is_same_v<T, float>) simd::act_forward(f, float(p), 0.0f, z, a, n);
+  else ops::act_forward<T>(f, T(p), T(0), z, a, 1, int(n));
+}
+
+// dz = da ⊙ f'(z) (overwrites dz)
+template <class T>
+void act_backward(Act f, double p, const T* z, const T* a, const T* da, T* dz, size_t n) {
+  if constexpr (std::is_same_v<T, float>) simd::act_backward(f, float(p), 0.0f, z, a, da, dz, nullptr, n);
+  else ops::act_backward<T>(f, T(p), T(0), z, a, da, dz, nullptr, 1, int(n));
+}
+
+// In place: each row of n becomes softmax(row); entries at -inf get probability 0.
+template <class T>
+void softmax_rows(T* s, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    T* x = s + size_t(r) * n;
+    T m = -INFINITY;
+    for (int j = 0; j < n; ++j) m = std::max(m, x[j]);
+    double sum = 0;
+    for (int j = 0; j < n; ++j) {
+      x[j] = x[j] == -INFINITY ? T(0) : T(std::exp(double(x[j] - m)));
+      sum += x[j];
+    }
+    const T inv = T(1.0 / sum);
+    for (int j = 0; j < n; ++j) x[j] *= inv;
+  }
+}
+
+// ds = p ⊙ (dp - Σ p dp) per row, in place in dp
+template <class T>
+void softmax_rows_backward(const T* p, T* dp, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    const T* pr = p + size_t(r) * n;
+    T* g = dp + size_t(r) * n;
+    double dot = 0;
+    for (int j = 0; j < n; ++j) dot += double(pr[j]) * g[j];
+    for (int j = 0; j < n; ++j) g[j] = T(pr[j] * (g[j] - dot));
+  }
+}
+
+// A per-sample tensor kept for backward: `size` elements per sample, `batch` samples,
+// contiguous over samples so rows row..row+rows-1 are one block.
+template <class T>
+struct Saved {
+  std::vector<T> buf;
+  size_t size = 0;
+  void allocate(int batch, size_t per_sample) {
+    size = per_sample;
+    buf.assign(size_t(batch) * per_sample, T(0));
+  }
+  T* at(int row) { return buf.data() + size_t(row) * size; }
+};
+
+}  // namespace nm::nn

@@ -1,0 +1,283 @@
+"""Structured node kinds `(NAME, KIND, SHAPE, key value, ..., <act>)` (MDL.md section 5).
+
+Each kind has an option table (type, default, range); `check_struct` validates one node's
+fields against it, fills every default, and derives the node's input and output widths.
+The math lives in the engine (docs/extensions.md); this module only decides what is legal.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import ast
+from .diagnostics import Reporter, Span, did_you_mean
+from .functions import ACTIVATIONS
+
+# Activations a per-cell MLP can use: elementwise, no learned parameter.
+MLP_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("softmax", "relu_parametric"))
+MAX_CELLS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Opt:
+    kind: str                      # "int" | "num" | "flag" | a tuple of names in `choices`
+    default: Any = None            # None: required or absent
+    lo: Optional[float] = None     # inclusive lower bound
+    lo_open: bool = False          # lower bound exclusive
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    doc: str = ""
+
+
+ATTN2D = {
+    "dim": Opt("int", lo=1, required=True, doc="features per cell"),
+    "heads": Opt("int", 1, lo=1, doc="attention heads (divides dim)"),
+    "window": Opt("int", 1, lo=0, doc="window radius r: a (2r+1)x(2r+1) window"),
+    "depth": Opt("int", 1, lo=1, doc="untied blocks"),
+    "iterations": Opt("int", 1, lo=1, doc="tied repeats of the blocks"),
+    "mlp": Opt("num", 4, lo=0, lo_open=True, doc="MLP hidden size as a multiple of dim"),
+    "rope": Opt("flag", 1, doc="2D axial rotary position embedding"),
+    "proj": Opt("flag", 1, doc="learned Q/K/V/O projections (0: parameter-free attention)"),
+    "mask": Opt("name", "none", choices=("none", "raster"), doc="raster: causal in raster order"),
+    "vocab": Opt("int", None, lo=1, doc="the input is one token id per cell"),
+}
+
+COLUMN = {
+    "dim": Opt("int", lo=1, required=True, doc="features per column"),
+    "depth": Opt("int", 1, lo=1, doc="steps, weights shared"),
+    "qk": Opt("int", 64, lo=1, doc="query/key width"),
+    "mlp": Opt("int", 64, lo=1, doc="MLP hidden size per column"),
+    "heads": Opt("int", 1, lo=1, doc="heads (divide dim and qk)"),
+    "value": Opt("name", "input", choices=("input", "proj"), doc="value = the normed input or a projection"),
+    "skip": Opt("flag", 0, doc="residual around the attention read-out"),
+    "sigma": Opt("num", 2.0, lo=0, doc="width of the local bias init (0: zero init)"),
+    "wiring": Opt("num", 0.0, lo=0, doc="wiring-cost weight lambda"),
+    "power": Opt("num", 1.0, lo=0, lo_open=True, doc="distance exponent of the wiring cost"),
+    "geometry": Opt("name", None, choices=("grid", "stack", "sphere", "none"), doc="column positions"),
+    "offset": Opt("num", None, lo=0, doc="grid/sphere: sqrt(D^2+o^2); stack: layer distance"),
+    "in": Opt("int", None, lo=1, doc="input columns"),
+    "out": Opt("int", None, lo=1, doc="output columns (the last ones)"),
+    "pos": Opt("flag", 0, doc="learned position embedding"),
+    "inject": Opt("flag", 0, doc="re-add the input at every step"),
+}
+
+TABLES = {"attn2d": ATTN2D, "column": COLUMN}
+STRUCT_KINDS = tuple(TABLES)
+
+
+@dataclass
+class StructInfo:
+    kind: str
+    shape: list[int]
+    options: dict[str, Any] = field(default_factory=dict)
+    in_width: Optional[int] = None
+    out_width: Optional[int] = None
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "shape": self.shape, "options": self.options,
+                "in_width": self.in_width}
+
+
+def _shape(w: ast.Words, name: str, rep: Reporter) -> Optional[list[int]]:
+    if len(w.atoms) != 1 or w.atoms[0].kind not in ("shape", "number"):
+        rep.error(f"`{name}` needs a shape after its kind, such as `8x8`, got "
+                  f"`{' '.join(a.text for a in w.atoms)}`", w.span, "write the shape as INTxINT")
+        return None
+    text = w.atoms[0].text
+    try:
+        dims = [int(t) for t in text.split("x")]
+    except ValueError:
+        dims = []
+    if not dims or any(d < 1 for d in dims) or (w.atoms[0].kind == "number" and "." in text):
+        rep.error(f"the shape of `{name}` must be positive integers, got `{text}`", w.span)
+        return None
+    if math.prod(dims) > MAX_CELLS:
+        rep.error(f"the shape of `{name}` has {math.prod(dims)} cells; the most is {MAX_CELLS}",
+                  w.span)
+        return None
+    return dims
+
+
+def _value(key: str, spec: Opt, atom: ast.Atom, rep: Reporter) -> Any:
+    text = atom.text
+    if spec.kind == "name":
+        if atom.kind != "name" or text not in spec.choices:
+            rep.error(f"`{key}` takes one of {', '.join(spec.choices)}, got `{text}`", atom.span,
+                      did_you_mean(text, spec.choices))
+            return None
+        return text
+    if atom.kind != "number":
+        rep.error(f"`{key}` takes a number, got `{text}`", atom.span)
+        return None
+    v = float(text)
+    if spec.kind in ("int", "flag") and v != int(v):
+        rep.error(f"`{key}` takes an integer, got `{text}`", atom.span)
+        return None
+    if spec.kind == "flag" and v not in (0, 1):
+        rep.error(f"`{key}` is 0 or 1, got `{text}`", atom.span)
+        return None
+    if spec.lo is not None and (v < spec.lo or (spec.lo_open and v == spec.lo)):
+        rel = ">" if spec.lo_open else "≥"
+        rep.error(f"`{key}` must be {rel} {spec.lo:g}, got `{text}`", atom.span)
+        return None
+    return int(v) if spec.kind in ("int", "flag") else v
+
+
+def _options(node: ast.Paren, kind: str, rep: Reporter) -> tuple[dict, dict[str, Span], bool]:
+    table = TABLES[kind]
+    opts: dict[str, Any] = {}
+    spans: dict[str, Span] = {}
+    ok = True
+    for w in node.words[2:]:
+        key_atom = w.atoms[0]
+        key = key_atom.text
+        if key_atom.kind != "name" or key not in table:
+            rep.error(f"unknown option `{key}` for a `{kind}` node", key_atom.span,
+                      did_you_mean(key, table) or f"{kind} options are: " + ", ".join(table))
+            ok = False
+            continue
+        if key in spans:
+            first = spans[key]
+            rep.error(f"option `{key}` is given twice (first at {first.line}:{first.col})",
+                      key_atom.span, "each option is given at most once")
+            ok = False
+            continue
+        spans[key] = w.span
+        if len(w.atoms) != 2:
+            got = "no value" if len(w.atoms) == 1 else f"{len(w.atoms) - 1} values"
+            rep.error(f"option `{key}` takes exactly one value, got {got}", w.span,
+                      f"write `{key} VALUE`")
+            ok = False
+            continue
+        v = _value(key, table[key], w.atoms[1], rep)
+        if v is None:
+            ok = False
+        else:
+            opts[key] = v
+    for key, spec in table.items():
+        if spec.required and key not in opts and key not in spans:
+            rep.error(f"`{node.name}` ({kind}) needs the option `{key}`", node.words[1].span,
+                      f"add `{key} N` ({spec.doc})")
+            ok = False
+        elif key not in opts and spec.default is not None:
+            opts[key] = spec.default
+    return opts, spans, ok
+
+
+def check_struct(node: ast.Paren, kind: str, rep: Reporter) -> Optional[StructInfo]:
+    """Validate a struct node's fields; None when it has errors (already reported)."""
+    words = node.words
+    if len(words[0].atoms) != 1:
+        rep.error(f"unexpected `{' '.join(a.text for a in words[0].atoms[1:])}` after the kind "
+                  f"`{kind}`", words[0].span, "separate the shape and options with commas")
+        return None
+    if len(words) < 2:
+        rep.error(f"`{node.name}` ({kind}) needs a shape after its kind", words[0].span,
+                  f"write `({node.name}, {kind}, 8x8, dim 32, ...)`")
+        return None
+    shape = _shape(words[1], node.name, rep)
+    opts, spans, ok = _options(node, kind, rep)
+    if shape is None or not ok:
+        return None
+    info = StructInfo(kind, shape, opts)
+    check = _check_attn2d if kind == "attn2d" else _check_column
+    if not check(node, info, spans, rep):
+        return None
+    return info
+
+
+def _span(spans: dict, key: str, node: ast.Paren) -> Span:
+    return spans.get(key, node.words[1].span)
+
+
+def _check_attn2d(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+    o, shape = info.options, info.shape
+    if len(shape) != 2:
+        rep.error(f"an attn2d grid is HxW, got a shape of rank {len(shape)}", node.words[1].span,
+                  "write the grid as e.g. `8x8`")
+        return False
+    d, h = o["dim"], o["heads"]
+    ok = True
+    if not o["proj"] and h != 1:
+        rep.error(f"`proj 0` is the parameter-free single-head attention, but `heads` is {h}",
+                  _span(spans, "heads", node), "remove `heads`, or use `proj 1`")
+        ok = False
+    elif d % h:
+        rep.error(f"`heads {h}` does not divide `dim {d}`", _span(spans, "heads", node),
+                  f"use a number of heads that divides {d}")
+        ok = False
+    elif o["rope"] and (d // h) % 4:
+        rep.error(f"2D RoPE needs a head size divisible by 4, but dim {d} / heads {h} = {d // h}",
+                  _span(spans, "rope", node) if "rope" in spans else _span(spans, "dim", node),
+                  "change dim or heads, or write `rope 0`")
+        ok = False
+    o["hidden"] = max(1, int(round(o["mlp"] * d)))
+    cells = shape[0] * shape[1]
+    info.in_width = cells if "vocab" in o else cells * d
+    info.out_width = cells * d
+    return ok
+
+
+def _geometry(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+    o, shape = info.options, info.shape
+    rank_default = {1: None, 2: "grid", 3: "stack"}
+    want = {"grid": 2, "stack": 3, "sphere": 1, "none": 1}
+    if len(shape) > 3:
+        rep.error(f"a column sheet is N, HxW or LxHxW, got a shape of rank {len(shape)}",
+                  node.words[1].span)
+        return False
+    geo = o.get("geometry") or rank_default[len(shape)]
+    if geo is None:
+        rep.error(f"`{node.name}` has {shape[0]} columns and no layout: a single number needs "
+                  f"`geometry sphere` or `geometry none`", node.words[1].span,
+                  "add `geometry sphere`, or give the sheet as HxW")
+        return False
+    if want[geo] != len(shape):
+        forms = {1: "N", 2: "HxW", 3: "LxHxW"}
+        rep.error(f"`geometry {geo}` needs a shape {forms[want[geo]]}, got "
+                  f"`{'x'.join(map(str, shape))}`", _span(spans, "geometry", node),
+                  f"write the shape as {forms[want[geo]]}, or pick the geometry of that shape")
+        return False
+    o["geometry"] = geo
+    o.setdefault("offset", 2.0 if geo == "stack" else 0.0)
+    if geo == "none" and o["wiring"] > 0:
+        rep.error("`geometry none` has no distances, so there is no wiring cost to weigh",
+                  _span(spans, "wiring", node), "remove `wiring`, or give the sheet a geometry")
+        return False
+    return True
+
+
+def _check_column(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+    if not _geometry(node, info, spans, rep):
+        return False
+    o, shape = info.options, info.shape
+    n = math.prod(shape)
+    layer = shape[1] * shape[2] if o["geometry"] == "stack" else n
+    o.setdefault("in", layer)
+    o.setdefault("out", layer)
+    ok = True
+    for key in ("in", "out"):
+        if o[key] > n:
+            rep.error(f"`{key} {o[key]}` is more than the {n} columns of `{node.name}`",
+                      _span(spans, key, node), f"use at most {n}")
+            ok = False
+    d, h = o["dim"], o["heads"]
+    for key in ("dim", "qk"):
+        if o[key] % h:
+            rep.error(f"`heads {h}` does not divide `{key} {o[key]}`", _span(spans, "heads", node),
+                      f"use a number of heads that divides {key}")
+            ok = False
+            break
+    if n * n > 4_000_000:
+        rep.warn(f"`{node.name}` has {n} columns: its attention bias alone is {n * n} parameters "
+                 f"and every sample-step stores {n * n} attention weights per head",
+                 node.words[1].span)
+    info.in_width = o["in"] * d
+    info.out_width = o["out"] * d
+    return ok
+
+
+def describe(info: StructInfo) -> str:
+    """`attn2d 8x8, dim 32` - how widths errors name the node."""
+    return f"{info.kind} {'x'.join(map(str, info.shape))}, dim {info.options['dim']}"
