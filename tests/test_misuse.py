@@ -176,7 +176,7 @@ def test_release_or_use_from_another_thread_while_training_is_safe():
 
     def work():
         try:
-            result["loss"] = nm._core.train(h, x, e)
+            result["loss"] = nm._core.train(h, x, e)[0]
         except Exception as exc:  # noqa: BLE001
             result["error"] = exc
     t = threading.Thread(target=work)

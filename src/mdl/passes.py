@@ -338,7 +338,7 @@ def _classify_struct(g: Graph, gn: GNode, kind: str, is_first: bool, is_last: bo
     if funcs:
         fn = _check_fn(funcs[0], "activation", ACTIVATIONS, rep)
         if fn is not None and fn.name not in MLP_ACTIVATIONS:
-            rep.error(f"the MLP of a {kind} node needs an elementwise activation without "
+            rep.error(f"the MLP of {_a(kind)} node needs an elementwise activation without "
                       f"learned parameters, got `{fn.name}`", funcs[0].name_span,
                       "use e.g. <gelu>, <relu> or <swish>")
             fn = None

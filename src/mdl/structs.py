@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import ast
 from .diagnostics import Reporter, Span, did_you_mean
@@ -133,7 +133,7 @@ def _options(node: ast.Paren, kind: str, rep: Reporter) -> tuple[dict, dict[str,
         key_atom = w.atoms[0]
         key = key_atom.text
         if key_atom.kind != "name" or key not in table:
-            rep.error(f"unknown option `{key}` for a `{kind}` node", key_atom.span,
+            rep.error(f"unknown option `{key}` for {_a(kind)} node", key_atom.span,
                       did_you_mean(key, table) or f"{kind} options are: " + ", ".join(table))
             ok = False
             continue
@@ -276,6 +276,10 @@ def _check_column(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
     info.in_width = o["in"] * d
     info.out_width = o["out"] * d
     return ok
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + f"`{kind}`"
 
 
 def describe(info: StructInfo) -> str:

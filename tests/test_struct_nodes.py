@@ -1,0 +1,286 @@
+"""attn2d and column nodes: the reference cases of extensions-math.md 2f and 3f, exact gradients
+(float64 engine vs central differences), the raster mask's causality, float32 (BLAS/SIMD paths)
+vs float64 (plain loops), and the nodes inside splits, merges and taps."""
+import math
+import re
+
+import numpy as np
+import pytest
+
+import neuromorph as nm
+from neuromorph import _core
+
+from test_gradients import fd_check
+
+A = 1 / (1 + math.exp(-1 / math.sqrt(2)))  # σ(1/√2)
+
+
+# --------------------------------------------------------------------------- 2f: attn2d kernels
+
+def test_local_attention_primitive_closed_form():
+    x = np.array([[i - 1, j - 1] for i in range(3) for j in range(3)], float).ravel()
+    out = _core._attn2d_window(x, x, x, 3, 3, 1, 1, False).reshape(3, 3, 2)
+    assert A == pytest.approx(0.669762, abs=1e-6)
+    want = np.array([[[i * A, j * A] for j in (-1, 0, 1)] for i in (-1, 0, 1)])
+    np.testing.assert_allclose(out, want, atol=1e-12)
+    corner = _core._attn2d_window(x, x, x, 3, 3, 1, 2, False).reshape(9, 2)[0]
+    np.testing.assert_allclose(corner, [-0.43595, -0.43595], atol=1e-5)
+
+
+def _global_attention(q, k, v, heads):
+    S, d = q.shape
+    dh = d // heads
+    out = np.zeros_like(q)
+    for h in range(heads):
+        sl = slice(h * dh, (h + 1) * dh)
+        s = q[:, sl] @ k[:, sl].T / math.sqrt(dh)
+        p = np.exp(s - s.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        out[:, sl] = p @ v[:, sl]
+    return out
+
+
+@pytest.mark.parametrize("H,W,heads", [(3, 4, 1), (4, 2, 2), (1, 5, 1)])
+def test_wide_window_is_global_attention(H, W, heads):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(H * W, 4 * heads)) for _ in range(3))
+    out = _core._attn2d_window(q.ravel(), k.ravel(), v.ravel(), H, W, heads, max(H, W), False)
+    np.testing.assert_allclose(out.reshape(H * W, -1), _global_attention(q, k, v, heads), atol=1e-12)
+
+
+def test_window_is_clipped_neighbourhood_and_translation_equivariant():
+    rng = np.random.default_rng(1)
+    H = W = 6
+    x = rng.normal(size=(H, W, 3))
+    out = _core._attn2d_window(x.ravel(), x.ravel(), x.ravel(), H, W, 1, 1, False).reshape(H, W, 3)
+    for i, j in [(0, 0), (2, 3), (5, 1)]:
+        cells = x[max(0, i - 1):i + 2, max(0, j - 1):j + 2].reshape(-1, 3)
+        s = cells @ x[i, j] / math.sqrt(3)
+        p = np.exp(s - s.max())
+        np.testing.assert_allclose(out[i, j], (p / p.sum()) @ cells, atol=1e-12)
+    shifted = np.roll(x, (1, 1), axis=(0, 1))
+    out2 = _core._attn2d_window(shifted.ravel(), shifted.ravel(), shifted.ravel(), H, W, 1, 1,
+                                False).reshape(H, W, 3)
+    np.testing.assert_allclose(out2[2:5, 2:5], out[1:4, 1:4], atol=1e-12)  # interior cells
+
+
+def test_rope_reference_and_relative_positions():
+    q = np.zeros((3, 3, 4))
+    q[1, 0] = [1, 0, 0, 0]
+    rot = _core._attn2d_rope(q.ravel(), 3, 3, 1, False).reshape(3, 3, 4)
+    np.testing.assert_allclose(rot[1, 0], [0.540302, 0.841471, 0, 0], atol=1e-6)
+    rng = np.random.default_rng(2)
+    H, W, dh = 5, 4, 8
+    qv, kv = rng.normal(size=dh), rng.normal(size=dh)
+    Q = _core._attn2d_rope(np.tile(qv, H * W), H, W, 1, False).reshape(H, W, dh)
+    K = _core._attn2d_rope(np.tile(kv, H * W), H, W, 1, False).reshape(H, W, dh)
+    assert Q[1, 0] @ K[0, 0] == pytest.approx(Q[2, 1] @ K[1, 1], abs=1e-12)  # same offset
+    assert Q[4, 3] @ K[2, 1] == pytest.approx(Q[2, 2] @ K[0, 0], abs=1e-12)
+    assert Q[1, 0] @ K[0, 0] != pytest.approx(Q[1, 0] @ K[1, 1], abs=1e-6)
+    back = _core._attn2d_rope(Q.ravel(), H, W, 1, True)
+    np.testing.assert_allclose(back, np.tile(qv, H * W), atol=1e-12)
+    # with dh = 4, q = [1,0,0,0] at (1,0) and key [1,0,0,0] at (0,0): score cos(1)
+    k4 = np.zeros((3, 3, 4))
+    k4[0, 0] = [1, 0, 0, 0]
+    assert rot[1, 0] @ k4[0, 0] == pytest.approx(math.cos(1), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- 3f: column
+
+COL_REF = """/ xavier, zero /
+(x, 8)
+(c, column, 2x2, dim 2, qk 1, mlp 1, skip 1, sigma 1, depth 2, wiring 1)
+(y, 8, <linear>, <mse>)
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_column_reference_case(dtype):
+    h = nm.compile(COL_REF, 1, 0.1, dtype=dtype)
+    nm.build(h)
+    p = nm.get_params(h)
+    np.testing.assert_allclose(p["c.attn_bias"], [[0, -.5, -.5, -1], [-.5, 0, -1, -.5],
+                                                  [-.5, -1, 0, -.5], [-1, -.5, -.5, 0]])
+    for k in ("c.query.weight", "c.key.weight", "c.mlp1.weight", "c.mlp2.weight"):
+        p[k][:] = 0
+    p["y.weight"] = np.eye(8)
+    p["y.bias"][:] = 0
+    nm.set_params(h, p)
+    x = np.array([[1, -1, 2, 0, 0, 0, 3, 1]])
+    y = nm.predict(h, x).reshape(4, 2)
+    want = [[2.764988, -2.764988], [3.857455, -1.857455], [1.612535, -1.612535],
+            [4.764988, -0.764988]]
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    nm.train(h, x, np.zeros((1, 8)), verbosity=0)
+    parts = nm.history(h, parts=True)
+    c2 = parts["c.wiring"][0]
+    assert c2 == pytest.approx(0.786811, abs=1e-5)
+    assert parts["loss"][0] == pytest.approx(parts["output"][0] + c2, rel=1e-6)
+    # the v1 normalisation of the same maps: C1 = C2 * N * mean(D) / max(D)
+    pts = np.array([(i, j) for i in range(2) for j in range(2)], float)
+    D = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    assert c2 * 4 * D.mean() / D.max() == pytest.approx(1.899530, abs=1e-5)
+    nm.release(h)
+
+
+def test_wiring_cost_changes_training_and_is_reported():
+    text = COL_REF.replace("wiring 1", "wiring 0.5").replace("skip 1", "skip 0")
+    h = nm.compile(text, 4, 0.05)
+    nm.seed(0)
+    nm.build(h)
+    rng = np.random.default_rng(0)
+    x, e = rng.normal(size=(20, 4, 8)), rng.normal(size=(20, 4, 8))
+    nm.train(h, x, e, verbosity=0)
+    parts = nm.history(h, parts=True)
+    assert set(parts) == {"loss", "output", "c.wiring"}
+    np.testing.assert_allclose(parts["loss"], parts["output"] + parts["c.wiring"], rtol=1e-6)
+    assert parts["c.wiring"][-1] < parts["c.wiring"][0]  # the cost pulls attention local
+
+
+# --------------------------------------------------------------------------- gradients
+
+ATTN2D_CASES = {
+    "full": "(g, attn2d, 2x3, dim 8, heads 2, window 1, depth 2, iterations 2, mask raster, mlp 1, <gelu>)",
+    "proj0": "(g, attn2d, 3x2, dim 2, proj 0, rope 0, window 1, mlp 2, <tanh>)",
+    "window0": "(g, attn2d, 2x2, dim 4, window 0, mlp 1, <swish>)",
+    "no_rope": "(g, attn2d, 3x3, dim 4, heads 2, rope 0, window 2, mlp 0.5, <relu_leaky>)",
+}
+
+
+@pytest.mark.parametrize("case", ATTN2D_CASES)
+def test_attn2d_gradients(case):
+    node = ATTN2D_CASES[case]
+    H, W, d = (int(v) for v in re.search(r"(\d+)x(\d+), dim (\d+)", node).groups())
+    fd_check(f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, {H * W * d}, <tanh>) {node} "
+             f"(y, 3, <sigmoid>, <mse>)", 2)
+
+
+def test_attn2d_vocab_gradients():
+    # token ids in: the input is integers, so no dense layer in front; the embedding learns
+    text = ("/xavier, zero/ (x, 4) (g, attn2d, 2x2, dim 4, vocab 5, mlp 1, <gelu>) "
+            "(y, 2, <sigmoid>, <mse>)")
+    h = nm.compile(text, 3, 0.1, dtype="float64")
+    nm.seed(1)
+    nm.build(h)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (3, 4)).astype(float)
+    e = rng.uniform(0.2, 0.8, (3, 2))
+    loss, g = nm.gradients(h, x, e)
+    p = nm.get_params(h)
+    eps = 1e-6
+    for name in ("g.embed", "g.0.query.weight", "g.0.norm1.bias"):
+        for idx in list(np.ndindex(p[name].shape))[:12]:
+            q = p[name].copy()
+            q[idx] += eps
+            nm.set_params(h, {name: q})
+            up = nm.gradients(h, x, e)[0]
+            q[idx] -= 2 * eps
+            nm.set_params(h, {name: q})
+            down = nm.gradients(h, x, e)[0]
+            nm.set_params(h, {name: p[name]})
+            assert g[name][idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-9)
+    unused = sorted(set(range(5)) - set(x.ravel().astype(int)))
+    for t in unused:
+        assert not g["g.embed"][t].any()
+    with pytest.raises(nm.DataError, match="vocabulary"):
+        nm.predict(h, np.full((3, 4), 7.0))
+    nm.release(h)
+
+
+COLUMN_CASES = {  # node, its input width
+    "grid": ("(c, column, 2x2, dim 2, qk 2, mlp 3, depth 2, wiring 0.3, offset 1, <gelu>)", 8),
+    "proj_skip_heads": ("(c, column, 2x2, dim 4, qk 4, heads 2, mlp 2, depth 2, value proj, skip 1, "
+                        "in 3, out 2, wiring 0.2, power 2, <swish>)", 12),
+    "stack_pos_inject": ("(c, column, 2x1x2, dim 2, qk 2, mlp 2, depth 3, pos 1, inject 1, "
+                         "wiring 0.1, <tanh>)", 4),
+    "sphere": ("(c, column, 5, dim 2, qk 2, mlp 2, geometry sphere, offset 0.5, sigma 1, "
+               "wiring 0.1, <elu>)", 10),
+    "none": ("(c, column, 3, dim 2, qk 2, mlp 2, geometry none, depth 2, <sigmoid>)", 6),
+}
+
+
+@pytest.mark.parametrize("case", COLUMN_CASES)
+def test_column_gradients(case):
+    node, width = COLUMN_CASES[case]
+    fd_check(f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, {width}, <tanh>) {node} "
+             f"(y, 3, <sigmoid>, <mse>)", 2)
+
+
+# --------------------------------------------------------------------------- properties
+
+def _identity_out(h, width):
+    nm.set_params(h, {"y.weight": np.eye(width), "y.bias": np.zeros(width)})
+
+
+def test_raster_mask_is_causal():
+    H, W, d = 3, 4, 4
+    text = (f"/xavier, zero/ (x, {H * W * d}) (g, attn2d, {H}x{W}, dim {d}, heads 1, window 1, "
+            f"depth 2, mask raster) (y, {H * W * d}, <linear>, <mse>)")
+    h = nm.compile(text, 1, 0.1, dtype="float64")
+    nm.seed(4)
+    nm.build(h)
+    _identity_out(h, H * W * d)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, H * W * d))
+    base = nm.predict(h, x).reshape(H * W, d)
+    for cell in (0, 5, 11):
+        x2 = x.copy().reshape(H * W, d)
+        x2[cell] += rng.normal(size=d)
+        out = nm.predict(h, x2.reshape(1, -1)).reshape(H * W, d)
+        np.testing.assert_array_equal(out[:cell], base[:cell])
+        assert np.abs(out[cell] - base[cell]).max() > 1e-3
+    # without the mask, earlier cells do see a later one
+    h2 = nm.compile(text.replace(", mask raster", ""), 1, 0.1, dtype="float64")
+    nm.build(h2)
+    _identity_out(h2, H * W * d)
+    x2 = x.copy().reshape(H * W, d)
+    x2[5] += rng.normal(size=d)
+    a, b = nm.predict(h2, x), nm.predict(h2, x2.reshape(1, -1))
+    assert np.abs(a.reshape(H * W, d)[:5] - b.reshape(H * W, d)[:5]).max() > 1e-6
+
+
+@pytest.mark.parametrize("node,width", [
+    ("(g, attn2d, 4x5, dim 16, heads 4, window 1, depth 2, iterations 2)", 320),
+    ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),
+])
+def test_float32_fast_path_matches_float64_reference(node, width):
+    text = f"/xavier, zero/ (x, {width}) {node} (y, 5, <softmax>, <cross_entropy>)"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 33, width))
+    e = np.eye(5)[rng.integers(0, 5, 33)][None]
+    out = {}
+    for dt in ("float64", "float32"):
+        h = nm.compile(text, 33, 0.1, dtype=dt)
+        nm.seed(9)
+        nm.build(h)
+        loss, g = nm.gradients(h, x, e)
+        out[dt] = (loss, g, nm.predict(h, x))
+        nm.release(h)
+    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-5)
+    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=1e-4, atol=1e-6)
+    for name, g64 in out["float64"][1].items():
+        scale = np.abs(g64).max() + 1e-12
+        assert np.abs(out["float32"][1][name] - g64).max() / scale < 1e-3, name
+
+
+def test_struct_nodes_in_splits_merges_and_taps():
+    text = """/xavier, zero/
+    (x, 32)
+    [s, (g, attn2d, 2x2, dim 8, mlp 1) [t, [gv,]] | (d, 32, <tanh>) (c, column, 2x2, dim 8, qk 4, mlp 4)]
+    {m, c, additive}
+    {m2, gv, multiplicative}
+    (y, 2, <sigmoid>, <mse>)
+    """
+    fd_check(text.replace("(x, 32)", "(x, 3) (pre, 32, <tanh>)"), 2)
+    # and inside a recurrent model: the node reads last step's value through a delayed edge
+    rec = """/xavier, zero/
+    (x, 8)
+    {m, prev, additive}
+    (c, column, 2x2, dim 2, qk 2, mlp 2, depth 2, wiring 0.1)
+    [last, [prev,]]
+    (y, 8, <linear>, <mse>)
+    """
+    h = nm.compile(rec, 4, 0.1)
+    assert nm.info(h)["recurrent"] is True
+    nm.release(h)
+    fd_check(rec.replace("(x, 8)", "(x, 3) (pre, 8, <tanh>)"), 3)
