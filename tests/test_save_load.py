@@ -11,7 +11,8 @@ import mdl
 import neuromorph as nm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-NAMES = ["small-model", "big-model", "gated-model", "lstm-model", "readme-model"]
+NAMES = ["small-model", "big-model", "gated-model", "lstm-model", "readme-model", "grid-model",
+         "column-model"]
 warnings.simplefilter("ignore", mdl.MDLWarning)
 
 

@@ -111,6 +111,9 @@ def run_command(args) -> int:
             n = (x.shape[0] if np.ndim(x) == 3 else len(x) // batch) * args.epochs
             print(f"  final loss {final:.6g} (evaluated from a fresh state); "
                   f"{n} training batches in {secs:.2f} s")
+            parts = history(h, parts=True)
+            for key in list(parts)[2:]:  # auxiliary losses, included in the loss above
+                print(f"  of the last batch's loss, {key}: {parts[key][-1]:.6g}")
             if args.save:
                 save(h, args.save)
                 print(f"  saved to {args.save}")

@@ -3,6 +3,8 @@
 * recurrent models: a stream of random bits, y_t = 0.1 + 0.8 * x_{t-1} (needs memory);
 * softmax + cross_entropy outputs: Gaussian class blobs, one-hot targets;
 * hinge / huber_modified: ±1 labels from a random teacher network;
+* a grid node (attn2d, column) right after the input and a 2-class softmax output: the
+  spatially local rule "does the grid hold two horizontally adjacent 1s?" (grid_task);
 * everything else: regression on a random teacher network, squashed into the output's range.
 """
 from __future__ import annotations
@@ -21,7 +23,12 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
     out = nodes[ir_doc["output"]]
     n_out, act, loss = out["width"], out["activation"]["name"], out["loss"]["name"]
     N = n_batches * batch
-    if ir_doc["recurrent"]:
+    grid = _grid_node(ir_doc)
+    if grid is not None and loss == "cross_entropy" and n_out == 2 and not ir_doc["recurrent"]:
+        H, W, channels = grid
+        x, y = grid_task(H, W, N, rng, channels)
+        desc = f"{H}x{W} grids of sparse bits: class 1 when two horizontally adjacent cells are 1"
+    elif ir_doc["recurrent"]:
         x = (rng.random((N, n_in)) < 0.5).astype(np.float64)
         prev = np.vstack([np.zeros((1, n_in)), x[:-1]])[:, np.arange(n_out) % n_in]
         if loss in ("hinge", "huber_modified"):
@@ -49,3 +56,36 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
             desc = "regression on a random teacher network"
     shape = lambda a: a.reshape(n_batches, batch, -1).astype(np.float32)
     return shape(x), shape(y), desc
+
+
+def _grid_node(ir_doc: dict):
+    """(H, W, channels) when the node after the input is a 2-D attn2d or column node."""
+    first = [n for n in ir_doc["nodes"] if n["inputs"] and n["inputs"][0]["node"] == ir_doc["input"]]
+    if len(first) != 1 or "struct" not in first[0] or len(first[0]["struct"]["shape"]) != 2:
+        return None
+    st = first[0]["struct"]
+    H, W = st["shape"]
+    if st["in_width"] == H * W:  # token ids (attn2d with vocab)
+        return H, W, 0
+    if st["in_width"] % (H * W):
+        return None
+    return H, W, st["in_width"] // (H * W)
+
+
+def grid_task(H: int, W: int, n: int, rng, channels: int = 0):
+    """Sparse random bit grids; label 1 when some row holds two adjacent 1s (about half do).
+
+    channels 0: one value (the bit, a token id) per cell; channels c >= 2: the bit one-hot in
+    the first two of c features per cell. Returns (x (n, H*W*max(1,c)), one-hot y (n, 2)).
+    """
+    p = np.sqrt(1 - 0.5 ** (1 / max(1, H * (W - 1))))  # P(no adjacent pair) ~ 1/2
+    bits = (rng.random((n, H, W)) < p).astype(np.float64)
+    label = (bits[:, :, 1:] * bits[:, :, :-1]).reshape(n, -1).max(1).astype(int)
+    flat = bits.reshape(n, H * W)
+    if channels == 0:
+        x = flat
+    else:
+        x = np.zeros((n, H * W, channels))
+        x[:, :, 0], x[:, :, 1] = 1 - flat, flat
+        x = x.reshape(n, -1)
+    return x, np.eye(2)[label]
