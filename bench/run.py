@@ -22,13 +22,15 @@ import warnings
 ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ARGS.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
 ARGS.add_argument("--threads", type=int, default=1)
-ARGS.add_argument("--cases", default="a,b,c,d", help="comma list of a,b,c,d,memory")
+ARGS.add_argument("--cases", default="a,b,c,d,e,f", help="comma list of a,b,c,d,e,f,memory")
 ARGS.add_argument("--repeats", type=int, default=5)
 OPTS = ARGS.parse_args()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(OPTS.threads)  # before numpy/torch load their BLAS
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import neuromorph as nm  # noqa: E402
 
@@ -224,6 +226,68 @@ def case_memory():
                       "machine": machine()}), flush=True)
 
 
+def ours_struct(node, in_width, batch, n_batches):
+    text = f"/xavier,zero/ (input, {in_width}) {node} (output, 10, <softmax>, <cross_entropy>)"
+    h = nm.compile(text, batch, 0.01)
+    nm.seed(0)
+    nm.build(h, threads=OPTS.threads)
+    x = np.random.rand(n_batches, batch, in_width).astype(np.float32)
+    e = np.eye(10, dtype=np.float32)[np.random.randint(0, 10, (n_batches, batch))]
+    t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
+    nm.release(h)
+    return t / n_batches * 1e6
+
+
+def torch_train_us(net, in_width, batch, n_batches):
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.rand(n_batches, batch, in_width)
+    e = torch.randint(0, 10, (n_batches, batch))
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def run():
+        for k in range(n_batches):
+            opt.zero_grad(set_to_none=True)
+            lossf(net(x[k]), e[k]).backward()
+            opt.step()
+    return median_time(run, OPTS.repeats) / n_batches * 1e6
+
+
+def case_attn2d():
+    """attn2d 8x8, dim 32, 4 heads, 3x3 windows, RoPE, depth 2 + a dense head, batch 32, vs the
+    same network in PyTorch, timed in its two best forms (unfold windows; dense masked attention)."""
+    from bench_torch_nets import Attn2dNet
+    H = W = 4 if OPTS.quick else 8
+    d, heads, depth, batch = 32, 4, 2, (4 if OPTS.quick else 32)
+    n = 5 if OPTS.quick else 60
+    node = f"(g, attn2d, {H}x{W}, dim {d}, heads {heads}, window 1, depth {depth}, mlp 4, <gelu>)"
+    ours = ours_struct(node, H * W * d, batch, n)
+    theirs, forms = None, {}
+    if torch is not None:
+        for form in ("unfold", "masked"):
+            net = Attn2dNet(H, W, d, heads, 1, depth, 4, form)
+            forms[f"torch_{form}_us"] = round(torch_train_us(net, H * W * d, batch, n), 1)
+        theirs = min(forms.values())
+    report("e", f"attn2d {H}x{W} dim {d} heads {heads} window 1 depth {depth} + dense 10, batch "
+           f"{batch}", ours, theirs, extra=forms)
+
+
+def case_column():
+    """column 8x8, dim 32, qk 16, mlp 32, depth 4 + a dense head, batch 32, vs PyTorch with the
+    untied weights as (N, out, in) tensors applied by einsum and attention by bmm."""
+    from bench_torch_nets import ColumnNet
+    side = 4 if OPTS.quick else 8
+    d, qk, mlp, depth, batch = 32, 16, 32, 4, (4 if OPTS.quick else 32)
+    n = 5 if OPTS.quick else 40
+    node = f"(c, column, {side}x{side}, dim {d}, qk {qk}, mlp {mlp}, depth {depth}, sigma 2, <gelu>)"
+    N = side * side
+    ours = ours_struct(node, N * d, batch, n)
+    theirs = None
+    if torch is not None:
+        theirs = torch_train_us(ColumnNet(side, d, qk, mlp, depth), N * d, batch, n)
+    report("f", f"column {side}x{side} dim {d} qk {qk} mlp {mlp} depth {depth} + dense 10, batch "
+           f"{batch}", ours, theirs)
+
+
 def main():
     cases = set(OPTS.cases.split(","))
     if "a" in cases:
@@ -237,6 +301,10 @@ def main():
             case_mlp("c", widths, ["relu", "relu", "softmax"], "cross_entropy", batch)
     if "d" in cases:
         case_lstm()
+    if "e" in cases:
+        case_attn2d()
+    if "f" in cases:
+        case_column()
     if ("memory" in cases or not OPTS.quick) and os.path.exists("/proc/self/clear_refs"):
         case_memory()
     return 0
