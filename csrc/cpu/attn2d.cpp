@@ -3,6 +3,7 @@
 // (extensions-math.md 2e; decisions in docs/extensions.md). Forward and exact backward.
 #include "attn2d.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -11,45 +12,61 @@
 #include "neuromorph/errors.h"
 #include "nn.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))  // see simd.cpp
+#else
+#define NM_CLONES
+#endif
+#define NM_INLINE inline __attribute__((always_inline))
+
 namespace nm {
 namespace attn2d {
 
+// nb[s * Wn + w]: the cell in slot w of cell s's window, or -1 (outside the grid, or masked)
+std::vector<int> neighbours(int H, int W, int r, bool raster) {
+  const int S = H * W, span = 2 * r + 1, Wn = span * span;
+  std::vector<int> nb(size_t(S) * Wn, -1);
+  for (int s = 0; s < S; ++s)
+    for (int w = 0; w < Wn; ++w) {
+      const int i2 = s / W + w / span - r, j2 = s % W + w % span - r, s2 = i2 * W + j2;
+      if (i2 >= 0 && i2 < H && j2 >= 0 && j2 < W && !(raster && s2 > s)) nb[size_t(s) * Wn + w] = s2;
+    }
+  return nb;
+}
+
 template <class T>
-void window_forward(const T* q, const T* k, const T* v, T* P, T* out, int rows, int H, int W,
-                    int heads, int dh, int r, bool raster) {
-  const int S = H * W, d = heads * dh, span = 2 * r + 1, Wn = span * span;
+NM_INLINE void window_forward_impl(const T* q, const T* k, const T* v, T* P, T* out, int rows,
+                                   int H, int W, int heads, int dh, int r, bool raster) {
+  const int S = H * W, d = heads * dh, Wn = (2 * r + 1) * (2 * r + 1);
   const T scale = T(1.0 / std::sqrt(double(dh)));
+  const std::vector<int> nb = neighbours(H, W, r, raster);
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
-      const int i = s / W, j = s % W;
+      const int* win = &nb[size_t(s) * Wn];
       for (int h = 0; h < heads; ++h) {
         const T* qs = q + (size_t(b) * S + s) * d + h * dh;
         T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
         T m = -INFINITY;
         for (int w = 0; w < Wn; ++w) {
-          const int i2 = i + w / span - r, j2 = j + w % span - r, s2 = i2 * W + j2;
-          if (i2 < 0 || i2 >= H || j2 < 0 || j2 >= W || (raster && s2 > s)) {
-            p[w] = -INFINITY;
-            continue;
-          }
-          const T* ks = k + (size_t(b) * S + s2) * d + h * dh;
+          if (win[w] < 0) continue;
+          const T* ks = k + (size_t(b) * S + win[w]) * d + h * dh;
           T acc = 0;
           for (int c = 0; c < dh; ++c) acc += qs[c] * ks[c];
           p[w] = acc * scale;
           m = std::max(m, p[w]);
         }
-        double sum = 0;
+        T sum = 0;
         for (int w = 0; w < Wn; ++w) {
-          p[w] = p[w] == -INFINITY ? T(0) : T(std::exp(double(p[w] - m)));
+          p[w] = win[w] < 0 ? T(0) : std::exp(p[w] - m);
           sum += p[w];
         }
+        const T inv = T(1) / sum;
         T* o = out + (size_t(b) * S + s) * d + h * dh;
-        std::fill(o, o + dh, T(0));
+        for (int c = 0; c < dh; ++c) o[c] = 0;
         for (int w = 0; w < Wn; ++w) {
-          p[w] = T(p[w] / sum);
-          if (p[w] == T(0)) continue;
-          const int s2 = (i + w / span - r) * W + (j + w % span - r);
-          const T* vs = v + (size_t(b) * S + s2) * d + h * dh;
+          if (win[w] < 0) continue;
+          p[w] *= inv;
+          const T* vs = v + (size_t(b) * S + win[w]) * d + h * dh;
           for (int c = 0; c < dh; ++c) o[c] += p[w] * vs[c];
         }
       }
@@ -57,36 +74,36 @@ void window_forward(const T* q, const T* k, const T* v, T* P, T* out, int rows, 
 }
 
 template <class T>
-void window_backward(const T* q, const T* k, const T* v, const T* P, const T* dout, T* dq, T* dk,
-                     T* dv, int rows, int H, int W, int heads, int dh, int r, bool raster) {
-  (void)raster;  // masked slots have P = 0 and so pass no gradient
-  const int S = H * W, d = heads * dh, span = 2 * r + 1, Wn = span * span;
+NM_INLINE void window_backward_impl(const T* q, const T* k, const T* v, const T* P, const T* dout,
+                                    T* dq, T* dk, T* dv, int rows, int H, int W, int heads, int dh,
+                                    int r, bool raster) {
+  const int S = H * W, d = heads * dh, Wn = (2 * r + 1) * (2 * r + 1);
   const T scale = T(1.0 / std::sqrt(double(dh)));
+  const std::vector<int> nb = neighbours(H, W, r, raster);
   std::vector<T> dp(Wn);
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
-      const int i = s / W, j = s % W;
+      const int* win = &nb[size_t(s) * Wn];
       for (int h = 0; h < heads; ++h) {
         const size_t qo = (size_t(b) * S + s) * d + h * dh;
         const T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
         const T* go = dout + qo;
-        double dot = 0;
+        T dot = 0;
         for (int w = 0; w < Wn; ++w) {
-          dp[w] = 0;
-          if (p[w] == T(0)) continue;
-          const size_t ko = (size_t(b) * S + (i + w / span - r) * W + (j + w % span - r)) * d + h * dh;
+          if (win[w] < 0) continue;
+          const size_t ko = (size_t(b) * S + win[w]) * d + h * dh;
           T acc = 0;
           for (int c = 0; c < dh; ++c) {
             acc += go[c] * v[ko + c];
             dv[ko + c] += p[w] * go[c];
           }
           dp[w] = acc;
-          dot += double(p[w]) * acc;
+          dot += p[w] * acc;
         }
         for (int w = 0; w < Wn; ++w) {
-          if (p[w] == T(0)) continue;
-          const T ds = T(p[w] * (dp[w] - dot)) * scale;
-          const size_t ko = (size_t(b) * S + (i + w / span - r) * W + (j + w % span - r)) * d + h * dh;
+          if (win[w] < 0) continue;
+          const T ds = p[w] * (dp[w] - dot) * scale;
+          const size_t ko = (size_t(b) * S + win[w]) * d + h * dh;
           for (int c = 0; c < dh; ++c) {
             dq[qo + c] += ds * k[ko + c];
             dk[ko + c] += ds * q[qo + c];
@@ -96,37 +113,60 @@ void window_backward(const T* q, const T* k, const T* v, const T* P, const T* do
     }
 }
 
+template <>
+NM_CLONES void window_forward<float>(const float* q, const float* k, const float* v, float* P,
+                                     float* out, int rows, int H, int W, int heads, int dh, int r,
+                                     bool raster) {
+  window_forward_impl(q, k, v, P, out, rows, H, W, heads, dh, r, raster);
+}
+template <>
+void window_forward<double>(const double* q, const double* k, const double* v, double* P,
+                            double* out, int rows, int H, int W, int heads, int dh, int r,
+                            bool raster) {
+  window_forward_impl(q, k, v, P, out, rows, H, W, heads, dh, r, raster);
+}
+template <>
+NM_CLONES void window_backward<float>(const float* q, const float* k, const float* v,
+                                      const float* P, const float* dout, float* dq, float* dk,
+                                      float* dv, int rows, int H, int W, int heads, int dh, int r,
+                                      bool raster) {
+  window_backward_impl(q, k, v, P, dout, dq, dk, dv, rows, H, W, heads, dh, r, raster);
+}
+template <>
+void window_backward<double>(const double* q, const double* k, const double* v, const double* P,
+                             const double* dout, double* dq, double* dk, double* dv, int rows,
+                             int H, int W, int heads, int dh, int r, bool raster) {
+  window_backward_impl(q, k, v, P, dout, dq, dk, dv, rows, H, W, heads, dh, r, raster);
+}
+
 template <class T>
 void rope(T* x, int rows, int H, int W, int heads, int dh, bool inverse) {
-  const int S = H * W, d = heads * dh, m = dh / 4;
-  const double sign = inverse ? -1.0 : 1.0;
+  const int S = H * W, d = heads * dh, m = dh / 4, P = std::max(H, W);
+  // cos/sin of pos * omega_k for every position and pair: computed once per call
+  std::vector<T> cs(size_t(P) * m), sn(size_t(P) * m);
+  for (int p = 0; p < P; ++p)
+    for (int kk = 0; kk < m; ++kk) {
+      const double ang = (inverse ? -1.0 : 1.0) * p * std::pow(10000.0, -double(kk) / m);
+      cs[size_t(p) * m + kk] = T(std::cos(ang));
+      sn[size_t(p) * m + kk] = T(std::sin(ang));
+    }
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int pos[2] = {s / W, s % W};
       for (int h = 0; h < heads; ++h)
         for (int half = 0; half < 2; ++half) {
           T* e = x + (size_t(b) * S + s) * d + h * dh + half * (dh / 2);
+          const T* c = &cs[size_t(pos[half]) * m];
+          const T* si = &sn[size_t(pos[half]) * m];
           for (int kk = 0; kk < m; ++kk) {
-            const double ang = sign * pos[half] * std::pow(10000.0, -double(kk) / m);
-            const T c = T(std::cos(ang)), sn = T(std::sin(ang));
             const T a = e[kk], bb = e[kk + m];
-            e[kk] = a * c - bb * sn;
-            e[kk + m] = a * sn + bb * c;
+            e[kk] = a * c[kk] - bb * si[kk];
+            e[kk + m] = a * si[kk] + bb * c[kk];
           }
         }
     }
 }
 
-template void window_forward<float>(const float*, const float*, const float*, float*, float*, int,
-                                    int, int, int, int, int, bool);
-template void window_forward<double>(const double*, const double*, const double*, double*,
-                                     double*, int, int, int, int, int, int, bool);
-template void window_backward<float>(const float*, const float*, const float*, const float*,
-                                     const float*, float*, float*, float*, int, int, int, int, int,
-                                     int, bool);
-template void window_backward<double>(const double*, const double*, const double*, const double*,
-                                      const double*, double*, double*, double*, int, int, int, int,
-                                      int, int, bool);
 template void rope<float>(float*, int, int, int, int, int, bool);
 template void rope<double>(double*, int, int, int, int, int, bool);
 

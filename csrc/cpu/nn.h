@@ -24,11 +24,11 @@ template <class T>
 void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int rows, int d, int G) {
   for (int r = 0; r < rows; ++r) {
     const T* xr = x + size_t(r) * d;
-    double mean = 0, var = 0;
+    T mean = 0, var = 0;  // T sums: the float engine's rows are short (a cell's features)
     for (int c = 0; c < d; ++c) mean += xr[c];
-    mean /= d;
+    mean /= T(d);
     for (int c = 0; c < d; ++c) var += (xr[c] - mean) * (xr[c] - mean);
-    const T rs = T(1.0 / std::sqrt(var / d + kLnEps));
+    const T rs = T(1) / std::sqrt(var / T(d) + T(kLnEps));
     rstd[r] = rs;
     const T* gr = g + size_t(r % G) * d;
     const T* br = b + size_t(r % G) * d;
@@ -61,19 +61,18 @@ void ln_backward(const T* xhat, const T* rstd, const T* g, const T* dy, T* dx, T
     const T* gr = g + size_t(r % G) * d;
     T* dgr = dg + size_t(r % G) * d;
     T* dbr = db + size_t(r % G) * d;
-    double m1 = 0, m2 = 0;
+    T m1 = 0, m2 = 0;
     for (int c = 0; c < d; ++c) {
-      const double dh = double(dyr[c]) * gr[c];
+      const T dh = dyr[c] * gr[c];
       m1 += dh;
       m2 += dh * h[c];
       dgr[c] += dyr[c] * h[c];
       dbr[c] += dyr[c];
     }
-    m1 /= d;
-    m2 /= d;
+    m1 /= T(d);
+    m2 /= T(d);
     T* dxr = dx + size_t(r) * d;
-    for (int c = 0; c < d; ++c)
-      dxr[c] += T(rstd[r] * (double(dyr[c]) * gr[c] - m1 - h[c] * m2));
+    for (int c = 0; c < d; ++c) dxr[c] += rstd[r] * (dyr[c] * gr[c] - m1 - h[c] * m2);
   }
 }
 
@@ -147,12 +146,12 @@ void softmax_rows(T* s, int rows, int n) {
     T* x = s + size_t(r) * n;
     T m = -INFINITY;
     for (int j = 0; j < n; ++j) m = std::max(m, x[j]);
-    double sum = 0;
+    T sum = 0;
     for (int j = 0; j < n; ++j) {
-      x[j] = x[j] == -INFINITY ? T(0) : T(std::exp(double(x[j] - m)));
+      x[j] = x[j] == -INFINITY ? T(0) : std::exp(x[j] - m);
       sum += x[j];
     }
-    const T inv = T(1.0 / sum);
+    const T inv = T(1) / sum;
     for (int j = 0; j < n; ++j) x[j] *= inv;
   }
 }
@@ -163,9 +162,9 @@ void softmax_rows_backward(const T* p, T* dp, int rows, int n) {
   for (int r = 0; r < rows; ++r) {
     const T* pr = p + size_t(r) * n;
     T* g = dp + size_t(r) * n;
-    double dot = 0;
-    for (int j = 0; j < n; ++j) dot += double(pr[j]) * g[j];
-    for (int j = 0; j < n; ++j) g[j] = T(pr[j] * (g[j] - dot));
+    T dot = 0;
+    for (int j = 0; j < n; ++j) dot += pr[j] * g[j];
+    for (int j = 0; j < n; ++j) g[j] = pr[j] * (g[j] - dot);
   }
 }
 
