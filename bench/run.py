@@ -255,7 +255,6 @@ def torch_train_us(net, in_width, batch, n_batches):
 def case_attn2d():
     """attn2d 8x8, dim 32, 4 heads, 3x3 windows, RoPE, depth 2 + a dense head, batch 32, vs the
     same network in PyTorch, timed in its two best forms (unfold windows; dense masked attention)."""
-    from bench_torch_nets import Attn2dNet
     H = W = 4 if OPTS.quick else 8
     d, heads, depth, batch = 32, 4, 2, (4 if OPTS.quick else 32)
     n = 5 if OPTS.quick else 60
@@ -263,6 +262,7 @@ def case_attn2d():
     ours = ours_struct(node, H * W * d, batch, n)
     theirs, forms = None, {}
     if torch is not None:
+        from bench_torch_nets import Attn2dNet
         for form in ("unfold", "masked"):
             net = Attn2dNet(H, W, d, heads, 1, depth, 4, form)
             forms[f"torch_{form}_us"] = round(torch_train_us(net, H * W * d, batch, n), 1)
@@ -274,7 +274,6 @@ def case_attn2d():
 def case_column():
     """column 8x8, dim 32, qk 16, mlp 32, depth 4 + a dense head, batch 32, vs PyTorch with the
     untied weights as (N, out, in) tensors applied by einsum and attention by bmm."""
-    from bench_torch_nets import ColumnNet
     side = 4 if OPTS.quick else 8
     d, qk, mlp, depth, batch = 32, 16, 32, 4, (4 if OPTS.quick else 32)
     n = 5 if OPTS.quick else 40
@@ -283,6 +282,7 @@ def case_column():
     ours = ours_struct(node, N * d, batch, n)
     theirs = None
     if torch is not None:
+        from bench_torch_nets import ColumnNet
         theirs = torch_train_us(ColumnNet(side, d, qk, mlp, depth), N * d, batch, n)
     report("f", f"column {side}x{side} dim {d} qk {qk} mlp {mlp} depth {depth} + dense 10, batch "
            f"{batch}", ours, theirs)

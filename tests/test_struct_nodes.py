@@ -329,3 +329,17 @@ def test_example_models_run_with_mdlc(name, capsys):
     assert "two horizontally adjacent" in out and "final loss" in out
     if name == "column-model":
         assert "sheet.wiring" in out
+
+
+def test_version_1_ir_still_loads_and_ir_records_the_struct():
+    import json
+    import mdl
+    ir = mdl.compile_text("/xavier,zero/ (x, 2) (h, 3, <tanh>) (y, 1, <linear>, <mse>)")
+    doc = dict(ir.doc, version=1)
+    h = nm.compile_ir(json.dumps(doc), 2, 0.1)
+    nm.release(h)
+    st = mdl.compile_text("/xavier,zero/ (x, 64) (g, attn2d, 4x4, dim 4, mlp 1.5) "
+                          "(y, 1, <linear>, <mse>)").node("g")["struct"]
+    assert st == {"kind": "attn2d", "shape": [4, 4], "in_width": 64, "options": {
+        "dim": 4, "heads": 1, "window": 1, "depth": 1, "iterations": 1, "mlp": 1.5, "rope": 1,
+        "proj": 1, "mask": "none", "hidden": 6}}
