@@ -177,6 +177,26 @@ PYBIND11_MODULE(_core, m) {
                      inverse);
     return out;
   });
+  m.def("energy", [](int h, const std::string& block, const py::array& x) {
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
+    int steps = 0;
+    std::vector<double> e;
+    if (f64(mm)) {
+      Arr<double> xa(x);
+      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+      py::gil_scoped_release nogil;
+      e = mm.energy_trajectory(block, xa.data(), int(n), &steps);
+    } else {
+      Arr<float> xa(x);
+      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+      py::gil_scoped_release nogil;
+      e = mm.energy_trajectory(block, xa.data(), int(n), &steps);
+    }
+    py::array_t<double> out({ssize_t(e.size() / (steps + 1)), ssize_t(steps + 1)});
+    std::copy(e.begin(), e.end(), out.mutable_data());
+    return out;
+  });
   m.def("release", &nm::registry_release);
   m.def("live_models", &nm::registry_size);
   m.def("info", [](int h) {

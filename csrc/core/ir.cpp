@@ -49,7 +49,7 @@ NodeKind kind_of(const std::string& s) {
   static const std::map<std::string, NodeKind> kinds = {
       {"input", NodeKind::Input}, {"layer", NodeKind::Layer}, {"output", NodeKind::Output},
       {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap},
-      {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}};
+      {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}, {"energy", NodeKind::Energy}};
   auto it = kinds.find(s);
   if (it == kinds.end()) throw IRError("IR: unknown node kind '" + s + "'");
   return it->second;
@@ -68,6 +68,63 @@ StructSpec struct_of(const json& j, const std::string& where) {
   for (int d : st.shape)
     if (d <= 0) throw IRError("IR: bad shape at '" + where + "'");
   return st;
+}
+
+LagSpec lag_of(const json& j, const std::string& where) {
+  LagSpec l;
+  l.name = need(j, "name", where).get<std::string>();
+  auto p = params_of(j, where);
+  l.p = p.empty() ? 0.0 : p[0];
+  return l;
+}
+
+EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
+  EnergySpec e;
+  const json& o = need(j, "options", where);
+  e.steps = need(o, "steps", where).get<int>();
+  e.dt = need(o, "dt", where).get<double>();
+  e.clamp = need(o, "clamp", where).get<int>() != 0;
+  e.normal_init = need(o, "init", where).get<std::string>() == "normal";
+  const std::string out = need(o, "out", where).get<std::string>();
+  for (const auto& jl : need(j, "layers", where)) {
+    EnergyLayer l;
+    l.name = need(jl, "name", where).get<std::string>();
+    for (const auto& d : need(jl, "shape", l.name)) l.shape.push_back(d.get<int>());
+    l.size = need(jl, "size", l.name).get<int>();
+    l.tau = need(jl, "tau", l.name).get<double>();
+    l.bias = need(jl, "bias", l.name).get<int>() != 0;
+    l.lag = lag_of(need(jl, "lagrangian", l.name), l.name);
+    int prod = 1;
+    for (int d : l.shape) prod *= d;
+    if (l.shape.empty() || prod != l.size || l.size <= 0 || !(l.tau > 0))
+      throw IRError("IR: bad neuron layer '" + l.name + "' in '" + where + "'");
+    if (l.name == out) e.out = int(e.layers.size());
+    e.layers.push_back(l);
+  }
+  for (const auto& js : need(j, "synapses", where)) {
+    EnergySynapse s;
+    s.name = need(js, "name", where).get<std::string>();
+    s.kind = need(js, "kind", s.name).get<std::string>();
+    for (const auto& r : need(js, "refs", s.name)) {
+      int idx = r.get<int>();
+      if (idx < 0 || idx >= int(e.layers.size()))
+        throw IRError("IR: synapse '" + s.name + "' refers to no layer of '" + where + "'");
+      s.refs.push_back(idx);
+    }
+    for (auto it = need(js, "options", s.name).begin(); it != js["options"].end(); ++it) {
+      if (it->is_number()) s.num[it.key()] = it->get<double>();
+      else s.name_opts[it.key()] = it->get<std::string>();
+    }
+    if (js.contains("hidden")) {
+      s.has_hidden = true;
+      s.hidden = lag_of(js["hidden"], s.name);
+    }
+    e.synapses.push_back(s);
+  }
+  if (e.layers.empty() || e.steps < 1 || !(e.dt > 0)) throw IRError("IR: bad energy block '" + where + "'");
+  *in_width = need(j, "in_width", where).get<int>();
+  if (*in_width != e.layers[0].size) throw IRError("IR: bad energy block input width at '" + where + "'");
+  return e;
 }
 
 void check_graph(const IrModel& m) {
@@ -156,7 +213,10 @@ IrModel load_ir(const std::string& text) {
         auto p = params_of(jn["loss"], nd.name);
         nd.loss_param = p.empty() ? 0.0 : p[0];
       }
-      if (nd.is_struct()) nd.st = struct_of(need(jn, "struct", nd.name), nd.name);
+      if (nd.kind == NodeKind::Energy)
+        nd.en = energy_of(need(jn, "energy", nd.name), nd.name, &nd.st.in_width);
+      else if (nd.is_struct())
+        nd.st = struct_of(need(jn, "struct", nd.name), nd.name);
       if (nd.kind == NodeKind::Merge)
         nd.op = lookup<MergeOp>(kMergeNames, need(jn, "op", nd.name), "merge op");
       if (!index.emplace(nd.name, int(m.nodes.size())).second)

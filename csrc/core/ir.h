@@ -7,7 +7,7 @@
 
 namespace nm {
 
-enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column };
+enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column, Energy };
 
 // One op list; tables indexed by these enums static_assert their size against kCount.
 enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
@@ -35,6 +35,36 @@ struct StructSpec {
   const std::string& str(const std::string& key) const;
 };
 
+// An energy block (IR v2 "energy"): neuron layers and the synapses that join them.
+struct LagSpec {
+  std::string name;  // linear, relu, repu, exp, rexp, tanh, sigmoid, softmax, layernorm, ...
+  double p = 0;      // its parameter (beta, n, gamma, slope, alpha), when it has one
+};
+struct EnergyLayer {
+  std::string name;
+  std::vector<int> shape;
+  int size = 0;
+  double tau = 1;
+  bool bias = false;
+  LagSpec lag;
+};
+struct EnergySynapse {
+  std::string name, kind;  // dense, bias, hidden, tensor, attention, mixer, conv
+  std::vector<int> refs;   // indices into EnergySpec::layers
+  std::map<std::string, double> num;
+  std::map<std::string, std::string> name_opts;
+  bool has_hidden = false;
+  LagSpec hidden;
+};
+struct EnergySpec {
+  int steps = 4;
+  double dt = 0.4;
+  bool clamp = true, normal_init = false;
+  int out = 0;  // index of the output layer
+  std::vector<EnergyLayer> layers;
+  std::vector<EnergySynapse> synapses;
+};
+
 struct IrNode {
   std::string name;
   NodeKind kind = NodeKind::Layer;
@@ -45,9 +75,11 @@ struct IrNode {
   Loss loss = Loss::Mse;
   double loss_param = 0.0;
   MergeOp op = MergeOp::Additive;
-  StructSpec st;  // Attn2d / Column only
-  bool is_struct() const { return kind == NodeKind::Attn2d || kind == NodeKind::Column; }
-  int in_width(int producer_width) const { return is_struct() ? st.in_width : producer_width; }
+  StructSpec st;  // Attn2d / Column only (Energy: in_width)
+  EnergySpec en;  // Energy only
+  bool is_struct() const {
+    return kind == NodeKind::Attn2d || kind == NodeKind::Column || kind == NodeKind::Energy;
+  }
 };
 
 struct IrModel {

@@ -109,6 +109,34 @@ class Model final : public ModelBase {
     return names;
   }
 
+  std::vector<double> energy_trajectory(const std::string& block, const void* x, int n,
+                                        int* steps) override {
+    need_built();
+    int idx = -1;
+    for (size_t i = 0; i < ir_.nodes.size(); ++i)
+      if (ir_.nodes[i].name == block && ir_.nodes[i].kind == NodeKind::Energy) idx = int(i);
+    if (idx < 0) throw ShapeError("the model has no energy block named '" + block + "'");
+    std::vector<double> sink, out;
+    std::vector<T> carry = carry_;  // the model is not changed: recurrent state restored after
+    try {
+      for (int k = 0; k < n; ++k) {
+        energy_record(structs_[idx].get(), &sink, steps);
+        sink.assign(size_t(B_) * (*steps + 1), 0.0);
+        load_input(batch_ptr(x, k, in_w()));
+        forward_all();
+        out.insert(out.end(), sink.begin(), sink.end());
+        commit_carry();
+      }
+    } catch (...) {
+      energy_record<T>(structs_[idx].get(), nullptr, nullptr);
+      carry_ = carry;
+      throw;
+    }
+    energy_record<T>(structs_[idx].get(), nullptr, nullptr);
+    carry_ = carry;
+    return out;
+  }
+
   int train(const void* x, const void* e, int n, double* losses, const std::atomic<bool>* stop,
             double* parts) override {
     need_built();
@@ -227,7 +255,9 @@ class Model final : public ModelBase {
     for (int idx = 0; idx < n; ++idx) {  // parameters in source order
       const IrNode& nd = ir_.nodes[idx];
       if (nd.is_struct()) {
-        structs_[idx] = nd.kind == NodeKind::Attn2d ? make_attn2d<T>(nd) : make_column<T>(nd);
+        structs_[idx] = nd.kind == NodeKind::Attn2d ? make_attn2d<T>(nd)
+                      : nd.kind == NodeKind::Column ? make_column<T>(nd)
+                                                    : make_energy<T>(nd);
         structs_[idx]->declare([this](const std::string& name, std::vector<int64_t> shape) {
           return add_param(name, std::move(shape));
         });
@@ -395,7 +425,8 @@ class Model final : public ModelBase {
         break;
       }
       case NodeKind::Attn2d:
-      case NodeKind::Column: {
+      case NodeKind::Column:
+      case NodeKind::Energy: {
         double* aux = nullptr;
         for (size_t a = 0; a < aux_nodes_.size(); ++a)
           if (aux_nodes_[a] == idx) aux = &aux_[a * B_ + row];
@@ -437,7 +468,8 @@ class Model final : public ModelBase {
         break;
       }
       case NodeKind::Attn2d:
-      case NodeKind::Column: {
+      case NodeKind::Column:
+      case NodeKind::Energy: {
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         structs_[idx]->backward(params_.data(), grads_.data(), val(src, row), vgrad(idx, row), du,

@@ -43,5 +43,11 @@ std::unique_ptr<StructNode<T>> make_attn2d(const IrNode& nd);
 std::vector<double> column_distances(const StructSpec& st);
 template <class T>
 std::unique_ptr<StructNode<T>> make_column(const IrNode& nd);
+template <class T>
+std::unique_ptr<StructNode<T>> make_energy(const IrNode& nd);
+// While sink is set, an energy block's forwards write each sample's energies E^0..E^T into it
+// (sample-major, steps+1 per sample); null stops. Throws StateError for other nodes.
+template <class T>
+void energy_record(StructNode<T>* node, std::vector<double>* sink, int* steps);
 
 }  // namespace nm

@@ -12,6 +12,7 @@ call leaves every model as it was.
 from __future__ import annotations
 
 import math
+import json
 import os
 import sys
 from typing import Optional
@@ -28,7 +29,7 @@ from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileErro
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
-           "history", "Model",
+           "history", "energy", "Model",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
@@ -292,6 +293,26 @@ def history(h: int, parts: bool = False):
     for i, name in enumerate(names):
         out[name] = table[:, i].copy()
     return out
+
+
+def energy(h: int, inputs, block: Optional[str] = None) -> np.ndarray:
+    """The energy of an energy block along its descent, for each input sample.
+
+    Returns an array (N, steps + 1): row i holds E^0 .. E^T of sample i (total energy: layer
+    energies plus synapse energies, extensions-math.md 1a). `block` names the block (default:
+    the model's first). Parameters and recurrent state are left as they were.
+    """
+    h, meta = _model(h)
+    blocks = [n["name"] for n in json.loads(_core.ir_json(h))["nodes"] if n["kind"] == "energy"]
+    if not blocks:
+        raise ShapeError("the model has no energy block")
+    if block is None:
+        block = blocks[0]
+    elif block not in blocks:
+        raise ShapeError(f"no energy block named {block!r}; the model has: {', '.join(blocks)}")
+    dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    x, _ = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
+    return _core.energy(h, block, x)
 
 
 def evaluate(h: int, inputs, expected) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from .ir import IR
 
 _SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "circle",
-           "split": "triangle", "tap": "cds", "attn2d": "box3d", "column": "box3d"}
+           "split": "triangle", "tap": "cds", "attn2d": "box3d", "column": "box3d",
+           "energy": "doubleoctagon"}
 
 
 def _label(n: dict) -> str:
@@ -15,6 +16,10 @@ def _label(n: dict) -> str:
         st = n["struct"]
         shape = "x".join(map(str, st["shape"]))
         return f"{n['name']}\\n{st['kind']} {shape}\\ndim {st['options']['dim']}"
+    if "energy" in n:
+        en = n["energy"]
+        return (f"{n['name']}\\nenergy, {len(en['layers'])} layers, {len(en['synapses'])} "
+                f"synapses\\n{en['options']['steps']} steps")
     if n["kind"] == "merge":
         return f"{n['name']}\\n{n['op']}"
     if n["kind"] == "tap":

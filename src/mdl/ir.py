@@ -74,6 +74,8 @@ def _node_json(n: passes.GNode) -> dict:
         d["loss"] = _fn(n.loss)
     if n.struct is not None:
         d["struct"] = n.struct.to_json()
+    if n.energy is not None:
+        d["energy"] = n.energy.to_json()
     if n.alias:
         d["alias"] = n.alias
     if n.owner is not None:

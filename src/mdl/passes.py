@@ -22,6 +22,7 @@ from . import ast
 from .diagnostics import Reporter, Span, did_you_mean
 from .functions import (ACTIVATIONS, BIAS_INITS, LOSSES, MERGE_OPS, WEIGHT_INITS, FnSpec,
                         slot_of)
+from .energy import EnergyInfo, check_energy
 from .structs import MLP_ACTIVATIONS, STRUCT_KINDS, StructInfo, check_struct, describe
 
 _WIDTH_RE = re.compile(r"[1-9][0-9]*")
@@ -61,6 +62,7 @@ class GNode:
     consumers: list["GNode"] = field(default_factory=list)
     delayed: bool = False  # merge only: its target is read from the previous sample
     struct: Optional[StructInfo] = None  # structured kinds: shape, options, widths
+    energy: Optional[EnergyInfo] = None  # energy blocks: members, options, widths
 
     @property
     def on_main_chain(self) -> bool:
@@ -104,6 +106,9 @@ def resolve(model: ast.Model, rep: Reporter) -> Graph:
             g.nodes.append(gn)
             define(gn.name, gn.span)
             g.by_name.setdefault(gn.name, gn)
+            if isinstance(node, ast.Energy):
+                for member in node.members:
+                    define(member.name, member.name_span)
             if isinstance(node, ast.Tap):
                 define(node.alias, node.alias_span)
                 g.by_name.setdefault(node.alias, gn)
@@ -131,9 +136,13 @@ def _make_node(node, rep: Reporter) -> GNode:
     if isinstance(node, ast.Tap):
         return GNode(node.name, "tap", node.name_span, node)
     if isinstance(node, ast.Energy):
-        rep.error("`energy` blocks are not supported by this version of the compiler",
-                  node.name_span, "this release compiles the original MDL node kinds")
-        return GNode(node.name, "unknown", node.name_span, node)
+        gn = GNode(node.name, "energy", node.name_span, node)
+        gn.energy = check_energy(node, rep)
+        if gn.energy is None:
+            gn.kind = "unknown"
+        else:
+            gn.width = gn.energy.out_width
+        return gn
     return GNode(node.name, "paren", node.name_span, node)  # classified by `structure`
 
 
@@ -406,6 +415,13 @@ def widths(g: Graph, rep: Reporter) -> None:
         if gn.kind in ("merge", "split", "tap") and gn.pred is not None:
             gn.width = gn.pred.width
     for gn in g.nodes:
+        if gn.energy is not None and gn.pred is not None and gn.pred.width is not None \
+                and gn.pred.width != gn.energy.in_width:
+            src = _producer(gn.pred).name
+            first = gn.energy.layers[0]["name"]
+            rep.error(f"the energy block `{gn.name}` takes width {gn.energy.in_width} (its first "
+                      f"neuron layer `{first}`), but `{src}` gives width {gn.pred.width}",
+                      gn.span, f"make `{src}` {gn.energy.in_width} wide, or resize `{first}`")
         if gn.struct is None or gn.pred is None or gn.pred.width is None:
             continue
         if gn.pred.width != gn.struct.in_width:
@@ -536,7 +552,7 @@ def _has_trainable_ancestor(gn: GNode) -> bool:
         if n is None or id(n) in seen:
             continue
         seen.add(id(n))
-        if n.kind in ("layer", "output") + STRUCT_KINDS:
+        if n.kind in ("layer", "output", "energy") + STRUCT_KINDS:
             return True
         todo.append(n.pred)
         if n.target is not None:

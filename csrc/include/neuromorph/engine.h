@@ -44,6 +44,10 @@ class ModelBase {
   // Names of the parts the training loss sums: "output" (the output's loss), then one per
   // auxiliary loss a node adds ("<node>.wiring").
   virtual std::vector<std::string> loss_parts() const = 0;
+  // The energy of an energy block along its descent: for each sample of x (n batches), the
+  // block's total energy E^0..E^T (n x B x (T+1) values); the model is not changed.
+  virtual std::vector<double> energy_trajectory(const std::string& block, const void* x, int n,
+                                                int* steps) = 0;
   virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
   virtual void predict(const void* x, int n_batches, void* y) = 0;
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.

@@ -1,0 +1,987 @@
+// The energy block (HAMUX, extensions-math.md 1): neuron layers with convex Lagrangians joined
+// by synapses; the state descends the energy by `steps` explicit Euler steps, and training runs
+// reverse mode through the unrolled steps. Every synapse writes its currents I = ∂F/∂g in closed
+// form and their vector-Jacobian product (a Hessian-vector product of the synapse energy, so no
+// double backprop). Decisions and parameter names: docs/energy.md.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../core/struct_node.h"
+#include "gemm.h"
+#include "lagrangian.h"
+#include "neuromorph/errors.h"
+
+namespace nm {
+namespace {
+
+using energy::Lagrangian;
+template <class T> using Ptrs = std::vector<T*>;
+template <class T> using CPtrs = std::vector<const T*>;
+
+template <class T>
+void mm(bool ta, bool tb, int m, int n, int k, const T* A, int lda, const T* B, int ldb, T* C,
+        int ldc, T beta = T(1)) {
+  cpu::gemm<T>(ta, tb, m, n, k, T(1), A, lda, B, ldb, beta, C, ldc);
+}
+
+// A synapse: currents into its layers, their vector-Jacobian product, and its energy.
+// g[j], I[j], Ibar[j], gbar[j]: (rows, size of ref j); currents and gradients accumulate.
+template <class T>
+struct Synapse {
+  std::string name;
+  std::vector<int> sizes;  // per ref
+  virtual ~Synapse() = default;
+  virtual void declare(const typename StructNode<T>::AddParam& add) = 0;
+  virtual void init(Rng& rng, T* P) const = 0;
+  virtual void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) = 0;
+  virtual void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ibar, const Ptrs<T>& gbar,
+                   int rows) = 0;
+  virtual void energy(const T* P, const CPtrs<T>& g, double* E, int rows) = 0;  // E[b] += E_s
+};
+
+template <class T>
+void normal_fill(Rng& rng, T* p, size_t n, double std) {
+  for (size_t i = 0; i < n; ++i) p[i] = T(rng.normal(0.0, std));
+}
+
+// ------------------------------------------------------------------ multilinear contractions
+// W has dims n_0 x ... x n_{k-1}; v[j] is a vector of n_j. Per sample, no batching.
+template <class T>
+struct Multilinear {
+  std::vector<int> dims;
+  size_t total() const {
+    size_t t = 1;
+    for (int d : dims) t *= size_t(d);
+    return t;
+  }
+  // out += W contracted with every v[l], l != j (out has n_j entries)
+  void contract(const T* W, const CPtrs<T>& v, int j, T* out) const {
+    const int k = int(dims.size());
+    std::vector<int> idx(k, 0);
+    for (size_t f = 0, n = total(); f < n; ++f) {
+      T prod = W[f];
+      for (int l = 0; l < k && prod != T(0); ++l)
+        if (l != j) prod *= v[l][idx[l]];
+      out[idx[j]] += prod;
+      next(idx);
+    }
+  }
+  // value of the full contraction
+  double full(const T* W, const CPtrs<T>& v) const {
+    const int k = int(dims.size());
+    std::vector<int> idx(k, 0);
+    double s = 0;
+    for (size_t f = 0, n = total(); f < n; ++f) {
+      double prod = W[f];
+      for (int l = 0; l < k; ++l) prod *= v[l][idx[l]];
+      s += prod;
+      next(idx);
+    }
+    return s;
+  }
+  // For out_j = contract(W, v, j) with upstream c[j] (null: none): W̄ += Σ_j c_j ⊗ Π_{l≠j} v_l,
+  // vbar[i] += Σ_{j≠i} W contracted with c_j in slot j and v elsewhere (slot i left open).
+  void vjp(const T* W, const CPtrs<T>& v, const CPtrs<T>& c, T* Wbar, const Ptrs<T>& vbar) const {
+    const int k = int(dims.size());
+    std::vector<int> idx(k, 0);
+    for (size_t f = 0, n = total(); f < n; ++f) {
+      for (int j = 0; j < k; ++j) {
+        if (!c[j]) continue;
+        const T cj = c[j][idx[j]];
+        if (cj == T(0)) continue;
+        T others = cj;
+        for (int l = 0; l < k; ++l)
+          if (l != j) others *= v[l][idx[l]];
+        if (Wbar) Wbar[f] += others;
+        for (int i = 0; i < k; ++i) {
+          if (i == j || !vbar[i]) continue;
+          T pr = W[f] * cj;
+          for (int l = 0; l < k; ++l)
+            if (l != j && l != i) pr *= v[l][idx[l]];
+          vbar[i][idx[i]] += pr;
+        }
+      }
+      next(idx);
+    }
+  }
+
+ private:
+  void next(std::vector<int>& idx) const {
+    for (int l = int(dims.size()) - 1; l >= 0; --l) {
+      if (++idx[l] < dims[l]) return;
+      idx[l] = 0;
+    }
+  }
+};
+
+// ------------------------------------------------------------------ dense (N-ary), bias
+template <class T>
+struct Dense final : Synapse<T> {
+  bool has_bias = false;
+  size_t W = 0, b = 0;
+  Multilinear<T> ml;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    std::vector<int64_t> shape(this->sizes.begin(), this->sizes.end());
+    ml.dims = this->sizes;
+    W = add(this->name + ".weight", shape);
+    if (has_bias) b = add(this->name + ".bias", {shape.back()});
+  }
+  void init(Rng& rng, T* P) const override {
+    normal_fill(rng, P + W, ml.total(), 0.02);
+    if (has_bias) normal_fill(rng, P + b, size_t(this->sizes.back()), 0.02);
+  }
+  int k() const { return int(this->sizes.size()); }
+  void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
+    const int n0 = this->sizes[0], nl = this->sizes.back();
+    if (k() == 2) {  // batched: I0 += g1 Wᵀ, I1 += g0 W
+      mm<T>(false, true, rows, n0, nl, g[1], nl, P + W, nl, I[0], n0);
+      mm<T>(false, false, rows, nl, n0, g[0], n0, P + W, nl, I[1], nl);
+    } else {
+      for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < k(); ++j) ml.contract(P + W, row(g, r), j, I[j] + size_t(r) * this->sizes[j]);
+    }
+    if (has_bias)
+      for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < nl; ++i) I.back()[size_t(r) * nl + i] += P[b + i];
+  }
+  void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
+           int rows) override {
+    const int n0 = this->sizes[0], nl = this->sizes.back();
+    if (k() == 2) {
+      mm<T>(false, false, rows, nl, n0, Ib[0], n0, P + W, nl, gb[1], nl);   // ḡ1 += Ī0 W
+      mm<T>(true, false, n0, nl, rows, Ib[0], n0, g[1], nl, G + W, nl);     // W̄ += Ī0ᵀ g1
+      mm<T>(false, true, rows, n0, nl, Ib[1], nl, P + W, nl, gb[0], n0);    // ḡ0 += Ī1 Wᵀ
+      mm<T>(true, false, n0, nl, rows, g[0], n0, Ib[1], nl, G + W, nl);     // W̄ += g0ᵀ Ī1
+    } else {
+      for (int r = 0; r < rows; ++r) ml.vjp(P + W, row(g, r), row(Ib, r), G + W, row(gb, r));
+    }
+    if (has_bias)
+      for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < nl; ++i) G[b + i] += Ib.back()[size_t(r) * nl + i];
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    const int nl = this->sizes.back();
+    for (int r = 0; r < rows; ++r) {
+      double F = ml.full(P + W, row(g, r));
+      if (has_bias)
+        for (int i = 0; i < nl; ++i) F += double(P[b + i]) * g.back()[size_t(r) * nl + i];
+      E[r] -= F;
+    }
+  }
+  template <class V>
+  std::vector<V*> row(const std::vector<V*>& v, int r) const {
+    std::vector<V*> out(v.size());
+    for (size_t j = 0; j < v.size(); ++j) out[j] = v[j] ? v[j] + size_t(r) * this->sizes[j] : nullptr;
+    return out;
+  }
+};
+
+template <class T>
+struct BiasSyn final : Synapse<T> {
+  size_t b = 0;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    b = add(this->name + ".bias", {this->sizes[0]});
+  }
+  void init(Rng& rng, T* P) const override { normal_fill(rng, P + b, size_t(this->sizes[0]), 0.02); }
+  void current(const T* P, const CPtrs<T>&, const Ptrs<T>& I, int rows) override {
+    const int n = this->sizes[0];
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < n; ++i) I[0][size_t(r) * n + i] += P[b + i];
+  }
+  void vjp(const T*, T* G, const CPtrs<T>&, const CPtrs<T>& Ib, const Ptrs<T>&, int rows) override {
+    const int n = this->sizes[0];
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < n; ++i) G[b + i] += Ib[0][size_t(r) * n + i];
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    const int n = this->sizes[0];
+    for (int r = 0; r < rows; ++r)
+      for (int i = 0; i < n; ++i) E[r] -= double(P[b + i]) * g[0][size_t(r) * n + i];
+  }
+};
+
+// ------------------------------------------------------------------ hidden (integrated-out layer)
+// h = Σ_j g_j Ŵ_j (rows x M), s = ∇L_h(h), I_j = s Ŵ_jᵀ, E = −L_h(h); Ŵ = W or column-normalised W.
+template <class T>
+struct Hidden final : Synapse<T> {
+  int M = 0;
+  bool norm = false;
+  Lagrangian lag;
+  std::vector<size_t> W;
+  std::vector<std::vector<T>> What;  // the normalised weights of this step (norm 1)
+  std::vector<T> h, s, hb, sb;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    for (size_t j = 0; j < this->sizes.size(); ++j)
+      W.push_back(add(this->name + ".weight" + std::to_string(j), {this->sizes[j], M}));
+    What.resize(this->sizes.size());
+  }
+  void init(Rng& rng, T* P) const override {
+    for (size_t j = 0; j < W.size(); ++j) normal_fill(rng, P + W[j], size_t(this->sizes[j]) * M, 0.02);
+  }
+  const T* w(const T* P, size_t j) {
+    if (!norm) return P + W[j];
+    const int n = this->sizes[j];
+    What[j].assign(size_t(n) * M, T(0));
+    for (int m = 0; m < M; ++m) {
+      double ss = 0;
+      for (int i = 0; i < n; ++i) ss += double(P[W[j] + size_t(i) * M + m]) * P[W[j] + size_t(i) * M + m];
+      const double inv = ss > 0 ? 1 / std::sqrt(ss) : 0.0;
+      for (int i = 0; i < n; ++i) What[j][size_t(i) * M + m] = T(P[W[j] + size_t(i) * M + m] * inv);
+    }
+    return What[j].data();
+  }
+  void hidden(const T* P, const CPtrs<T>& g, int rows) {
+    h.assign(size_t(rows) * M, T(0));
+    for (size_t j = 0; j < W.size(); ++j)
+      mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, h.data(), M);
+    s.assign(h.size(), T(0));
+    lag.grad(h.data(), s.data(), h.size());
+  }
+  void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
+    hidden(P, g, rows);
+    for (size_t j = 0; j < W.size(); ++j)
+      mm<T>(false, true, rows, this->sizes[j], M, s.data(), M, w(P, j), M, I[j], this->sizes[j]);
+  }
+  void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
+           int rows) override {
+    hidden(P, g, rows);
+    sb.assign(h.size(), T(0));
+    hb.assign(h.size(), T(0));
+    std::vector<std::vector<T>> Wb(W.size());
+    for (size_t j = 0; j < W.size(); ++j) {
+      const int n = this->sizes[j];
+      Wb[j].assign(size_t(n) * M, T(0));
+      mm<T>(true, false, n, M, rows, Ib[j], n, s.data(), M, Wb[j].data(), M);     // Ŵ̄ += Īᵀ s
+      mm<T>(false, false, rows, M, n, Ib[j], n, w(P, j), M, sb.data(), M);        // s̄ += Ī Ŵ
+    }
+    lag.jvp(h.data(), s.data(), sb.data(), hb.data(), h.size());                   // h̄ = J s̄
+    for (size_t j = 0; j < W.size(); ++j) {
+      const int n = this->sizes[j];
+      mm<T>(true, false, n, M, rows, g[j], n, hb.data(), M, Wb[j].data(), M);     // Ŵ̄ += gᵀ h̄
+      mm<T>(false, true, rows, n, M, hb.data(), M, w(P, j), M, gb[j], n);         // ḡ += h̄ Ŵᵀ
+      unnormalise(P, j, Wb[j], G + W[j]);
+    }
+  }
+  void unnormalise(const T* P, size_t j, const std::vector<T>& Wb, T* G) {
+    const int n = this->sizes[j];
+    if (!norm) {
+      for (size_t i = 0; i < Wb.size(); ++i) G[i] += Wb[i];
+      return;
+    }
+    const T* Wh = w(P, j);
+    for (int m = 0; m < M; ++m) {
+      double ss = 0, dot = 0;
+      for (int i = 0; i < n; ++i) {
+        const double v = P[W[j] + size_t(i) * M + m];
+        ss += v * v;
+        dot += double(Wh[size_t(i) * M + m]) * Wb[size_t(i) * M + m];
+      }
+      if (ss <= 0) continue;
+      const double inv = 1 / std::sqrt(ss);
+      for (int i = 0; i < n; ++i)
+        G[size_t(i) * M + m] += T(inv * (Wb[size_t(i) * M + m] - Wh[size_t(i) * M + m] * dot));
+    }
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    hidden(P, g, rows);
+    for (int r = 0; r < rows; ++r) E[r] -= lag.value(h.data() + size_t(r) * M, size_t(M));
+  }
+};
+
+// ------------------------------------------------------------------ tensor
+// h_{y,m} = W_{y,m} contracted with g_1..g_k; E = −Σ_y L_h(h_y); I_j = W contracted with s, g≠j.
+// Implemented as a multilinear map whose slot 0 is the (Y·M) hidden vector.
+template <class T>
+struct Tensor final : Synapse<T> {
+  int M = 0, Y = 1;
+  Lagrangian lag;
+  size_t W = 0;
+  Multilinear<T> ml;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    std::vector<int64_t> shape{Y, M};
+    ml.dims = {Y * M};
+    for (int n : this->sizes) shape.push_back(n), ml.dims.push_back(n);
+    W = add(this->name + ".weight", shape);
+  }
+  void init(Rng& rng, T* P) const override { normal_fill(rng, P + W, ml.total(), 0.02); }
+  CPtrs<T> slots(const T* s, const CPtrs<T>& g, int r) const {
+    CPtrs<T> v{s};
+    for (size_t j = 0; j < g.size(); ++j) v.push_back(g[j] + size_t(r) * this->sizes[j]);
+    return v;
+  }
+  void hidden(const T* P, const CPtrs<T>& v, std::vector<T>& h, std::vector<T>& s) const {
+    h.assign(size_t(Y) * M, T(0));
+    ml.contract(P + W, v, 0, h.data());
+    s.assign(h.size(), T(0));
+    lag.grad(h.data(), s.data(), h.size());
+  }
+  void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
+    std::vector<T> h, s;
+    for (int r = 0; r < rows; ++r) {
+      CPtrs<T> v = slots(nullptr, g, r);
+      hidden(P, v, h, s);
+      v[0] = s.data();
+      for (size_t j = 0; j < g.size(); ++j)
+        ml.contract(P + W, v, int(j) + 1, I[j] + size_t(r) * this->sizes[j]);
+    }
+  }
+  void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
+           int rows) override {
+    std::vector<T> h, s, sb, hb;
+    for (int r = 0; r < rows; ++r) {
+      CPtrs<T> v = slots(nullptr, g, r);
+      hidden(P, v, h, s);
+      v[0] = s.data();
+      sb.assign(h.size(), T(0));
+      CPtrs<T> c{nullptr};
+      Ptrs<T> vb{sb.data()};
+      for (size_t j = 0; j < g.size(); ++j) {
+        c.push_back(Ib[j] + size_t(r) * this->sizes[j]);
+        vb.push_back(gb[j] + size_t(r) * this->sizes[j]);
+      }
+      ml.vjp(P + W, v, c, G + W, vb);  // through I_j = contract(W, s, g≠j)
+      hb.assign(h.size(), T(0));
+      lag.jvp(h.data(), s.data(), sb.data(), hb.data(), h.size());
+      CPtrs<T> c0(c.size(), nullptr);
+      c0[0] = hb.data();
+      vb[0] = nullptr;
+      ml.vjp(P + W, v, c0, G + W, vb);  // through h = contract(W, g)
+    }
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    std::vector<T> h, s;
+    for (int r = 0; r < rows; ++r) {
+      hidden(P, slots(nullptr, g, r), h, s);
+      E[r] -= lag.value(h.data(), h.size());
+    }
+  }
+};
+
+// ------------------------------------------------------------------ attention
+// Q = g_q W_Q, K = g_k W_K (tokens x H·Z); S_h = Q_h K_hᵀ; E = −Σ_{h,q} L_h(S_hq,:);
+// A = ∇L_h(S); I_q = Σ_h A_h K_h W_Q,hᵀ, I_k = Σ_h A_hᵀ Q_h W_K,hᵀ.
+template <class T>
+struct Attention final : Synapse<T> {
+  int H = 1, Z = 64, Nq = 1, Dq = 1, Nk = 1, Dk = 1;
+  Lagrangian lag;  // row = Nk
+  size_t WQ = 0, WK = 0;
+  std::vector<T> Q, K, S, A, C, Qb, Kb, Sb, Ab, Cb;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    WQ = add(this->name + ".query", {Dq, H, Z});
+    WK = add(this->name + ".key", {Dk, H, Z});
+  }
+  void init(Rng& rng, T* P) const override {
+    normal_fill(rng, P + WQ, size_t(Dq) * H * Z, 0.02);
+    normal_fill(rng, P + WK, size_t(Dk) * H * Z, 0.02);
+  }
+  // per sample: Q, K, S (H x Nq x Nk), A
+  void scores(const T* P, const T* gq, const T* gk) {
+    const int HZ = H * Z;
+    Q.assign(size_t(Nq) * HZ, T(0));
+    K.assign(size_t(Nk) * HZ, T(0));
+    mm<T>(false, false, Nq, HZ, Dq, gq, Dq, P + WQ, HZ, Q.data(), HZ);
+    mm<T>(false, false, Nk, HZ, Dk, gk, Dk, P + WK, HZ, K.data(), HZ);
+    S.assign(size_t(H) * Nq * Nk, T(0));
+    for (int h = 0; h < H; ++h)
+      mm<T>(false, true, Nq, Nk, Z, Q.data() + h * Z, HZ, K.data() + h * Z, HZ,
+            S.data() + size_t(h) * Nq * Nk, Nk);
+    A.assign(S.size(), T(0));
+    lag.grad(S.data(), A.data(), S.size());
+  }
+  void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
+    const int HZ = H * Z;
+    for (int r = 0; r < rows; ++r) {
+      const T* gq = g[0] + size_t(r) * Nq * Dq;
+      const T* gk = g[1] + size_t(r) * Nk * Dk;
+      scores(P, gq, gk);
+      for (int h = 0; h < H; ++h) {
+        const T* Ah = A.data() + size_t(h) * Nq * Nk;
+        C.assign(size_t(Nq) * Z, T(0));  // A_h K_h
+        mm<T>(false, false, Nq, Z, Nk, Ah, Nk, K.data() + h * Z, HZ, C.data(), Z);
+        mm<T>(false, true, Nq, Dq, Z, C.data(), Z, P + WQ + h * Z, HZ, I[0] + size_t(r) * Nq * Dq, Dq);
+        C.assign(size_t(Nk) * Z, T(0));  // A_hᵀ Q_h
+        mm<T>(true, false, Nk, Z, Nq, Ah, Nk, Q.data() + h * Z, HZ, C.data(), Z);
+        mm<T>(false, true, Nk, Dk, Z, C.data(), Z, P + WK + h * Z, HZ, I[1] + size_t(r) * Nk * Dk, Dk);
+      }
+    }
+  }
+  void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
+           int rows) override {
+    const int HZ = H * Z;
+    for (int r = 0; r < rows; ++r) {
+      const T* gq = g[0] + size_t(r) * Nq * Dq;
+      const T* gk = g[1] + size_t(r) * Nk * Dk;
+      const T* Iq = Ib[0] + size_t(r) * Nq * Dq;
+      const T* Ik = Ib[1] + size_t(r) * Nk * Dk;
+      scores(P, gq, gk);
+      Qb.assign(Q.size(), T(0));
+      Kb.assign(K.size(), T(0));
+      Ab.assign(A.size(), T(0));
+      for (int h = 0; h < H; ++h) {
+        const T* Ah = A.data() + size_t(h) * Nq * Nk;
+        T* Abh = Ab.data() + size_t(h) * Nq * Nk;
+        // I_q = C_q W_Q,hᵀ with C_q = A_h K_h
+        C.assign(size_t(Nq) * Z, T(0));
+        mm<T>(false, false, Nq, Z, Nk, Ah, Nk, K.data() + h * Z, HZ, C.data(), Z);
+        mm<T>(true, false, Dq, Z, Nq, Iq, Dq, C.data(), Z, G + WQ + h * Z, HZ);   // W̄_Q,h += Iqᵀ C
+        Cb.assign(size_t(Nq) * Z, T(0));
+        mm<T>(false, false, Nq, Z, Dq, Iq, Dq, P + WQ + h * Z, HZ, Cb.data(), Z);  // C̄ = Iq W_Q,h
+        mm<T>(false, true, Nq, Nk, Z, Cb.data(), Z, K.data() + h * Z, HZ, Abh, Nk);  // Ā += C̄ Kᵀ
+        mm<T>(true, false, Nk, Z, Nq, Ah, Nk, Cb.data(), Z, Kb.data() + h * Z, HZ);  // K̄ += Aᵀ C̄
+        // I_k = C_k W_K,hᵀ with C_k = A_hᵀ Q_h
+        C.assign(size_t(Nk) * Z, T(0));
+        mm<T>(true, false, Nk, Z, Nq, Ah, Nk, Q.data() + h * Z, HZ, C.data(), Z);
+        mm<T>(true, false, Dk, Z, Nk, Ik, Dk, C.data(), Z, G + WK + h * Z, HZ);
+        Cb.assign(size_t(Nk) * Z, T(0));
+        mm<T>(false, false, Nk, Z, Dk, Ik, Dk, P + WK + h * Z, HZ, Cb.data(), Z);
+        mm<T>(false, true, Nq, Nk, Z, Q.data() + h * Z, HZ, Cb.data(), Z, Abh, Nk);  // Ā += Q C̄ᵀ
+        mm<T>(false, false, Nq, Z, Nk, Ah, Nk, Cb.data(), Z, Qb.data() + h * Z, HZ);  // Q̄ += A C̄
+      }
+      Sb.assign(S.size(), T(0));
+      lag.jvp(S.data(), A.data(), Ab.data(), Sb.data(), S.size());
+      for (int h = 0; h < H; ++h) {
+        const T* Sbh = Sb.data() + size_t(h) * Nq * Nk;
+        mm<T>(false, false, Nq, Z, Nk, Sbh, Nk, K.data() + h * Z, HZ, Qb.data() + h * Z, HZ);
+        mm<T>(true, false, Nk, Z, Nq, Sbh, Nk, Q.data() + h * Z, HZ, Kb.data() + h * Z, HZ);
+      }
+      mm<T>(true, false, Dq, HZ, Nq, gq, Dq, Qb.data(), HZ, G + WQ, HZ);
+      mm<T>(false, true, Nq, Dq, HZ, Qb.data(), HZ, P + WQ, HZ, gb[0] + size_t(r) * Nq * Dq, Dq);
+      mm<T>(true, false, Dk, HZ, Nk, gk, Dk, Kb.data(), HZ, G + WK, HZ);
+      mm<T>(false, true, Nk, Dk, HZ, Kb.data(), HZ, P + WK, HZ, gb[1] + size_t(r) * Nk * Dk, Dk);
+    }
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    for (int r = 0; r < rows; ++r) {
+      scores(P, g[0] + size_t(r) * Nq * Dq, g[1] + size_t(r) * Nk * Dk);
+      E[r] -= lag.value(S.data(), S.size());
+    }
+  }
+};
+
+// ------------------------------------------------------------------ mixer
+// G = g_aᵀ g_b (Da x Db, summed over the shared tokens); M_yz = <W_yz, G>; E = −Σ_y L_h(M_y);
+// V = Σ_yz s_yz W_yz with s = ∇L_h(M); I_a = g_b Vᵀ, I_b = g_a V.
+template <class T>
+struct Mixer final : Synapse<T> {
+  int Y = 1, Z = 16, N = 1, Da = 1, Db = 1;
+  Lagrangian lag;  // row = Z
+  size_t W = 0;
+  std::vector<T> Gm, Mv, s, V, Vb, sb, Mb, Gb;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    W = add(this->name + ".weight", {Y, Z, Da, Db});
+  }
+  void init(Rng& rng, T* P) const override { normal_fill(rng, P + W, size_t(Y) * Z * Da * Db, 0.02); }
+  size_t ab() const { return size_t(Da) * Db; }
+  void mix(const T* P, const T* ga, const T* gb) {
+    Gm.assign(ab(), T(0));
+    mm<T>(true, false, Da, Db, N, ga, Da, gb, Db, Gm.data(), Db);
+    Mv.assign(size_t(Y) * Z, T(0));
+    for (int yz = 0; yz < Y * Z; ++yz) {
+      T acc = 0;
+      for (size_t i = 0; i < ab(); ++i) acc += P[W + yz * ab() + i] * Gm[i];
+      Mv[yz] = acc;
+    }
+    s.assign(Mv.size(), T(0));
+    lag.grad(Mv.data(), s.data(), Mv.size());
+    V.assign(ab(), T(0));
+    for (int yz = 0; yz < Y * Z; ++yz)
+      for (size_t i = 0; i < ab(); ++i) V[i] += s[yz] * P[W + yz * ab() + i];
+  }
+  void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
+    for (int r = 0; r < rows; ++r) {
+      const T* ga = g[0] + size_t(r) * N * Da;
+      const T* gb = g[1] + size_t(r) * N * Db;
+      mix(P, ga, gb);
+      mm<T>(false, true, N, Da, Db, gb, Db, V.data(), Db, I[0] + size_t(r) * N * Da, Da);
+      mm<T>(false, false, N, Db, Da, ga, Da, V.data(), Db, I[1] + size_t(r) * N * Db, Db);
+    }
+  }
+  void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gbar,
+           int rows) override {
+    for (int r = 0; r < rows; ++r) {
+      const T* ga = g[0] + size_t(r) * N * Da;
+      const T* gb = g[1] + size_t(r) * N * Db;
+      const T* Ia = Ib[0] + size_t(r) * N * Da;
+      const T* Ibb = Ib[1] + size_t(r) * N * Db;
+      T* gba = gbar[0] + size_t(r) * N * Da;
+      T* gbb = gbar[1] + size_t(r) * N * Db;
+      mix(P, ga, gb);
+      Vb.assign(ab(), T(0));
+      mm<T>(true, false, Da, Db, N, Ia, Da, gb, Db, Vb.data(), Db);   // V̄ += Iaᵀ g_b
+      mm<T>(true, false, Da, Db, N, ga, Da, Ibb, Db, Vb.data(), Db);  // V̄ += g_aᵀ Ib
+      mm<T>(false, false, N, Db, Da, Ia, Da, V.data(), Db, gbb, Db);   // ḡ_b += Ia V
+      mm<T>(false, true, N, Da, Db, Ibb, Db, V.data(), Db, gba, Da);   // ḡ_a += Ib Vᵀ
+      sb.assign(s.size(), T(0));
+      for (int yz = 0; yz < Y * Z; ++yz) {
+        T acc = 0;
+        for (size_t i = 0; i < ab(); ++i) {
+          acc += P[W + yz * ab() + i] * Vb[i];
+          G[W + yz * ab() + i] += s[yz] * Vb[i];
+        }
+        sb[yz] = acc;
+      }
+      Mb.assign(s.size(), T(0));
+      lag.jvp(Mv.data(), s.data(), sb.data(), Mb.data(), Mv.size());
+      Gb.assign(ab(), T(0));
+      for (int yz = 0; yz < Y * Z; ++yz)
+        for (size_t i = 0; i < ab(); ++i) {
+          G[W + yz * ab() + i] += Mb[yz] * Gm[i];
+          Gb[i] += Mb[yz] * P[W + yz * ab() + i];
+        }
+      mm<T>(false, true, N, Da, Db, gb, Db, Gb.data(), Db, gba, Da);  // ḡ_a += g_b Ḡᵀ
+      mm<T>(false, false, N, Db, Da, ga, Da, Gb.data(), Db, gbb, Db);  // ḡ_b += g_a Ḡ
+    }
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    for (int r = 0; r < rows; ++r) {
+      mix(P, g[0] + size_t(r) * N * Da, g[1] + size_t(r) * N * Db);
+      E[r] -= lag.value(Mv.data(), Mv.size());
+    }
+  }
+};
+
+// ------------------------------------------------------------------ conv (+ pooling)
+// E = −<g2, pool(conv(g1))>; I2 = pool(conv(g1)); I1 = convᵀ(poolᵀ(g2)). Layers are HxWxC,
+// channel-minor; K is (C2, C1, k, k). Max pooling routes through the argmax of conv(g1).
+template <class T>
+struct Conv final : Synapse<T> {
+  int H1 = 1, W1 = 1, C1 = 1, H2 = 1, W2 = 1, C2 = 1, k = 1, st = 1, pad = 0;
+  int pool = 0, win = 2, pst = 2, Hc = 1, Wc = 1;  // pool: 0 none, 1 avg, 2 max; Hc x Wc conv map
+  size_t K = 0;
+  std::vector<T> cmap, tmp;
+  std::vector<int> arg;
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    K = add(this->name + ".kernel", {C2, C1, k, k});
+  }
+  void init(Rng& rng, T* P) const override { normal_fill(rng, P + K, size_t(C2) * C1 * k * k, 0.02); }
+  // y (Hc x Wc x C2) += conv_K(x)   [or its adjoint: x += convᵀ(y)]
+  void conv(const T* Kp, const T* x, T* y) const {
+    for (int i = 0; i < Hc; ++i)
+      for (int j = 0; j < Wc; ++j)
+        for (int u = 0; u < k; ++u)
+          for (int v = 0; v < k; ++v) {
+            const int a = i * st + u - pad, b = j * st + v - pad;
+            if (a < 0 || a >= H1 || b < 0 || b >= W1) continue;
+            const T* xp = x + (size_t(a) * W1 + b) * C1;
+            T* yp = y + (size_t(i) * Wc + j) * C2;
+            for (int c2 = 0; c2 < C2; ++c2) {
+              const T* kp = Kp + (size_t(c2) * C1 * k + u) * k + v;
+              T acc = 0;
+              for (int c1 = 0; c1 < C1; ++c1) acc += kp[size_t(c1) * k * k] * xp[c1];
+              yp[c2] += acc;
+            }
+          }
+  }
+  void conv_adj(const T* Kp, const T* y, T* x) const {
+    for (int i = 0; i < Hc; ++i)
+      for (int j = 0; j < Wc; ++j)
+        for (int u = 0; u < k; ++u)
+          for (int v = 0; v < k; ++v) {
+            const int a = i * st + u - pad, b = j * st + v - pad;
+            if (a < 0 || a >= H1 || b < 0 || b >= W1) continue;
+            T* xp = x + (size_t(a) * W1 + b) * C1;
+            const T* yp = y + (size_t(i) * Wc + j) * C2;
+            for (int c2 = 0; c2 < C2; ++c2)
+              for (int c1 = 0; c1 < C1; ++c1) xp[c1] += Kp[((size_t(c2) * C1 + c1) * k + u) * k + v] * yp[c2];
+          }
+  }
+  // Kbar += Σ y[i,j,c2] x[window, c1] (the kernel gradient of <y, conv_K(x)>)
+  void conv_kgrad(const T* y, const T* x, T* Kb) const {
+    for (int i = 0; i < Hc; ++i)
+      for (int j = 0; j < Wc; ++j)
+        for (int u = 0; u < k; ++u)
+          for (int v = 0; v < k; ++v) {
+            const int a = i * st + u - pad, b = j * st + v - pad;
+            if (a < 0 || a >= H1 || b < 0 || b >= W1) continue;
+            const T* xp = x + (size_t(a) * W1 + b) * C1;
+            const T* yp = y + (size_t(i) * Wc + j) * C2;
+            for (int c2 = 0; c2 < C2; ++c2)
+              for (int c1 = 0; c1 < C1; ++c1) Kb[((size_t(c2) * C1 + c1) * k + u) * k + v] += yp[c2] * xp[c1];
+          }
+  }
+  size_t csize() const { return size_t(Hc) * Wc * C2; }
+  // conv map of g1 (and, for max pooling, its argmax per pooled cell)
+  void map(const T* P, const T* g1) {
+    cmap.assign(csize(), T(0));
+    conv(P + K, g1, cmap.data());
+    if (pool != 2) return;
+    arg.assign(size_t(H2) * W2 * C2, 0);
+    for (int i = 0; i < H2; ++i)
+      for (int j = 0; j < W2; ++j)
+        for (int c = 0; c < C2; ++c) {
+          int best = -1;
+          for (int u = 0; u < win; ++u)
+            for (int v = 0; v < win; ++v) {
+              const int at = ((i * pst + u) * Wc + (j * pst + v)) * C2 + c;
+              if (best < 0 || cmap[at] > cmap[best]) best = at;
+            }
+          arg[(size_t(i) * W2 + j) * C2 + c] = best;
+        }
+  }
+  void pool_fwd(const T* m, T* out) const {  // out (H2 x W2 x C2) += pool(m)
+    if (pool == 0) {
+      for (size_t i = 0; i < csize(); ++i) out[i] += m[i];
+      return;
+    }
+    for (int i = 0; i < H2; ++i)
+      for (int j = 0; j < W2; ++j)
+        for (int c = 0; c < C2; ++c) {
+          const size_t o = (size_t(i) * W2 + j) * C2 + c;
+          if (pool == 2) { out[o] += m[arg[o]]; continue; }
+          T acc = 0;
+          for (int u = 0; u < win; ++u)
+            for (int v = 0; v < win; ++v) acc += m[((i * pst + u) * Wc + (j * pst + v)) * C2 + c];
+          out[o] += acc / T(win * win);
+        }
+  }
+  void pool_adj(const T* y, T* m) const {  // m (conv map) += poolᵀ(y)
+    if (pool == 0) {
+      for (size_t i = 0; i < csize(); ++i) m[i] += y[i];
+      return;
+    }
+    for (int i = 0; i < H2; ++i)
+      for (int j = 0; j < W2; ++j)
+        for (int c = 0; c < C2; ++c) {
+          const size_t o = (size_t(i) * W2 + j) * C2 + c;
+          if (pool == 2) { m[arg[o]] += y[o]; continue; }
+          for (int u = 0; u < win; ++u)
+            for (int v = 0; v < win; ++v)
+              m[((i * pst + u) * Wc + (j * pst + v)) * C2 + c] += y[o] / T(win * win);
+        }
+  }
+  void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
+    const size_t n1 = this->sizes[0], n2 = this->sizes[1];
+    for (int r = 0; r < rows; ++r) {
+      map(P, g[0] + r * n1);
+      pool_fwd(cmap.data(), I[1] + r * n2);
+      tmp.assign(csize(), T(0));
+      pool_adj(g[1] + r * n2, tmp.data());
+      conv_adj(P + K, tmp.data(), I[0] + r * n1);
+    }
+  }
+  void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
+           int rows) override {
+    const size_t n1 = this->sizes[0], n2 = this->sizes[1];
+    for (int r = 0; r < rows; ++r) {
+      const T *g1 = g[0] + r * n1, *g2 = g[1] + r * n2, *I1 = Ib[0] + r * n1, *I2 = Ib[1] + r * n2;
+      map(P, g1);
+      // I2 = P C g1: ḡ1 += Cᵀ Pᵀ Ī2, K̄ += kgrad(Pᵀ Ī2, g1)
+      tmp.assign(csize(), T(0));
+      pool_adj(I2, tmp.data());
+      conv_adj(P + K, tmp.data(), gb[0] + r * n1);
+      conv_kgrad(tmp.data(), g1, G + K);
+      // I1 = Cᵀ Pᵀ g2: ḡ2 += P C Ī1, K̄ += kgrad(Pᵀ g2, Ī1)
+      std::vector<T> c1(csize(), T(0));
+      conv(P + K, I1, c1.data());
+      pool_fwd(c1.data(), gb[1] + r * n2);
+      tmp.assign(csize(), T(0));
+      pool_adj(g2, tmp.data());
+      conv_kgrad(tmp.data(), I1, G + K);
+    }
+  }
+  void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
+    const size_t n1 = this->sizes[0], n2 = this->sizes[1];
+    std::vector<T> pooled(n2);
+    for (int r = 0; r < rows; ++r) {
+      map(P, g[0] + r * n1);
+      std::fill(pooled.begin(), pooled.end(), T(0));
+      pool_fwd(cmap.data(), pooled.data());
+      double F = 0;
+      for (size_t i = 0; i < n2; ++i) F += double(pooled[i]) * g[1][r * n2 + i];
+      E[r] -= F;
+    }
+  }
+};
+
+// ------------------------------------------------------------------ the block
+template <class T>
+class EnergyNode final : public StructNode<T> {
+ public:
+  explicit EnergyNode(const IrNode& nd) : name_(nd.name), spec_(nd.en) {
+    for (const EnergyLayer& l : spec_.layers) {
+      const int row = l.shape.back();
+      lags_.push_back(Lagrangian::make(l.lag.name, l.lag.p, row));
+    }
+    for (const EnergySynapse& s : spec_.synapses) syns_.push_back(make_synapse(s));
+  }
+
+  void declare(const typename StructNode<T>::AddParam& add) override {
+    for (size_t l = 0; l < spec_.layers.size(); ++l)
+      bias_.push_back(spec_.layers[l].bias ? add(spec_.layers[l].name + ".bias", {spec_.layers[l].size})
+                                           : SIZE_MAX);
+    for (auto& s : syns_) s->declare(add);
+  }
+
+  void allocate(int batch) override {
+    const int L = int(spec_.layers.size()), Tn = spec_.steps;
+    x_.assign(size_t(Tn + 1) * L, nn_saved());
+    g_.assign(size_t(Tn + 1) * L, nn_saved());
+    for (int t = 0; t <= Tn; ++t)
+      for (int l = 0; l < L; ++l) {
+        x_[t * L + l].assign(size_t(batch) * spec_.layers[l].size, T(0));
+        g_[t * L + l].assign(size_t(batch) * spec_.layers[l].size, T(0));
+      }
+    cur_.assign(L, {});
+    bar_.assign(L, {});
+    for (int l = 0; l < L; ++l) {
+      cur_[l].assign(size_t(batch) * spec_.layers[l].size, T(0));
+      bar_[l].assign(size_t(batch) * spec_.layers[l].size, T(0));
+    }
+    tmp_.resize(0);
+  }
+
+  void init(Rng& rng, T* P) const override {
+    for (size_t l = 0; l < bias_.size(); ++l)
+      if (bias_[l] != SIZE_MAX) normal_fill(rng, P + bias_[l], size_t(spec_.layers[l].size), 0.02);
+    for (const auto& s : syns_) s->init(rng, P);
+    init0_.clear();  // `init normal`: one fixed N(0,1) start state per layer, drawn at build
+    if (spec_.normal_init)
+      for (const EnergyLayer& l : spec_.layers) {
+        std::vector<T> v(l.size);
+        for (auto& e : v) e = T(rng.normal());
+        init0_.push_back(v);
+      }
+  }
+
+  void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
+    const int L = int(spec_.layers.size());
+    for (int l = 0; l < L; ++l) {  // x^0
+      T* x0 = X(0, l, row);
+      const size_t n = spec_.layers[l].size;
+      for (int r = 0; r < rows; ++r) {
+        if (l == 0) std::memcpy(x0 + r * n, x + r * n, sizeof(T) * n);
+        else if (!init0_.empty()) std::memcpy(x0 + r * n, init0_[l].data(), sizeof(T) * n);
+        else std::fill(x0 + r * n, x0 + (r + 1) * n, T(0));
+      }
+    }
+    for (int t = 0; t < spec_.steps; ++t) {
+      activations(P, t, row, rows);
+      currents(P, t, row, rows);
+      for (int l = 0; l < L; ++l) {
+        const size_t n = size_t(rows) * spec_.layers[l].size;
+        const T* xt = X(t, l, row);
+        T* xn = X(t + 1, l, row);
+        const T a = moving(l) ? T(spec_.dt / spec_.layers[l].tau) : T(0);
+        for (size_t i = 0; i < n; ++i)
+          xn[i] = xt[i] + a * (cur_[l][i] - (xt[i] - bias_at(P, l, i)));
+      }
+    }
+    activations(P, spec_.steps, row, rows);
+    if (record_) trajectory(P, row, rows);
+    const int o = spec_.out;
+    std::memcpy(y, Gv(spec_.steps, o, row), sizeof(T) * rows * spec_.layers[o].size);
+  }
+
+  void backward(const T* P, T* G, const T* /*x*/, const T* dy, T* dx, int row, int rows,
+                double /*aux_scale*/) override {
+    const int L = int(spec_.layers.size()), Tn = spec_.steps;
+    for (int l = 0; l < L; ++l) std::fill(bar_[l].begin(), bar_[l].begin() + size_t(rows) * spec_.layers[l].size, T(0));
+    through_g(P, G, Tn, spec_.out, dy, row, rows);  // y = g_out(x^T)
+    std::vector<std::vector<T>> Ib(L), gb(L);
+    for (int t = Tn - 1; t >= 0; --t) {
+      for (int l = 0; l < L; ++l) {
+        const size_t n = size_t(rows) * spec_.layers[l].size;
+        const T a = moving(l) ? T(spec_.dt / spec_.layers[l].tau) : T(0);
+        Ib[l].assign(n, T(0));
+        gb[l].assign(n, T(0));
+        for (size_t i = 0; i < n; ++i) {
+          Ib[l][i] = a * bar_[l][i];
+          if (bias_[l] != SIZE_MAX) G[bias_[l] + i % spec_.layers[l].size] += a * bar_[l][i];
+          bar_[l][i] *= (T(1) - a);
+        }
+      }
+      for (size_t s = 0; s < syns_.size(); ++s) {
+        CPtrs<T> g, ib;
+        Ptrs<T> gbs;
+        for (int ref : spec_.synapses[s].refs) {
+          g.push_back(Gv(t, ref, row));
+          ib.push_back(Ib[ref].data());
+          gbs.push_back(gb[ref].data());
+        }
+        syns_[s]->vjp(P, G, g, ib, gbs, rows);
+      }
+      for (int l = 0; l < L; ++l) through_g(P, G, t, l, gb[l].data(), row, rows);
+    }
+    if (dx)
+      for (size_t i = 0; i < size_t(rows) * spec_.layers[0].size; ++i) dx[i] += bar_[0][i];
+  }
+
+  // Energies E^0..E^T per sample of the next forwards (rows x (steps+1)), while set.
+  void record(std::vector<double>* sink) { record_ = sink; }
+  int steps() const { return spec_.steps; }
+
+ private:
+  using nn_saved = std::vector<T>;
+  bool moving(int l) const { return !(l == 0 && spec_.clamp); }
+  T bias_at(const T* P, int l, size_t i) const {
+    return bias_[l] == SIZE_MAX ? T(0) : P[bias_[l] + i % spec_.layers[l].size];
+  }
+  T* X(int t, int l, int row) { return x_[size_t(t) * spec_.layers.size() + l].data() + size_t(row) * spec_.layers[l].size; }
+  T* Gv(int t, int l, int row) { return g_[size_t(t) * spec_.layers.size() + l].data() + size_t(row) * spec_.layers[l].size; }
+
+  // u = x − b (the Lagrangian's argument), into tmp_
+  const T* shifted(const T* P, int t, int l, int row, int rows) {
+    const size_t n = size_t(rows) * spec_.layers[l].size;
+    const T* x = X(t, l, row);
+    if (bias_[l] == SIZE_MAX) return x;
+    tmp_.resize(n);
+    for (size_t i = 0; i < n; ++i) tmp_[i] = x[i] - bias_at(P, l, i);
+    return tmp_.data();
+  }
+  void activations(const T* P, int t, int row, int rows) {
+    for (size_t l = 0; l < spec_.layers.size(); ++l)
+      lags_[l].grad(shifted(P, t, int(l), row, rows), Gv(t, int(l), row), size_t(rows) * spec_.layers[l].size);
+  }
+  void currents(const T* P, int t, int row, int rows) {
+    for (size_t l = 0; l < spec_.layers.size(); ++l)
+      std::fill(cur_[l].begin(), cur_[l].begin() + size_t(rows) * spec_.layers[l].size, T(0));
+    for (size_t s = 0; s < syns_.size(); ++s) {
+      CPtrs<T> g;
+      Ptrs<T> I;
+      for (int ref : spec_.synapses[s].refs) {
+        g.push_back(Gv(t, ref, row));
+        I.push_back(cur_[ref].data());
+      }
+      syns_[s]->current(P, g, I, rows);
+    }
+  }
+  // gbar (upstream of g_l at step t) into bar_[l] (x) and the layer's bias (−J gbar)
+  void through_g(const T* P, T* G, int t, int l, const T* gbar, int row, int rows) {
+    const size_t n = size_t(rows) * spec_.layers[l].size;
+    std::vector<T> jv(n, T(0));
+    lags_[l].jvp(shifted(P, t, l, row, rows), Gv(t, l, row), gbar, jv.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      bar_[l][i] += jv[i];
+      if (bias_[l] != SIZE_MAX) G[bias_[l] + i % spec_.layers[l].size] -= jv[i];
+    }
+  }
+  void trajectory(const T* P, int row, int rows) {
+    const int Tn = spec_.steps;
+    for (int t = 0; t <= Tn; ++t) {
+      std::vector<double> E(rows, 0.0);
+      for (size_t l = 0; l < spec_.layers.size(); ++l) {
+        const size_t n = spec_.layers[l].size;
+        const T* u = shifted(P, t, int(l), row, rows);
+        const T* g = Gv(t, int(l), row);
+        for (int r = 0; r < rows; ++r) {
+          double dot = 0;
+          for (size_t i = 0; i < n; ++i) dot += double(u[r * n + i]) * g[r * n + i];
+          E[r] += dot - lags_[l].value(u + r * n, n);
+        }
+      }
+      for (size_t s = 0; s < syns_.size(); ++s) {
+        CPtrs<T> g;
+        for (int ref : spec_.synapses[s].refs) g.push_back(Gv(t, ref, row));
+        syns_[s]->energy(P, g, E.data(), rows);
+      }
+      for (int r = 0; r < rows; ++r) (*record_)[size_t(row + r) * (Tn + 1) + t] = E[r];
+    }
+  }
+
+  std::unique_ptr<Synapse<T>> make_synapse(const EnergySynapse& s) const {
+    auto num = [&](const char* key, double dflt) {
+      auto it = s.num.find(key);
+      return it == s.num.end() ? dflt : it->second;
+    };
+    std::vector<int> sizes;
+    for (int r : s.refs) sizes.push_back(spec_.layers[r].size);
+    auto tokens = [&](int ref, int* N, int* D) {
+      const auto& sh = spec_.layers[ref].shape;
+      *D = sh.back();
+      *N = spec_.layers[ref].size / *D;
+    };
+    std::unique_ptr<Synapse<T>> out;
+    if (s.kind == "dense") {
+      auto d = std::make_unique<Dense<T>>();
+      d->has_bias = num("bias", 0) != 0;
+      out = std::move(d);
+    } else if (s.kind == "bias") {
+      out = std::make_unique<BiasSyn<T>>();
+    } else if (s.kind == "hidden") {
+      auto h = std::make_unique<Hidden<T>>();
+      h->M = int(num("units", 1));
+      h->norm = num("norm", 0) != 0;
+      h->lag = Lagrangian::make(s.hidden.name, s.hidden.p, h->M);
+      out = std::move(h);
+    } else if (s.kind == "tensor") {
+      auto h = std::make_unique<Tensor<T>>();
+      h->M = int(num("units", 1));
+      h->Y = int(num("heads", 1));
+      h->lag = Lagrangian::make(s.hidden.name, s.hidden.p, h->M);
+      out = std::move(h);
+    } else if (s.kind == "attention") {
+      auto a = std::make_unique<Attention<T>>();
+      a->H = int(num("heads", 1));
+      a->Z = int(num("qk", 64));
+      tokens(s.refs[0], &a->Nq, &a->Dq);
+      tokens(s.refs[1], &a->Nk, &a->Dk);
+      a->lag = Lagrangian::make(s.hidden.name, s.hidden.p, a->Nk);
+      out = std::move(a);
+    } else if (s.kind == "mixer") {
+      auto m = std::make_unique<Mixer<T>>();
+      m->Y = int(num("heads", 1));
+      m->Z = int(num("qk", 16));
+      int Nb;
+      tokens(s.refs[0], &m->N, &m->Da);
+      tokens(s.refs[1], &Nb, &m->Db);
+      if (Nb != m->N) throw IRError("IR: mixer '" + s.name + "' joins layers of unequal token counts");
+      m->lag = Lagrangian::make(s.hidden.name, s.hidden.p, m->Z);
+      out = std::move(m);
+    } else if (s.kind == "conv") {
+      auto c = std::make_unique<Conv<T>>();
+      const auto &a = spec_.layers[s.refs[0]].shape, &b = spec_.layers[s.refs[1]].shape;
+      if (a.size() != 3 || b.size() != 3) throw IRError("IR: conv '" + s.name + "' needs HxWxC layers");
+      c->H1 = a[0], c->W1 = a[1], c->C1 = a[2], c->H2 = b[0], c->W2 = b[1], c->C2 = b[2];
+      c->k = int(num("kernel", 1)), c->st = int(num("stride", 1)), c->pad = int(num("pad", 0));
+      auto pit = s.name_opts.find("pool");
+      const std::string pool = pit == s.name_opts.end() ? "none" : pit->second;
+      c->pool = pool == "avg" ? 1 : pool == "max" ? 2 : 0;
+      c->win = int(num("window", 2));
+      c->pst = int(num("pstride", c->win));
+      c->Hc = (c->H1 + 2 * c->pad - c->k) / c->st + 1;
+      c->Wc = (c->W1 + 2 * c->pad - c->k) / c->st + 1;
+      const int ph = c->pool ? (c->Hc - c->win) / c->pst + 1 : c->Hc;
+      const int pw = c->pool ? (c->Wc - c->win) / c->pst + 1 : c->Wc;
+      if (ph != c->H2 || pw != c->W2) throw IRError("IR: conv '" + s.name + "' does not fit its layers");
+      out = std::move(c);
+    } else {
+      throw IRError("IR: unknown synapse kind '" + s.kind + "'");
+    }
+    out->name = s.name;
+    out->sizes = sizes;
+    return out;
+  }
+
+  std::string name_;
+  EnergySpec spec_;
+  std::vector<Lagrangian> lags_;
+  std::vector<std::unique_ptr<Synapse<T>>> syns_;
+  std::vector<size_t> bias_;
+  mutable std::vector<std::vector<T>> init0_;
+  std::vector<std::vector<T>> x_, g_, cur_, bar_;
+  std::vector<T> tmp_;
+  std::vector<double>* record_ = nullptr;
+};
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<StructNode<T>> make_energy(const IrNode& nd) {
+  return std::make_unique<EnergyNode<T>>(nd);
+}
+template std::unique_ptr<StructNode<float>> make_energy<float>(const IrNode&);
+template std::unique_ptr<StructNode<double>> make_energy<double>(const IrNode&);
+
+template <class T>
+void energy_record(StructNode<T>* node, std::vector<double>* sink, int* steps) {
+  auto* e = dynamic_cast<EnergyNode<T>*>(node);
+  if (!e) throw StateError("not an energy block");
+  e->record(sink);
+  if (steps) *steps = e->steps();
+}
+template void energy_record<float>(StructNode<float>*, std::vector<double>*, int*);
+template void energy_record<double>(StructNode<double>*, std::vector<double>*, int*);
+
+}  // namespace nm

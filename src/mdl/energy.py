@@ -1,0 +1,315 @@
+"""Energy blocks `[NAME, energy, options, members]` (MDL.md section 5, extensions-math.md 1e).
+
+Validates the members (neuron layers with convex Lagrangians, synapses joining them), fills
+every default and derives the block's widths. The dynamics and the backward live in the
+engine (csrc/cpu/energy.cpp, docs/energy.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import ast
+from .diagnostics import Reporter, Span, did_you_mean
+from .structs import Opt, _value
+
+# Lagrangians (name -> (parameter name or None, default or None = required, lower bound, open))
+LAGRANGIANS: dict[str, tuple[Optional[str], Optional[float], Optional[float], bool]] = {
+    "linear": (None, None, None, False), "identity": (None, None, None, False),
+    "relu": (None, None, None, False),
+    "repu": ("n", None, 1.0, True),
+    "exp": ("beta", 1.0, 0.0, True), "rexp": ("beta", 1.0, 0.0, True),
+    "tanh": ("beta", 1.0, 0.0, True), "sigmoid": ("beta", 1.0, 0.0, True),
+    "softmax": ("beta", 1.0, 0.0, True),
+    "layernorm": ("gamma", 1.0, 0.0, False), "spherical": ("gamma", 1.0, 0.0, False),
+    "ghostmax": (None, None, None, False),
+    "relu_leaky": ("slope", 0.01, 0.0, False), "relu_parametric": ("alpha", 0.25, 0.0, False),
+    "elu": ("alpha", 1.0, 0.0, False), "selu": (None, None, None, False),
+}
+NOT_CONVEX = {"gelu": "is not monotone", "swish": "is not monotone",
+              "binary_step": "has no usable derivative"}
+ROW_LAGRANGIANS = ("softmax", "layernorm", "spherical", "ghostmax")  # act over the last axis
+
+BLOCK = {
+    "steps": Opt("int", 4, lo=1), "dt": Opt("num", 0.4, lo=0, lo_open=True),
+    "clamp": Opt("flag", 1), "out": Opt("ref", None), "init": Opt("name", "zero", choices=("zero", "normal")),
+}
+NEURON = {"tau": Opt("num", 1.0, lo=0, lo_open=True), "bias": Opt("flag", 0)}
+SYNAPSES: dict[str, tuple[tuple[int, Optional[int]], dict[str, Opt], Optional[tuple[str, list]]]] = {
+    # kind: ((min refs, max refs), options, default hidden Lagrangian or None = takes none)
+    "dense": ((2, None), {"bias": Opt("flag", 0)}, None),
+    "bias": ((1, 1), {}, None),
+    "hidden": ((1, None), {"units": Opt("int", lo=1, required=True), "norm": Opt("flag", 0)},
+               ("relu", [])),
+    "tensor": ((1, None), {"units": Opt("int", lo=1, required=True), "heads": Opt("int", 1, lo=1)},
+               ("relu", [])),
+    "attention": ((2, 2), {"heads": Opt("int", 1, lo=1), "qk": Opt("int", 64, lo=1)},
+                  ("softmax", [1.0])),
+    "mixer": ((2, 2), {"heads": Opt("int", 1, lo=1), "qk": Opt("int", 16, lo=1)},
+              ("softmax", [1.0])),
+    "conv": ((2, 2), {"kernel": Opt("int", lo=1, required=True), "stride": Opt("int", 1, lo=1),
+                      "pad": Opt("int", 0, lo=0),
+                      "pool": Opt("name", "none", choices=("none", "avg", "max")),
+                      "window": Opt("int", 2, lo=1), "pstride": Opt("int", None, lo=1)}, None),
+}
+
+
+@dataclass
+class EnergyInfo:
+    options: dict[str, Any]
+    layers: list[dict] = field(default_factory=list)
+    synapses: list[dict] = field(default_factory=list)
+    in_width: Optional[int] = None
+    out_width: Optional[int] = None
+    member_spans: list[tuple[str, Span]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"options": self.options, "layers": self.layers, "synapses": self.synapses,
+                "in_width": self.in_width}
+
+
+def _lagrangian(func: ast.Func, rep: Reporter, where: str) -> Optional[dict]:
+    name = func.name
+    if name in NOT_CONVEX:
+        rep.error(f"`{name}` {NOT_CONVEX[name]}, so it has no convex Lagrangian and cannot be "
+                  f"an energy {where}", func.name_span,
+                  "use a monotone function: linear, relu, tanh, sigmoid, softmax, repu, exp, ...")
+        return None
+    spec = LAGRANGIANS.get(name)
+    if spec is None:
+        rep.error(f"unknown Lagrangian `{name}`", func.name_span,
+                  did_you_mean(name, LAGRANGIANS) or "Lagrangians are: " + ", ".join(LAGRANGIANS))
+        return None
+    pname, default, lo, lo_open = spec
+    if len(func.params) > 1:
+        rep.error(f"`{name}` takes at most one parameter, got {len(func.params)}",
+                  func.param_spans[1], "remove the extra parameters")
+        return None
+    if pname is None:
+        if func.params:
+            rep.error(f"the Lagrangian `{name}` takes no parameter", func.param_spans[0])
+            return None
+        return {"name": "linear" if name == "identity" else name, "params": []}
+    if not func.params and default is None:
+        rep.error(f"`{name}` needs its parameter {pname}", func.span, f"write `<{name}, 2>`")
+        return None
+    value = func.params[0] if func.params else default
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        rel = ">" if lo_open else "≥"
+        rep.error(f"`{name}`'s {pname} must be {rel} {lo:g} for a convex Lagrangian, got {value:g}",
+                  func.param_spans[0] if func.params else func.span)
+        return None
+    return {"name": name, "params": [value]}
+
+
+def _opts(words: list[ast.Words], table: dict[str, Opt], what: str, rep: Reporter,
+          anchor: Span) -> Optional[dict]:
+    opts: dict[str, Any] = {}
+    seen: dict[str, Span] = {}
+    ok = True
+    for w in words:
+        key = w.atoms[0].text
+        if w.atoms[0].kind != "name" or key not in table:
+            rep.error(f"unknown option `{key}` for {what}", w.atoms[0].span,
+                      did_you_mean(key, table) or
+                      (f"options are: {', '.join(table)}" if table else f"{what} takes no options"))
+            ok = False
+            continue
+        if key in seen:
+            rep.error(f"option `{key}` is given twice (first at {seen[key].line}:{seen[key].col})",
+                      w.atoms[0].span, "each option is given at most once")
+            ok = False
+            continue
+        seen[key] = w.span
+        if len(w.atoms) != 2:
+            rep.error(f"option `{key}` takes exactly one value", w.span, f"write `{key} VALUE`")
+            ok = False
+            continue
+        spec = table[key]
+        if spec.kind == "ref":
+            opts[key] = (w.atoms[1].text, w.atoms[1].span)
+            continue
+        v = _value(key, spec, w.atoms[1], rep)
+        if v is None:
+            ok = False
+        else:
+            opts[key] = v
+    for key, spec in table.items():
+        if spec.required and key not in seen:
+            rep.error(f"{what} needs the option `{key}`", anchor, f"add `{key} N`")
+            ok = False
+        elif key not in opts and spec.default is not None:
+            opts[key] = spec.default
+    return opts if ok else None
+
+
+def _shape(w: ast.Words, rep: Reporter) -> Optional[list[int]]:
+    a = w.atoms[0]
+    if len(w.atoms) != 1 or a.kind not in ("shape", "number") or "." in a.text or a.text.startswith(("-", "+")):
+        rep.error(f"a neuron layer's size is a width or a shape such as `7x7x128`, got "
+                  f"`{' '.join(t.text for t in w.atoms)}`", w.span)
+        return None
+    dims = [int(t) for t in a.text.split("x")]
+    if any(d < 1 for d in dims) or math.prod(dims) > (1 << 24):
+        rep.error(f"bad layer size `{a.text}`", w.span)
+        return None
+    return dims
+
+
+def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
+    """Validate an energy block; None when it has errors (already reported)."""
+    opts = _opts(node.options, BLOCK, "an energy block", rep, node.name_span)
+    layers: dict[str, dict] = {}
+    info = EnergyInfo(opts or {})
+    syn_nodes = []
+    ok = opts is not None
+    for m in node.members:
+        info.member_spans.append((m.name, m.name_span))
+        words = m.words
+        if words and words[0].atoms[0].text == "synapse":
+            syn_nodes.append(m)
+            continue
+        if not words:
+            rep.error(f"the neuron layer `{m.name}` needs a size", m.span,
+                      f"write `({m.name}, 10, <tanh>)`")
+            ok = False
+            continue
+        shape = _shape(words[0], rep)
+        lopts = _opts(words[1:], NEURON, f"the neuron layer `{m.name}`", rep, m.name_span)
+        funcs = m.funcs
+        lag = None
+        if len(funcs) != 1:
+            rep.error(f"the neuron layer `{m.name}` needs exactly one Lagrangian, got {len(funcs)}",
+                      funcs[1].span if len(funcs) > 1 else m.span, f"write `({m.name}, 10, <tanh>)`")
+        else:
+            lag = _lagrangian(funcs[0], rep, "neuron layer")
+        if shape is None or lopts is None or lag is None:
+            ok = False
+            continue
+        if opts and opts["dt"] / lopts["tau"] > 1:
+            rep.warn(f"dt / tau = {opts['dt'] / lopts['tau']:g} > 1 for `{m.name}`: explicit Euler "
+                     f"steps may overshoot and the energy can rise", m.name_span,
+                     "use a smaller dt or a larger tau")
+        layers[m.name] = {"name": m.name, "shape": shape, "size": math.prod(shape),
+                          "tau": lopts["tau"], "bias": lopts["bias"], "lagrangian": lag,
+                          "index": len(layers)}
+    if not layers:
+        rep.error(f"the energy block `{node.name}` has no neuron layer", node.name_span,
+                  "add members such as `(v, 784, <tanh>)`")
+        return None
+    info.layers = list(layers.values())
+    for m in syn_nodes:
+        syn = _synapse(m, layers, rep)
+        if syn is None:
+            ok = False
+        else:
+            info.synapses.append(syn)
+    if opts is not None:
+        out = opts.pop("out", None)
+        if out is None:
+            opts["out"] = info.layers[-1]["name"]
+        elif out[0] not in layers:
+            rep.error(f"`out {out[0]}` is not a neuron layer of `{node.name}`", out[1],
+                      did_you_mean(out[0], layers))
+            ok = False
+        else:
+            opts["out"] = out[0]
+    if not ok:
+        return None
+    info.in_width = info.layers[0]["size"]
+    info.out_width = layers[opts["out"]]["size"]
+    return info
+
+
+def _synapse(m: ast.Paren, layers: dict, rep: Reporter) -> Optional[dict]:
+    words = m.words
+    head = words[0]
+    if len(head.atoms) != 2:
+        rep.error(f"a synapse is `synapse KIND`, got `{' '.join(a.text for a in head.atoms)}`",
+                  head.span, "kinds are: " + ", ".join(SYNAPSES))
+        return None
+    kind = head.atoms[1].text
+    if kind not in SYNAPSES:
+        rep.error(f"unknown synapse kind `{kind}`", head.atoms[1].span,
+                  did_you_mean(kind, SYNAPSES) or "kinds are: " + ", ".join(SYNAPSES))
+        return None
+    (lo, hi), table, hidden_default = SYNAPSES[kind]
+    if len(words) < 2:
+        rep.error(f"the synapse `{m.name}` names no neuron layers", head.span,
+                  f"write `({m.name}, synapse {kind}, a b)`")
+        return None
+    refs = []
+    ok = True
+    for a in words[1].atoms:
+        if a.text not in layers:
+            rep.error(f"`{a.text}` is not a neuron layer of this energy block", a.span,
+                      did_you_mean(a.text, layers) or "synapses join the block's neuron layers")
+            ok = False
+        else:
+            refs.append(layers[a.text])
+    n = len(words[1].atoms)
+    if n < lo or (hi is not None and n > hi):
+        want = f"exactly {lo}" if lo == hi else f"at least {lo}"
+        rep.error(f"a `{kind}` synapse joins {want} layer{'s' if (hi or lo) > 1 else ''}, "
+                  f"`{m.name}` names {n}", words[1].span)
+        ok = False
+    opts = _opts(words[2:], table, f"a `{kind}` synapse", rep, m.name_span)
+    funcs = m.funcs
+    hidden = None
+    if funcs and hidden_default is None:
+        rep.error(f"a `{kind}` synapse has no hidden layer, so it takes no Lagrangian",
+                  funcs[0].span, "remove it")
+        ok = False
+    elif len(funcs) > 1:
+        rep.error("a synapse takes at most one (hidden) Lagrangian", funcs[1].span)
+        ok = False
+    elif funcs:
+        hidden = _lagrangian(funcs[0], rep, "hidden layer")
+        ok = ok and hidden is not None
+    elif hidden_default is not None:
+        hidden = {"name": hidden_default[0], "params": list(hidden_default[1])}
+    if not ok or opts is None:
+        return None
+    if kind == "mixer" and _tokens(refs[0]) != _tokens(refs[1]):
+        rep.error(f"a mixer joins layers with equal token counts; `{refs[0]['name']}` has "
+                  f"{_tokens(refs[0])}, `{refs[1]['name']}` has {_tokens(refs[1])}", words[1].span)
+        return None
+    if kind == "conv" and not _conv_fits(m, refs, opts, words[1].span, rep):
+        return None
+    syn = {"name": m.name, "kind": kind, "refs": [r["index"] for r in refs], "options": opts}
+    if hidden is not None:
+        syn["hidden"] = hidden
+    return syn
+
+
+def _tokens(layer: dict) -> int:
+    shape = layer["shape"]
+    return 1 if len(shape) == 1 else math.prod(shape[:-1])
+
+
+def _conv_fits(m, refs, o, span, rep: Reporter) -> bool:
+    a, b = refs
+    if len(a["shape"]) != 3 or len(b["shape"]) != 3:
+        rep.error(f"a conv synapse joins two HxWxC layers; `{a['name']}` is "
+                  f"{'x'.join(map(str, a['shape']))}, `{b['name']}` is "
+                  f"{'x'.join(map(str, b['shape']))}", span)
+        return False
+    H, W, _ = a["shape"]
+    k, s, p = o["kernel"], o["stride"], o["pad"]
+    oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    if oh < 1 or ow < 1:
+        rep.error(f"kernel {k} does not fit `{a['name']}` ({H}x{W}) with pad {p}", span)
+        return False
+    if o["pool"] != "none":
+        w = o["window"]
+        ps = o.setdefault("pstride", w)
+        oh, ow = (oh - w) // ps + 1, (ow - w) // ps + 1
+    else:
+        o.pop("pstride", None)
+    if [oh, ow] != b["shape"][:2]:
+        rep.error(f"the conv of `{a['name']}` gives a {oh}x{ow} map, but `{b['name']}` is "
+                  f"{b['shape'][0]}x{b['shape'][1]}", span,
+                  "change kernel, stride, pad or pooling, or the layer's shape")
+        return False
+    return True
