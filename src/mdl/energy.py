@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from . import ast
 from .diagnostics import Reporter, Span, did_you_mean
-from .structs import Opt, _value
+from .structs import Opt, _a, _value
 
 # Lagrangians (name -> (parameter name or None, default or None = required, lower bound, open))
 LAGRANGIANS: dict[str, tuple[Optional[str], Optional[float], Optional[float], bool]] = {
@@ -161,6 +161,7 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
     """Validate an energy block; None when it has errors (already reported)."""
     opts = _opts(node.options, BLOCK, "an energy block", rep, node.name_span)
     layers: dict[str, dict] = {}
+    broken: set[str] = set()  # layers with errors: synapses naming them add no second error
     info = EnergyInfo(opts or {})
     syn_nodes = []
     ok = opts is not None
@@ -186,6 +187,7 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
             lag = _lagrangian(funcs[0], rep, "neuron layer")
         if shape is None or lopts is None or lag is None:
             ok = False
+            broken.add(m.name)
             continue
         if opts and opts["dt"] / lopts["tau"] > 1:
             rep.warn(f"dt / tau = {opts['dt'] / lopts['tau']:g} > 1 for `{m.name}`: explicit Euler "
@@ -195,12 +197,14 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
                           "tau": lopts["tau"], "bias": lopts["bias"], "lagrangian": lag,
                           "index": len(layers)}
     if not layers:
+        if broken:
+            return None
         rep.error(f"the energy block `{node.name}` has no neuron layer", node.name_span,
                   "add members such as `(v, 784, <tanh>)`")
         return None
     info.layers = list(layers.values())
     for m in syn_nodes:
-        syn = _synapse(m, layers, rep)
+        syn = _synapse(m, layers, broken, rep)
         if syn is None:
             ok = False
         else:
@@ -222,7 +226,7 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
     return info
 
 
-def _synapse(m: ast.Paren, layers: dict, rep: Reporter) -> Optional[dict]:
+def _synapse(m: ast.Paren, layers: dict, broken: set, rep: Reporter) -> Optional[dict]:
     words = m.words
     head = words[0]
     if len(head.atoms) != 2:
@@ -242,7 +246,9 @@ def _synapse(m: ast.Paren, layers: dict, rep: Reporter) -> Optional[dict]:
     refs = []
     ok = True
     for a in words[1].atoms:
-        if a.text not in layers:
+        if a.text in broken:
+            ok = False
+        elif a.text not in layers:
             rep.error(f"`{a.text}` is not a neuron layer of this energy block", a.span,
                       did_you_mean(a.text, layers) or "synapses join the block's neuron layers")
             ok = False
@@ -251,14 +257,14 @@ def _synapse(m: ast.Paren, layers: dict, rep: Reporter) -> Optional[dict]:
     n = len(words[1].atoms)
     if n < lo or (hi is not None and n > hi):
         want = f"exactly {lo}" if lo == hi else f"at least {lo}"
-        rep.error(f"a `{kind}` synapse joins {want} layer{'s' if (hi or lo) > 1 else ''}, "
+        rep.error(f"{_a(kind)} synapse joins {want} layer{'s' if (hi or lo) > 1 else ''}, "
                   f"`{m.name}` names {n}", words[1].span)
         ok = False
-    opts = _opts(words[2:], table, f"a `{kind}` synapse", rep, m.name_span)
+    opts = _opts(words[2:], table, f"{_a(kind)} synapse", rep, m.name_span)
     funcs = m.funcs
     hidden = None
     if funcs and hidden_default is None:
-        rep.error(f"a `{kind}` synapse has no hidden layer, so it takes no Lagrangian",
+        rep.error(f"{_a(kind)} synapse has no hidden layer, so it takes no Lagrangian",
                   funcs[0].span, "remove it")
         ok = False
     elif len(funcs) > 1:

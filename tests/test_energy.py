@@ -1,0 +1,138 @@
+"""Energy blocks (HAMUX): the reference cases of extensions-math.md 1f, finite-difference
+gradients for every synapse kind and Lagrangian, descent of the energy at small dt, clamping."""
+import numpy as np
+import pytest
+
+import neuromorph as nm
+from mdl.energy import LAGRANGIANS
+
+from test_gradients import fd_check
+
+E1 = """/xavier,zero/
+(input, 2)
+[am, energy, steps 4, dt 0.5,
+    (am_v, 2, <linear>)
+    (am_y, 2, <softmax>)
+    (am_s, synapse dense, am_v am_y)
+]
+(output, 2, <linear>, <mse>)
+"""
+W = np.array([[1.0, -1.0], [0.0, 2.0]])
+IDENTITY_OUT = {"output.weight": np.eye(2), "output.bias": np.zeros(2)}
+
+
+def _model(text, dtype="float64", batch=1):
+    h = nm.compile(text, batch, 0.1, dtype=dtype)
+    nm.seed(0)
+    nm.build(h)
+    return h
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_e1_closed_form_trajectory(dtype):
+    h = _model(E1, dtype)
+    nm.set_params(h, {"am_s.weight": W, **IDENTITY_OUT})
+    x = np.array([[1.0, 0.0]])
+    np.testing.assert_allclose(nm.predict(h, x)[0], [0.867036, 0.132964], atol=1e-6)
+    E = nm.energy(h, x)[0]
+    np.testing.assert_allclose(E, [-0.193147, -0.544320, -0.610201, -0.623212, -0.626055], atol=1e-5)
+    assert E[0] == pytest.approx(0.5 - np.log(2), abs=1e-6)
+    nm.release(h)
+
+
+def test_e2_gradient_through_the_unroll():
+    h = _model(E1.replace("steps 4", "steps 1"))
+    nm.set_params(h, {"am_s.weight": W, "output.weight": np.array([[1.0, 0], [0, 0]]),
+                      "output.bias": np.zeros(2)})
+    x = np.array([[1.0, 0.0]])
+    y0 = nm.predict(h, x)[0, 0]
+    _, g = nm.gradients(h, x, np.zeros((1, 2)))  # mse over 2 outputs: dL/dy0 = y0
+    dW = g["am_s.weight"] / y0
+    np.testing.assert_allclose(dW, [[0.098306, -0.098306], [0, 0]], atol=1e-6)
+    nm.release(h)
+
+
+def test_e3_hidden_synapse():
+    h = _model(E1.replace("(am_s, synapse dense, am_v am_y)",
+                          "(am_s, synapse hidden, am_v am_y, units 2, <relu>)"))
+    nm.set_params(h, {"am_s.weight0": np.eye(2), "am_s.weight1": np.eye(2)})
+    E = nm.energy(h, np.array([[1.0, 0.0]]))[0]
+    np.testing.assert_allclose(E[:3], [-1.443147, -1.550303, -1.603732], atol=1e-5)
+    nm.release(h)
+
+
+# Small blocks, one per synapse kind (and Lagrangian mixes); `in` is the block's input width.
+BLOCKS = {
+    "dense2_bias": ("(v, 3, <tanh>) (y, 2, <softmax, 2>) (s, synapse dense, v y, bias 1)", 3),
+    "dense3": ("(v, 2, <sigmoid>) (u, 3, <relu_leaky, 0.2>) (y, 2, <ghostmax>) "
+               "(s, synapse dense, v u y)", 2),
+    "bias": ("(v, 3, <linear>) (y, 3, <exp, 0.5>) (s, synapse dense, v y) (b, synapse bias, y)", 3),
+    "hidden_norm": ("(v, 3, <tanh>) (y, 2, <softmax>) "
+                    "(s, synapse hidden, v y, units 4, norm 1, <softmax, 2>)", 3),
+    "hidden_repu": ("(v, 3, <elu>) (y, 2, <sigmoid>) (s, synapse hidden, v y, units 3, <repu, 3>)", 3),
+    "tensor": ("(v, 2, <tanh>) (y, 2, <softmax>) (s, synapse tensor, v y, units 2, heads 2, <softmax>)", 2),
+    "attention": ("(q, 2x3, <layernorm, 1.5>) (k, 3x2, <tanh>) "
+                  "(s, synapse attention, q k, heads 2, qk 2)", 6),
+    "self_attention": ("(t, 3x2, <spherical>) (s, synapse attention, t t, heads 1, qk 3, <softmax, 0.5>)", 6),
+    "mixer": ("(a, 3x2, <tanh>) (b, 3x2, <selu>) (s, synapse mixer, a b, heads 2, qk 2)", 6),
+    "conv_avg": ("(img, 5x5x1, <tanh>) (f, 2x2x2, <rexp>) "
+                 "(c, synapse conv, img f, kernel 2, stride 1, pool avg, window 2, pstride 2) "
+                 "(y, 2, <softmax>) (h, synapse dense, f y)", 25),
+    "conv_max": ("(img, 3x3x2, <sigmoid>) (f, 2x2x1, <relu>) (c, synapse conv, img f, kernel 2, "
+                 "pad 1, stride 1, pool max, window 2, pstride 2)", 18),
+    "biased_layers": ("(v, 3, bias 1, <tanh>) (y, 2, bias 1, tau 2, <softmax>) "
+                      "(s, synapse dense, v y)", 3),
+}
+
+
+@pytest.mark.parametrize("case", BLOCKS)
+@pytest.mark.parametrize("clamp", [1, 0])
+def test_block_gradients(case, clamp):
+    members, width = BLOCKS[case]
+    fd_check(f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, {width}, <tanh>) "
+             f"[e, energy, steps 3, dt 0.3, clamp {clamp}, {members}] "
+             f"(out, 2, <sigmoid>, <mse>)", 2, rtol=1e-4, atol=1e-7, seed=5)
+
+
+ELEMENTWISE = [k for k in LAGRANGIANS if k not in ("softmax", "layernorm", "spherical", "ghostmax")]
+
+
+@pytest.mark.parametrize("lag", sorted(set(LAGRANGIANS) - {"identity"}))
+def test_every_lagrangian_gradient(lag):
+    param = {"repu": ", 2.5"}.get(lag, "")
+    fd_check(f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, 4, <tanh>) "
+             f"[e, energy, steps 2, dt 0.4, (v, 4, <tanh>) (u, 2x3, <{lag}{param}>) "
+             f"(s, synapse dense, v u)] (y, 2, <sigmoid>, <mse>)", 2, rtol=1e-4, atol=1e-7, seed=2)
+
+
+@pytest.mark.parametrize("case", BLOCKS)
+def test_energy_never_rises_at_small_dt_and_clamped_state_holds(case):
+    members, width = BLOCKS[case]
+    text = (f"/xavier, zero/ (x, {width}) [e, energy, steps 30, dt 0.05, {members}] "
+            f"(out, 2, <sigmoid>, <mse>)")
+    h = nm.compile(text, 4, 0.1, dtype="float64")
+    rng = np.random.default_rng(0)
+    for trial in range(3):
+        nm.seed(trial)
+        nm.build(h)
+        params = nm.get_params(h)  # larger random weights than the init: real dynamics
+        nm.set_params(h, {k: rng.normal(0, 0.7, v.shape) for k, v in params.items()
+                          if not k.startswith("out.")})
+        E = nm.energy(h, rng.normal(0, 1, (4, width)))
+        assert (np.diff(E, axis=1) <= 1e-6).all(), np.diff(E, axis=1).max()
+    nm.release(h)
+
+
+def test_clamped_layer_never_moves_and_unclamped_one_does():
+    text = ("/xavier, zero/ (x, 2) [e, energy, steps 3, dt 0.5, out v, clamp {c}, (v, 2, <linear>) "
+            "(y, 2, <softmax>) (s, synapse dense, v y)] (o, 2, <linear>, <mse>)")
+    x = np.array([[0.3, -0.7]])
+    for clamp in (1, 0):
+        h = _model(text.format(c=clamp))
+        nm.set_params(h, {"s.weight": W, "o.weight": np.eye(2), "o.bias": np.zeros(2)})
+        out = nm.predict(h, x)[0]
+        if clamp:
+            np.testing.assert_allclose(out, x[0], atol=1e-12)  # g of a linear layer = its state
+        else:
+            assert np.abs(out - x[0]).max() > 0.05
+        nm.release(h)
