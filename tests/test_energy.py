@@ -136,3 +136,44 @@ def test_clamped_layer_never_moves_and_unclamped_one_does():
         else:
             assert np.abs(out - x[0]).max() > 0.05
         nm.release(h)
+
+
+def test_energy_example_model_learns_and_its_energy_descends():
+    from pathlib import Path
+    from neuromorph.tasks import make_task
+    import mdl
+    path = Path(__file__).resolve().parents[1] / "models" / "energy-model.mdl"
+    ir = mdl.compile_file(path)
+    x, e, _ = make_task(ir.doc, 16, 400, seed=0)
+    xt, et, _ = make_task(ir.doc, 16, 60, seed=0)  # same blobs (same seed), first samples
+    h = nm.compile(path, 16, 0.01, optimizer="adam")
+    nm.seed(0)
+    nm.build(h)
+    before = nm.evaluate(h, xt, et)
+    nm.train(h, x, e, verbosity=0, epochs=2)
+    after = nm.evaluate(h, xt, et)
+    assert before > 2.0 and after < 0.35 * before, (before, after)
+    E = nm.energy(h, xt[:2])
+    assert E.shape == (32, 5) and (np.diff(E, axis=1) <= 1e-5).all()
+    nm.release(h)
+
+
+def test_energy_api_errors():
+    h = _model("/xavier,zero/ (x, 2) (h, 2, <tanh>) (y, 2, <linear>, <mse>)")
+    with pytest.raises(nm.ShapeError, match="no energy block"):
+        nm.energy(h, np.zeros((1, 2)))
+    nm.release(h)
+    h = _model(E1)
+    with pytest.raises(nm.ShapeError, match="no energy block named 'bogus'"):
+        nm.energy(h, np.zeros((1, 2)), block="bogus")
+    with pytest.raises(nm.ShapeError):
+        nm.energy(h, np.zeros((1, 3)))
+    nm.release(h)
+
+
+def test_energy_example_runs_with_mdlc(capsys):
+    from pathlib import Path
+    from mdl.cli import main
+    model = Path(__file__).resolve().parents[1] / "models" / "energy-model.mdl"
+    assert main(["run", str(model), "--batches", "50"]) == 0
+    assert "final loss" in capsys.readouterr().out
