@@ -197,6 +197,16 @@ PYBIND11_MODULE(_core, m) {
     std::copy(e.begin(), e.end(), out.mutable_data());
     return out;
   });
+  m.def("stats", [](int h) {
+    auto ref = nm::registry_get(h);
+    py::dict d;
+    for (auto& [name, v] : ref->node_stats()) {
+      py::array_t<double> a(ssize_t(v.size()));
+      std::copy(v.begin(), v.end(), a.mutable_data());
+      d[py::str(name)] = a;
+    }
+    return d;
+  });
   m.def("release", &nm::registry_release);
   m.def("live_models", &nm::registry_size);
   m.def("info", [](int h) {

@@ -49,7 +49,8 @@ NodeKind kind_of(const std::string& s) {
   static const std::map<std::string, NodeKind> kinds = {
       {"input", NodeKind::Input}, {"layer", NodeKind::Layer}, {"output", NodeKind::Output},
       {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap},
-      {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}, {"energy", NodeKind::Energy}};
+      {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}, {"energy", NodeKind::Energy},
+      {"neuron", NodeKind::Neuron}};
   auto it = kinds.find(s);
   if (it == kinds.end()) throw IRError("IR: unknown node kind '" + s + "'");
   return it->second;

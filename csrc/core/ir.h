@@ -7,7 +7,7 @@
 
 namespace nm {
 
-enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column, Energy };
+enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column, Energy, Neuron };
 
 // One op list; tables indexed by these enums static_assert their size against kCount.
 enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
@@ -78,7 +78,8 @@ struct IrNode {
   StructSpec st;  // Attn2d / Column only (Energy: in_width)
   EnergySpec en;  // Energy only
   bool is_struct() const {
-    return kind == NodeKind::Attn2d || kind == NodeKind::Column || kind == NodeKind::Energy;
+    return kind == NodeKind::Attn2d || kind == NodeKind::Column || kind == NodeKind::Energy ||
+           kind == NodeKind::Neuron;
   }
 };
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <numeric>
 #include <type_traits>
 
@@ -107,6 +108,16 @@ class Model final : public ModelBase {
     std::vector<std::string> names{"output"};
     for (int idx : aux_nodes_) names.push_back(structs_[idx]->aux_name());
     return names;
+  }
+
+  std::vector<std::pair<std::string, std::vector<double>>> node_stats() override {
+    std::vector<std::pair<std::string, std::vector<double>>> out;
+    for (size_t i = 0; i < ir_.nodes.size(); ++i)
+      if (ir_.nodes[i].kind == NodeKind::Neuron) {
+        std::vector<double> c = stats_[i];
+        out.emplace_back(ir_.nodes[i].name + ".count", c);
+      }
+    return out;
   }
 
   std::vector<double> energy_trajectory(const std::string& block, const void* x, int n,
@@ -257,7 +268,8 @@ class Model final : public ModelBase {
       if (nd.is_struct()) {
         structs_[idx] = nd.kind == NodeKind::Attn2d ? make_attn2d<T>(nd)
                       : nd.kind == NodeKind::Column ? make_column<T>(nd)
-                                                    : make_energy<T>(nd);
+                      : nd.kind == NodeKind::Energy ? make_energy<T>(nd)
+                                                    : make_neuron<T>(nd);
         structs_[idx]->declare([this](const std::string& name, std::vector<int64_t> shape) {
           return add_param(name, std::move(shape));
         });
@@ -426,12 +438,18 @@ class Model final : public ModelBase {
       }
       case NodeKind::Attn2d:
       case NodeKind::Column:
-      case NodeKind::Energy: {
+      case NodeKind::Energy:
+      case NodeKind::Neuron: {
         double* aux = nullptr;
         for (size_t a = 0; a < aux_nodes_.size(); ++a)
           if (aux_nodes_[a] == idx) aux = &aux_[a * B_ + row];
         structs_[idx]->forward(params_.data(), val(nd.inputs[0].node, row), val(idx, row), row,
                                rows, aux);
+        if (nd.kind == NodeKind::Neuron) {
+          const std::vector<double> c = neuron_counts(structs_[idx].get());
+          stats_[idx].resize(B_);
+          std::copy(c.begin(), c.end(), stats_[idx].begin() + row);
+        }
         break;
       }
       case NodeKind::Merge:
@@ -469,7 +487,8 @@ class Model final : public ModelBase {
       }
       case NodeKind::Attn2d:
       case NodeKind::Column:
-      case NodeKind::Energy: {
+      case NodeKind::Energy:
+      case NodeKind::Neuron: {
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         structs_[idx]->backward(params_.data(), grads_.data(), val(src, row), vgrad(idx, row), du,
@@ -558,6 +577,7 @@ class Model final : public ModelBase {
   std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   std::vector<int> aux_nodes_;                           // nodes with an auxiliary loss
+  std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward
   std::vector<double> aux_;                              // (aux node, sample) this batch
   double aux_total_ = 0;
   bool has_structs_ = false;

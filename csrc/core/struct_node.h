@@ -45,6 +45,11 @@ template <class T>
 std::unique_ptr<StructNode<T>> make_column(const IrNode& nd);
 template <class T>
 std::unique_ptr<StructNode<T>> make_energy(const IrNode& nd);
+template <class T>
+std::unique_ptr<StructNode<T>> make_neuron(const IrNode& nd);
+// A neuron node's activation count per sample of its last forward; empty for other nodes.
+template <class T>
+std::vector<double> neuron_counts(StructNode<T>* node);
 // While sink is set, an energy block's forwards write each sample's energies E^0..E^T into it
 // (sample-major, steps+1 per sample); null stops. Throws StateError for other nodes.
 template <class T>

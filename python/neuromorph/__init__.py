@@ -29,7 +29,7 @@ from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileErro
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
-           "history", "energy", "Model",
+           "history", "energy", "stats", "Model",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
@@ -313,6 +313,13 @@ def energy(h: int, inputs, block: Optional[str] = None) -> np.ndarray:
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
     x, _ = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
     return _core.energy(h, block, x)
+
+
+def stats(h: int) -> dict:
+    """Statistics of the last forward pass (train, evaluate, predict or gradients), per node:
+    "<node>.count" for each neuron node, the activation count (neurons visited) of each sample
+    of the last batch. Not part of the graph; no gradient."""
+    return _core.stats(_check_handle(h))
 
 
 def evaluate(h: int, inputs, expected) -> float:

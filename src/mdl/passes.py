@@ -28,7 +28,7 @@ from .structs import MLP_ACTIVATIONS, STRUCT_KINDS, StructInfo, check_struct, de
 _WIDTH_RE = re.compile(r"[1-9][0-9]*")
 MAX_WIDTH = 1 << 24
 EXTENSION_KINDS = ("column", "attn2d", "neuron")
-NOT_YET = ("neuron",)  # extension kinds this version parses but does not compile
+NOT_YET: tuple = ()  # extension kinds this version parses but does not compile
 
 
 @dataclass
@@ -353,7 +353,7 @@ def _classify_struct(g: Graph, gn: GNode, kind: str, is_first: bool, is_last: bo
             fn = None
         gn.activation = fn
     else:
-        gn.activation = Fn("gelu", [])
+        gn.activation = Fn("swish" if kind == "neuron" else "gelu", [1.0] if kind == "neuron" else [])
     if gn.struct is not None:
         gn.width = gn.struct.out_width
 
@@ -429,7 +429,7 @@ def widths(g: Graph, rep: Reporter) -> None:
             info = gn.struct
             what = ("one token id per cell" if "vocab" in info.options
                     else f"{info.in_width // info.options['dim']} "
-                         f"{'cells' if info.kind == 'attn2d' else 'columns'} × "
+                         f"{ {'attn2d': 'cells', 'column': 'columns'}.get(info.kind, 'tokens')} × "
                          f"dim {info.options['dim']}")
             rep.error(f"`{gn.name}` ({describe(info)}) takes width {info.in_width} ({what}), but "
                       f"`{src}` gives width {gn.pred.width}", gn.ast.words[1].span,

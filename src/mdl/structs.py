@@ -62,7 +62,22 @@ COLUMN = {
     "inject": Opt("flag", 0, doc="re-add the input at every step"),
 }
 
-TABLES = {"attn2d": ATTN2D, "column": COLUMN}
+NEURON = {
+    "dim": Opt("int", lo=1, required=True, doc="features per token"),
+    "neurons": Opt("int", 16, lo=1, doc="neurons per section"),
+    "attentive": Opt("int", 4, lo=0, doc="attentive neurons (the entry candidates)"),
+    "heads": Opt("int", 4, lo=1, doc="heads of an attentive neuron"),
+    "dendrites": Opt("int", 2, lo=0, doc="dendrite cells of the router (0: raw input)"),
+    "synapses": Opt("int", 1, lo=0, doc="synapse cells after the axon"),
+    "neighbors": Opt("int", 4, lo=0, doc="neighbours each neuron may hand off to"),
+    "threshold": Opt("num", 0.5, lo=0, lo_open=True, doc="firing threshold on the voltage"),
+    "seed": Opt("int", 42, lo=0, doc="seed of the neighbour draw"),
+    "sections": Opt("int", 1, lo=1, doc="sections (split mode with a combiner)"),
+    "causal": Opt("flag", 0, doc="causal mask in attentive neurons"),
+    "route": Opt("name", "sample", choices=("sample", "batch", "gate"), doc="routing granularity"),
+}
+
+TABLES = {"attn2d": ATTN2D, "column": COLUMN, "neuron": NEURON}
 STRUCT_KINDS = tuple(TABLES)
 
 
@@ -181,7 +196,7 @@ def check_struct(node: ast.Paren, kind: str, rep: Reporter) -> Optional[StructIn
     if shape is None or not ok:
         return None
     info = StructInfo(kind, shape, opts)
-    check = _check_attn2d if kind == "attn2d" else _check_column
+    check = {"attn2d": _check_attn2d, "column": _check_column, "neuron": _check_neuron}[kind]
     if not check(node, info, spans, rep):
         return None
     return info
@@ -280,6 +295,40 @@ def _check_column(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
 
 def _a(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + f"`{kind}`"
+
+
+def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+    o, shape = info.options, info.shape
+    if len(shape) != 1:
+        rep.error(f"a neuron section takes a sequence length T, got a shape of rank {len(shape)}",
+                  node.words[1].span, "write the length as one number, e.g. `16`")
+        return False
+    n, ok = o["neurons"], True
+    if o["attentive"] > n:
+        rep.error(f"`attentive {o['attentive']}` is more than the {n} neurons",
+                  _span(spans, "attentive", node), f"use at most {n}")
+        ok = False
+    if o["neighbors"] > n - 1:
+        rep.error(f"`neighbors {o['neighbors']}`: a neuron has only {n - 1} other neurons",
+                  _span(spans, "neighbors", node), f"use at most {n - 1}")
+        ok = False
+    if o["threshold"] >= 1:
+        rep.error(f"`threshold` is a voltage in (0, 1), got {o['threshold']:g}",
+                  _span(spans, "threshold", node))
+        ok = False
+    d, s_ = o["dim"], o["sections"]
+    if d % s_:
+        rep.error(f"`sections {s_}` does not divide `dim {d}`", _span(spans, "sections", node))
+        ok = False
+    elif o["attentive"] and (d // s_) % o["heads"]:
+        rep.error(f"`heads {o['heads']}` does not divide the section width {d // s_}",
+                  _span(spans, "heads", node), "change heads, dim or sections")
+        ok = False
+    if o["causal"]:
+        rep.warn("`causal 1` masks attention, but the router's voltage still averages over the "
+                 "whole sequence, so routing sees later tokens", _span(spans, "causal", node))
+    info.in_width = info.out_width = shape[0] * d
+    return ok
 
 
 def describe(info: StructInfo) -> str:

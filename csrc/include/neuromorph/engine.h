@@ -46,6 +46,9 @@ class ModelBase {
   virtual std::vector<std::string> loss_parts() const = 0;
   // The energy of an energy block along its descent: for each sample of x (n batches), the
   // block's total energy E^0..E^T (n x B x (T+1) values); the model is not changed.
+  // Per-forward statistics of nodes, from the last forward pass (e.g. "<neuron node>.count":
+  // the activation count of each sample of the batch).
+  virtual std::vector<std::pair<std::string, std::vector<double>>> node_stats() = 0;
   virtual std::vector<double> energy_trajectory(const std::string& block, const void* x, int n,
                                                 int* steps) = 0;
   virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
