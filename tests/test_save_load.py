@@ -12,7 +12,7 @@ import neuromorph as nm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 NAMES = ["small-model", "big-model", "gated-model", "lstm-model", "readme-model", "grid-model",
-         "energy-model",
+         "energy-model", "neuron-model",
          "column-model"]
 warnings.simplefilter("ignore", mdl.MDLWarning)
 

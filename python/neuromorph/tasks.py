@@ -24,7 +24,12 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
     n_out, act, loss = out["width"], out["activation"]["name"], out["loss"]["name"]
     N = n_batches * batch
     grid = _grid_node(ir_doc)
-    if grid is not None and loss == "cross_entropy" and n_out == 2 and not ir_doc["recurrent"]:
+    seq = _sequence_node(ir_doc)
+    if seq is not None and loss == "cross_entropy" and n_out == 2 and not ir_doc["recurrent"]:
+        x, y = sequence_task(seq[0], seq[1], N, rng)
+        desc = (f"sequences of {seq[0]} noisy one-hot tokens: class 1 when symbol 0 occurs more "
+                f"often than symbol 1")
+    elif grid is not None and loss == "cross_entropy" and n_out == 2 and not ir_doc["recurrent"]:
         H, W, channels = grid
         x, y = grid_task(H, W, N, rng, channels)
         desc = f"{H}x{W} grids of sparse bits: class 1 when two horizontally adjacent cells are 1"
@@ -56,6 +61,27 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
             desc = "regression on a random teacher network"
     shape = lambda a: a.reshape(n_batches, batch, -1).astype(np.float32)
     return shape(x), shape(y), desc
+
+
+def _first_after_input(ir_doc: dict):
+    first = [n for n in ir_doc["nodes"] if n["inputs"] and n["inputs"][0]["node"] == ir_doc["input"]]
+    return first[0] if len(first) == 1 else None
+
+
+def _sequence_node(ir_doc: dict):
+    """(T, D) when the node after the input is a neuron node."""
+    node = _first_after_input(ir_doc)
+    if node is None or node["kind"] != "neuron":
+        return None
+    return node["struct"]["shape"][0], node["struct"]["options"]["dim"]
+
+
+def sequence_task(T: int, D: int, n: int, rng):
+    """Noisy one-hot tokens over D >= 2 symbols; label 1 when symbol 0 outnumbers symbol 1."""
+    sym = rng.integers(0, D, (n, T))
+    x = np.eye(D)[sym] + rng.normal(0, 0.1, (n, T, D))
+    label = ((sym == 0).sum(1) > (sym == 1).sum(1)).astype(int)
+    return x.reshape(n, T * D), np.eye(2)[label]
 
 
 def _grid_node(ir_doc: dict):

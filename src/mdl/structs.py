@@ -69,7 +69,7 @@ NEURON = {
     "heads": Opt("int", 4, lo=1, doc="heads of an attentive neuron"),
     "dendrites": Opt("int", 2, lo=0, doc="dendrite cells of the router (0: raw input)"),
     "synapses": Opt("int", 1, lo=0, doc="synapse cells after the axon"),
-    "neighbors": Opt("int", 4, lo=0, doc="neighbours each neuron may hand off to"),
+    "neighbors": Opt("int", None, lo=0, doc="neighbours each neuron may hand off to (4, at most neurons - 1)"),
     "threshold": Opt("num", 0.5, lo=0, lo_open=True, doc="firing threshold on the voltage"),
     "seed": Opt("int", 42, lo=0, doc="seed of the neighbour draw"),
     "sections": Opt("int", 1, lo=1, doc="sections (split mode with a combiner)"),
@@ -304,6 +304,7 @@ def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
                   node.words[1].span, "write the length as one number, e.g. `16`")
         return False
     n, ok = o["neurons"], True
+    o.setdefault("neighbors", min(4, n - 1))
     if o["attentive"] > n:
         rep.error(f"`attentive {o['attentive']}` is more than the {n} neurons",
                   _span(spans, "attentive", node), f"use at most {n}")
