@@ -135,3 +135,51 @@ def test_neuron_example_model_learns_its_sequence_task(capsys):
     nm.release(h)
     assert main(["run", str(path), "--batches", "30"]) == 0
     assert "final loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("node,width", [
+    ("(g, neuron, 6, dim 8, neurons 6, attentive 2, heads 2, neighbors 3, threshold 0.05, "
+     "route gate)", 48),
+    ("[e, energy, steps 3, dt 0.3, (v, 2x24, <tanh>) (lab, 6, <softmax>) (s, synapse hidden, v lab, "
+     "units 16) (a, synapse attention, v v, heads 2, qk 4) (d, synapse dense, v lab)]", 48),
+])
+def test_float32_fast_path_matches_float64_reference(node, width):
+    text = f"/xavier, zero/ (x, {width}) {node} (y, 3, <softmax>, <cross_entropy>)"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 17, width))
+    e = np.eye(3)[rng.integers(0, 3, 17)][None]
+    out = {}
+    for dt in ("float64", "float32"):
+        h = nm.compile(text, 17, 0.1, dtype=dt)
+        nm.seed(9)
+        nm.build(h)
+        loss, g = nm.gradients(h, x, e)
+        out[dt] = (loss, g, nm.predict(h, x))
+        nm.release(h)
+    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-5)
+    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=1e-4, atol=1e-6)
+    for name, g64 in out["float64"][1].items():
+        scale = np.abs(g64).max() + 1e-12
+        assert np.abs(out["float32"][1][name] - g64).max() / scale < 1e-3, name
+
+
+def test_energy_and_neuron_in_splits_merges_taps_and_recurrence():
+    text = """/xavier, zero/
+    (x, 3) (pre, 8, <tanh>)
+    [s, [e, energy, steps 2, dt 0.5, (v, 8, <tanh>) (w, 8, <sigmoid>) (c, synapse dense, v w)]
+        [t, [ev,]] | (g, neuron, 2, dim 4, neurons 3, attentive 1, heads 1, neighbors 2,
+        threshold 0.2, route gate)]
+    {m, g, additive}
+    {m2, ev, average}
+    (y, 2, <sigmoid>, <mse>)
+    """
+    fd_check(text, 2)
+    rec = """/xavier, zero/
+    (x, 3) (pre, 8, <tanh>)
+    {m, prev, additive}
+    (g, neuron, 2, dim 4, neurons 3, attentive 1, heads 1, neighbors 2, threshold 0.2, route gate)
+    [e, energy, steps 2, dt 0.5, (v, 8, <tanh>) (w, 8, <tanh>) (c, synapse dense, v w)]
+    [last, [prev,]]
+    (y, 2, <sigmoid>, <mse>)
+    """
+    fd_check(rec, 3)

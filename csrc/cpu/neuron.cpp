@@ -122,7 +122,8 @@ class NeuronNode final : public StructNode<T> {
     B_ = batch;
     zeros_.assign(std::max(D_, Ds_), T(0));
     counts_.assign(batch, 0.0);
-    for (auto& s : sec_) s.run.resize(0);
+    calls_.assign(batch, Call{});
+    for (auto& c : calls_) c.sec.resize(S_);
   }
 
   void init(Rng& rng, T* P) const override {
@@ -145,21 +146,27 @@ class NeuronNode final : public StructNode<T> {
   }
 
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
-    (void)row;
     const size_t sd = size_t(T_) * Ds_, td = size_t(T_) * D_;
-    std::fill(counts_.begin(), counts_.begin() + rows, 0.0);
-    rows_ = rows;
+    std::fill(counts_.begin() + row, counts_.begin() + row + rows, 0.0);
+    row_ = row, rows_ = rows;
+    Call& call = calls_[row];
     if (S_ == 1) {
-      section_forward(P, sec_[0], x, y, rows);
+      section_forward(P, sec_[0], call.sec[0], x, y, row, rows);
       return;
     }
+    auto& cat_ = call.cat;
+    auto& comb_z_ = call.comb_z;
+    auto& comb_xhat_ = call.comb_xhat;
+    auto& comb_rstd_ = call.comb_rstd;
+    auto& comb_n_ = call.comb_n;
+    auto& comb_y_ = call.comb_y;
     cat_.assign(size_t(rows) * td, T(0));
     for (int s = 0; s < S_; ++s) {
-      Section& sc = sec_[s];
+      SecCall& sc = call.sec[s];
       sc.a.assign(size_t(rows) * sd, T(0));
-      nn::linear_forward(x, P + sc.in_w, P + sc.in_b, sc.a.data(), rows * T_, D_, Ds_);
+      nn::linear_forward(x, P + sec_[s].in_w, P + sec_[s].in_b, sc.a.data(), rows * T_, D_, Ds_);
       sc.y.assign(size_t(rows) * sd, T(0));
-      section_forward(P, sc, sc.a.data(), sc.y.data(), rows);
+      section_forward(P, sec_[s], sc, sc.a.data(), sc.y.data(), row, rows);
       for (int r = 0; r < rows * T_; ++r)
         std::memcpy(&cat_[size_t(r) * D_ + s * Ds_], &sc.y[size_t(r) * Ds_], sizeof(T) * Ds_);
     }
@@ -175,13 +182,19 @@ class NeuronNode final : public StructNode<T> {
     comb_y_.assign(y, y + size_t(rows) * td);
   }
 
-  void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int /*row*/, int rows,
+  void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
     const size_t sd = size_t(T_) * Ds_, td = size_t(T_) * D_;
+    Call& call = calls_[row];
     if (S_ == 1) {
-      section_backward(P, G, sec_[0], x, dy, dx, rows);
+      section_backward(P, G, sec_[0], call.sec[0], x, dy, dx, rows);
       return;
     }
+    auto& cat_ = call.cat;
+    auto& comb_xhat_ = call.comb_xhat;
+    auto& comb_rstd_ = call.comb_rstd;
+    auto& comb_n_ = call.comb_n;
+    auto& comb_y_ = call.comb_y;
     std::vector<T> dn(size_t(rows) * td), dz(size_t(rows) * td, T(0)), dcat(size_t(rows) * td, T(0));
     nn::act_backward(act_, act_p_, comb_n_.data(), comb_y_.data(), dy, dn.data(), dn.size());
     nn::ln_backward(comb_xhat_.data(), comb_rstd_.data(), P + comb_g_, dn.data(), dz.data(),
@@ -189,17 +202,19 @@ class NeuronNode final : public StructNode<T> {
     nn::linear_backward(cat_.data(), P + comb_w_, dz.data(), G + comb_w_, G + comb_b_, dcat.data(),
                         rows * T_, D_, D_);
     for (int s = 0; s < S_; ++s) {
-      Section& sc = sec_[s];
+      SecCall& sc = call.sec[s];
       std::vector<T> dys(size_t(rows) * sd), das(size_t(rows) * sd, T(0));
       for (int r = 0; r < rows * T_; ++r)
         std::memcpy(&dys[size_t(r) * Ds_], &dcat[size_t(r) * D_ + s * Ds_], sizeof(T) * Ds_);
-      section_backward(P, G, sc, sc.a.data(), dys.data(), das.data(), rows);
-      nn::linear_backward(x, P + sc.in_w, das.data(), G + sc.in_w, G + sc.in_b, dx, rows * T_, D_, Ds_);
+      section_backward(P, G, sec_[s], sc, sc.a.data(), dys.data(), das.data(), rows);
+      nn::linear_backward(x, P + sec_[s].in_w, das.data(), G + sec_[s].in_w, G + sec_[s].in_b, dx,
+                          rows * T_, D_, Ds_);
     }
   }
 
   // activation counts of the last forward, one per sample
   const std::vector<double>& counts() const { return counts_; }
+  int last_row() const { return row_; }
   int last_rows() const { return rows_; }
 
  private:
@@ -207,6 +222,10 @@ class NeuronNode final : public StructNode<T> {
   struct Section {
     size_t in_w = 0, in_b = 0;
     std::vector<Neuron> neurons;
+  };
+  // What one forward call of one section keeps for backward (recurrent models call the node
+  // once per sample: one of these per call, indexed by the call's first row).
+  struct SecCall {
     std::vector<T> a, y;  // split mode: the section's input and output
     // the routed forward of the last call
     std::vector<std::vector<int>> path;      // per sample: neurons by depth
@@ -216,6 +235,10 @@ class NeuronNode final : public StructNode<T> {
     std::vector<BodySave<T>> run;
     size_t runs = 0;
     int depth = 0;
+  };
+  struct Call {
+    std::vector<SecCall> sec;
+    std::vector<T> cat, comb_z, comb_xhat, comb_rstd, comb_n, comb_y;
   };
 
   // --------------------------------------------------------------- cells
@@ -374,12 +397,13 @@ class NeuronNode final : public StructNode<T> {
   }
 
   // --------------------------------------------------------------- the routed section
-  BodySave<T>& new_run(Section& sc) {
+  BodySave<T>& new_run(SecCall& sc) {
     if (sc.runs == sc.run.size()) sc.run.emplace_back();
     return sc.run[sc.runs++];
   }
 
-  void section_forward(const T* P, Section& sc, const T* x, T* y, int rows) {
+  void section_forward(const T* P, const Section& sec, SecCall& sc, const T* x, T* y, int row,
+                       int rows) {
     const size_t sd = size_t(T_) * Ds_;
     sc.path.assign(rows, {});
     sc.fired.assign(rows, {});
@@ -398,7 +422,7 @@ class NeuronNode final : public StructNode<T> {
       T bs = -1;
       for (int n = 0; n < nentry; ++n) {
         T m = 0;
-        for (int b = 0; b < rows; ++b) m += voltage(P, sc.neurons[n], x + b * sd);
+        for (int b = 0; b < rows; ++b) m += voltage(P, sec.neurons[n], x + b * sd);
         if (m / T(rows) > bs) bs = m / T(rows), best = n;
       }
       std::fill(entry.begin(), entry.end(), best);
@@ -406,7 +430,7 @@ class NeuronNode final : public StructNode<T> {
       for (int b = 0; b < rows; ++b) {
         T bs = -1;
         for (int n = 0; n < nentry; ++n) {
-          const T v = voltage(P, sc.neurons[n], x + b * sd);
+          const T v = voltage(P, sec.neurons[n], x + b * sd);
           if (v > bs) bs = v, entry[b] = n;
         }
         ventry[b] = bs;
@@ -428,7 +452,7 @@ class NeuronNode final : public StructNode<T> {
         s.x.resize(members.size() * sd);
         for (size_t i = 0; i < members.size(); ++i)
           std::memcpy(&s.x[i * sd], &sc.in[k][members[i] * sd], sizeof(T) * sd);
-        body_forward(P, sc.neurons[n], s, int(members.size()));
+        body_forward(P, sec.neurons[n], s, int(members.size()));
         for (size_t i = 0; i < members.size(); ++i)
           std::memcpy(&sc.z[k][members[i] * sd], &s.z[i * sd], sizeof(T) * sd);
       }
@@ -439,8 +463,8 @@ class NeuronNode final : public StructNode<T> {
         }
       sc.in.emplace_back(rows * sd, T(0));
       std::vector<int> next(rows, -1);
-      if (route_ == kBatch) hop_batch(P, sc, active, cur, next, k, rows);
-      else hop_sample(P, sc, active, cur, next, k, rows);
+      if (route_ == kBatch) hop_batch(P, sec, sc, active, cur, next, k, rows);
+      else hop_sample(P, sec, sc, active, cur, next, k, rows);
       cur = next;
     }
     sc.depth = k;
@@ -453,14 +477,14 @@ class NeuronNode final : public StructNode<T> {
         std::memcpy(o, &sc.z[d][b * sd], sizeof(T) * sd);
         if (!sc.fired[b][d]) continue;
         std::vector<T> xh(sd), rs(T_), ln(sd);
-        const Neuron& u = sc.neurons[sc.path[b][d]];
+        const Neuron& u = sec.neurons[sc.path[b][d]];
         nn::ln_forward(&sc.o[d + 1][b * sd], P + u.norm, zeros_.data(), xh.data(), rs.data(), ln.data(),
                        T_, Ds_, 1);
         const T scale = route_ == kGate ? sc.volt[b][d + 1] : T(1);
         for (size_t i = 0; i < sd; ++i) o[i] += scale * ln[i];
       }
     for (int b = 0; b < rows; ++b) {
-      counts_[b] += double(route_ == kBatch ? k : int(sc.path[b].size()));
+      counts_[row + b] += double(route_ == kBatch ? k : int(sc.path[b].size()));
       T* yb = y + b * sd;
       const T* o0 = &sc.o[0][b * sd];
       const T* xb = x + b * sd;
@@ -472,16 +496,16 @@ class NeuronNode final : public StructNode<T> {
   }
 
   // per-sample hand-off: the free non-attentive neighbour of highest voltage at z, if it fires
-  void hop_sample(const T* P, Section& sc, std::vector<std::vector<char>>& active,
+  void hop_sample(const T* P, const Section& sec, SecCall& sc, std::vector<std::vector<char>>& active,
                   const std::vector<int>& cur, std::vector<int>& next, int k, int rows) {
     const size_t sd = size_t(T_) * Ds_;
     for (int b = 0; b < rows; ++b) {
       if (cur[b] < 0) continue;
       int best = -1;
       T bv = -1;
-      for (int m : sc.neurons[cur[b]].nbrs) {
-        if (active[b][m] || sc.neurons[m].attentive) continue;
-        const T v = voltage(P, sc.neurons[m], &sc.z[k][b * sd]);
+      for (int m : sec.neurons[cur[b]].nbrs) {
+        if (active[b][m] || sec.neurons[m].attentive) continue;
+        const T v = voltage(P, sec.neurons[m], &sc.z[k][b * sd]);
         if (v > bv) bv = v, best = m;
       }
       const bool fire = best >= 0 && bv > T(theta_);
@@ -496,17 +520,17 @@ class NeuronNode final : public StructNode<T> {
 
   // faithful per-batch hand-off: the neighbour of highest batch-mean voltage; samples that do not
   // fire continue as zeros (their output is their z)
-  void hop_batch(const T* P, Section& sc, std::vector<std::vector<char>>& active,
+  void hop_batch(const T* P, const Section& sec, SecCall& sc, std::vector<std::vector<char>>& active,
                  const std::vector<int>& cur, std::vector<int>& next, int k, int rows) {
     const size_t sd = size_t(T_) * Ds_;
     const int n = cur[0];
     int best = -1;
     T bs = -1;
     std::vector<T> vb(rows), v(rows);
-    for (int m : sc.neurons[n].nbrs) {
-      if (active[0][m] || sc.neurons[m].attentive) continue;
+    for (int m : sec.neurons[n].nbrs) {
+      if (active[0][m] || sec.neurons[m].attentive) continue;
       T mean = 0;
-      for (int b = 0; b < rows; ++b) mean += (v[b] = voltage(P, sc.neurons[m], &sc.z[k][b * sd]));
+      for (int b = 0; b < rows; ++b) mean += (v[b] = voltage(P, sec.neurons[m], &sc.z[k][b * sd]));
       if (mean / T(rows) > bs) bs = mean / T(rows), best = m, vb = v;
     }
     bool any = false;
@@ -526,14 +550,15 @@ class NeuronNode final : public StructNode<T> {
     }
   }
 
-  void section_backward(const T* P, T* G, Section& sc, const T* x, const T* dy, T* dx, int rows) {
+  void section_backward(const T* P, T* G, const Section& sec, SecCall& sc, const T* x, const T* dy,
+                        T* dx, int rows) {
     const size_t sd = size_t(T_) * Ds_;
     const int K = sc.depth;
     std::vector<std::vector<T>> dz(K, std::vector<T>(rows * sd, T(0)));
     std::vector<T> dob(rows * sd);
     for (int b = 0; b < rows; ++b) {
       const size_t off = b * sd;
-      const Neuron& e = sc.neurons[sc.path[b][0]];
+      const Neuron& e = sec.neurons[sc.path[b][0]];
       if (route_ == kGate) {  // y = x + v_e (o_0 − x)
         const T ve = sc.volt[b][0];
         T vbar = 0;
@@ -553,7 +578,7 @@ class NeuronNode final : public StructNode<T> {
       for (int d = 0; d < int(sc.path[b].size()); ++d) {
         for (size_t i = 0; i < sd; ++i) dz[d][off + i] += dob[i];
         if (!sc.fired[b][d]) break;
-        const Neuron& u = sc.neurons[sc.path[b][d]];
+        const Neuron& u = sec.neurons[sc.path[b][d]];
         const T* o1 = &sc.o[d + 1][off];
         std::vector<T> xh(sd), rs(T_), ln(sd), dln(sd), dnext(sd, T(0)), dbeta(Ds_, T(0));
         nn::ln_forward(o1, P + u.norm, zeros_.data(), xh.data(), rs.data(), ln.data(), T_, Ds_, 1);
@@ -564,7 +589,7 @@ class NeuronNode final : public StructNode<T> {
         if (route_ == kGate) {  // the hop's gate: v_{d+1}(z_d)
           T vbar = 0;
           for (size_t i = 0; i < sd; ++i) vbar += dob[i] * ln[i];
-          voltage_backward(P, G, sc.neurons[sc.path[b][d + 1]], &sc.z[d][off], vbar, &dz[d][off]);
+          voltage_backward(P, G, sec.neurons[sc.path[b][d + 1]], &sc.z[d][off], vbar, &dz[d][off]);
         }
         dob.swap(dnext);
       }
@@ -584,7 +609,7 @@ class NeuronNode final : public StructNode<T> {
           g[i * sd + j] = v;
         }
       }
-      body_backward(P, G, sc.neurons[sc.path[s.samples[0]][d]], s, g.data(), gx.data(), int(m));
+      body_backward(P, G, sec.neurons[sc.path[s.samples[0]][d]], s, g.data(), gx.data(), int(m));
       for (size_t i = 0; i < m; ++i)
         for (size_t j = 0; j < sd; ++j) din[d][s.samples[i] * sd + j] += gx[i * sd + j];
     }
@@ -593,7 +618,7 @@ class NeuronNode final : public StructNode<T> {
   }
 
   // depth of run r: runs are created level by level, in sample order within a level
-  int depth_of(const Section& sc, size_t r) const {
+  int depth_of(const SecCall& sc, size_t r) const {
     const int b = sc.run[r].samples[0];
     size_t count = 0;
     for (size_t q = 0; q < r; ++q)
@@ -605,7 +630,7 @@ class NeuronNode final : public StructNode<T> {
   std::string name_;
   Act act_;
   double act_p_;
-  int T_, D_, S_, Ds_, N_, A_, H_, Dd_, Sy_, K_, B_ = 0, rows_ = 0;
+  int T_, D_, S_, Ds_, N_, A_, H_, Dd_, Sy_, K_, B_ = 0, row_ = 0, rows_ = 0;
   double theta_;
   uint64_t seed_;
   bool causal_;
@@ -618,7 +643,8 @@ class NeuronNode final : public StructNode<T> {
   std::vector<Linear> linears_;                      // plain weights: U(±1/√fan_in)
   std::vector<std::pair<size_t, size_t>> gammas_;   // (offset, size) of LN gains
   size_t comb_w_ = 0, comb_b_ = 0, comb_g_ = 0, comb_be_ = 0;
-  std::vector<T> zeros_, cat_, comb_z_, comb_xhat_, comb_rstd_, comb_n_, comb_y_;
+  std::vector<T> zeros_;
+  std::vector<Call> calls_;  // by the first row of each forward call
   std::vector<double> counts_;
 };
 
@@ -635,7 +661,8 @@ template <class T>
 std::vector<double> neuron_counts(StructNode<T>* node) {
   auto* n = dynamic_cast<NeuronNode<T>*>(node);
   if (!n) return {};
-  return std::vector<double>(n->counts().begin(), n->counts().begin() + n->last_rows());
+  const auto first = n->counts().begin() + n->last_row();
+  return std::vector<double>(first, first + n->last_rows());
 }
 template std::vector<double> neuron_counts<float>(StructNode<float>*);
 template std::vector<double> neuron_counts<double>(StructNode<double>*);
