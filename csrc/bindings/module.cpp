@@ -11,6 +11,7 @@
 
 #include "../cpu/gemm.h"
 #include "../cpu/attn2d.h"
+#include "neuromorph/device.h"
 #include "neuromorph/engine.h"
 #include "neuromorph/version.h"
 
@@ -118,6 +119,7 @@ PYBIND11_MODULE(_core, m) {
     } catch (const nm::DataError& e) { raise_as("DataError", e);
     } catch (const nm::DeviceError& e) { raise_as("DeviceError", e);
     } catch (const nm::FileError& e) { raise_as("ModelFileError", e);
+    } catch (const nm::OutOfMemory& e) { raise_as("OutOfMemoryError", e);
     } catch (const nm::Error& e) { raise_as("NeuromorphError", e);
     } catch (const std::bad_alloc& e) { raise_as("OutOfMemoryError", e);
     }
@@ -129,6 +131,7 @@ PYBIND11_MODULE(_core, m) {
     d["version"] = nm::version_string();
     d["ir_version"] = nm::kIrVersion;
     d["cuda_compiler_found"] = nm::cuda_compiler_found();
+    d["cuda_built"] = nm::cuda_built();
     return d;
   });
   m.def("seed", [](uint64_t s) { nm::seed(s); });
@@ -225,12 +228,79 @@ PYBIND11_MODULE(_core, m) {
     for (const auto& p : mm.params()) names.append(py::make_tuple(p.name, p.shape));
     d["params"] = names;
     d["loss_parts"] = mm.loss_parts();
+    d["device"] = mm.device();
     return d;
   });
-  m.def("build", [](int h) {
-    auto ref = nm::registry_get(h);
-    ModelBase& mm = *ref;
-    mm.build(nm::draw_seed());
+  m.def("build", [](int h, const std::string& device) {
+    if (device == "cpu") {
+      std::unique_ptr<ModelBase> cpu;
+      {
+        auto ref = nm::registry_get(h);
+        if (ref->device() == "cpu") {
+          ref->build(nm::draw_seed());
+          return;
+        }
+        // back from the GPU: a fresh CPU model behind the same handle
+        cpu = nm::make_model(ref->ir_json(), ref->batch_size(), ref->learning_rate(), ref->dtype(),
+                             ref->optimizer());
+      }
+      cpu->build(nm::draw_seed());
+      nm::registry_replace(h, std::move(cpu));
+      return;
+    }
+    if (device != "cuda")
+      throw nm::DeviceError("device must be 'cpu' or 'cuda', got '" + device + "'");
+    std::string ir;
+    int batch;
+    double lr;
+    nm::OptimConfig opt;
+    {
+      auto ref = nm::registry_get(h);
+      if (ref->dtype() != nm::DType::F32)
+        throw nm::DeviceError("float64 models run on the CPU only; compile with dtype='float32' for cuda");
+      ir = ref->ir_json(), batch = ref->batch_size(), lr = ref->learning_rate(), opt = ref->optimizer();
+    }
+    auto gpu = nm::make_cuda_model(ir, batch, lr, opt);
+    gpu->build(nm::draw_seed());
+    nm::registry_replace(h, std::move(gpu));
+  });
+  m.def("to_device", [](int h, const std::string& device) {
+    if (device != "cpu" && device != "cuda")
+      throw nm::DeviceError("device must be 'cpu' or 'cuda', got '" + device + "'");
+    std::unique_ptr<ModelBase> moved;
+    {
+      auto ref = nm::registry_get(h);
+      ModelBase& src = *ref;
+      if (!src.built()) throw nm::StateError("model is not built: call build() first");
+      if (src.device() == device) return;
+      if (device == "cuda" && src.dtype() != nm::DType::F32)
+        throw nm::DeviceError("float64 models run on the CPU only; compile with dtype='float32' for cuda");
+      moved = device == "cuda"
+                  ? nm::make_cuda_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.optimizer())
+                  : nm::make_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.dtype(),
+                                   src.optimizer());
+      moved->build(0);
+      std::vector<float> buf;
+      for (const auto& p : src.params()) {
+        buf.resize(p.size);
+        src.get_param(p.name, buf.data());
+        moved->set_param(p.name, buf.data());
+      }
+      for (const auto& st : src.state_tensors())
+        for (const auto& dt : moved->state_tensors())
+          if (dt.name == st.name && dt.size == st.size) {
+            buf.resize(st.size);
+            src.get_state(st.name, buf.data());
+            moved->set_state(st.name, buf.data());
+          }
+      moved->set_steps(src.steps());
+    }
+    nm::registry_replace(h, std::move(moved));
+  });
+  m.def("cuda_available", [] {
+    std::string name;
+    const std::string why = nm::cuda_available(&name);
+    return py::make_tuple(why.empty(), why.empty() ? name : why);
   });
   m.def("train", [](int h, const py::array& x, const py::array& e) {
     auto ref = nm::registry_get(h);

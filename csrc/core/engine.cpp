@@ -49,6 +49,15 @@ ModelRef registry_get(int handle) {
   return ModelRef(it->second.model, it->second.mu);
 }
 
+void registry_replace(int handle, std::unique_ptr<ModelBase> model) {
+  Slot doomed;
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_models.find(handle);
+  if (it == g_models.end()) throw missing(handle, "released");
+  doomed.model = std::move(it->second.model);
+  it->second.model = std::move(model);
+}
+
 void registry_release(int handle) {
   Slot doomed;  // destroyed outside the lock (or later, by a call still using it)
   std::lock_guard<std::mutex> lock(g_mu);

@@ -29,7 +29,7 @@ from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileErro
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
-           "history", "energy", "stats", "Model",
+           "history", "energy", "stats", "cuda_available", "to_device", "Model",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
@@ -39,6 +39,12 @@ def build_info() -> dict:
     info = dict(_core.build_info())
     info["blas"] = _core.have_blas()
     return info
+
+
+def cuda_available() -> tuple:
+    """(True, device name) when build(h, device="cuda") can run here, else (False, why not)."""
+    ok, text = _core.cuda_available()
+    return bool(ok), text
 
 
 def _check_int(value, name: str, minimum: int = 1) -> int:
@@ -145,8 +151,14 @@ def info(h: int) -> dict:
     return dict(_core.info(_check_handle(h)))
 
 
-def build(h: int, threads: Optional[int] = None) -> int:
+def build(h: int, threads: Optional[int] = None, device: str = "cpu") -> int:
     """Allocate and initialise the model's parameters and buffers; returns the handle.
+
+    device="cuda" puts the model on the GPU (float32, dense non-recurrent models in this
+    version; see docs/cuda.md): same initial parameters as on the CPU for the same seed, and
+    every other call (train, predict, get/set_params, save) works unchanged. A build without the
+    CUDA backend, a machine without a GPU, or a model the GPU backend cannot run raise
+    DeviceError saying which.
 
     `threads` sets how many threads large matrix products may use (process-wide). Products
     below ~16M multiply-adds always run on one thread, where waking more only costs (chosen
@@ -155,7 +167,9 @@ def build(h: int, threads: Optional[int] = None) -> int:
     h = _check_handle(h)
     if threads is not None:
         _core.set_threads(_check_int(threads, "threads"))
-    _core.build(h)
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    _core.build(h, device)
     _HISTORY.pop(h, None)
     _PARTS.pop(h, None)
     return h
@@ -402,13 +416,30 @@ def save(h: int, path) -> None:
     _core.save(h, os.fspath(path), [("neuromorph_version", __version__)])
 
 
-def load(path) -> int:
+def load(path, device: str = "cpu") -> int:
     """A built model from a file written by save(): it predicts and trains on exactly as the
-    saved model would have. Corrupt or foreign files raise ModelFileError."""
+    saved model would have. Corrupt or foreign files raise ModelFileError. device="cuda" puts
+    it on the GPU (files are device-independent: a model saved on either loads on either)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
-    return _core.load(path)
+    h = _core.load(path)
+    if device != "cpu":
+        try:
+            to_device(h, device)
+        except BaseException:
+            _core.release(h)
+            raise
+    return h
+
+
+def to_device(h: int, device: str) -> int:
+    """Move a built model to "cpu" or "cuda" with its parameters, optimizer state and step
+    count (float32 only on "cuda"); returns the handle."""
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    _core.to_device(_check_handle(h), device)
+    return h
 
 
 from .model import Model  # noqa: E402  (uses the functions above)

@@ -27,6 +27,7 @@ class ModelBase {
  public:
   virtual ~ModelBase() = default;
   virtual DType dtype() const = 0;
+  virtual std::string device() const { return "cpu"; }
   virtual int batch_size() const = 0;
   virtual int input_width() const = 0;
   virtual int output_width() const = 0;
@@ -102,6 +103,8 @@ class ModelRef {
 };
 ModelRef registry_get(int handle);     // throws HandleError, StateError when busy
 void registry_release(int handle);     // throws HandleError
+// Puts another model (e.g. the same model on another device) behind an existing handle.
+void registry_replace(int handle, std::unique_ptr<ModelBase> model);
 size_t registry_size();
 
 // The engine RNG: seed() makes every later build reproducible; build draws from it.

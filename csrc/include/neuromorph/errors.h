@@ -16,5 +16,6 @@ struct ShapeError : Error { using Error::Error; };    // wrong data or parameter
 struct DataError : Error { using Error::Error; };     // NaN/inf in data
 struct DeviceError : Error { using Error::Error; };    // unsupported or missing device
 struct FileError : Error { using Error::Error; };      // unreadable, corrupt or foreign model file
+struct OutOfMemory : Error { using Error::Error; };    // device (or host) memory exhausted
 
 }  // namespace nm

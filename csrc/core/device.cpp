@@ -1,0 +1,86 @@
+// Device selection: the CUDA backend is a plugin (libneuromorph_cuda, next to this library),
+// loaded with dlopen the first time a model asks for device "cuda". The core never links CUDA,
+// so the engine loads on machines without a CUDA runtime; asking for the GPU there, or in a
+// build made without a CUDA compiler, or on a machine without a device, is a DeviceError that
+// says which.
+#include "neuromorph/device.h"
+
+#include <dlfcn.h>
+
+#include <mutex>
+#include <string>
+
+#include "neuromorph/errors.h"
+
+namespace nm {
+namespace {
+
+struct Plugin {
+  void* lib = nullptr;
+  int (*count)(char*, int) = nullptr;
+  void (*name)(char*, int) = nullptr;
+  ModelBase* (*create)(const char*, int, double, const OptimConfig*) = nullptr;
+  std::string error;
+};
+
+std::string own_dir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&cuda_available), &info) && info.dli_fname) {
+    std::string path = info.dli_fname;
+    auto slash = path.rfind('/');
+    if (slash != std::string::npos) return path.substr(0, slash + 1);
+  }
+  return "";
+}
+
+Plugin& plugin() {
+  static Plugin p;
+  static std::once_flag once;
+  std::call_once(once, [] {
+#if NM_CUDA_BUILT
+    const std::string path = own_dir() + "libneuromorph_cuda.so";
+    p.lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!p.lib) {
+      const char* e = dlerror();
+      p.error = std::string("cannot load the CUDA backend (") + (e ? e : path.c_str()) + ")";
+      return;
+    }
+    p.count = reinterpret_cast<int (*)(char*, int)>(dlsym(p.lib, "nm_cuda_device_count"));
+    p.name = reinterpret_cast<void (*)(char*, int)>(dlsym(p.lib, "nm_cuda_device_name"));
+    p.create = reinterpret_cast<ModelBase* (*)(const char*, int, double, const OptimConfig*)>(
+        dlsym(p.lib, "nm_cuda_create"));
+    if (!p.count || !p.create || !p.name) p.error = "the CUDA backend library is incomplete";
+#else
+    p.error = "this build of neuromorph has no CUDA backend (no CUDA compiler was found when "
+              "it was built); reinstall on a machine with the CUDA toolkit (nvcc) to use device='cuda'";
+#endif
+  });
+  return p;
+}
+
+}  // namespace
+
+bool cuda_built() { return NM_CUDA_BUILT != 0; }
+
+std::string cuda_available(std::string* device_name) {
+  Plugin& p = plugin();
+  if (!p.error.empty()) return p.error;
+  char why[256] = {0};
+  if (p.count(why, int(sizeof why)) <= 0)
+    return std::string("no CUDA device is available: ") + why;
+  if (device_name) {
+    char name[256] = {0};
+    p.name(name, int(sizeof name));
+    *device_name = name;
+  }
+  return "";
+}
+
+std::unique_ptr<ModelBase> make_cuda_model(const std::string& ir_json, int batch, double lr,
+                                           const OptimConfig& opt) {
+  const std::string why = cuda_available(nullptr);
+  if (!why.empty()) throw DeviceError(why);
+  return std::unique_ptr<ModelBase>(plugin().create(ir_json.c_str(), batch, lr, &opt));
+}
+
+}  // namespace nm
