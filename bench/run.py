@@ -24,6 +24,8 @@ ARGS.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test
 ARGS.add_argument("--threads", type=int, default=1)
 ARGS.add_argument("--cases", default="a,b,c,d,e,f", help="comma list of a,b,c,d,e,f,memory")
 ARGS.add_argument("--repeats", type=int, default=5)
+ARGS.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                  help="cuda: the GPU cases of performance.md vs PyTorch CUDA in the same run")
 OPTS = ARGS.parse_args()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(OPTS.threads)  # before numpy/torch load their BLAS
@@ -288,7 +290,61 @@ def case_column():
            f"{batch}", ours, theirs)
 
 
+def cuda_mlp(case, widths, acts, loss, batch, n):
+    """Ours on the GPU vs PyTorch CUDA, same shapes, same process."""
+    layers = "".join(f"(l{i}, {w}, <{a}>)" for i, (w, a) in enumerate(zip(widths[1:-1], acts)))
+    text = f"/xavier,zero/ (input, {widths[0]}) {layers} (output, {widths[-1]}, <{acts[-1]}>, <{loss}>)"
+    h = nm.compile(text, batch, 0.01)
+    nm.seed(0)
+    nm.build(h, device="cuda")
+    x = np.random.rand(n, batch, widths[0]).astype(np.float32)
+    e = np.random.rand(n, batch, widths[-1]).astype(np.float32)
+    ours = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats) / n * 1e6
+    nm.release(h)
+    theirs = None
+    if torch is not None and torch.cuda.is_available():
+        mods = []
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            mods.append(torch.nn.Linear(a, b))
+            act = TORCH_ACTS[acts[i]]
+            if act and i < len(widths) - 2:
+                mods.append(getattr(torch.nn, act)())
+        net = torch.nn.Sequential(*mods).cuda()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        xt, et = torch.rand(n, batch, widths[0], device="cuda"), torch.rand(n, batch, widths[-1], device="cuda")
+        lossf = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()
+        if loss != "mse":
+            et = torch.randint(0, widths[-1], (n, batch), device="cuda")
+
+        def run():
+            for k in range(n):
+                opt.zero_grad(set_to_none=True)
+                lossf(net(xt[k]), et[k]).backward()
+                opt.step()
+            torch.cuda.synchronize()
+        theirs = median_time(run, OPTS.repeats) / n * 1e6
+    report(case, f"[cuda] MLP {'->'.join(map(str, widths))}, batch {batch}", ours, theirs,
+           extra={"device": nm.cuda_available()[1]})
+
+
+def main_cuda():
+    ok, why = nm.cuda_available()
+    if not ok:
+        print(json.dumps({"device": "cuda", "skipped": why, "machine": machine()}))
+        return 0
+    cases = set(OPTS.cases.split(","))
+    if "a" in cases or "small" in cases:
+        cuda_mlp("small", [64, 64, 64, 64, 64], ["relu", "relu", "relu", "linear"], "mse",
+                 1024 if OPTS.quick else 65536, 5 if OPTS.quick else 50)
+    if "c" in cases:
+        cuda_mlp("c", [784, 512, 256, 10], ["relu", "relu", "softmax"], "cross_entropy",
+                 256 if OPTS.quick else 8192, 5 if OPTS.quick else 50)
+    return 0
+
+
 def main():
+    if OPTS.device == "cuda":
+        return main_cuda()
     cases = set(OPTS.cases.split(","))
     if "a" in cases:
         case_mlp("a", [128, 256, 4], ["tanh", "linear"], "mse", 5)
