@@ -69,3 +69,12 @@ def test_warnings_printed_but_exit_0(capsys):
 def test_console_script():
     r = subprocess.run(["mdlc", "check", BAD], capture_output=True, text=True)
     assert r.returncode == 1 and "help: did you mean `sigmoid`?" in r.stderr
+
+
+@pytest.mark.parametrize("model", sorted(MODELS.glob("*.mdl")), ids=lambda p: p.stem)
+def test_every_example_model_checks_compiles_and_draws(model, capsys):
+    assert main(["check", str(model)]) == 0
+    for stage in ("parse", "resolve", "structure", "widths", "delays", "ir"):
+        assert main(["compile", str(model), "--emit", stage]) == 0
+    assert main(["dot", str(model)]) == 0
+    assert "digraph" in capsys.readouterr().out

@@ -177,3 +177,52 @@ def test_energy_example_runs_with_mdlc(capsys):
     model = Path(__file__).resolve().parents[1] / "models" / "energy-model.mdl"
     assert main(["run", str(model), "--batches", "50"]) == 0
     assert "final loss" in capsys.readouterr().out
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_LAGS = ["linear", "relu", "tanh", "sigmoid", "softmax", "exp, 0.5", "layernorm", "spherical",
+         "ghostmax", "elu", "repu, 3"]
+
+
+@st.composite
+def _random_block(draw):
+    n = draw(st.integers(2, 3))
+    shapes = [draw(st.sampled_from(["3", "4", "2x3", "3x2"])) for _ in range(n)]
+    layers = [f"(l{i}, {s}, <{draw(st.sampled_from(_LAGS))}>)" for i, s in enumerate(shapes)]
+    syns = []
+    for k in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["dense", "hidden", "bias", "attention", "tensor"]))
+        a, b = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        if kind == "dense":
+            syns.append(f"(s{k}, synapse dense, l{a} l{b})")
+        elif kind == "hidden":
+            syns.append(f"(s{k}, synapse hidden, l{a} l{b}, units 3, "
+                        f"<{draw(st.sampled_from(['relu', 'softmax', 'repu, 3']))}>)")
+        elif kind == "bias":
+            syns.append(f"(s{k}, synapse bias, l{a})")
+        elif kind == "attention":
+            syns.append(f"(s{k}, synapse attention, l{a} l{b}, heads 2, qk 2)")
+        else:
+            syns.append(f"(s{k}, synapse tensor, l{a}, units 2, heads 2, <softmax>)")
+    size = int(np.prod([int(v) for v in shapes[0].split("x")]))
+    clamp = draw(st.sampled_from([0, 1]))
+    return " ".join(layers + syns), size, clamp, draw(st.integers(0, 10_000))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_random_block())
+def test_property_random_blocks_descend_at_small_dt(block):
+    members, width, clamp, seed = block
+    text = (f"/xavier, zero/ (x, {width}) [e, energy, steps 40, dt 0.02, clamp {clamp}, {members}] "
+            f"(out, 2, <sigmoid>, <mse>)")
+    h = nm.compile(text, 3, 0.1, dtype="float64")
+    nm.seed(seed)
+    nm.build(h)
+    rng = np.random.default_rng(seed)
+    nm.set_params(h, {k: rng.normal(0, 0.5, v.shape) for k, v in nm.get_params(h).items()
+                      if not k.startswith("out.")})
+    E = nm.energy(h, rng.normal(0, 1, (3, width)))
+    assert np.isfinite(E).all()
+    assert (np.diff(E, axis=1) <= 1e-6 * (1 + np.abs(E[:, 1:]))).all(), np.diff(E, axis=1).max()
+    nm.release(h)

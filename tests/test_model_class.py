@@ -74,3 +74,19 @@ def test_errors_pass_through():
     with pytest.raises(nm.StateError, match="not built"):
         m.predict(np.zeros((4, 128)))
     m.release()
+
+
+def test_model_class_exposes_the_extension_helpers():
+    from pathlib import Path
+    models = Path(__file__).resolve().parents[1] / "models"
+    import numpy as np
+    with nm.Model(models / "energy-model.mdl", 4, 0.05) as m:
+        m.build()
+        x = np.random.default_rng(0).normal(size=(4, 32))
+        assert m.energy(x).shape == (4, 5)
+        m.fit(x, np.eye(10)[[0, 1, 2, 3]], verbosity=0)
+        assert set(m.loss_parts) == {"loss", "output"}
+    with nm.Model(models / "neuron-model.mdl", 2, 0.05) as m:
+        m.build()
+        m.predict(np.zeros((2, 128)))
+        assert m.stats["brain.count"].shape == (2,)

@@ -45,8 +45,13 @@ class Model:
     def handle(self) -> int:
         return self._handle
 
-    def build(self, threads: Optional[int] = None) -> "Model":
-        _nm().build(self._handle, threads=threads)
+    def build(self, threads: Optional[int] = None, device: str = "cpu") -> "Model":
+        _nm().build(self._handle, threads=threads, device=device)
+        return self
+
+    def to(self, device: str) -> "Model":
+        """Move the built model to "cpu" or "cuda" (parameters and optimizer state kept)."""
+        _nm().to_device(self._handle, device)
         return self
 
     def release(self) -> None:
@@ -81,6 +86,20 @@ class Model:
     def history(self) -> np.ndarray:
         return _nm().history(self._handle)
 
+    @property
+    def loss_parts(self) -> dict:
+        """Per-batch training loss split into its parts (output loss, auxiliary losses)."""
+        return _nm().history(self._handle, parts=True)
+
+    def energy(self, inputs, block: Optional[str] = None) -> np.ndarray:
+        """An energy block's energy along its descent, per sample (see neuromorph.energy)."""
+        return _nm().energy(self._handle, inputs, block)
+
+    @property
+    def stats(self) -> dict:
+        """Per-forward statistics of the last pass (neuron activation counts)."""
+        return _nm().stats(self._handle)
+
     # ------------------------------------------------------------------ parameters, files
     @property
     def params(self) -> dict:
@@ -93,8 +112,8 @@ class Model:
         _nm().save(self._handle, path)
 
     @classmethod
-    def load(cls, path) -> "Model":
-        return cls._from_handle(_nm().load(path))
+    def load(cls, path, device: str = "cpu") -> "Model":
+        return cls._from_handle(_nm().load(path, device=device))
 
     # ------------------------------------------------------------------ description
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .ir import IR
 
 _SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "circle",
-           "split": "triangle", "tap": "cds", "attn2d": "box3d", "column": "box3d",
+           "split": "triangle", "tap": "cds", "attn2d": "box3d", "column": "box3d", "neuron": "box3d",
            "energy": "doubleoctagon"}
 
 
