@@ -142,6 +142,7 @@ void act_backward(Act f, double p, const T* z, const T* a, const T* da, T* dz, s
 // In place: each row of n becomes softmax(row); entries at -inf get probability 0.
 template <class T>
 void softmax_rows(T* s, int rows, int n) {
+  if constexpr (std::is_same_v<T, float>) return simd::softmax_rows(s, rows, n);
   for (int r = 0; r < rows; ++r) {
     T* x = s + size_t(r) * n;
     T m = -INFINITY;

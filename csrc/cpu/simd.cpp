@@ -136,6 +136,22 @@ NM_CLONES void act_backward(Act f, float p, float alpha, const float* z, const f
   }
 }
 
+NM_CLONES void softmax_rows(float* s, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    float* x = s + size_t(r) * n;
+    float m = -INFINITY;
+    for (int j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+    float sum = 0;
+    for (int j = 0; j < n; ++j) {
+      const float e = exp_f(x[j] - m);
+      x[j] = x[j] == -INFINITY ? 0.0f : e;  // a masked entry is exactly 0
+      sum += x[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n; ++j) x[j] *= inv;
+  }
+}
+
 NM_CLONES void sgd_update(float* p, const float* g, float lr, size_t n) {
   for (size_t i = 0; i < n; ++i) p[i] -= lr * g[i];
 }

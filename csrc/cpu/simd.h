@@ -13,6 +13,8 @@ void act_forward(Act f, float p, float alpha, const float* z, float* a, size_t n
 // dz[n] = da * f'(z); PReLU slope gradient accumulates into *dalpha when given
 void act_backward(Act f, float p, float alpha, const float* z, const float* a, const float* da,
                   float* dz, float* dalpha, size_t n);
+// each row of n becomes its softmax (entries at -inf: exactly 0)
+void softmax_rows(float* s, int rows, int n);
 // p -= lr * g
 void sgd_update(float* p, const float* g, float lr, size_t n);
 
