@@ -343,3 +343,22 @@ def test_version_1_ir_still_loads_and_ir_records_the_struct():
     assert st == {"kind": "attn2d", "shape": [4, 4], "in_width": 64, "options": {
         "dim": 4, "heads": 1, "window": 1, "depth": 1, "iterations": 1, "mlp": 1.5, "rope": 1,
         "proj": 1, "mask": "none", "hidden": 6}}
+
+
+def test_bad_token_ids_in_training_leave_the_model_intact():
+    text = ("/xavier, zero/ (x, 4) (g, attn2d, 2x2, dim 4, vocab 3, mlp 1) "
+            "(y, 2, <softmax>, <cross_entropy>)")
+    h = nm.compile(text, 2, 0.1)
+    nm.seed(0)
+    nm.build(h)
+    before = nm.get_params(h)
+    good = np.array([[[0, 1, 2, 1], [2, 2, 0, 0]]], float)
+    bad = good.copy()
+    bad[0, 1, 3] = 3.0
+    e = np.eye(2)[[[0, 1]]]
+    with pytest.raises(nm.DataError, match=r"token id 3.* at cell 3 .*0\.\.2"):
+        nm.train(h, np.concatenate([bad, good]), np.concatenate([e, e]), verbosity=0)
+    for k, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[k])
+    nm.train(h, good, e, verbosity=0)  # still usable
+    nm.release(h)

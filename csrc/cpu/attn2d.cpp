@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -288,10 +289,16 @@ class Attn2dNode final : public StructNode<T> {
   enum { kXhat1, kRstd1, kQ, kK, kV, kP, kCtx, kXhat2, kRstd2, kZ1, kA1, kTensors };
   T* sv(int c, int t, int row) { return sv_[size_t(c) * kTensors + t].at(row); }
 
+  static std::string fmt(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+  }
+
   int token(const T* x, int s) const {
     const double v = std::nearbyint(double(x[s]));
     if (!(v >= 0 && v < V_))
-      throw DataError("attn2d `" + name_ + "`: token id " + std::to_string(double(x[s])) +
+      throw DataError("attn2d `" + name_ + "`: token id " + fmt(double(x[s])) +
                       " at cell " + std::to_string(s % S_) + " is outside the vocabulary 0.." +
                       std::to_string(V_ - 1));
     return int(v);
