@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <type_traits>
+#include <vector>
 
 #include "../core/ir.h"
 #include "gemm.h"
@@ -22,6 +23,7 @@ constexpr double kLnEps = 1e-5;
 // Saves xhat[rows, d] and rstd[rows].
 template <class T>
 void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int rows, int d, int G) {
+  if constexpr (std::is_same_v<T, float>) return simd::ln_forward(x, g, b, xhat, rstd, y, rows, d, G);
   for (int r = 0; r < rows; ++r) {
     const T* xr = x + size_t(r) * d;
     T mean = 0, var = 0;  // T sums: the float engine's rows are short (a cell's features)
@@ -55,6 +57,11 @@ void ln_apply(const T* xhat, const T* g, const T* b, T* y, int rows, int d, int 
 template <class T>
 void ln_backward(const T* xhat, const T* rstd, const T* g, const T* dy, T* dx, T* dg, T* db,
                  int rows, int d, int G) {
+  if constexpr (std::is_same_v<T, float>) {
+    thread_local std::vector<float> work;
+    if (work.size() < size_t(2 * d)) work.resize(size_t(2 * d));
+    return simd::ln_backward(xhat, rstd, g, dy, dx, dg, db, rows, d, G, work.data());
+  }
   for (int r = 0; r < rows; ++r) {
     const T* h = xhat + size_t(r) * d;
     const T* dyr = dy + size_t(r) * d;
