@@ -183,3 +183,30 @@ def test_energy_and_neuron_in_splits_merges_taps_and_recurrence():
     (y, 2, <sigmoid>, <mse>)
     """
     fd_check(rec, 3)
+
+
+def test_dropout_applies_while_training_only():
+    base = ("/xavier, zero/ (x, 12) (g, neuron, 3, dim 4, neurons 3, attentive 1, heads 2, "
+            "neighbors 2, threshold 0.05, route sample{d}) (y, 2, <sigmoid>, <mse>)")
+    rng = np.random.default_rng(0)
+    x, e = rng.normal(size=(4, 12)), rng.uniform(0.2, 0.8, (4, 2))
+    hs = {}
+    for d in ("", ", dropout 0.5"):
+        h = nm.compile(base.format(d=d), 4, 0.1, dtype="float64")
+        nm.seed(2)
+        nm.build(h)
+        hs[d] = h
+    plain, drop = hs[""], hs[", dropout 0.5"]
+    for k, v in nm.get_params(plain).items():  # same weights with and without dropout
+        np.testing.assert_array_equal(nm.get_params(drop)[k], v)
+    # inference: no dropout, identical to the model without it
+    np.testing.assert_array_equal(nm.predict(drop, x), nm.predict(plain, x))
+    assert nm.evaluate(drop, x[None], e[None]) == nm.evaluate(plain, x[None], e[None])
+    # training passes drop units: different losses from call to call, unlike the plain model
+    l1, l2 = nm.gradients(drop, x, e)[0], nm.gradients(drop, x, e)[0]
+    p1, p2 = nm.gradients(plain, x, e)[0], nm.gradients(plain, x, e)[0]
+    assert p1 == p2 and l1 != l2
+    for h in hs.values():
+        nm.release(h)
+    with pytest.raises(Exception, match="dropout"):
+        nm.compile(base.format(d=", dropout 1"), 4, 0.1)

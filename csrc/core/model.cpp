@@ -128,6 +128,7 @@ class Model final : public ModelBase {
       if (ir_.nodes[i].name == block && ir_.nodes[i].kind == NodeKind::Energy) idx = int(i);
     if (idx < 0) throw ShapeError("the model has no energy block named '" + block + "'");
     std::vector<double> sink, out;
+    training(false);
     std::vector<T> carry = carry_;  // the model is not changed: recurrent state restored after
     try {
       for (int k = 0; k < n; ++k) {
@@ -176,6 +177,7 @@ class Model final : public ModelBase {
 
   void evaluate(const void* x, const void* e, int n, double* losses) override {
     need_built();
+    training(false);
     for (int k = 0; k < n; ++k) {
       load_input(batch_ptr(x, k, in_w()));
       forward_all();
@@ -186,6 +188,7 @@ class Model final : public ModelBase {
 
   void predict(const void* x, int n, void* y) override {
     need_built();
+    training(false);
     const Slot& out = slots_[slot_of_[ir_.output]];
     T* dst = static_cast<T*>(y);
     for (int k = 0; k < n; ++k) {
@@ -361,7 +364,13 @@ class Model final : public ModelBase {
   }
 
   // ---------------------------------------------------------------- one batch
+  void training(bool on) {
+    for (auto& sn : structs_)
+      if (sn) sn->set_training(on);
+  }
+
   double step(const T* x, const T* e, bool want_grad) {
+    training(want_grad);
     load_input(x);
     forward_all();
     std::fill(grads_.begin(), grads_.end(), T(0));

@@ -33,6 +33,9 @@ class StructNode {
   // dL/d(aux of one sample): the batch mean's 1/B.
   virtual void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
                         double aux_scale) = 0;
+  // Training (train, gradients) or inference (predict, evaluate) for the next forwards: only
+  // nodes with dropout behave differently.
+  virtual void set_training(bool) {}
   // Name of the auxiliary loss this node adds to the training loss, or "" for none.
   virtual std::string aux_name() const { return ""; }
 };

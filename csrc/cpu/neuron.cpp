@@ -29,6 +29,8 @@ struct Cell {
 template <class T>
 struct CellSave {  // one application of a cell to R rows
   std::vector<T> xhat, rstd, z, a;
+  std::vector<T> y, mask;  // the output after dropout and its scaled keep-mask (training only)
+  const T* out() const { return mask.empty() ? a.data() : y.data(); }
 };
 
 template <class T>
@@ -58,6 +60,7 @@ class NeuronNode final : public StructNode<T> {
     Dd_ = st.geti("dendrites"), Sy_ = st.geti("synapses"), K_ = st.geti("neighbors");
     theta_ = st.get("threshold"), seed_ = uint64_t(st.get("seed"));
     causal_ = st.geti("causal") != 0;
+    dropout_ = st.has("dropout") ? st.get("dropout") : 0.0;
     const std::string& r = st.str("route");
     route_ = r == "batch" ? kBatch : r == "gate" ? kGate : kSample;
     if (D_ % S_ || A_ > N_ || K_ > N_ - 1 || (A_ && Ds_ % H_))
@@ -137,6 +140,7 @@ class NeuronNode final : public StructNode<T> {
       for (size_t i = 0; i < l.n; ++i) P[l.off + i] = T(rng.uniform(-a, a));
     }
     for (const auto& g : gammas_) std::fill(P + g.first, P + g.first + g.second, T(1));
+    drop_rng_.reseed(rng.next());  // last: the weights are the same with or without dropout
     if (S_ > 1) {
       for (const auto& s : sec_) std::fill(P + s.in_b, P + s.in_b + Ds_, T(0));
       std::fill(P + comb_b_, P + comb_b_ + D_, T(0));
@@ -212,6 +216,8 @@ class NeuronNode final : public StructNode<T> {
     }
   }
 
+  void set_training(bool on) override { training_ = on; }
+
   // activation counts of the last forward, one per sample
   const std::vector<double>& counts() const { return counts_; }
   int last_row() const { return row_; }
@@ -242,7 +248,9 @@ class NeuronNode final : public StructNode<T> {
   };
 
   // --------------------------------------------------------------- cells
-  void cell_forward(const T* P, const Cell& c, const T* h, CellSave<T>& s, T* out, int R) {
+  // drop: this cell is in a neuron body, where `dropout` applies while training
+  void cell_forward(const T* P, const Cell& c, const T* h, CellSave<T>& s, T* out, int R,
+                    bool drop = false) {
     std::vector<T> pre(size_t(R) * c.out);
     nn::linear_forward(h, P + c.W, (const T*)nullptr, pre.data(), R, c.in, c.out);
     s.xhat.assign(pre.size(), T(0));
@@ -252,12 +260,28 @@ class NeuronNode final : public StructNode<T> {
                    c.out, 1);
     s.a.assign(pre.size(), T(0));
     nn::act_forward(act_, act_p_, s.z.data(), s.a.data(), pre.size());
-    if (out) std::memcpy(out, s.a.data(), sizeof(T) * pre.size());
+    s.mask.clear();
+    if (drop && training_ && dropout_ > 0) {  // inverted dropout: keep with 1-p, scale by 1/(1-p)
+      s.mask.resize(pre.size());
+      s.y.resize(pre.size());
+      const T keep = T(1 / (1 - dropout_));
+      for (size_t i = 0; i < pre.size(); ++i) {
+        s.mask[i] = drop_rng_.uniform() < dropout_ ? T(0) : keep;
+        s.y[i] = s.a[i] * s.mask[i];
+      }
+    }
+    if (out) std::memcpy(out, s.out(), sizeof(T) * pre.size());
   }
   void cell_backward(const T* P, T* G, const Cell& c, const T* h, const CellSave<T>& s, const T* da,
                      T* dh, int R) {
     const size_t n = size_t(R) * c.out;
     std::vector<T> dz(n), dpre(n, T(0)), dbeta(c.out, T(0));
+    std::vector<T> dm;
+    if (!s.mask.empty()) {
+      dm.assign(da, da + n);
+      for (size_t i = 0; i < n; ++i) dm[i] *= s.mask[i];
+      da = dm.data();
+    }
     nn::act_backward(act_, act_p_, s.z.data(), s.a.data(), da, dz.data(), n);
     nn::ln_backward(s.xhat.data(), s.rstd.data(), P + c.g, dz.data(), dpre.data(), G + c.g,
                     dbeta.data(), R, c.out, 1);
@@ -325,13 +349,13 @@ class NeuronNode final : public StructNode<T> {
       ax_in = s.ctx.data();
     }
     s.u.assign(n, T(0));
-    cell_forward(P, u.fc, ax_in, s.fc, s.u.data(), R);
+    cell_forward(P, u.fc, ax_in, s.fc, s.u.data(), R, true);
     for (size_t i = 0; i < n; ++i) s.u[i] += s.x[i];
     s.syn.resize(u.syn.size());
     const T* h = s.u.data();
     for (size_t j = 0; j < u.syn.size(); ++j) {
-      cell_forward(P, u.syn[j], h, s.syn[j], nullptr, R);
-      h = s.syn[j].a.data();
+      cell_forward(P, u.syn[j], h, s.syn[j], nullptr, R, true);
+      h = s.syn[j].out();
     }
     s.z.assign(s.u.begin(), s.u.end());
     if (!u.syn.empty())
@@ -344,7 +368,7 @@ class NeuronNode final : public StructNode<T> {
     std::vector<T> du(dz, dz + n), dh(dz, dz + n);
     for (int j = int(u.syn.size()) - 1; j >= 0; --j) {
       std::vector<T> dprev(n, T(0));
-      cell_backward(P, G, u.syn[j], j ? s.syn[j - 1].a.data() : s.u.data(), s.syn[j], dh.data(),
+      cell_backward(P, G, u.syn[j], j ? s.syn[j - 1].out() : s.u.data(), s.syn[j], dh.data(),
                     dprev.data(), R);
       dh.swap(dprev);
     }
@@ -634,6 +658,9 @@ class NeuronNode final : public StructNode<T> {
   double theta_;
   uint64_t seed_;
   bool causal_;
+  double dropout_ = 0;
+  bool training_ = false;
+  mutable Rng drop_rng_{0};  // dropout masks; seeded at build after the weights
   Route route_;
   std::vector<Section> sec_;
   std::vector<Cell> cells_;

@@ -75,6 +75,7 @@ NEURON = {
     "sections": Opt("int", 1, lo=1, doc="sections (split mode with a combiner)"),
     "causal": Opt("flag", 0, doc="causal mask in attentive neurons"),
     "route": Opt("name", "sample", choices=("sample", "batch", "gate"), doc="routing granularity"),
+    "dropout": Opt("num", 0.0, lo=0, doc="dropout on the axon and synapse cells while training"),
 }
 
 TABLES = {"attn2d": ATTN2D, "column": COLUMN, "neuron": NEURON}
@@ -312,6 +313,10 @@ def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
     if o["neighbors"] > n - 1:
         rep.error(f"`neighbors {o['neighbors']}`: a neuron has only {n - 1} other neurons",
                   _span(spans, "neighbors", node), f"use at most {n - 1}")
+        ok = False
+    if o["dropout"] >= 1:
+        rep.error(f"`dropout` is a probability in [0, 1), got {o['dropout']:g}",
+                  _span(spans, "dropout", node))
         ok = False
     if o["threshold"] >= 1:
         rep.error(f"`threshold` is a voltage in (0, 1), got {o['threshold']:g}",
