@@ -18,7 +18,7 @@ KEYS = {
     "column": ["dim", "depth", "qk", "mlp", "heads", "value", "skip", "sigma", "wiring", "power",
                "geometry", "offset", "in", "out", "pos", "inject", "bogus"],
     "neuron": ["dim", "neurons", "attentive", "heads", "dendrites", "synapses", "neighbors",
-               "threshold", "seed", "sections", "causal", "route", "bogus"],
+               "threshold", "seed", "sections", "causal", "route", "dropout", "bogus"],
 }
 SHAPES = st.sampled_from(["2x2", "2x3", "3", "1x2x2", "4", "2x2x2x2", "0x2"])
 
@@ -38,7 +38,7 @@ def struct_model(draw):
             opts.append(f"{k} {draw(VALUES)}")  # anything, usually wrong
         elif k in NAMES:
             opts.append(f"{k} {draw(st.sampled_from(NAMES[k]))}")
-        elif k in ("threshold", "mlp", "sigma", "wiring", "power", "offset"):
+        elif k in ("threshold", "mlp", "sigma", "wiring", "power", "offset", "dropout"):
             opts.append(f"{k} {draw(st.sampled_from(['0.2', '0.5', '1', '2']))}")
         elif k != "dim":
             opts.append(f"{k} {draw(SMALL)}")
