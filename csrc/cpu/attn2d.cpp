@@ -204,6 +204,8 @@ class Attn2dNode final : public StructNode<T> {
         b.wk = add(p + "key.weight", {d_, d_});
         b.wv = add(p + "value.weight", {d_, d_});
         b.wo = add(p + "out.weight", {d_, d_});
+        if (b.wk != b.wq + size_t(d_) * d_ || b.wv != b.wk + size_t(d_) * d_)
+          throw IRError("attn2d: query/key/value weights must be consecutive");
       }
       b.g2 = add(p + "norm2.weight", {d_});
       b.b2 = add(p + "norm2.bias", {d_});
@@ -225,6 +227,7 @@ class Attn2dNode final : public StructNode<T> {
     }
     for (auto* v : {&x_, &gx_, &u_, &du_, &dq_, &dk_, &dv_, &dctx_}) v->assign(size_t(batch) * sd, T(0));
     dhid_.assign(size_t(batch) * S_ * hid_, T(0));
+    if (proj_) qkv_.assign(size_t(batch) * S_ * 3 * d_, T(0));
   }
 
   void init(Rng& rng, T* P) const override {
@@ -309,10 +312,14 @@ class Attn2dNode final : public StructNode<T> {
     T* u = u_.data();
     T *q = sv(c, kQ, row), *k = sv(c, kK, row), *v = sv(c, kV, row), *ctx = sv(c, kCtx, row);
     nn::ln_forward(X, P + b.g1, P + b.b1, sv(c, kXhat1, row), sv(c, kRstd1, row), u, R, d_, 1);
-    if (proj_) {
-      nn::linear_forward(u, P + b.wq, (const T*)nullptr, q, R, d_, d_);
-      nn::linear_forward(u, P + b.wk, (const T*)nullptr, k, R, d_, d_);
-      nn::linear_forward(u, P + b.wv, (const T*)nullptr, v, R, d_, d_);
+    if (proj_) {  // W_Q, W_K, W_V are consecutive in the arena: one (3d x d) product
+      T* qkv = qkv_.data();
+      nn::linear_forward(u, P + b.wq, (const T*)nullptr, qkv, R, d_, 3 * d_);
+      for (int r = 0; r < R; ++r) {
+        std::memcpy(q + size_t(r) * d_, qkv + size_t(r) * 3 * d_, sizeof(T) * d_);
+        std::memcpy(k + size_t(r) * d_, qkv + size_t(r) * 3 * d_ + d_, sizeof(T) * d_);
+        std::memcpy(v + size_t(r) * d_, qkv + size_t(r) * 3 * d_ + 2 * d_, sizeof(T) * d_);
+      }
     } else {
       for (T* t : {q, k, v}) std::memcpy(t, u, sizeof(T) * R * d_);
     }
@@ -367,9 +374,13 @@ class Attn2dNode final : public StructNode<T> {
     std::fill(du, du + n, T(0));
     if (proj_) {
       nn::ln_apply(sv(c, kXhat1, row), P + b.g1, P + b.b1, u, R, d_, 1);
-      nn::linear_backward(u, P + b.wq, dq, G + b.wq, (T*)nullptr, du, R, d_, d_);
-      nn::linear_backward(u, P + b.wk, dk, G + b.wk, (T*)nullptr, du, R, d_, d_);
-      nn::linear_backward(u, P + b.wv, dv, G + b.wv, (T*)nullptr, du, R, d_, d_);
+      T* dqkv = qkv_.data();
+      for (int r = 0; r < R; ++r) {
+        std::memcpy(dqkv + size_t(r) * 3 * d_, dq + size_t(r) * d_, sizeof(T) * d_);
+        std::memcpy(dqkv + size_t(r) * 3 * d_ + d_, dk + size_t(r) * d_, sizeof(T) * d_);
+        std::memcpy(dqkv + size_t(r) * 3 * d_ + 2 * d_, dv + size_t(r) * d_, sizeof(T) * d_);
+      }
+      nn::linear_backward(u, P + b.wq, dqkv, G + b.wq, (T*)nullptr, du, R, d_, 3 * d_);
     } else {
       for (size_t i = 0; i < n; ++i) du[i] = dq[i] + dk[i] + dv[i];
     }
@@ -385,7 +396,7 @@ class Attn2dNode final : public StructNode<T> {
   size_t emb_ = 0;
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;
-  std::vector<T> x_, gx_, u_, du_, dq_, dk_, dv_, dctx_, dhid_;
+  std::vector<T> x_, gx_, u_, du_, dq_, dk_, dv_, dctx_, dhid_, qkv_;
 };
 
 }  // namespace
