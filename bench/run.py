@@ -99,16 +99,21 @@ def ours_mlp(widths, acts, loss, batch, n_batches, threads=None):
 TORCH_ACTS = {"tanh": "Tanh", "relu": "ReLU", "linear": None, "softmax": None}
 
 
-def torch_mlp(widths, acts, loss, batch, n_batches):
-    if torch is None:
-        return None
+def torch_net(widths, acts):
+    """The PyTorch twin of an MDL chain of layers (the output's activation is in its loss)."""
     mods = []
     for i, (a, b) in enumerate(zip(widths, widths[1:])):
         mods.append(torch.nn.Linear(a, b))
         act = TORCH_ACTS[acts[i]]
         if act and i < len(widths) - 2:
             mods.append(getattr(torch.nn, act)())
-    net = torch.nn.Sequential(*mods)
+    return torch.nn.Sequential(*mods)
+
+
+def torch_mlp(widths, acts, loss, batch, n_batches):
+    if torch is None:
+        return None
+    net = torch_net(widths, acts)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     x = torch.rand(n_batches, batch, widths[0])
     if loss == "cross_entropy":
@@ -306,13 +311,7 @@ def cuda_mlp(case, widths, acts, loss, batch, n):
     nm.release(h)
     theirs = None
     if torch is not None and torch.cuda.is_available():
-        mods = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
-            mods.append(torch.nn.Linear(a, b))
-            act = TORCH_ACTS[acts[i]]
-            if act and i < len(widths) - 2:
-                mods.append(getattr(torch.nn, act)())
-        net = torch.nn.Sequential(*mods).cuda()
+        net = torch_net(widths, acts).cuda()
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
         xt, et = torch.rand(n, batch, widths[0], device="cuda"), torch.rand(n, batch, widths[-1], device="cuda")
         lossf = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()

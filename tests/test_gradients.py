@@ -47,6 +47,28 @@ def fd_check(model_text, batch, expected_fn=None, seed=3, rtol=1e-5, atol=1e-8, 
     return loss
 
 
+def check_float32_matches_float64(node, width, classes, batch):
+    """The float32 engine (BLAS / SIMD paths) against the float64 one (plain loops, the
+    reference) on one batch: loss, outputs and every parameter gradient."""
+    text = f"/xavier, zero/ (x, {width}) {node} (y, {classes}, <softmax>, <cross_entropy>)"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, batch, width))
+    e = np.eye(classes)[rng.integers(0, classes, batch)][None]
+    out = {}
+    for dt in ("float64", "float32"):
+        h = nm.compile(text, batch, 0.1, dtype=dt)
+        nm.seed(9)
+        nm.build(h)
+        loss, g = nm.gradients(h, x, e)
+        out[dt] = (loss, g, nm.predict(h, x))
+        nm.release(h)
+    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-5)
+    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=1e-4, atol=1e-6)
+    for name, g64 in out["float64"][1].items():
+        scale = np.abs(g64).max() + 1e-12
+        assert np.abs(out["float32"][1][name] - g64).max() / scale < 1e-3, name
+
+
 @pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "binary_step"])
 def test_activation_gradients(act):
     fd_check(f"/xavier,const_uneven 0.1 0.3/ (x, 3) (h, 4, <{act}>) (y, 3, <{act}>, <mse>)", 3)

@@ -6,7 +6,7 @@ import pytest
 
 import neuromorph as nm
 
-from test_gradients import fd_check
+from test_gradients import check_float32_matches_float64, fd_check
 
 REF = ("/xavier,zero/ (x, 4) (g, neuron, 2, dim 2, neurons 3, attentive 1, heads 1, dendrites 0, "
        "synapses 1, neighbors 2, threshold 0.5, route {route}) (y, 4, <linear>, <mse>)")
@@ -144,23 +144,7 @@ def test_neuron_example_model_learns_its_sequence_task(capsys):
      "units 16) (a, synapse attention, v v, heads 2, qk 4) (d, synapse dense, v lab)]", 48),
 ])
 def test_float32_fast_path_matches_float64_reference(node, width):
-    text = f"/xavier, zero/ (x, {width}) {node} (y, 3, <softmax>, <cross_entropy>)"
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1, 17, width))
-    e = np.eye(3)[rng.integers(0, 3, 17)][None]
-    out = {}
-    for dt in ("float64", "float32"):
-        h = nm.compile(text, 17, 0.1, dtype=dt)
-        nm.seed(9)
-        nm.build(h)
-        loss, g = nm.gradients(h, x, e)
-        out[dt] = (loss, g, nm.predict(h, x))
-        nm.release(h)
-    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-5)
-    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=1e-4, atol=1e-6)
-    for name, g64 in out["float64"][1].items():
-        scale = np.abs(g64).max() + 1e-12
-        assert np.abs(out["float32"][1][name] - g64).max() / scale < 1e-3, name
+    check_float32_matches_float64(node, width, classes=3, batch=17)
 
 
 def test_energy_and_neuron_in_splits_merges_taps_and_recurrence():

@@ -10,7 +10,7 @@ import pytest
 import neuromorph as nm
 from neuromorph import _core
 
-from test_gradients import fd_check
+from test_gradients import check_float32_matches_float64, fd_check
 
 A = 1 / (1 + math.exp(-1 / math.sqrt(2)))  # σ(1/√2)
 
@@ -244,23 +244,7 @@ def test_raster_mask_is_causal():
     ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),
 ])
 def test_float32_fast_path_matches_float64_reference(node, width):
-    text = f"/xavier, zero/ (x, {width}) {node} (y, 5, <softmax>, <cross_entropy>)"
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1, 33, width))
-    e = np.eye(5)[rng.integers(0, 5, 33)][None]
-    out = {}
-    for dt in ("float64", "float32"):
-        h = nm.compile(text, 33, 0.1, dtype=dt)
-        nm.seed(9)
-        nm.build(h)
-        loss, g = nm.gradients(h, x, e)
-        out[dt] = (loss, g, nm.predict(h, x))
-        nm.release(h)
-    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-5)
-    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=1e-4, atol=1e-6)
-    for name, g64 in out["float64"][1].items():
-        scale = np.abs(g64).max() + 1e-12
-        assert np.abs(out["float32"][1][name] - g64).max() / scale < 1e-3, name
+    check_float32_matches_float64(node, width, classes=5, batch=33)
 
 
 def test_struct_nodes_in_splits_merges_and_taps():

@@ -165,9 +165,9 @@ PYBIND11_MODULE(_core, m) {
       throw nm::ShapeError("q, k, v must each hold H*W*heads*dh numbers");
     const int dh = int(q.size() / (ssize_t(H) * W * heads));
     py::array_t<double> out(q.size());
-    std::vector<double> P(size_t(H) * W * heads * (2 * r + 1) * (2 * r + 1));
-    nm::attn2d::window_forward(q.data(), k.data(), v.data(), P.data(), out.mutable_data(), 1, H, W,
-                               heads, dh, r, raster);
+    const nm::attn2d::Grid grid(H, W, heads, dh, r, raster);
+    std::vector<double> P(size_t(H) * W * heads * grid.Wn);
+    nm::attn2d::window_forward(grid, q.data(), k.data(), v.data(), P.data(), out.mutable_data(), 1);
     return out;
   });
   m.def("_attn2d_rope", [](py::array_t<double, py::array::c_style | py::array::forcecast> x, int H,
@@ -176,8 +176,8 @@ PYBIND11_MODULE(_core, m) {
       throw nm::ShapeError("x must hold H*W*heads*dh numbers with dh divisible by 4");
     py::array_t<double> out(x.size());
     std::copy(x.data(), x.data() + x.size(), out.mutable_data());
-    nm::attn2d::rope(out.mutable_data(), 1, H, W, heads, int(x.size() / (ssize_t(H) * W * heads)),
-                     inverse);
+    const nm::attn2d::Grid grid(H, W, heads, int(x.size() / (ssize_t(H) * W * heads)), 0, false);
+    nm::attn2d::rope(grid, out.mutable_data(), 1, inverse);
     return out;
   });
   m.def("energy", [](int h, const std::string& block, const py::array& x) {

@@ -23,27 +23,36 @@
 namespace nm {
 namespace attn2d {
 
-// nb[s * Wn + w]: the cell in slot w of cell s's window, or -1 (outside the grid, or masked)
-std::vector<int> neighbours(int H, int W, int r, bool raster) {
-  const int S = H * W, span = 2 * r + 1, Wn = span * span;
-  std::vector<int> nb(size_t(S) * Wn, -1);
+Grid::Grid(int h, int w, int nheads, int hdim, int radius, bool mask)
+    : H(h), W(w), heads(nheads), dh(hdim), r(radius), Wn((2 * radius + 1) * (2 * radius + 1)),
+      raster(mask) {
+  const int S = H * W, span = 2 * r + 1;
+  nb.assign(size_t(S) * Wn, -1);
   for (int s = 0; s < S; ++s)
-    for (int w = 0; w < Wn; ++w) {
-      const int i2 = s / W + w / span - r, j2 = s % W + w % span - r, s2 = i2 * W + j2;
-      if (i2 >= 0 && i2 < H && j2 >= 0 && j2 < W && !(raster && s2 > s)) nb[size_t(s) * Wn + w] = s2;
+    for (int slot = 0; slot < Wn; ++slot) {
+      const int i2 = s / W + slot / span - r, j2 = s % W + slot % span - r, s2 = i2 * W + j2;
+      if (i2 >= 0 && i2 < H && j2 >= 0 && j2 < W && !(raster && s2 > s)) nb[size_t(s) * Wn + slot] = s2;
     }
-  return nb;
+  const int m = dh / 4, P = std::max(H, W);
+  if (m == 0 || dh % 4) return;  // no RoPE for this head size
+  cs.resize(size_t(P) * m);
+  sn.resize(size_t(P) * m);
+  for (int p = 0; p < P; ++p)
+    for (int kk = 0; kk < m; ++kk) {
+      const double ang = p * std::pow(10000.0, -double(kk) / m);
+      cs[size_t(p) * m + kk] = std::cos(ang);
+      sn[size_t(p) * m + kk] = std::sin(ang);
+    }
 }
 
 template <class T>
-NM_INLINE void window_forward_impl(const T* q, const T* k, const T* v, T* P, T* out, int rows,
-                                   int H, int W, int heads, int dh, int r, bool raster) {
-  const int S = H * W, d = heads * dh, Wn = (2 * r + 1) * (2 * r + 1);
+NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const T* v, T* P, T* out,
+                                   int rows) {
+  const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const T scale = T(1.0 / std::sqrt(double(dh)));
-  const std::vector<int> nb = neighbours(H, W, r, raster);
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
-      const int* win = &nb[size_t(s) * Wn];
+      const int* win = &g.nb[size_t(s) * Wn];
       for (int h = 0; h < heads; ++h) {
         const T* qs = q + (size_t(b) * S + s) * d + h * dh;
         T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
@@ -75,16 +84,16 @@ NM_INLINE void window_forward_impl(const T* q, const T* k, const T* v, T* P, T* 
 }
 
 template <class T>
-NM_INLINE void window_backward_impl(const T* q, const T* k, const T* v, const T* P, const T* dout,
-                                    T* dq, T* dk, T* dv, int rows, int H, int W, int heads, int dh,
-                                    int r, bool raster) {
-  const int S = H * W, d = heads * dh, Wn = (2 * r + 1) * (2 * r + 1);
+NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const T* v, const T* P,
+                                    const T* dout, T* dq, T* dk, T* dv, int rows) {
+  const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const T scale = T(1.0 / std::sqrt(double(dh)));
-  const std::vector<int> nb = neighbours(H, W, r, raster);
-  std::vector<T> dp(Wn);
+  thread_local std::vector<T> dp_buf;  // dout · v per slot; grows once, then reused
+  if (dp_buf.size() < size_t(Wn)) dp_buf.resize(Wn);
+  T* dp = dp_buf.data();
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
-      const int* win = &nb[size_t(s) * Wn];
+      const int* win = &g.nb[size_t(s) * Wn];
       for (int h = 0; h < heads; ++h) {
         const size_t qo = (size_t(b) * S + s) * d + h * dh;
         const T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
@@ -103,8 +112,8 @@ NM_INLINE void window_backward_impl(const T* q, const T* k, const T* v, const T*
         }
         for (int w = 0; w < Wn; ++w) {
           if (win[w] < 0) continue;
-          const T ds = p[w] * (dp[w] - dot) * scale;
           const size_t ko = (size_t(b) * S + win[w]) * d + h * dh;
+          const T ds = p[w] * (dp[w] - dot) * scale;
           for (int c = 0; c < dh; ++c) {
             dq[qo + c] += ds * k[ko + c];
             dk[ko + c] += ds * q[qo + c];
@@ -115,61 +124,51 @@ NM_INLINE void window_backward_impl(const T* q, const T* k, const T* v, const T*
 }
 
 template <>
-NM_CLONES void window_forward<float>(const float* q, const float* k, const float* v, float* P,
-                                     float* out, int rows, int H, int W, int heads, int dh, int r,
-                                     bool raster) {
-  window_forward_impl(q, k, v, P, out, rows, H, W, heads, dh, r, raster);
+NM_CLONES void window_forward<float>(const Grid& g, const float* q, const float* k, const float* v,
+                                     float* P, float* out, int rows) {
+  window_forward_impl(g, q, k, v, P, out, rows);
 }
 template <>
-void window_forward<double>(const double* q, const double* k, const double* v, double* P,
-                            double* out, int rows, int H, int W, int heads, int dh, int r,
-                            bool raster) {
-  window_forward_impl(q, k, v, P, out, rows, H, W, heads, dh, r, raster);
+void window_forward<double>(const Grid& g, const double* q, const double* k, const double* v,
+                            double* P, double* out, int rows) {
+  window_forward_impl(g, q, k, v, P, out, rows);
 }
 template <>
-NM_CLONES void window_backward<float>(const float* q, const float* k, const float* v,
+NM_CLONES void window_backward<float>(const Grid& g, const float* q, const float* k, const float* v,
                                       const float* P, const float* dout, float* dq, float* dk,
-                                      float* dv, int rows, int H, int W, int heads, int dh, int r,
-                                      bool raster) {
-  window_backward_impl(q, k, v, P, dout, dq, dk, dv, rows, H, W, heads, dh, r, raster);
+                                      float* dv, int rows) {
+  window_backward_impl(g, q, k, v, P, dout, dq, dk, dv, rows);
 }
 template <>
-void window_backward<double>(const double* q, const double* k, const double* v, const double* P,
-                             const double* dout, double* dq, double* dk, double* dv, int rows,
-                             int H, int W, int heads, int dh, int r, bool raster) {
-  window_backward_impl(q, k, v, P, dout, dq, dk, dv, rows, H, W, heads, dh, r, raster);
+void window_backward<double>(const Grid& g, const double* q, const double* k, const double* v,
+                             const double* P, const double* dout, double* dq, double* dk,
+                             double* dv, int rows) {
+  window_backward_impl(g, q, k, v, P, dout, dq, dk, dv, rows);
 }
 
 template <class T>
-void rope(T* x, int rows, int H, int W, int heads, int dh, bool inverse) {
-  const int S = H * W, d = heads * dh, m = dh / 4, P = std::max(H, W);
-  // cos/sin of pos * omega_k for every position and pair: computed once per call
-  std::vector<T> cs(size_t(P) * m), sn(size_t(P) * m);
-  for (int p = 0; p < P; ++p)
-    for (int kk = 0; kk < m; ++kk) {
-      const double ang = (inverse ? -1.0 : 1.0) * p * std::pow(10000.0, -double(kk) / m);
-      cs[size_t(p) * m + kk] = T(std::cos(ang));
-      sn[size_t(p) * m + kk] = T(std::sin(ang));
-    }
+void rope(const Grid& g, T* x, int rows, bool inverse) {
+  const int S = g.H * g.W, dh = g.dh, d = g.heads * dh, m = dh / 4;
+  const T sign = inverse ? T(-1) : T(1);
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
-      const int pos[2] = {s / W, s % W};
-      for (int h = 0; h < heads; ++h)
+      const int pos[2] = {s / g.W, s % g.W};
+      for (int h = 0; h < g.heads; ++h)
         for (int half = 0; half < 2; ++half) {
           T* e = x + (size_t(b) * S + s) * d + h * dh + half * (dh / 2);
-          const T* c = &cs[size_t(pos[half]) * m];
-          const T* si = &sn[size_t(pos[half]) * m];
+          const double* c = &g.cs[size_t(pos[half]) * m];
+          const double* si = &g.sn[size_t(pos[half]) * m];
           for (int kk = 0; kk < m; ++kk) {
-            const T a = e[kk], bb = e[kk + m];
-            e[kk] = a * c[kk] - bb * si[kk];
-            e[kk + m] = a * si[kk] + bb * c[kk];
+            const T a = e[kk], bb = e[kk + m], cc = T(c[kk]), ss = sign * T(si[kk]);
+            e[kk] = a * cc - bb * ss;
+            e[kk + m] = a * ss + bb * cc;
           }
         }
     }
 }
 
-template void rope<float>(float*, int, int, int, int, int, bool);
-template void rope<double>(double*, int, int, int, int, int, bool);
+template void rope<float>(const Grid&, float*, int, bool);
+template void rope<double>(const Grid&, double*, int, bool);
 
 }  // namespace attn2d
 
@@ -182,12 +181,11 @@ class Attn2dNode final : public StructNode<T> {
     const StructSpec& st = nd.st;
     H_ = st.shape.at(0), W_ = st.shape.at(1), S_ = H_ * W_;
     d_ = st.geti("dim"), heads_ = st.geti("heads"), dh_ = d_ / heads_;
-    r_ = st.geti("window"), L_ = st.geti("depth"), I_ = st.geti("iterations");
+    L_ = st.geti("depth"), I_ = st.geti("iterations");
     hid_ = st.geti("hidden");
     rope_ = st.geti("rope") != 0, proj_ = st.geti("proj") != 0;
-    raster_ = st.str("mask") == "raster";
     V_ = st.has("vocab") ? st.geti("vocab") : 0;
-    Wn_ = (2 * r_ + 1) * (2 * r_ + 1);
+    grid_ = attn2d::Grid(H_, W_, heads_, dh_, st.geti("window"), st.str("mask") == "raster");
     if (d_ % heads_ || (rope_ && dh_ % 4) || (!proj_ && heads_ != 1))
       throw IRError("IR: inconsistent attn2d options at '" + name_ + "'");
   }
@@ -221,7 +219,7 @@ class Attn2dNode final : public StructNode<T> {
     const size_t sd = size_t(S_) * d_, C = size_t(L_) * I_;
     sv_.assign(C * kTensors, nn::Saved<T>{});
     for (size_t c = 0; c < C; ++c) {
-      const size_t sizes[kTensors] = {sd, size_t(S_), sd, sd, sd, size_t(S_) * heads_ * Wn_, sd, sd,
+      const size_t sizes[kTensors] = {sd, size_t(S_), sd, sd, sd, size_t(S_) * heads_ * grid_.Wn, sd, sd,
                                       size_t(S_), size_t(S_) * hid_, size_t(S_) * hid_};
       for (int t = 0; t < kTensors; ++t) sv_[c * kTensors + t].allocate(batch, sizes[t]);
     }
@@ -324,10 +322,10 @@ class Attn2dNode final : public StructNode<T> {
       for (T* t : {q, k, v}) std::memcpy(t, u, sizeof(T) * R * d_);
     }
     if (rope_) {
-      attn2d::rope(q, rows, H_, W_, heads_, dh_, false);
-      attn2d::rope(k, rows, H_, W_, heads_, dh_, false);
+      attn2d::rope(grid_, q, rows, false);
+      attn2d::rope(grid_, k, rows, false);
     }
-    attn2d::window_forward(q, k, v, sv(c, kP, row), ctx, rows, H_, W_, heads_, dh_, r_, raster_);
+    attn2d::window_forward(grid_, q, k, v, sv(c, kP, row), ctx, rows);
     const T* add = ctx;
     if (proj_) {
       nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, u, R, d_, d_);
@@ -365,11 +363,11 @@ class Attn2dNode final : public StructNode<T> {
     }
     T *dq = dq_.data(), *dk = dk_.data(), *dv = dv_.data();
     for (T* t : {dq, dk, dv}) std::fill(t, t + n, T(0));
-    attn2d::window_backward(sv(c, kQ, row), sv(c, kK, row), sv(c, kV, row), sv(c, kP, row), dctx,
-                            dq, dk, dv, rows, H_, W_, heads_, dh_, r_, raster_);
+    attn2d::window_backward(grid_, sv(c, kQ, row), sv(c, kK, row), sv(c, kV, row), sv(c, kP, row),
+                            dctx, dq, dk, dv, rows);
     if (rope_) {
-      attn2d::rope(dq, rows, H_, W_, heads_, dh_, true);
-      attn2d::rope(dk, rows, H_, W_, heads_, dh_, true);
+      attn2d::rope(grid_, dq, rows, true);
+      attn2d::rope(grid_, dk, rows, true);
     }
     std::fill(du, du + n, T(0));
     if (proj_) {
@@ -391,8 +389,9 @@ class Attn2dNode final : public StructNode<T> {
   std::string name_;
   Act act_;
   double act_p_;
-  int H_, W_, S_, d_, heads_, dh_, r_, L_, I_, hid_, V_, Wn_;
-  bool rope_, proj_, raster_;
+  int H_, W_, S_, d_, heads_, dh_, L_, I_, hid_, V_;
+  bool rope_, proj_;
+  attn2d::Grid grid_{1, 1, 1, 4, 0, false};  // window neighbours and RoPE tables, built once
   size_t emb_ = 0;
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;

@@ -212,6 +212,7 @@ struct Hidden final : Synapse<T> {
   std::vector<size_t> W;
   std::vector<std::vector<T>> What;  // the normalised weights of this step (norm 1)
   std::vector<T> h, s, hb, sb;
+  std::vector<std::vector<T>> Wb;  // per-layer gradient of the (normalised) weights
   void declare(const typename StructNode<T>::AddParam& add) override {
     for (size_t j = 0; j < this->sizes.size(); ++j)
       W.push_back(add(this->name + ".weight" + std::to_string(j), {this->sizes[j], M}));
@@ -249,7 +250,7 @@ struct Hidden final : Synapse<T> {
     hidden(P, g, rows);
     sb.assign(h.size(), T(0));
     hb.assign(h.size(), T(0));
-    std::vector<std::vector<T>> Wb(W.size());
+    Wb.resize(W.size());
     for (size_t j = 0; j < W.size(); ++j) {
       const int n = this->sizes[j];
       Wb[j].assign(size_t(n) * M, T(0));
@@ -673,9 +674,9 @@ struct Conv final : Synapse<T> {
       conv_adj(P + K, tmp.data(), gb[0] + r * n1);
       conv_kgrad(tmp.data(), g1, G + K);
       // I1 = Cᵀ Pᵀ g2: ḡ2 += P C Ī1, K̄ += kgrad(Pᵀ g2, Ī1)
-      std::vector<T> c1(csize(), T(0));
-      conv(P + K, I1, c1.data());
-      pool_fwd(c1.data(), gb[1] + r * n2);
+      cmap.assign(csize(), T(0));  // reused: conv of Ī1 (the map of g1 is done with)
+      conv(P + K, I1, cmap.data());
+      pool_fwd(cmap.data(), gb[1] + r * n2);
       tmp.assign(csize(), T(0));
       pool_adj(g2, tmp.data());
       conv_kgrad(tmp.data(), I1, G + K);
@@ -779,7 +780,9 @@ class EnergyNode final : public StructNode<T> {
     const int L = int(spec_.layers.size()), Tn = spec_.steps;
     for (int l = 0; l < L; ++l) std::fill(bar_[l].begin(), bar_[l].begin() + size_t(rows) * spec_.layers[l].size, T(0));
     through_g(P, G, Tn, spec_.out, dy, row, rows);  // y = g_out(x^T)
-    std::vector<std::vector<T>> Ib(L), gb(L);
+    auto& Ib = Ib_;
+    auto& gb = gb_;
+    Ib.resize(L), gb.resize(L);
     for (int t = Tn - 1; t >= 0; --t) {
       for (int l = 0; l < L; ++l) {
         const size_t n = size_t(rows) * spec_.layers[l].size;
@@ -850,7 +853,8 @@ class EnergyNode final : public StructNode<T> {
   // gbar (upstream of g_l at step t) into bar_[l] (x) and the layer's bias (−J gbar)
   void through_g(const T* P, T* G, int t, int l, const T* gbar, int row, int rows) {
     const size_t n = size_t(rows) * spec_.layers[l].size;
-    std::vector<T> jv(n, T(0));
+    std::vector<T>& jv = jv_;
+    jv.assign(n, T(0));
     lags_[l].jvp(shifted(P, t, l, row, rows), Gv(t, l, row), gbar, jv.data(), n);
     for (size_t i = 0; i < n; ++i) {
       bar_[l][i] += jv[i];
@@ -961,7 +965,8 @@ class EnergyNode final : public StructNode<T> {
   std::vector<size_t> bias_;
   mutable std::vector<std::vector<T>> init0_;
   std::vector<std::vector<T>> x_, g_, cur_, bar_;
-  std::vector<T> tmp_;
+  std::vector<T> tmp_, jv_;
+  std::vector<std::vector<T>> Ib_, gb_;  // backward: per-layer currents' and activations' adjoints
   std::vector<double>* record_ = nullptr;
 };
 

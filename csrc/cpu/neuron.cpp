@@ -36,6 +36,7 @@ struct CellSave {  // one application of a cell to R rows
 template <class T>
 struct BodySave {  // one application of a neuron body to a group of samples
   std::vector<int> samples;
+  int depth = 0;  // position of the neuron in the samples' chains
   std::vector<T> x, q, k, v, P, ctx, u, z;
   CellSave<T> fc;
   std::vector<CellSave<T>> syn;
@@ -158,13 +159,7 @@ class NeuronNode final : public StructNode<T> {
       section_forward(P, sec_[0], call.sec[0], x, y, row, rows);
       return;
     }
-    auto& cat_ = call.cat;
-    auto& comb_z_ = call.comb_z;
-    auto& comb_xhat_ = call.comb_xhat;
-    auto& comb_rstd_ = call.comb_rstd;
-    auto& comb_n_ = call.comb_n;
-    auto& comb_y_ = call.comb_y;
-    cat_.assign(size_t(rows) * td, T(0));
+    call.cat.assign(size_t(rows) * td, T(0));
     for (int s = 0; s < S_; ++s) {
       SecCall& sc = call.sec[s];
       sc.a.assign(size_t(rows) * sd, T(0));
@@ -172,18 +167,18 @@ class NeuronNode final : public StructNode<T> {
       sc.y.assign(size_t(rows) * sd, T(0));
       section_forward(P, sec_[s], sc, sc.a.data(), sc.y.data(), row, rows);
       for (int r = 0; r < rows * T_; ++r)
-        std::memcpy(&cat_[size_t(r) * D_ + s * Ds_], &sc.y[size_t(r) * Ds_], sizeof(T) * Ds_);
+        std::memcpy(&call.cat[size_t(r) * D_ + s * Ds_], &sc.y[size_t(r) * Ds_], sizeof(T) * Ds_);
     }
     // combiner: act(LN_aff(W_c cat + b_c))
-    comb_z_.assign(size_t(rows) * td, T(0));
-    nn::linear_forward(cat_.data(), P + comb_w_, P + comb_b_, comb_z_.data(), rows * T_, D_, D_);
-    comb_xhat_.assign(comb_z_.size(), T(0));
-    comb_rstd_.assign(size_t(rows) * T_, T(0));
-    comb_n_.assign(comb_z_.size(), T(0));
-    nn::ln_forward(comb_z_.data(), P + comb_g_, P + comb_be_, comb_xhat_.data(), comb_rstd_.data(),
-                   comb_n_.data(), rows * T_, D_, 1);
-    nn::act_forward(act_, act_p_, comb_n_.data(), y, size_t(rows) * td);
-    comb_y_.assign(y, y + size_t(rows) * td);
+    call.comb_z.assign(size_t(rows) * td, T(0));
+    nn::linear_forward(call.cat.data(), P + comb_w_, P + comb_b_, call.comb_z.data(), rows * T_, D_, D_);
+    call.comb_xhat.assign(call.comb_z.size(), T(0));
+    call.comb_rstd.assign(size_t(rows) * T_, T(0));
+    call.comb_n.assign(call.comb_z.size(), T(0));
+    nn::ln_forward(call.comb_z.data(), P + comb_g_, P + comb_be_, call.comb_xhat.data(), call.comb_rstd.data(),
+                   call.comb_n.data(), rows * T_, D_, 1);
+    nn::act_forward(act_, act_p_, call.comb_n.data(), y, size_t(rows) * td);
+    call.comb_y.assign(y, y + size_t(rows) * td);
   }
 
   void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
@@ -194,16 +189,11 @@ class NeuronNode final : public StructNode<T> {
       section_backward(P, G, sec_[0], call.sec[0], x, dy, dx, rows);
       return;
     }
-    auto& cat_ = call.cat;
-    auto& comb_xhat_ = call.comb_xhat;
-    auto& comb_rstd_ = call.comb_rstd;
-    auto& comb_n_ = call.comb_n;
-    auto& comb_y_ = call.comb_y;
     std::vector<T> dn(size_t(rows) * td), dz(size_t(rows) * td, T(0)), dcat(size_t(rows) * td, T(0));
-    nn::act_backward(act_, act_p_, comb_n_.data(), comb_y_.data(), dy, dn.data(), dn.size());
-    nn::ln_backward(comb_xhat_.data(), comb_rstd_.data(), P + comb_g_, dn.data(), dz.data(),
+    nn::act_backward(act_, act_p_, call.comb_n.data(), call.comb_y.data(), dy, dn.data(), dn.size());
+    nn::ln_backward(call.comb_xhat.data(), call.comb_rstd.data(), P + comb_g_, dn.data(), dz.data(),
                     G + comb_g_, G + comb_be_, rows * T_, D_, 1);
-    nn::linear_backward(cat_.data(), P + comb_w_, dz.data(), G + comb_w_, G + comb_b_, dcat.data(),
+    nn::linear_backward(call.cat.data(), P + comb_w_, dz.data(), G + comb_w_, G + comb_b_, dcat.data(),
                         rows * T_, D_, D_);
     for (int s = 0; s < S_; ++s) {
       SecCall& sc = call.sec[s];
@@ -473,6 +463,7 @@ class NeuronNode final : public StructNode<T> {
       for (auto& [n, members] : groups) {
         BodySave<T>& s = new_run(sc);
         s.samples = members;
+        s.depth = k;
         s.x.resize(members.size() * sd);
         for (size_t i = 0; i < members.size(); ++i)
           std::memcpy(&s.x[i * sd], &sc.in[k][members[i] * sd], sizeof(T) * sd);
@@ -622,7 +613,7 @@ class NeuronNode final : public StructNode<T> {
     std::vector<std::vector<T>> din(K + 1, std::vector<T>(rows * sd, T(0)));
     for (size_t r = sc.runs; r-- > 0;) {
       const BodySave<T>& s = sc.run[r];
-      const int d = depth_of(sc, r);
+      const int d = s.depth;
       const size_t m = s.samples.size();
       std::vector<T> g(m * sd), gx(m * sd, T(0));
       for (size_t i = 0; i < m; ++i) {
@@ -641,15 +632,7 @@ class NeuronNode final : public StructNode<T> {
       for (size_t i = 0; i < size_t(rows) * sd; ++i) dx[i] += din[0][i];
   }
 
-  // depth of run r: runs are created level by level, in sample order within a level
-  int depth_of(const SecCall& sc, size_t r) const {
-    const int b = sc.run[r].samples[0];
-    size_t count = 0;
-    for (size_t q = 0; q < r; ++q)
-      if (std::find(sc.run[q].samples.begin(), sc.run[q].samples.end(), b) != sc.run[q].samples.end())
-        ++count;
-    return int(count);
-  }
+
 
   std::string name_;
   Act act_;
