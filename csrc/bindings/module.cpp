@@ -56,11 +56,19 @@ struct SigintGuard {
   }
 };
 
+// Class-id targets for the length of one call (the model reads one-hot targets otherwise).
+struct ClassTargets {
+  ModelBase& m;
+  ClassTargets(ModelBase& model, bool on) : m(model) { m.set_class_targets(on); }
+  ~ClassTargets() { m.set_class_targets(false); }
+};
+
 template <class T>
-py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train) {
+py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train, bool ids) {
+  ClassTargets targets(m, ids);
   Arr<T> xa(x), ea(e);
   ssize_t n = expect(xa, m.input_width(), m.batch_size(), "inputs");
-  if (expect(ea, m.output_width(), m.batch_size(), "expected") != n)
+  if (expect(ea, m.target_width(), m.batch_size(), "expected") != n)
     throw nm::ShapeError("inputs and expected hold different numbers of batches");
   py::array_t<double> losses(n);
   if (!train) {
@@ -78,6 +86,20 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
   }
   // (losses, parts, interrupted): Ctrl-C stops after a whole batch; only finished ones count
   return py::make_tuple(losses[py::slice(0, done, 1)], parts[py::slice(0, done, 1)], done < n);
+}
+
+template <class T>
+py::object run_predict_rows(ModelBase& m, const py::array& x) {
+  Arr<T> xa(x);
+  if (xa.ndim() != 2 || xa.shape(1) != m.input_width() || xa.shape(0) < 1)
+    throw nm::ShapeError("inputs: internal shape check failed");
+  const ssize_t n = xa.shape(0);
+  Arr<T> y({n, ssize_t(m.output_width())});
+  {
+    py::gil_scoped_release nogil;
+    m.predict_rows(xa.data(), int(n), y.mutable_data());
+  }
+  return std::move(y);
 }
 
 template <class T>
@@ -302,38 +324,44 @@ PYBIND11_MODULE(_core, m) {
     const std::string why = nm::cuda_available(&name);
     return py::make_tuple(why.empty(), why.empty() ? name : why);
   });
-  m.def("train", [](int h, const py::array& x, const py::array& e) {
+  m.def("train", [](int h, const py::array& x, const py::array& e, bool ids) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
-    return f64(mm) ? run_losses<double>(mm, x, e, true) : run_losses<float>(mm, x, e, true);
-  });
-  m.def("evaluate", [](int h, const py::array& x, const py::array& e) {
+    return f64(mm) ? run_losses<double>(mm, x, e, true, ids) : run_losses<float>(mm, x, e, true, ids);
+  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false);
+  m.def("evaluate", [](int h, const py::array& x, const py::array& e, bool ids) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
-    return f64(mm) ? run_losses<double>(mm, x, e, false) : run_losses<float>(mm, x, e, false);
+    return f64(mm) ? run_losses<double>(mm, x, e, false, ids) : run_losses<float>(mm, x, e, false, ids);
+  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false);
+  m.def("predict_rows", [](int h, const py::array& x) {
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
+    return f64(mm) ? run_predict_rows<double>(mm, x) : run_predict_rows<float>(mm, x);
   });
   m.def("predict", [](int h, const py::array& x) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     return f64(mm) ? run_predict<double>(mm, x) : run_predict<float>(mm, x);
   });
-  m.def("gradients", [](int h, const py::array& x, const py::array& e) {
+  m.def("gradients", [](int h, const py::array& x, const py::array& e, bool ids) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
+    ClassTargets targets(mm, ids);
     double loss;
     if (f64(mm)) {
       Arr<double> xa(x), ea(e);
       expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      expect(ea, mm.output_width(), mm.batch_size(), "expected");
+      expect(ea, mm.target_width(), mm.batch_size(), "expected");
       loss = mm.compute_gradients(xa.data(), ea.data());
     } else {
       Arr<float> xa(x), ea(e);
       expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      expect(ea, mm.output_width(), mm.batch_size(), "expected");
+      expect(ea, mm.target_width(), mm.batch_size(), "expected");
       loss = mm.compute_gradients(xa.data(), ea.data());
     }
     return py::make_tuple(loss, params_dict(mm, true));
-  });
+  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false);
   m.def("reset_state", [](int h) { nm::registry_get(h)->reset_state(); });
   m.def("ir_json", [](int h) { return nm::registry_get(h)->ir_json(); });
   m.def("save", [](int h, const std::string& path,

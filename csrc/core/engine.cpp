@@ -1,5 +1,8 @@
 // Handle registry and the engine-wide seed. Handles are never reused.
+#include <algorithm>
+#include <cstring>
 #include <map>
+#include <vector>
 #include <mutex>
 #include <random>
 
@@ -26,6 +29,29 @@ HandleError missing(int handle, const char* gone) {
                          : "unknown model handle " + std::to_string(handle));
 }
 }  // namespace
+
+// Fallback for backends without a partial-batch path: pad each chunk to a whole batch (only
+// sound when samples do not interact, so never for a recurrent stream).
+void ModelBase::predict_rows(const void* x, int n, void* y) {
+  if (recurrent())
+    throw StateError("this backend predicts recurrent models in whole batches only");
+  const int B = batch_size(), in = input_width(), out = output_width();
+  const size_t es = dtype() == DType::F64 ? 8 : 4;
+  std::vector<unsigned char> xb(es * B * in), yb(es * B * out);
+  const auto* src = static_cast<const unsigned char*>(x);
+  auto* dst = static_cast<unsigned char*>(y);
+  for (int done = 0; done < n; done += B) {
+    const int rows = std::min(B, n - done);
+    std::fill(xb.begin(), xb.end(), 0);
+    std::memcpy(xb.data(), src + es * size_t(done) * in, es * size_t(rows) * in);
+    predict(xb.data(), 1, yb.data());
+    std::memcpy(dst + es * size_t(done) * out, yb.data(), es * size_t(rows) * out);
+  }
+}
+
+void ModelBase::set_class_targets(bool on) {
+  if (on) throw ShapeError("this backend takes one-hot targets only");
+}
 
 ModelRef::ModelRef(std::shared_ptr<ModelBase> m, std::shared_ptr<std::mutex> mu)
     : m_(std::move(m)), mu_(std::move(mu)) {}

@@ -14,7 +14,8 @@ namespace {
 using json = nlohmann::json;
 
 const char* const kActNames[] = {"sigmoid", "tanh", "relu", "linear", "binary_step", "relu_leaky",
-                                 "relu_parametric", "elu", "selu", "softmax", "swish", "gelu"};
+                                 "relu_parametric", "elu", "selu", "softmax", "swish", "gelu",
+                                 "gelu_erf"};
 const char* const kLossNames[] = {"mse", "mae", "mape", "huber", "huber_modified",
                                   "cross_entropy", "hinge"};
 const char* const kMergeNames[] = {"additive", "multiplicative", "average"};
@@ -50,7 +51,7 @@ NodeKind kind_of(const std::string& s) {
       {"input", NodeKind::Input}, {"layer", NodeKind::Layer}, {"output", NodeKind::Output},
       {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap},
       {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}, {"energy", NodeKind::Energy},
-      {"neuron", NodeKind::Neuron}};
+      {"neuron", NodeKind::Neuron}, {"embed", NodeKind::Embed}, {"pool", NodeKind::Pool}};
   auto it = kinds.find(s);
   if (it == kinds.end()) throw IRError("IR: unknown node kind '" + s + "'");
   return it->second;
@@ -84,9 +85,12 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
   const json& o = need(j, "options", where);
   e.steps = need(o, "steps", where).get<int>();
   e.dt = need(o, "dt", where).get<double>();
-  e.clamp = need(o, "clamp", where).get<int>() != 0;
+  const bool block_clamp = need(o, "clamp", where).get<int>() != 0;
   e.normal_init = need(o, "init", where).get<std::string>() == "normal";
-  const std::string out = need(o, "out", where).get<std::string>();
+  std::vector<std::string> outs;  // IR v3: a list of names; v2: one name
+  const json& jo = need(o, "out", where);
+  if (jo.is_string()) outs.push_back(jo.get<std::string>());
+  else for (const auto& v : jo) outs.push_back(v.get<std::string>());
   for (const auto& jl : need(j, "layers", where)) {
     EnergyLayer l;
     l.name = need(jl, "name", where).get<std::string>();
@@ -95,13 +99,28 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
     l.tau = need(jl, "tau", l.name).get<double>();
     l.bias = need(jl, "bias", l.name).get<int>() != 0;
     l.lag = lag_of(need(jl, "lagrangian", l.name), l.name);
+    // v2 documents: only the first layer can be clamped, by the block's option
+    l.clamp = jl.contains("clamp") ? jl["clamp"].get<int>() != 0 : (e.layers.empty() && block_clamp);
+    l.learn_beta = jl.value("learn_beta", 0) != 0;
     int prod = 1;
     for (int d : l.shape) prod *= d;
     if (l.shape.empty() || prod != l.size || l.size <= 0 || !(l.tau > 0))
       throw IRError("IR: bad neuron layer '" + l.name + "' in '" + where + "'");
-    if (l.name == out) e.out = int(e.layers.size());
     e.layers.push_back(l);
   }
+  for (const std::string& name : outs) {
+    int idx = -1;
+    for (size_t l = 0; l < e.layers.size(); ++l)
+      if (e.layers[l].name == name) idx = int(l);
+    if (idx < 0) throw IRError("IR: energy block '" + where + "' outputs '" + name + "', not one of its layers");
+    e.outs.push_back(idx);
+  }
+  int width = 0;  // the block's input: the first layer, then every other clamped layer
+  for (size_t l = 0; l < e.layers.size(); ++l)
+    if (l == 0 || e.layers[l].clamp) {
+      e.layers[l].in_offset = width;
+      width += e.layers[l].size;
+    }
   for (const auto& js : need(j, "synapses", where)) {
     EnergySynapse s;
     s.name = need(js, "name", where).get<std::string>();
@@ -122,9 +141,10 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
     }
     e.synapses.push_back(s);
   }
-  if (e.layers.empty() || e.steps < 1 || !(e.dt > 0)) throw IRError("IR: bad energy block '" + where + "'");
+  if (e.layers.empty() || e.outs.empty() || e.steps < 1 || !(e.dt > 0))
+    throw IRError("IR: bad energy block '" + where + "'");
   *in_width = need(j, "in_width", where).get<int>();
-  if (*in_width != e.layers[0].size) throw IRError("IR: bad energy block input width at '" + where + "'");
+  if (*in_width != width) throw IRError("IR: bad energy block input width at '" + where + "'");
   return e;
 }
 
@@ -150,6 +170,8 @@ void check_graph(const IrModel& m) {
       if (!in.delayed && pos[in.node] >= pos[i])
         throw IRError("IR: 'order' runs '" + nd.name + "' before its input");
       int w = m.nodes[in.node].width;
+      if (nd.cells > 1 && w % nd.cells)
+        throw IRError("IR: the input of '" + nd.name + "' does not split into its cells");
       if (nd.is_struct() && w != nd.st.in_width)
         throw IRError("IR: width mismatch at '" + nd.name + "'");
       if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output && !nd.is_struct() && w != nd.width)
@@ -214,6 +236,10 @@ IrModel load_ir(const std::string& text) {
         auto p = params_of(jn["loss"], nd.name);
         nd.loss_param = p.empty() ? 0.0 : p[0];
       }
+      nd.cells = jn.value("cells", 1);
+      if (nd.cells < 1 || (nd.cells > 1 && nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) ||
+          nd.width % nd.cells)
+        throw IRError("IR: bad 'cells' at '" + nd.name + "'");
       if (nd.kind == NodeKind::Energy)
         nd.en = energy_of(need(jn, "energy", nd.name), nd.name, &nd.st.in_width);
       else if (nd.is_struct())

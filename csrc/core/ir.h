@@ -7,11 +7,12 @@
 
 namespace nm {
 
-enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column, Energy, Neuron };
+enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column, Energy, Neuron,
+                      Embed, Pool };
 
 // One op list; tables indexed by these enums static_assert their size against kCount.
 enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
-                 Softmax, Swish, Gelu, kCount };
+                 Softmax, Swish, Gelu, GeluErf, kCount };
 enum class Loss { Mse, Mae, Mape, Huber, HuberModified, CrossEntropy, Hinge, kCount };
 enum class MergeOp { Additive, Multiplicative, Average, kCount };
 enum class WeightInit { Xavier, He, Lecun, Uniform, Normal, Orthogonal, kCount };
@@ -46,6 +47,9 @@ struct EnergyLayer {
   int size = 0;
   double tau = 1;
   bool bias = false;
+  bool clamp = false;       // held at its slice of the block's input
+  bool learn_beta = false;  // the Lagrangian's beta is a parameter "<layer>.beta"
+  int in_offset = -1;       // where its slice of the block's input starts; -1: not an input
   LagSpec lag;
 };
 struct EnergySynapse {
@@ -59,8 +63,8 @@ struct EnergySynapse {
 struct EnergySpec {
   int steps = 4;
   double dt = 0.4;
-  bool clamp = true, normal_init = false;
-  int out = 0;  // index of the output layer
+  bool normal_init = false;
+  std::vector<int> outs;  // the output layers (indices); the output is their concatenation
   std::vector<EnergyLayer> layers;
   std::vector<EnergySynapse> synapses;
 };
@@ -72,6 +76,7 @@ struct IrNode {
   std::vector<IrInput> inputs;  // layer/output/split/tap: [u]; merge: [u, v]
   Act act = Act::Linear;
   double act_param = 0.0;
+  int cells = 1;  // layer/output: position-wise over `cells` equal cells of the input
   Loss loss = Loss::Mse;
   double loss_param = 0.0;
   MergeOp op = MergeOp::Additive;
@@ -79,7 +84,7 @@ struct IrNode {
   EnergySpec en;  // Energy only
   bool is_struct() const {
     return kind == NodeKind::Attn2d || kind == NodeKind::Column || kind == NodeKind::Energy ||
-           kind == NodeKind::Neuron;
+           kind == NodeKind::Neuron || kind == NodeKind::Embed || kind == NodeKind::Pool;
   }
 };
 

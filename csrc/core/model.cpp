@@ -8,6 +8,7 @@
 // Every buffer is sized at build; a step allocates nothing.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -28,7 +29,8 @@ namespace {
 struct LayerPlan {
   size_t W = 0, b = 0, alpha = 0;  // offsets in the parameter arena
   bool has_alpha = false;
-  int in = 0, out = 0;
+  int in = 0, out = 0;             // per cell: a layer with `cells C` is C rows of (in -> out)
+  int cells = 1;
   size_t z = 0;                    // offset of the pre-activation buffer (B x out)
 };
 
@@ -157,9 +159,11 @@ class Model final : public ModelBase {
     for (int k = 0; k < n; ++k) {
       rate_ = opt_.rate(lr_, steps_);
       if (fuse) {
-        losses[k] = fused_step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()));
+        batch_ = k;
+        losses[k] = fused_step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()));
       } else {
-        losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, out_w()), true);
+        batch_ = k;
+        losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()), true);
         if (opt_.plain_sgd()) sgd_update();
         else optim_step(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_);
       }
@@ -179,11 +183,38 @@ class Model final : public ModelBase {
     need_built();
     training(false);
     for (int k = 0; k < n; ++k) {
+      batch_ = k;
       load_input(batch_ptr(x, k, in_w()));
       forward_all();
-      losses[k] = loss_and_grad(batch_ptr(e, k, out_w()), false);
+      losses[k] = loss_and_grad(batch_ptr(e, k, tgt_w()), false);
       commit_carry();
     }
+  }
+
+  // Any number of samples: whole batches, then one partial batch of the remaining rows.
+  void predict_rows(const void* x, int n, void* y) override {
+    need_built();
+    training(false);
+    const Slot& out = slots_[slot_of_[ir_.output]];
+    const T* src = static_cast<const T*>(x);
+    T* dst = static_cast<T*>(y);
+    for (int done = 0; done < n; done += B_) {
+      const int rows = std::min(B_, n - done);
+      load_input(src + size_t(done) * in_w(), rows);
+      forward_all(rows);
+      std::memcpy(dst + size_t(done) * out.width, &vals_[out.off], sizeof(T) * rows * out.width);
+      commit_carry(rows);
+    }
+  }
+
+  int target_width() const override {
+    return class_ids_ ? ir_.nodes[ir_.output].cells : output_width();
+  }
+  void set_class_targets(bool on) override {
+    const IrNode& o = ir_.nodes[ir_.output];
+    if (on && (o.loss != Loss::CrossEntropy || o.cells < 2))
+      throw ShapeError("class-id targets need an output with `cells C` (C > 1) and cross_entropy");
+    class_ids_ = on;
   }
 
   void predict(const void* x, int n, void* y) override {
@@ -201,6 +232,7 @@ class Model final : public ModelBase {
 
   double compute_gradients(const void* x, const void* e) override {
     need_built();
+    batch_ = 0;
     return step(static_cast<const T*>(x), static_cast<const T*>(e), true);
   }
 
@@ -236,6 +268,7 @@ class Model final : public ModelBase {
  private:
   int in_w() const { return input_width(); }
   int out_w() const { return output_width(); }
+  int tgt_w() const { return target_width(); }
   const T* batch_ptr(const void* base, int k, int width) const {
     return static_cast<const T*>(base) + size_t(k) * B_ * width;
   }
@@ -269,10 +302,7 @@ class Model final : public ModelBase {
     for (int idx = 0; idx < n; ++idx) {  // parameters in source order
       const IrNode& nd = ir_.nodes[idx];
       if (nd.is_struct()) {
-        structs_[idx] = nd.kind == NodeKind::Attn2d ? make_attn2d<T>(nd)
-                      : nd.kind == NodeKind::Column ? make_column<T>(nd)
-                      : nd.kind == NodeKind::Energy ? make_energy<T>(nd)
-                                                    : make_neuron<T>(nd);
+        structs_[idx] = make_struct<T>(nd);
         structs_[idx]->declare([this](const std::string& name, std::vector<int64_t> shape) {
           return add_param(name, std::move(shape));
         });
@@ -282,8 +312,9 @@ class Model final : public ModelBase {
       }
       if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
       LayerPlan& L = layers_[idx];
-      L.in = ir_.nodes[nd.inputs[0].node].width;
-      L.out = nd.width;
+      L.cells = nd.cells;
+      L.in = ir_.nodes[nd.inputs[0].node].width / L.cells;
+      L.out = nd.width / L.cells;
       L.W = add_param(nd.name + ".weight", {L.out, L.in});
       L.b = add_param(nd.name + ".bias", {L.out});
       if (nd.act == Act::ReluParametric) {
@@ -291,7 +322,7 @@ class Model final : public ModelBase {
         L.alpha = add_param(nd.name + ".alpha", {});
       }
       L.z = n_z_;
-      n_z_ += size_t(B_) * L.out;
+      n_z_ += size_t(B_) * L.cells * L.out;
     }
     for (const IrNode& nd : ir_.nodes)
       for (const IrInput& in : nd.inputs)
@@ -397,17 +428,20 @@ class Model final : public ModelBase {
     return loss;
   }
 
-  void load_input(const T* x) {
-    std::memcpy(&vals_[slots_[slot_of_[ir_.input]].off], x, sizeof(T) * B_ * in_w());
+  void load_input(const T* x, int rows = -1) {
+    if (rows < 0) rows = B_;
+    std::memcpy(&vals_[slots_[slot_of_[ir_.input]].off], x, sizeof(T) * rows * in_w());
   }
 
-  void forward_all() {
+  // The first `rows` samples of the batch buffers (all of them by default).
+  void forward_all(int rows = -1) {
+    if (rows < 0) rows = B_;
     std::fill(aux_.begin(), aux_.end(), 0.0);
     if (!ir_.recurrent) {
-      for (int idx : ir_.order) forward_node(idx, 0, B_);
+      for (int idx : ir_.order) forward_node(idx, 0, rows);
       return;
     }
-    for (int t = 0; t < B_; ++t)
+    for (int t = 0; t < rows; ++t)
       for (int idx : ir_.order) forward_node(idx, t, 1);
   }
 
@@ -439,16 +473,19 @@ class Model final : public ModelBase {
       case NodeKind::Layer:
       case NodeKind::Output: {
         const LayerPlan& L = layers_[idx];
-        T* z = &zbuf_[L.z + size_t(row) * L.out];
-        cpu::dense_forward(val(nd.inputs[0].node, row), &params_[L.W], &params_[L.b], z, rows,
+        const int R = rows * L.cells;  // a position-wise layer: every cell is a row
+        T* z = &zbuf_[L.z + size_t(row) * L.cells * L.out];
+        cpu::dense_forward(val(nd.inputs[0].node, row), &params_[L.W], &params_[L.b], z, R,
                            L.in, L.out);
-        act_fwd(nd, L, z, val(idx, row), rows);
+        act_fwd(nd, L, z, val(idx, row), R);
         break;
       }
       case NodeKind::Attn2d:
       case NodeKind::Column:
       case NodeKind::Energy:
-      case NodeKind::Neuron: {
+      case NodeKind::Neuron:
+      case NodeKind::Embed:
+      case NodeKind::Pool: {
         double* aux = nullptr;
         for (size_t a = 0; a < aux_nodes_.size(); ++a)
           if (aux_nodes_[a] == idx) aux = &aux_[a * B_ + row];
@@ -475,29 +512,32 @@ class Model final : public ModelBase {
       case NodeKind::Layer:
       case NodeKind::Output: {
         const LayerPlan& L = layers_[idx];
-        const T* z = &zbuf_[L.z + size_t(row) * L.out];
-        T* dz = &scratch_[size_t(row) * L.out];
+        const int R = rows * L.cells;
+        const T* z = &zbuf_[L.z + size_t(row) * L.cells * L.out];
+        T* dz = &scratch_[size_t(row) * L.cells * L.out];
         if (idx == ir_.output && fused_xent_) {
-          std::memcpy(dz, vgrad(idx, row), sizeof(T) * rows * L.out);  // already dL/dz
+          std::memcpy(dz, vgrad(idx, row), sizeof(T) * R * L.out);  // already dL/dz
         } else {
-          act_bwd(nd, L, z, val(idx, row), vgrad(idx, row), dz, rows);
+          act_bwd(nd, L, z, val(idx, row), vgrad(idx, row), dz, R);
         }
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         if constexpr (kFast)
           if (fuse_) {
-            cpu::dense_backward_sgd(val(src, row), &params_[L.W], dz, &params_[L.b], du, rows,
+            cpu::dense_backward_sgd(val(src, row), &params_[L.W], dz, &params_[L.b], du, R,
                                     L.in, L.out, float(rate_));
             break;
           }
         cpu::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
-                            rows, L.in, L.out);
+                            R, L.in, L.out);
         break;
       }
       case NodeKind::Attn2d:
       case NodeKind::Column:
       case NodeKind::Energy:
-      case NodeKind::Neuron: {
+      case NodeKind::Neuron:
+      case NodeKind::Embed:
+      case NodeKind::Pool: {
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         structs_[idx]->backward(params_.data(), grads_.data(), val(src, row), vgrad(idx, row), du,
@@ -542,21 +582,49 @@ class Model final : public ModelBase {
 
   // Mean per-sample loss over the batch; with want_grad, dL/d(output) into its value gradient
   // (dL/dz for the fused softmax + cross-entropy output).
+  // A position-wise output (`cells C`) takes the loss per cell, then the mean over cells.
   double loss_and_grad(const T* e, bool want_grad) {
     const IrNode& out = ir_.nodes[ir_.output];
-    const int n = out.width;
+    const int C = out.cells, n = out.width / C;
+    const double scale = 1.0 / (double(B_) * C);
     double total = 0;
     for (int r = 0; r < B_; ++r) {
       const T* a = val(ir_.output, r);
-      const T* er = e + size_t(r) * n;
-      total += ops::loss_forward(out.loss, out.loss_param, a, er, n);
-      if (!want_grad) continue;
-      if (fused_xent_) ops::softmax_xent_backward(a, er, vgrad(ir_.output, r), n, 1.0 / B_);
-      else ops::loss_backward(out.loss, out.loss_param, a, er, vgrad(ir_.output, r), n, 1.0 / B_);
+      const T* er = class_ids_ ? one_hot(e + size_t(r) * C, r) : e + size_t(r) * out.width;
+      double sample = 0;
+      for (int c = 0; c < C; ++c) {
+        const size_t o = size_t(c) * n;
+        sample += ops::loss_forward(out.loss, out.loss_param, a + o, er + o, n);
+        if (!want_grad) continue;
+        if (fused_xent_) ops::softmax_xent_backward(a + o, er + o, vgrad(ir_.output, r) + o, n, scale);
+        else ops::loss_backward(out.loss, out.loss_param, a + o, er + o, vgrad(ir_.output, r) + o, n, scale);
+      }
+      total += sample / C;
     }
     aux_total_ = 0;
     for (size_t a = 0; a < aux_nodes_.size(); ++a) aux_total_ += aux_mean(a);
     return total / B_ + aux_total_;
+  }
+
+  // Class ids (one per cell) of sample `r` as one-hot rows, checked: a bad id is a DataError.
+  const T* one_hot(const T* ids, int r) {
+    const IrNode& out = ir_.nodes[ir_.output];
+    const int C = out.cells, n = out.width / C;
+    onehot_.assign(size_t(out.width), T(0));
+    for (int c = 0; c < C; ++c) {
+      const T v = ids[c];
+      if (!(v >= 0 && v < n) || v != std::floor(v))
+        throw DataError("expected class id " + fmt_num(double(v)) + " at batch " +
+                        std::to_string(batch_) + ", sample " + std::to_string(r) + ", cell " +
+                        std::to_string(c) + " is not an integer in 0.." + std::to_string(n - 1));
+      onehot_[size_t(c) * n + size_t(v)] = T(1);
+    }
+    return onehot_.data();
+  }
+  static std::string fmt_num(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
   }
 
   double aux_mean(size_t a) const {  // one auxiliary loss, mean over the batch
@@ -565,10 +633,12 @@ class Model final : public ModelBase {
     return s / B_;
   }
 
-  void commit_carry() {  // the window's last sample becomes the next window's "previous"
+  // The window's last sample (of `rows`) becomes the next window's "previous".
+  void commit_carry(int rows = -1) {
+    if (rows < 0) rows = B_;
     for (const Slot& s : slots_)
       if (s.carry != SIZE_MAX)
-        std::memcpy(&carry_[s.carry], &vals_[s.off + size_t(B_ - 1) * s.width], sizeof(T) * s.width);
+        std::memcpy(&carry_[s.carry], &vals_[s.off + size_t(rows - 1) * s.width], sizeof(T) * s.width);
   }
 
   IrModel ir_;
@@ -576,7 +646,9 @@ class Model final : public ModelBase {
   double lr_, rate_ = 0;  // base rate; the scheduled rate of the current step
   OptimConfig opt_;
   long steps_ = 0;
-  bool built_ = false, fused_xent_ = false, fuse_ = false;
+  bool built_ = false, fused_xent_ = false, fuse_ = false, class_ids_ = false;
+  int batch_ = 0;            // index of the batch in the current call (for error messages)
+  std::vector<T> onehot_;    // one sample's class-id targets as one-hot rows
   std::vector<int> slot_of_;
   std::vector<Slot> slots_;
   std::vector<LayerPlan> layers_;

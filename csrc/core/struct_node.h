@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ir.h"
+#include "neuromorph/errors.h"
 #include "rng.h"
 
 namespace nm {
@@ -50,6 +51,27 @@ template <class T>
 std::unique_ptr<StructNode<T>> make_energy(const IrNode& nd);
 template <class T>
 std::unique_ptr<StructNode<T>> make_neuron(const IrNode& nd);
+template <class T>
+std::unique_ptr<StructNode<T>> make_embed(const IrNode& nd);
+template <class T>
+std::unique_ptr<StructNode<T>> make_pool(const IrNode& nd);
+
+// The structured node of an IR node of a structured kind (IRError for any other kind).
+template <class T>
+std::unique_ptr<StructNode<T>> make_struct(const IrNode& nd) {
+  switch (nd.kind) {
+    case NodeKind::Attn2d: return make_attn2d<T>(nd);
+    case NodeKind::Column: return make_column<T>(nd);
+    case NodeKind::Energy: return make_energy<T>(nd);
+    case NodeKind::Neuron: return make_neuron<T>(nd);
+    case NodeKind::Embed: return make_embed<T>(nd);
+    case NodeKind::Pool: return make_pool<T>(nd);
+    case NodeKind::Input: case NodeKind::Layer: case NodeKind::Output: case NodeKind::Merge:
+    case NodeKind::Split: case NodeKind::Tap: break;
+  }
+  throw IRError("IR: '" + nd.name + "' is not a structured node");
+}
+
 // A neuron node's activation count per sample of its last forward; empty for other nodes.
 template <class T>
 std::vector<double> neuron_counts(StructNode<T>* node);

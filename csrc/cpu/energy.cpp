@@ -17,6 +17,7 @@ namespace nm {
 namespace {
 
 using energy::Lagrangian;
+using energy::Lg;
 template <class T> using Ptrs = std::vector<T*>;
 template <class T> using CPtrs = std::vector<const T*>;
 
@@ -700,10 +701,16 @@ struct Conv final : Synapse<T> {
 template <class T>
 class EnergyNode final : public StructNode<T> {
  public:
-  explicit EnergyNode(const IrNode& nd) : name_(nd.name), spec_(nd.en) {
+  explicit EnergyNode(const IrNode& nd)
+      : name_(nd.name), spec_(nd.en), in_w_(nd.st.in_width), out_w_(nd.width) {
     for (const EnergyLayer& l : spec_.layers) {
       const int row = l.shape.back();
       lags_.push_back(Lagrangian::make(l.lag.name, l.lag.p, row));
+      const Lg k = lags_.back().k;
+      if (l.learn_beta && k != Lg::Exp && k != Lg::Rexp && k != Lg::Tanh && k != Lg::Sigmoid &&
+          k != Lg::Softmax)
+        throw IRError("IR: layer '" + l.name + "' learns beta, but its Lagrangian '" + l.lag.name +
+                      "' has none");
     }
     for (const EnergySynapse& s : spec_.synapses) syns_.push_back(make_synapse(s));
   }
@@ -712,6 +719,8 @@ class EnergyNode final : public StructNode<T> {
     for (size_t l = 0; l < spec_.layers.size(); ++l)
       bias_.push_back(spec_.layers[l].bias ? add(spec_.layers[l].name + ".bias", {spec_.layers[l].size})
                                            : SIZE_MAX);
+    for (size_t l = 0; l < spec_.layers.size(); ++l)
+      beta_.push_back(spec_.layers[l].learn_beta ? add(spec_.layers[l].name + ".beta", {}) : SIZE_MAX);
     for (auto& s : syns_) s->declare(add);
   }
 
@@ -736,6 +745,8 @@ class EnergyNode final : public StructNode<T> {
   void init(Rng& rng, T* P) const override {
     for (size_t l = 0; l < bias_.size(); ++l)
       if (bias_[l] != SIZE_MAX) normal_fill(rng, P + bias_[l], size_t(spec_.layers[l].size), 0.02);
+    for (size_t l = 0; l < beta_.size(); ++l)  // a learned beta starts at the written value
+      if (beta_[l] != SIZE_MAX) P[beta_[l]] = T(spec_.layers[l].lag.p);
     for (const auto& s : syns_) s->init(rng, P);
     init0_.clear();  // `init normal`: one fixed N(0,1) start state per layer, drawn at build
     if (spec_.normal_init)
@@ -748,11 +759,13 @@ class EnergyNode final : public StructNode<T> {
 
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     const int L = int(spec_.layers.size());
-    for (int l = 0; l < L; ++l) {  // x^0
+    betas(P);
+    for (int l = 0; l < L; ++l) {  // x^0: input layers from their slice of x, others the start
       T* x0 = X(0, l, row);
       const size_t n = spec_.layers[l].size;
+      const int off = spec_.layers[l].in_offset;
       for (int r = 0; r < rows; ++r) {
-        if (l == 0) std::memcpy(x0 + r * n, x + r * n, sizeof(T) * n);
+        if (off >= 0) std::memcpy(x0 + r * n, x + size_t(r) * in_w_ + off, sizeof(T) * n);
         else if (!init0_.empty()) std::memcpy(x0 + r * n, init0_[l].data(), sizeof(T) * n);
         else std::fill(x0 + r * n, x0 + (r + 1) * n, T(0));
       }
@@ -771,15 +784,29 @@ class EnergyNode final : public StructNode<T> {
     }
     activations(P, spec_.steps, row, rows);
     if (record_) trajectory(P, row, rows);
-    const int o = spec_.out;
-    std::memcpy(y, Gv(spec_.steps, o, row), sizeof(T) * rows * spec_.layers[o].size);
+    size_t off = 0;  // y: the out layers' activations side by side
+    for (int o : spec_.outs) {
+      const size_t n = spec_.layers[o].size;
+      const T* g = Gv(spec_.steps, o, row);
+      for (int r = 0; r < rows; ++r) std::memcpy(y + size_t(r) * out_w_ + off, g + r * n, sizeof(T) * n);
+      off += n;
+    }
   }
 
   void backward(const T* P, T* G, const T* /*x*/, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
     const int L = int(spec_.layers.size()), Tn = spec_.steps;
+    betas(P);
     for (int l = 0; l < L; ++l) std::fill(bar_[l].begin(), bar_[l].begin() + size_t(rows) * spec_.layers[l].size, T(0));
-    through_g(P, G, Tn, spec_.out, dy, row, rows);  // y = g_out(x^T)
+    size_t off = 0;  // y = the out layers' g(x^T), side by side
+    for (int o : spec_.outs) {
+      const size_t n = spec_.layers[o].size;
+      dyo_.resize(size_t(rows) * n);
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(&dyo_[r * n], dy + size_t(r) * out_w_ + off, sizeof(T) * n);
+      through_g(P, G, Tn, o, dyo_.data(), row, rows);
+      off += n;
+    }
     auto& Ib = Ib_;
     auto& gb = gb_;
     Ib.resize(L), gb.resize(L);
@@ -807,8 +834,14 @@ class EnergyNode final : public StructNode<T> {
       }
       for (int l = 0; l < L; ++l) through_g(P, G, t, l, gb[l].data(), row, rows);
     }
-    if (dx)
-      for (size_t i = 0; i < size_t(rows) * spec_.layers[0].size; ++i) dx[i] += bar_[0][i];
+    if (!dx) return;
+    for (int l = 0; l < L; ++l) {  // the input layers' adjoints (clamped: summed over the steps)
+      const int o = spec_.layers[l].in_offset;
+      const size_t n = spec_.layers[l].size;
+      if (o < 0) continue;
+      for (int r = 0; r < rows; ++r)
+        for (size_t i = 0; i < n; ++i) dx[size_t(r) * in_w_ + o + i] += bar_[l][r * n + i];
+    }
   }
 
   // Energies E^0..E^T per sample of the next forwards (rows x (steps+1)), while set.
@@ -817,7 +850,12 @@ class EnergyNode final : public StructNode<T> {
 
  private:
   using nn_saved = std::vector<T>;
-  bool moving(int l) const { return !(l == 0 && spec_.clamp); }
+  bool moving(int l) const { return !spec_.layers[l].clamp; }
+  // Learned betas: the Lagrangians read the current parameter values.
+  void betas(const T* P) {
+    for (size_t l = 0; l < beta_.size(); ++l)
+      if (beta_[l] != SIZE_MAX) lags_[l].p = double(P[beta_[l]]);
+  }
   T bias_at(const T* P, int l, size_t i) const {
     return bias_[l] == SIZE_MAX ? T(0) : P[bias_[l] + i % spec_.layers[l].size];
   }
@@ -855,7 +893,9 @@ class EnergyNode final : public StructNode<T> {
     const size_t n = size_t(rows) * spec_.layers[l].size;
     std::vector<T>& jv = jv_;
     jv.assign(n, T(0));
-    lags_[l].jvp(shifted(P, t, l, row, rows), Gv(t, l, row), gbar, jv.data(), n);
+    const T* u = shifted(P, t, l, row, rows);
+    lags_[l].jvp(u, Gv(t, l, row), gbar, jv.data(), n);
+    if (beta_[l] != SIZE_MAX) G[beta_[l]] += T(lags_[l].dbeta(u, Gv(t, l, row), gbar, n));
     for (size_t i = 0; i < n; ++i) {
       bar_[l][i] += jv[i];
       if (bias_[l] != SIZE_MAX) G[bias_[l] + i % spec_.layers[l].size] -= jv[i];
@@ -962,7 +1002,9 @@ class EnergyNode final : public StructNode<T> {
   EnergySpec spec_;
   std::vector<Lagrangian> lags_;
   std::vector<std::unique_ptr<Synapse<T>>> syns_;
-  std::vector<size_t> bias_;
+  std::vector<size_t> bias_, beta_;
+  int in_w_, out_w_;
+  std::vector<T> dyo_;
   mutable std::vector<std::vector<T>> init0_;
   std::vector<std::vector<T>> x_, g_, cur_, bar_;
   std::vector<T> tmp_, jv_;

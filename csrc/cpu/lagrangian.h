@@ -58,6 +58,33 @@ struct Lagrangian {
     for (size_t i = 0; i < n; ++i) out[i] += T(d1(double(x[i]), double(g[i])) * double(v[i]));
   }
 
+  // Σ v ⊙ ∂g/∂β: the gradient of a learned beta (exp, rexp, tanh, sigmoid, softmax), g = ∇L(x)
+  template <class T>
+  double dbeta(const T* x, const T* g, const T* v, size_t n) const {
+    double s = 0;
+    if (k == Lg::Softmax) {  // ∂g_i/∂β = g_i (x_i − Σ_j g_j x_j)
+      for (size_t r = 0; r < n; r += row) {
+        double gx = 0;
+        for (int i = 0; i < row; ++i) gx += double(g[r + i]) * x[r + i];
+        for (int i = 0; i < row; ++i) s += double(v[r + i]) * g[r + i] * (x[r + i] - gx);
+      }
+      return s;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const double xi = x[i], gi = g[i];
+      double d = 0;
+      switch (k) {
+        case Lg::Exp: d = xi * gi; break;
+        case Lg::Rexp: d = xi > 0 ? xi * std::exp(p * xi) : 0.0; break;
+        case Lg::Tanh: d = xi * (1 - gi * gi); break;
+        case Lg::Sigmoid: d = xi * gi * (1 - gi); break;
+        default: throw IRError("IR: this Lagrangian has no learnable beta");
+      }
+      s += double(v[i]) * d;
+    }
+    return s;
+  }
+
   // L(x), summed over all entries (row kinds: over rows)
   template <class T>
   double value(const T* x, size_t n) const {

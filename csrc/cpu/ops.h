@@ -12,6 +12,7 @@ namespace nm::ops {
 
 constexpr double kSeluLambda = 1.0507009873554805, kSeluAlpha = 1.6732632423543772;
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
+constexpr double kInvSqrt2 = 0.7071067811865476, kInvSqrt2Pi = 0.3989422804014327;
 
 template <class T> inline T sigmoid(T z) {
   return z >= 0 ? T(1) / (T(1) + std::exp(-z)) : std::exp(z) / (T(1) + std::exp(z));
@@ -71,6 +72,8 @@ template <class T> T act_scalar(Act f, T p, T alpha, T z) {
       T u = T(kGeluC) * (z + T(0.044715) * z * z * z);
       return z * sigmoid(T(2) * u);
     }
+    case Act::GeluErf:  // z Phi(z), Phi through erfc: exact in the left tail
+      return T(0.5) * z * std::erfc(-z * T(kInvSqrt2));
     default: return z;  // Softmax is handled per row by act_forward
   }
 }
@@ -114,6 +117,8 @@ template <class T> T act_deriv(Act f, T p, T alpha, T z, T a) {
       T s = sigmoid(T(2) * T(kGeluC) * (z + T(0.044715) * z * z * z));
       return s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * 0.044715) * z * z);
     }
+    case Act::GeluErf:  // Phi(z) + z phi(z)
+      return T(0.5) * std::erfc(-z * T(kInvSqrt2)) + z * T(kInvSqrt2Pi) * std::exp(T(-0.5) * z * z);
     default: return T(1);
   }
 }

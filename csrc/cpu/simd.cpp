@@ -90,6 +90,9 @@ NM_CLONES void act_forward(Act f, float p, float alpha, const float* z, float* a
         a[i] = x * sigmoid_f(2.0f * kC * (x + kK * x * x * x));
       }
       break;
+    case Act::GeluErf:
+      for (size_t i = 0; i < n; ++i) a[i] = 0.5f * z[i] * std::erfc(-z[i] * 0.70710678118654752f);
+      break;
     default: break;  // softmax: per row, in ops.h
   }
 }
@@ -130,6 +133,13 @@ NM_CLONES void act_backward(Act f, float p, float alpha, const float* z, const f
       for (size_t i = 0; i < n; ++i) {
         float x = z[i], s = sigmoid_f(2.0f * kC * (x + kK * x * x * x));  // s = (1 + tanh u) / 2
         dz[i] = da[i] * (s + 2.0f * x * s * (1.0f - s) * kC * (1.0f + 3 * kK * x * x));
+      }
+      break;
+    case Act::GeluErf:
+      for (size_t i = 0; i < n; ++i) {
+        const float x = z[i];
+        dz[i] = da[i] * (0.5f * std::erfc(-x * 0.70710678118654752f) +
+                         x * 0.3989422804014327f * std::exp(-0.5f * x * x));
       }
       break;
     default: break;

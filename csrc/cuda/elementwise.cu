@@ -28,6 +28,7 @@ __device__ float act(Act f, float p, float alpha, float z) {
     case Act::Selu: return kSeluLambda * (z > 0 ? z : kSeluAlpha * (expf(z) - 1.f));
     case Act::Swish: return z * sigm(p * z);
     case Act::Gelu: return z * sigm(2.f * kGeluC * (z + 0.044715f * z * z * z));
+    case Act::GeluErf: return 0.5f * z * erfcf(-z * 0.70710678118654752f);
     default: return z;
   }
 }
@@ -50,6 +51,8 @@ __device__ float deriv(Act f, float p, float alpha, float z, float a) {
       const float s = sigm(2.f * kGeluC * (z + 0.044715f * z * z * z));
       return s + 2.f * z * s * (1.f - s) * kGeluC * (1.f + 3.f * 0.044715f * z * z);
     }
+    case Act::GeluErf:  // Phi(z) + z phi(z)
+      return 0.5f * erfcf(-z * 0.70710678118654752f) + z * 0.3989422804014327f * expf(-0.5f * z * z);
     default: return 1.f;
   }
 }

@@ -49,10 +49,14 @@ class CudaModel final : public ModelBase {
         opt_(opt) {
     if (ir_.recurrent)
       throw DeviceError("recurrent models (delayed edges) run on the CPU only in this version");
-    for (const IrNode& nd : ir_.nodes)
+    for (const IrNode& nd : ir_.nodes) {
       if (nd.is_struct())
         throw DeviceError("the " + kind_name(nd.kind) + " node '" + nd.name +
                           "' runs on the CPU only in this version");
+      if (nd.cells > 1)
+        throw DeviceError("the position-wise layer '" + nd.name + "' (cells " +
+                          std::to_string(nd.cells) + ") runs on the CPU only in this version");
+    }
     plan();
   }
 
@@ -164,7 +168,8 @@ class CudaModel final : public ModelBase {
 
   static std::string kind_name(NodeKind k) {
     return k == NodeKind::Attn2d ? "attn2d" : k == NodeKind::Column ? "column"
-         : k == NodeKind::Energy ? "energy" : "neuron";
+         : k == NodeKind::Energy ? "energy" : k == NodeKind::Embed ? "embed"
+         : k == NodeKind::Pool ? "pool" : "neuron";
   }
   size_t n_params() const {
     size_t n = 0;

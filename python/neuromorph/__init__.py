@@ -203,6 +203,13 @@ def _as_batches(data, name: str, width: int, batch: int, dtype) -> tuple[np.ndar
     return arr, flat
 
 
+def _finite(arr: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise DataError(f"{name} holds NaN or inf (first at index {bad})")
+    return arr
+
+
 def _model(h: int) -> tuple[int, dict]:
     h = _check_handle(h)
     meta = _core.info(h)
@@ -211,14 +218,60 @@ def _model(h: int) -> tuple[int, dict]:
     return h, meta
 
 
+_OUTPUTS: dict = {}  # handle -> (cells, per-cell width, loss name) of the output node
+
+
+def _output(h: int) -> tuple:
+    """(cells, per-cell width, loss) of the model's output; handles are never reused."""
+    if h not in _OUTPUTS:
+        doc = json.loads(_core.ir_json(h))
+        out = next(n for n in doc["nodes"] if n["name"] == doc["output"])
+        cells = int(out.get("cells", 1))
+        _OUTPUTS[h] = (cells, out["width"] // cells, out["loss"]["name"])
+    return _OUTPUTS[h]
+
+
+def _class_ids(h: int, expected, meta: dict) -> Optional[np.ndarray]:
+    """`expected` as class ids (float array (..., C)) when the output is `cells C` with
+    cross_entropy and `expected` holds C numbers per sample; None for one-hot/dense targets."""
+    cells, width, loss = _output(h)
+    if cells < 2 or loss != "cross_entropy" or width == 1:
+        return None
+    arr = expected if isinstance(expected, np.ndarray) else np.asarray(expected)
+    if arr.ndim not in (2, 3) or arr.shape[-1] != cells or arr.shape[-1] == meta["output_width"]:
+        return None
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
+                                 or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(f"expected class ids must be integers, got dtype {arr.dtype}")
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr >= width) | (arr != np.floor(arr)) \
+        if np.issubdtype(arr.dtype, np.floating) else (arr < 0) | (arr >= width)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        if arr.ndim == 2:
+            where = (where[0] // meta["batch_size"], where[0] % meta["batch_size"], where[1])
+        raise DataError(f"expected class id {arr[tuple(np.argwhere(bad)[0])]!r} at batch "
+                        f"{where[0]}, sample {where[1]}, cell {where[2]} is not an integer in "
+                        f"0..{width - 1}")
+    return arr
+
+
 def _pair(h, inputs, expected):
     h, meta = _model(h)
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
     x, _ = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
-    e, _ = _as_batches(expected, "expected", meta["output_width"], meta["batch_size"], dt)
+    ids = _class_ids(h, expected, meta)
+    e_width = meta["output_width"] if ids is None else _output(h)[0]
+    e, _ = _as_batches(expected if ids is None else ids, "expected", e_width,
+                       meta["batch_size"], dt)
     if x.shape[0] != e.shape[0]:
         raise ShapeError(f"inputs hold {x.shape[0]} batches but expected holds {e.shape[0]}")
     return h, x, e
+
+
+def _ids_call(h: int, e: np.ndarray) -> bool:
+    """Whether `e` (n, B, w) holds class ids (w = cells) rather than the output's width."""
+    cells = _output(h)[0]
+    return cells > 1 and e.shape[-1] == cells and e.shape[-1] != cells * _output(h)[1]
 
 
 _HISTORY: dict = {}                       # handle -> list of per-batch loss arrays
@@ -228,7 +281,7 @@ _SHUFFLE = [np.random.default_rng()]      # reseeded by seed()
 
 def _train_batches(h: int, x: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Train on (n, B, w) batches; on Ctrl-C keep what finished and raise KeyboardInterrupt."""
-    losses, parts, interrupted = _core.train(h, x, e)
+    losses, parts, interrupted = _core.train(h, x, e, _ids_call(h, e))
     _HISTORY.setdefault(h, []).append(np.asarray(losses))
     _PARTS.setdefault(h, []).append(np.asarray(parts))
     if interrupted:  # stopped by Ctrl-C after a whole batch: the model is intact
@@ -339,17 +392,36 @@ def stats(h: int) -> dict:
 def evaluate(h: int, inputs, expected) -> float:
     """Mean batch loss without updating the parameters (recurrent state does advance)."""
     h, x, e = _pair(h, inputs, expected)
-    return float(np.mean(_core.evaluate(h, x, e)))
+    return float(np.mean(_core.evaluate(h, x, e, _ids_call(h, e))))
 
 
 def predict(h: int, inputs) -> np.ndarray:
-    """Outputs for the inputs: (n_batches, B, out), or (N, out) for (N, in) inputs.
+    """Outputs for the inputs: (n_batches, B, out) for (n_batches, B, in) inputs, or (N, out)
+    for (N, in) inputs with any N >= 1 (a last partial batch needs no padding).
 
     Recurrent models continue their stream (like a stateful Keras RNN); reset_state() first
     to start from zeros.
     """
     h, meta = _model(h)
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    arr = inputs if isinstance(inputs, np.ndarray) else None
+    if arr is None:
+        try:
+            arr = np.asarray(inputs)
+        except (ValueError, TypeError) as e:
+            raise ShapeError(f"inputs must be a rectangular array of numbers: {e}") from None
+    if arr.ndim == 1 and arr.shape[0] == meta["input_width"]:
+        arr = arr[None, :]  # one sample
+    if arr.ndim == 2:
+        if arr.shape[1] != meta["input_width"] or arr.shape[0] == 0:
+            raise ShapeError(f"inputs must have shape (N, {meta['input_width']}) with N >= 1, "
+                             f"or (n_batches, {meta['batch_size']}, {meta['input_width']}); "
+                             f"got {arr.shape}")
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                       or np.issubdtype(arr.dtype, np.integer)):
+            raise DataError(f"inputs must hold numbers (float32/float64), got dtype {arr.dtype}")
+        x = _finite(np.ascontiguousarray(arr, dtype=dt), "inputs")
+        return _core.predict_rows(h, x)
     x, flat = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
     y = _core.predict(h, x)
     return y.reshape(-1, meta["output_width"]) if flat else y
@@ -360,7 +432,7 @@ def gradients(h: int, inputs, expected) -> tuple[float, dict]:
     h, x, e = _pair(h, inputs, expected)
     if x.shape[0] != 1:
         raise ShapeError(f"gradients() takes one batch; got {x.shape[0]}")
-    loss, grads = _core.gradients(h, x, e)
+    loss, grads = _core.gradients(h, x, e, _ids_call(h, e))
     return float(loss), dict(grads)
 
 

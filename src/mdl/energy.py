@@ -35,7 +35,10 @@ BLOCK = {
     "steps": Opt("int", 4, lo=1), "dt": Opt("num", 0.4, lo=0, lo_open=True),
     "clamp": Opt("flag", 1), "out": Opt("ref", None), "init": Opt("name", "zero", choices=("zero", "normal")),
 }
-NEURON = {"tau": Opt("num", 1.0, lo=0, lo_open=True), "bias": Opt("flag", 0)}
+NEURON = {"tau": Opt("num", 1.0, lo=0, lo_open=True), "bias": Opt("flag", 0),
+          "clamp": Opt("flag", None), "learn": Opt("name", None, choices=("beta",))}
+# Lagrangians whose parameter is an inverse temperature beta (`learn beta` may train it)
+BETA_LAGRANGIANS = tuple(k for k, v in LAGRANGIANS.items() if v[0] == "beta")
 SYNAPSES: dict[str, tuple[tuple[int, Optional[int]], dict[str, Opt], Optional[tuple[str, list]]]] = {
     # kind: ((min refs, max refs), options, default hidden Lagrangian or None = takes none)
     "dense": ((2, None), {"bias": Opt("flag", 0)}, None),
@@ -122,13 +125,13 @@ def _opts(words: list[ast.Words], table: dict[str, Opt], what: str, rep: Reporte
             ok = False
             continue
         seen[key] = w.span
+        spec = table[key]
+        if spec.kind == "ref" and len(w.atoms) >= 2:  # one or more layer names
+            opts[key] = [(a.text, a.span) for a in w.atoms[1:]]
+            continue
         if len(w.atoms) != 2:
             rep.error(f"option `{key}` takes exactly one value", w.span, f"write `{key} VALUE`")
             ok = False
-            continue
-        spec = table[key]
-        if spec.kind == "ref":
-            opts[key] = (w.atoms[1].text, w.atoms[1].span)
             continue
         v = _value(key, spec, w.atoms[1], rep)
         if v is None:
@@ -193,9 +196,20 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
             rep.warn(f"dt / tau = {opts['dt'] / lopts['tau']:g} > 1 for `{m.name}`: explicit Euler "
                      f"steps may overshoot and the energy can rise", m.name_span,
                      "use a smaller dt or a larger tau")
+        if lopts.get("learn") == "beta" and lag["name"] not in BETA_LAGRANGIANS:
+            rep.error(f"`learn beta` trains a Lagrangian's inverse temperature, but `{lag['name']}` "
+                      f"has none", funcs[0].name_span,
+                      "use one of " + ", ".join(BETA_LAGRANGIANS) + ", or remove `learn beta`")
+            ok = False
+            broken.add(m.name)
+            continue
+        clamp_given = m.name if "clamp" in lopts else None
         layers[m.name] = {"name": m.name, "shape": shape, "size": math.prod(shape),
                           "tau": lopts["tau"], "bias": lopts["bias"], "lagrangian": lag,
-                          "index": len(layers)}
+                          "index": len(layers), "clamp": lopts.get("clamp"),
+                          "learn_beta": int(lopts.get("learn") == "beta")}
+        if clamp_given:
+            info.member_spans.append(("clamp:" + m.name, _option_span(words[1:], "clamp")))
     if not layers:
         if broken:
             return None
@@ -210,20 +224,62 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
         else:
             info.synapses.append(syn)
     if opts is not None:
-        out = opts.pop("out", None)
-        if out is None:
-            opts["out"] = info.layers[-1]["name"]
-        elif out[0] not in layers:
-            rep.error(f"`out {out[0]}` is not a neuron layer of `{node.name}`", out[1],
-                      did_you_mean(out[0], layers))
-            ok = False
-        else:
-            opts["out"] = out[0]
+        ok = _outs(node, opts, layers, rep) and ok
+        ok = _clamps(node, opts, info, rep) and ok
     if not ok:
         return None
-    info.in_width = info.layers[0]["size"]
-    info.out_width = layers[opts["out"]]["size"]
+    info.in_width = sum(l["size"] for l in info.layers if l["index"] == 0 or l["clamp"])
+    info.out_width = sum(layers[name]["size"] for name in opts["out"])
     return info
+
+
+def _option_span(words: list[ast.Words], key: str) -> Optional[Span]:
+    for w in words:
+        if w.atoms[0].text == key:
+            return w.span
+    return None
+
+
+def _outs(node: ast.Energy, opts: dict, layers: dict, rep: Reporter) -> bool:
+    """`out a b ...`: the output is the concatenation of these layers' activations."""
+    out = opts.pop("out", None)
+    if out is None:
+        opts["out"] = [list(layers)[-1]]
+        return True
+    names: list[str] = []
+    ok = True
+    for name, span in out:
+        if name not in layers:
+            rep.error(f"`out {name}` is not a neuron layer of `{node.name}`", span,
+                      did_you_mean(name, layers))
+            ok = False
+        elif name in names:
+            rep.error(f"`out` names `{name}` twice", span, "name each output layer once")
+            ok = False
+        else:
+            names.append(name)
+    opts["out"] = names
+    return ok
+
+
+def _clamps(node: ast.Energy, opts: dict, info: EnergyInfo, rep: Reporter) -> bool:
+    """Which layers are held at the block's input. The first layer follows the block's
+    `clamp` unless it says otherwise itself; any other layer is clamped by its own `clamp 1`."""
+    block_span = _option_span(node.options, "clamp")
+    spans = dict((k[6:], v) for k, v in info.member_spans if k.startswith("clamp:"))
+    info.member_spans = [(k, v) for k, v in info.member_spans if not k.startswith("clamp:")]
+    first = info.layers[0]
+    if first["clamp"] is not None and block_span is not None and first["clamp"] != opts["clamp"]:
+        rep.error(f"`{first['name']}` says `clamp {first['clamp']}` but the block says "
+                  f"`clamp {opts['clamp']}`", spans[first["name"]],
+                  "say it once: on the block (it applies to the first layer) or on the layer")
+        return False
+    if first["clamp"] is None:
+        first["clamp"] = opts["clamp"]
+    opts["clamp"] = first["clamp"]
+    for layer in info.layers[1:]:
+        layer["clamp"] = layer["clamp"] or 0
+    return True
 
 
 def _synapse(m: ast.Paren, layers: dict, broken: set, rep: Reporter) -> Optional[dict]:

@@ -18,8 +18,10 @@ from .diagnostics import Diagnostic, MDLWarning, Reporter
 from .parser import parse
 
 IR_FORMAT = "neuromorph-ir"
-IR_VERSION = 2
-IR_VERSIONS_READ = (1, 2)  # version 2 added structured node kinds
+IR_VERSION = 3
+# version 2 added structured node kinds; 3 added `cells`, embed/pool, and energy per-layer
+# clamp, several out layers and learned beta
+IR_VERSIONS_READ = (1, 2, 3)
 STAGES = ("parse", "resolve", "structure", "widths", "delays", "ir")
 
 
@@ -72,6 +74,8 @@ def _node_json(n: passes.GNode) -> dict:
         d["activation"] = _fn(n.activation)
     if n.loss:
         d["loss"] = _fn(n.loss)
+    if n.cells is not None:
+        d["cells"] = n.cells
     if n.struct is not None:
         d["struct"] = n.struct.to_json()
     if n.energy is not None:

@@ -23,12 +23,12 @@ from .diagnostics import Reporter, Span, did_you_mean
 from .functions import (ACTIVATIONS, BIAS_INITS, LOSSES, MERGE_OPS, WEIGHT_INITS, FnSpec,
                         slot_of)
 from .energy import EnergyInfo, check_energy
-from .structs import MLP_ACTIVATIONS, STRUCT_KINDS, StructInfo, check_struct, describe
+from .structs import (MAX_CELLS, MLP_ACTIVATIONS, PLAIN_KINDS, STRUCT_KINDS, StructInfo,
+                      check_struct, describe)
 
 _WIDTH_RE = re.compile(r"[1-9][0-9]*")
+_SHAPE_RE = re.compile(r"[1-9][0-9]*(x[1-9][0-9]*)*")
 MAX_WIDTH = 1 << 24
-EXTENSION_KINDS = ("column", "attn2d", "neuron")
-NOT_YET: tuple = ()  # extension kinds this version parses but does not compile
 
 
 @dataclass
@@ -61,6 +61,8 @@ class GNode:
     alias: Optional[str] = None
     consumers: list["GNode"] = field(default_factory=list)
     delayed: bool = False  # merge only: its target is read from the previous sample
+    cells: Optional[int] = None  # layer/output with `cells C`: position-wise over C cells
+    cells_span: Optional[Span] = None
     struct: Optional[StructInfo] = None  # structured kinds: shape, options, widths
     energy: Optional[EnergyInfo] = None  # energy blocks: members, options, widths
 
@@ -277,20 +279,20 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
         if kind in STRUCT_KINDS:
             _classify_struct(g, gn, kind, is_first, is_last, rep)
             return
-        if kind in NOT_YET:
-            rep.error(f"`{kind}` nodes are not supported by this version of the compiler",
-                      words[0].span, "this release compiles the original MDL node kinds")
-        else:
-            rep.error(f"expected a width after `{gn.name}`, got `{kind}`", words[0].span,
-                      did_you_mean(kind, EXTENSION_KINDS) or "a layer is `(name, width, <activation>)`")
+        rep.error(f"expected a width after `{gn.name}`, got `{kind}`", words[0].span,
+                  did_you_mean(kind, STRUCT_KINDS) or "a layer is `(name, width, <activation>)`")
         gn.kind = "unknown"
         return
     gn.width = _check_width(gn, rep)
-    for extra in words[1:]:
-        rep.error(f"unexpected `{' '.join(a.text for a in extra.atoms)}` in `{gn.name}`",
-                  extra.span, "a layer is `(name, width, <activation>)`")
+    _layer_options(gn, words[1:], rep)
+    if gn.cells is not None and gn.width is not None:
+        gn.width *= gn.cells
     if is_first:
         gn.kind = "input"
+        if gn.cells is not None:
+            rep.error(f"`cells` splits a layer's input into cells, but `{gn.name}` is the model's "
+                      f"input", gn.cells_span,
+                      "give the input its full width, and `cells` to the layer that reads it")
         if funcs:
             rep.error(f"the input `{gn.name}` takes no function", funcs[0].span,
                       f"write `({gn.name}, {gn.width or 4})`")
@@ -326,6 +328,41 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
                   "remove the loss, or move this node to the end of the main chain")
 
 
+def _layer_options(gn: GNode, words: list, rep: Reporter) -> None:
+    """`cells C` (an INT or a SHAPE), the one option of a layer or output (MDL.md 7)."""
+    for w in words:
+        key = w.atoms[0]
+        text = " ".join(a.text for a in w.atoms)
+        if key.kind != "name" or key.text != "cells":
+            rep.error(f"unexpected `{text}` in `{gn.name}`", w.span,
+                      did_you_mean(key.text, ("cells",)) if key.kind == "name" else
+                      "a layer is `(name, width, <activation>)` or `(name, width, cells C, "
+                      "<activation>)`")
+            continue
+        if gn.cells_span is not None:
+            first = gn.cells_span
+            rep.error(f"option `cells` is given twice (first at {first.line}:{first.col})",
+                      key.span, "each option is given at most once")
+            continue
+        gn.cells_span = w.span
+        value = w.atoms[1] if len(w.atoms) == 2 else None
+        if value is None or value.kind not in ("number", "shape") \
+                or not _SHAPE_RE.fullmatch(value.text):
+            got = "no value" if value is None and len(w.atoms) == 1 else f"`{text}`"
+            rep.error(f"`cells` takes a positive count or a shape such as `8x8`, got {got}",
+                      w.span, "write `cells 64` or `cells 8x8`")
+            continue
+        count = 1
+        for d in value.text.split("x"):
+            count *= int(d)
+            if count > MAX_CELLS:
+                break
+        if count > MAX_CELLS:
+            rep.error(f"`cells {value.text}` is more than {MAX_CELLS} cells", value.span)
+            continue
+        gn.cells = count
+
+
 def _classify_struct(g: Graph, gn: GNode, kind: str, is_first: bool, is_last: bool,
                      rep: Reporter) -> None:
     node: ast.Paren = gn.ast
@@ -341,6 +378,13 @@ def _classify_struct(g: Graph, gn: GNode, kind: str, is_first: bool, is_last: bo
         rep.error(f"the model has no output: its main chain ends in the {kind} node `{gn.name}`",
                   gn.span, "end the main chain with an output such as `(y, 10, <softmax>, "
                            "<cross_entropy>)`")
+    if kind in PLAIN_KINDS:
+        if funcs:
+            rep.error(f"{_a(kind)} node takes no function", funcs[0].span,
+                      f"remove `<{funcs[0].name}>`, or put a layer after `{gn.name}`")
+        if gn.struct is not None:
+            gn.width = gn.struct.out_width
+        return
     if len(funcs) > 1:
         rep.error(f"`{gn.name}` has {len(funcs)} functions; a {kind} node takes one, the "
                   f"activation of its MLP", funcs[1].span, "remove the extra function")
@@ -354,6 +398,10 @@ def _classify_struct(g: Graph, gn: GNode, kind: str, is_first: bool, is_last: bo
         gn.activation = fn
     else:
         gn.activation = Fn("swish" if kind == "neuron" else "gelu", [1.0] if kind == "neuron" else [])
+    if gn.activation is not None and gn.activation.name == "gelu":
+        # the structured kinds' sources use the exact erf GELU (extensions-math.md section 0);
+        # the IR names it, so the engine never guesses which form a node computes
+        gn.activation = Fn("gelu_erf", [])
     if gn.struct is not None:
         gn.width = gn.struct.out_width
 
@@ -415,6 +463,14 @@ def widths(g: Graph, rep: Reporter) -> None:
         if gn.kind in ("merge", "split", "tap") and gn.pred is not None:
             gn.width = gn.pred.width
     for gn in g.nodes:
+        if gn.cells is not None and gn.kind in ("layer", "output") and gn.pred is not None \
+                and gn.pred.width is not None and gn.pred.width % gn.cells:
+            src = _producer(gn.pred).name
+            rep.error(f"`cells {gn.cells}` splits the input of `{gn.name}` into {gn.cells} equal "
+                      f"cells, but `{src}` gives width {gn.pred.width}, not a multiple of "
+                      f"{gn.cells}", gn.cells_span,
+                      f"use a cell count that divides {gn.pred.width}, or make `{src}` "
+                      f"{gn.cells} × (features per cell) wide")
         if gn.energy is not None and gn.pred is not None and gn.pred.width is not None \
                 and gn.pred.width != gn.energy.in_width:
             src = _producer(gn.pred).name
@@ -429,7 +485,7 @@ def widths(g: Graph, rep: Reporter) -> None:
             info = gn.struct
             what = ("one token id per cell" if "vocab" in info.options
                     else f"{info.in_width // info.options['dim']} "
-                         f"{ {'attn2d': 'cells', 'column': 'columns'}.get(info.kind, 'tokens')} × "
+                         f"{ {'column': 'columns', 'neuron': 'tokens'}.get(info.kind, 'cells')} × "
                          f"dim {info.options['dim']}")
             rep.error(f"`{gn.name}` ({describe(info)}) takes width {info.in_width} ({what}), but "
                       f"`{src}` gives width {gn.pred.width}", gn.ast.words[1].span,

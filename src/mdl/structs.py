@@ -17,6 +17,7 @@ from .functions import ACTIVATIONS
 # Activations a per-cell MLP can use: elementwise, no learned parameter.
 MLP_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("softmax", "relu_parametric"))
 MAX_CELLS = 1 << 20
+MAX_VALUE_WIDTH = 1 << 26  # the widest value a node may give (cells x dim)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,21 @@ NEURON = {
     "dropout": Opt("num", 0.0, lo=0, doc="dropout on the axon and synapse cells while training"),
 }
 
-TABLES = {"attn2d": ATTN2D, "column": COLUMN, "neuron": NEURON}
+EMBED = {
+    "vocab": Opt("int", lo=1, required=True, doc="number of token ids (ids are 0..vocab-1)"),
+    "dim": Opt("int", lo=1, required=True, doc="features per cell"),
+    "pos": Opt("name", "learned", choices=("learned", "none"), doc="a learned vector per cell"),
+}
+
+POOL = {
+    "dim": Opt("int", lo=1, required=True, doc="features per cell"),
+    "op": Opt("name", "mean", choices=("mean", "max", "first", "last"), doc="the reduction"),
+}
+
+TABLES = {"attn2d": ATTN2D, "column": COLUMN, "neuron": NEURON, "embed": EMBED, "pool": POOL}
 STRUCT_KINDS = tuple(TABLES)
+# Kinds without an MLP: they take no function (section 7 of MDL.md).
+PLAIN_KINDS = ("embed", "pool")
 
 
 @dataclass
@@ -197,7 +211,8 @@ def check_struct(node: ast.Paren, kind: str, rep: Reporter) -> Optional[StructIn
     if shape is None or not ok:
         return None
     info = StructInfo(kind, shape, opts)
-    check = {"attn2d": _check_attn2d, "column": _check_column, "neuron": _check_neuron}[kind]
+    check = {"attn2d": _check_attn2d, "column": _check_column, "neuron": _check_neuron,
+             "embed": _check_embed, "pool": _check_pool}[kind]
     if not check(node, info, spans, rep):
         return None
     return info
@@ -335,6 +350,30 @@ def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
                  "whole sequence, so routing sees later tokens", _span(spans, "causal", node))
     info.in_width = info.out_width = shape[0] * d
     return ok
+
+
+def _check_embed(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+    cells = math.prod(info.shape)
+    if cells * info.options["dim"] > MAX_VALUE_WIDTH:
+        rep.error(f"`{node.name}` gives {cells} cells × dim {info.options['dim']} = "
+                  f"{cells * info.options['dim']} values; the most is {MAX_VALUE_WIDTH}",
+                  _span(spans, "dim", node))
+        return False
+    info.in_width = cells
+    info.out_width = cells * info.options["dim"]
+    return True
+
+
+def _check_pool(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+    cells = math.prod(info.shape)
+    if cells * info.options["dim"] > MAX_VALUE_WIDTH:
+        rep.error(f"`{node.name}` reads {cells} cells × dim {info.options['dim']} = "
+                  f"{cells * info.options['dim']} values; the most is {MAX_VALUE_WIDTH}",
+                  _span(spans, "dim", node))
+        return False
+    info.in_width = cells * info.options["dim"]
+    info.out_width = info.options["dim"]
+    return True
 
 
 def describe(info: StructInfo) -> str:

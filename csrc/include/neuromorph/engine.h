@@ -54,6 +54,13 @@ class ModelBase {
                                                 int* steps) = 0;
   virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
   virtual void predict(const void* x, int n_batches, void* y) = 0;
+  // Outputs of n >= 1 samples x (n, in) into y (n, out), any n (no padding by the caller):
+  // whole batches, then a partial one. Recurrent models continue their stream sample by sample.
+  virtual void predict_rows(const void* x, int n, void* y);
+  // Width of one sample's `expected` row: the output width, or with class-id targets (an
+  // output with `cells C` and cross_entropy) C ids. set_class_targets(true) switches to ids.
+  virtual int target_width() const { return output_width(); }
+  virtual void set_class_targets(bool on);
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.
   virtual double compute_gradients(const void* x, const void* e) = 0;
   virtual void reset_state() = 0;
