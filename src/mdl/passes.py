@@ -487,10 +487,12 @@ def widths(g: Graph, rep: Reporter) -> None:
                     else f"{info.in_width // info.options['dim']} "
                          f"{ {'column': 'columns', 'neuron': 'tokens'}.get(info.kind, 'cells')} × "
                          f"dim {info.options['dim']}")
+            hint = (f"an embed reads token ids, not features: give it the model's input "
+                    f"`({src}, {info.in_width})`" if info.kind == "embed" else
+                    f"make `{src}` {info.in_width} wide, e.g. with a dense layer "
+                    f"`({src}_to_{gn.name}, {info.in_width}, <linear>)` before `{gn.name}`")
             rep.error(f"`{gn.name}` ({describe(info)}) takes width {info.in_width} ({what}), but "
-                      f"`{src}` gives width {gn.pred.width}", gn.ast.words[1].span,
-                      f"make `{src}` {info.in_width} wide, e.g. with a dense layer "
-                      f"`({src}_to_{gn.name}, {info.in_width}, <linear>)` before `{gn.name}`")
+                      f"`{src}` gives width {gn.pred.width}", gn.ast.words[1].span, hint)
     for m in g.nodes:
         if m.kind != "merge" or m.target is None or m.width is None or m.target.width is None:
             continue
