@@ -29,7 +29,8 @@ from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileErro
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
-           "history", "energy", "stats", "cuda_available", "to_device", "Model",
+           "history", "energy", "stats", "cuda_available", "to_device", "Model", "generate",
+           "text",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError"]
 
@@ -249,7 +250,7 @@ def _class_ids(h: int, expected, meta: dict) -> Optional[np.ndarray]:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         if arr.ndim == 2:
             where = (where[0] // meta["batch_size"], where[0] % meta["batch_size"], where[1])
-        raise DataError(f"expected class id {arr[tuple(np.argwhere(bad)[0])]!r} at batch "
+        raise DataError(f"expected class id {arr[tuple(np.argwhere(bad)[0])].item()!r} at batch "
                         f"{where[0]}, sample {where[1]}, cell {where[2]} is not an integer in "
                         f"0..{width - 1}")
     return arr
@@ -476,16 +477,19 @@ def release(h: int) -> None:
     _core.release(_check_handle(h))
     _HISTORY.pop(h, None)
     _PARTS.pop(h, None)
+    _OUTPUTS.pop(h, None)
+    text.forget(h)
 
 
 def save(h: int, path) -> None:
-    """Write the model to one safetensors file: parameters, recurrent state, IR and settings.
+    """Write the model to one safetensors file: parameters, recurrent state, IR and settings,
+    and the model's tokenizer when it has one (`text.attach_tokenizer`, `mdlc run --text`).
 
     The file is written next to `path` and renamed over it, so an interrupted save never
     destroys an earlier file. The `safetensors` package can read it.
     """
     h, _ = _model(h)
-    _core.save(h, os.fspath(path), [("neuromorph_version", __version__)])
+    _core.save(h, os.fspath(path), [("neuromorph_version", __version__)] + text.metadata_for(h))
 
 
 def load(path, device: str = "cpu") -> int:
@@ -495,7 +499,9 @@ def load(path, device: str = "cpu") -> int:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
+    tok = text.tokenizer_from_metadata(text.read_file_metadata(path))
     h = _core.load(path)
+    text.attach_tokenizer(h, tok)
     if device != "cpu":
         try:
             to_device(h, device)
@@ -514,4 +520,6 @@ def to_device(h: int, device: str) -> int:
     return h
 
 
+from . import text  # noqa: E402
+from .generate import generate  # noqa: E402
 from .model import Model  # noqa: E402  (uses the functions above)
