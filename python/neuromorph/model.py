@@ -7,6 +7,10 @@
         m.save("lstm.nm")
     m2 = nm.Model.load("lstm.nm")
 
+A causal token model (MDL.md section 7) also samples: `m.tokenizer = CharTokenizer(text)`,
+then `m.generate("prompt", 100)` returns the continuation as text (ids in, ids out without a
+tokenizer); the tokenizer is saved in the model file.
+
 The model is released when the `with` block ends, when `release()` is called, or when the
 object is garbage-collected. Handles are never reused, so a stale handle can never reach
 another model.
@@ -20,6 +24,8 @@ from typing import Optional
 import numpy as np
 
 from . import _core
+from .text import attach_tokenizer, tokenizer_of
+from .text import forget as _forget_tokenizer
 
 
 def _nm():
@@ -100,6 +106,36 @@ class Model:
         """Per-forward statistics of the last pass (neuron activation counts)."""
         return _nm().stats(self._handle)
 
+    # ------------------------------------------------------------------ text
+    @property
+    def tokenizer(self):
+        """The model's CharTokenizer (set here, or restored by load), or None."""
+        return tokenizer_of(self._handle)
+
+    @tokenizer.setter
+    def tokenizer(self, tok) -> None:
+        attach_tokenizer(self._handle, tok)
+
+    def generate(self, prompt, n: int, temperature: float = 1.0, top_k: Optional[int] = None,
+                 seed=None):
+        """Continue `prompt` by n sampled tokens (see neuromorph.generate.generate).
+
+        A str prompt needs the model's tokenizer and returns the n new characters as a str
+        (drawn among the tokenizer's characters only); a sequence of ids returns an int64
+        array of n new ids.
+        """
+        from .generate import generate
+        if isinstance(prompt, str):
+            tok = self.tokenizer
+            if tok is None:
+                from .errors import StateError
+                raise StateError("a text prompt needs the model's tokenizer, and this model has "
+                                 "none: set Model.tokenizer = CharTokenizer(text), or pass ids")
+            ids = generate(self._handle, tok.encode(prompt), n, temperature, top_k, seed,
+                           vocab=min(tok.vocab_size, _model_vocab(self._handle)))
+            return tok.decode(ids)
+        return generate(self._handle, prompt, n, temperature, top_k, seed)
+
     # ------------------------------------------------------------------ parameters, files
     @property
     def params(self) -> dict:
@@ -160,7 +196,13 @@ class Model:
                 f"{'built' if info['built'] else 'not built'}>")
 
 
+def _model_vocab(handle: int) -> int:
+    from .generate import sequence_spec
+    return sequence_spec(json.loads(_core.ir_json(handle))).vocab
+
+
 def _release_quietly(handle: int) -> None:
+    _forget_tokenizer(handle)
     try:
         _core.release(handle)
     except Exception:  # already released through the handle API: nothing to do

@@ -6,6 +6,9 @@
 * a grid node (attn2d, column) right after the input and a 2-class softmax output: the
   spatially local rule "does the grid hold two horizontally adjacent 1s?" (grid_task);
 * everything else: regression on a random teacher network, squashed into the output's range.
+
+For token models (MDL.md section 7), `formal_text` writes a text with long-range structure:
+key=value records whose queries must be answered from earlier in the line.
 """
 from __future__ import annotations
 
@@ -25,7 +28,10 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
     N = n_batches * batch
     grid = _grid_node(ir_doc)
     seq = _sequence_node(ir_doc)
-    if seq is not None and loss == "cross_entropy" and n_out == 2 and not ir_doc["recurrent"]:
+    special = _seed_task(ir_doc, N, seed)
+    if special is not None:
+        x, y, desc = special
+    elif seq is not None and loss == "cross_entropy" and n_out == 2 and not ir_doc["recurrent"]:
         x, y = sequence_task(seq[0], seq[1], N, rng)
         desc = (f"sequences of {seq[0]} noisy one-hot tokens: class 1 when symbol 0 occurs more "
                 f"often than symbol 1")
@@ -61,6 +67,42 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
             desc = "regression on a random teacher network"
     shape = lambda a: a.reshape(n_batches, batch, -1).astype(np.float32)
     return shape(x), shape(y), desc
+
+
+def _seed_task(ir_doc: dict, N: int, seed: int):
+    """The built-in data of the seed models of MDL.md section 7, or None:
+    a token model (embed over C cells -> ... -> `cells C` softmax) learns formal_text;
+    a column classifier of 8x8 images into 10 classes learns datasets.digits; an energy block
+    with a clamped label layer (not the first) learns datasets.completion."""
+    from . import datasets
+    nodes = {n["name"]: n for n in ir_doc["nodes"]}
+    out = nodes[ir_doc["output"]]
+    first = _first_after_input(ir_doc)
+    if ir_doc["recurrent"] or first is None:
+        return None
+    if first["kind"] == "embed" and out.get("cells") and out["loss"]["name"] == "cross_entropy":
+        C, V = first["struct"]["in_width"], first["struct"]["options"]["vocab"]
+        if out["cells"] == C and out["width"] == C * V and V >= len(FORMAL_ALPHABET):
+            from .text import CharTokenizer, windows
+            text = formal_text(N * C + C + 1, seed)
+            ids = CharTokenizer(FORMAL_ALPHABET).encode(text)
+            x, y = windows(ids, C)
+            return (x[:N].astype(np.float64), y[:N].astype(np.float64),
+                    f"windows of {C} characters of a formal language of recalled records "
+                    f"(neuromorph.tasks.formal_text); targets: the next character at every cell")
+    if nodes[ir_doc["input"]]["width"] == 64 and out["width"] == 10 \
+            and out["loss"]["name"] == "cross_entropy" \
+            and any(n["kind"] == "column" for n in ir_doc["nodes"]):
+        x, labels = datasets.digits(N, seed)
+        return x, np.eye(10)[labels], "8x8 images of the digits 0-9 (neuromorph.datasets.digits)"
+    if first["kind"] == "energy":
+        layers = first["energy"]["layers"]
+        label = [l for l in layers[1:] if l.get("clamp")]
+        if len(label) == 1 and layers[0]["size"] == out["width"]:
+            x, y, _ = datasets.completion(N, layers[0]["size"], label[0]["size"], seed=seed)
+            return (x, y, f"corrupted sign patterns (20% flipped) with their clamped label; "
+                          f"target: the clean pattern (neuromorph.datasets.completion)")
+    return None
 
 
 def _first_after_input(ir_doc: dict):
@@ -115,3 +157,45 @@ def grid_task(H: int, W: int, n: int, rng, channels: int = 0):
         x[:, :, 0], x[:, :, 1] = 1 - flat, flat
         x = x.reshape(n, -1)
     return x, np.eye(2)[label]
+
+
+FORMAL_KEYS = "abcd"
+FORMAL_VALUES = "01234567"
+FORMAL_ALPHABET = "".join(sorted(set(FORMAL_KEYS + FORMAL_VALUES + "=?\n ")))  # 16 symbols
+
+
+def formal_text(n_chars: int, seed: int = 0) -> str:
+    """A text of exactly n_chars characters in a 16-symbol language of recalled records.
+
+    Each line defines 2 to 4 distinct keys (a-d, random order) with random values of 1 to 3
+    digits (0-7), then asks 1 or 2 of them back, each query `?k` followed by the key's value:
+
+        c=5 a=03 d=741 ?a03 ?c5
+        b=26 d=4 ?d4
+
+    Keys, values and which keys are asked are random (uniform); everything else is fixed by
+    the line. An answer is determined by a definition up to ~30 characters back, so a model
+    that reads the whole line predicts it exactly, while an n-gram model of short context or
+    a unigram model pays about log2(8) = 3 bits per answer digit. Values of varying length
+    keep positions from repeating with a fixed period. The text is cut at n_chars (its last
+    line may be incomplete). Alphabet: FORMAL_ALPHABET (newline, space, digits 0-7, "=",
+    "?", a-d). Deterministic for a given seed.
+    """
+    if isinstance(n_chars, bool) or not isinstance(n_chars, (int, np.integer)) or n_chars < 0:
+        from .errors import DataError
+        raise DataError(f"n_chars must be an integer >= 0, got {n_chars!r}")
+    rng = np.random.default_rng(seed)
+    lines, size = [], 0
+    while size < n_chars:
+        n_keys = int(rng.integers(2, len(FORMAL_KEYS) + 1))
+        keys = [FORMAL_KEYS[k] for k in rng.permutation(len(FORMAL_KEYS))[:n_keys]]
+        values = ["".join(FORMAL_VALUES[d] for d in rng.integers(0, len(FORMAL_VALUES),
+                                                                 int(rng.integers(1, 4))))
+                  for _ in range(n_keys)]
+        asked = rng.permutation(n_keys)[:int(rng.integers(1, 3))]
+        words = [f"{k}={v}" for k, v in zip(keys, values)] + [f"?{keys[i]}{values[i]}"
+                                                               for i in asked]
+        line = " ".join(words) + "\n"
+        lines.append(line)
+        size += len(line)
+    return "".join(lines)[:n_chars]

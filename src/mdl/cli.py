@@ -3,9 +3,11 @@
     mdlc check FILE...                      exit 0: all compile; 1: an error; 2: usage
     mdlc compile FILE [-o OUT] [--emit STAGE]
     mdlc dot FILE [-o OUT]
-    mdlc run MODEL [--data F.npz] [--epochs N] ...   (needs the `neuromorph` engine)
+    mdlc run MODEL [--data F.npz | --text F.txt] [--epochs N] ...
+    mdlc generate MODEL.nm --prompt TEXT -n N [--temperature T] [--top-k K] [--seed S]
 
-`-` as FILE reads standard input. Diagnostics go to stderr.
+`run` and `generate` need the `neuromorph` engine. `-` as FILE reads standard input.
+Diagnostics go to stderr.
 """
 from __future__ import annotations
 
@@ -91,6 +93,14 @@ def cmd_run(args) -> int:
     return run_command(args)
 
 
+def cmd_generate(args) -> int:
+    try:
+        from neuromorph.cli_run import generate_command
+    except ImportError as e:
+        raise UsageError(f"`mdlc generate` needs the neuromorph engine, which did not import: {e}")
+    return generate_command(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mdlc", description="The Neuromorph MDL compiler.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -107,9 +117,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE")
     c.add_argument("-o", "--output", metavar="OUT")
     c.set_defaults(fn=cmd_dot)
-    c = sub.add_parser("run", help="train a model on an .npz file or a built-in synthetic task")
+    c = sub.add_parser("run", help="train a model on an .npz file, a text, or a built-in "
+                       "synthetic task")
     c.add_argument("file", metavar="MODEL")
     c.add_argument("--data", metavar="FILE.npz", help="arrays `inputs` and `expected`")
+    c.add_argument("--text", metavar="FILE", help="UTF-8 text for a causal token model (an "
+                   "`embed` over C cells, output `cells C` with a softmax): trains on windows "
+                   "of C+1 characters, reports held-out bits per character")
+    c.add_argument("--context-stride", type=int, default=None, metavar="S",
+                   help="--text: start a window every S characters (default C: every "
+                   "character is a target once per epoch; 1: every window)")
+    c.add_argument("--heldout", type=float, default=0.1, metavar="F",
+                   help="--text: the fraction of the text, at its end, held out for "
+                   "bits per character (default 0.1)")
+    c.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"), default=None,
+                   help="default sgd; adam with --text or a token model")
     c.add_argument("--epochs", type=int, default=5)
     c.add_argument("--batch-size", type=int, default=None)
     c.add_argument("--lr", type=float, default=None)
@@ -119,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--save", metavar="OUT.nm", help="save the trained model (neuromorph.load reads it)")
     c.add_argument("--plot", metavar="LOSS.png", help="plot the loss per batch (needs matplotlib)")
     c.set_defaults(fn=cmd_run)
+    c = sub.add_parser("generate", help="sample text from a token model saved by "
+                       "`mdlc run --text ... --save`")
+    c.add_argument("file", metavar="MODEL.nm")
+    c.add_argument("--prompt", default="", help="text to continue (characters of the "
+                   "model's alphabet; default: empty)")
+    c.add_argument("-n", type=int, default=200, metavar="N", help="characters to generate")
+    c.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="1: the model's distribution; lower: more likely characters; 0: greedy")
+    c.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="sample only among the K most likely characters")
+    c.add_argument("--seed", type=int, default=None, help="for a reproducible sample")
+    c.set_defaults(fn=cmd_generate)
     return p
 
 
@@ -145,4 +179,7 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    entry()
+    # `python -m mdl.cli`: run the importable module, so that the UsageError raised by
+    # neuromorph.cli_run (imported from mdl.cli) is the class main() catches
+    from mdl.cli import entry as _entry
+    _entry()

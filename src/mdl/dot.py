@@ -5,12 +5,14 @@ from .ir import IR
 
 _SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "circle",
            "split": "triangle", "tap": "cds", "attn2d": "box3d", "column": "box3d", "neuron": "box3d",
-           "energy": "doubleoctagon"}
+           "energy": "doubleoctagon", "embed": "component", "pool": "trapezium"}
 
 
 def _label(n: dict) -> str:
     if n["kind"] in ("layer", "output"):
-        text = f"{n['name']}\\n{n['width']} {n['activation']['name']}"
+        width = (f"{n['cells']} cells x {n['width'] // n['cells']}" if n.get("cells")
+                 else str(n["width"]))
+        text = f"{n['name']}\\n{width} {n['activation']['name']}"
         return text + (f"\\n{n['loss']['name']}" if "loss" in n else "")
     if "struct" in n:
         st = n["struct"]
