@@ -352,28 +352,26 @@ def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
     return ok
 
 
+def _cells_by_dim(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> Optional[int]:
+    """The cells × dim value width of an embed/pool node, or None (reported) when too wide."""
+    cells, dim = math.prod(info.shape), info.options["dim"]
+    if cells * dim > MAX_VALUE_WIDTH:
+        rep.error(f"`{node.name}` has {cells} cells × dim {dim} = {cells * dim} values; the most "
+                  f"is {MAX_VALUE_WIDTH}", _span(spans, "dim", node))
+        return None
+    return cells * dim
+
+
 def _check_embed(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
-    cells = math.prod(info.shape)
-    if cells * info.options["dim"] > MAX_VALUE_WIDTH:
-        rep.error(f"`{node.name}` gives {cells} cells × dim {info.options['dim']} = "
-                  f"{cells * info.options['dim']} values; the most is {MAX_VALUE_WIDTH}",
-                  _span(spans, "dim", node))
-        return False
-    info.in_width = cells
-    info.out_width = cells * info.options["dim"]
-    return True
+    width = _cells_by_dim(node, info, spans, rep)
+    info.in_width, info.out_width = math.prod(info.shape), width
+    return width is not None
 
 
 def _check_pool(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
-    cells = math.prod(info.shape)
-    if cells * info.options["dim"] > MAX_VALUE_WIDTH:
-        rep.error(f"`{node.name}` reads {cells} cells × dim {info.options['dim']} = "
-                  f"{cells * info.options['dim']} values; the most is {MAX_VALUE_WIDTH}",
-                  _span(spans, "dim", node))
-        return False
-    info.in_width = cells * info.options["dim"]
-    info.out_width = info.options["dim"]
-    return True
+    width = _cells_by_dim(node, info, spans, rep)
+    info.in_width, info.out_width = width, info.options["dim"]
+    return width is not None
 
 
 def describe(info: StructInfo) -> str:
