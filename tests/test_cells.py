@@ -396,3 +396,27 @@ def test_grid_lm_gradients_with_class_ids():
     x = rng.integers(0, 7, (1, 2, 6)).astype(float)
     ids = rng.integers(0, 7, (1, 2, 6))
     fd_grads(text, x, ids, 2, rtol=1e-5, atol=1e-8)
+
+
+def test_float32_fast_paths_match_the_float64_reference():
+    text = ("/xavier, zero/ (x, 16) (e, embed, 4x4, vocab 7, dim 8) "
+            "(g, attn2d, 4x4, dim 8, heads 2, window 1, mask raster) [s, [feat,]] "
+            "(p, pool, 16, dim 8, op max) (q, 16, <tanh>) {m, feat2, additive} "
+            "(y, 7, cells 16, <softmax>, <cross_entropy>)")
+    text = text.replace("[s, [feat,]] ", "[s, (c, 8, cells 16, <gelu>) (feat2, 128, <linear>)] ")
+    text = text.replace("(p, pool, 16, dim 8, op max) (q, 16, <tanh>) {m, feat2, additive}",
+                        "(p, pool, 16, dim 8, op max) (q, 128, <tanh>) {m, feat2, additive}")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 7, (1, 33, 16)).astype(float)
+    ids = rng.integers(0, 7, (1, 33, 16))
+    out = {}
+    for dt in ("float64", "float32"):
+        h = _build(text, 33, dtype=dt, seed=5)
+        out[dt] = (nm.predict(h, x[0]), *nm.gradients(h, x, ids))
+        nm.release(h)
+    np.testing.assert_allclose(out["float32"][0], out["float64"][0], rtol=1e-4, atol=1e-6)
+    assert out["float32"][1] == pytest.approx(out["float64"][1], rel=1e-5)
+    for k, g in out["float64"][2].items():
+        scale = np.abs(g).max() + 1e-12
+        np.testing.assert_allclose(out["float32"][2][k] / scale, g / scale, rtol=0, atol=2e-5,
+                                   err_msg=k)
