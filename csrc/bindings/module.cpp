@@ -29,7 +29,7 @@ void raise_as(const char* cls, const std::exception& e) {
 }
 
 ssize_t expect(const py::array& a, int width, int batch, const char* what) {
-  if (a.ndim() != 3 || a.shape(1) != batch || a.shape(2) != width)
+  if (a.ndim() != 3 || a.shape(1) != batch || a.shape(2) != width || batch < 1)
     throw nm::ShapeError(std::string(what) + ": internal shape check failed");
   return a.shape(0);
 }
@@ -56,6 +56,18 @@ struct SigintGuard {
   }
 };
 
+// A partial batch of `rows` samples for the length of one call (0: whole batches).
+struct Rows {
+  ModelBase& m;
+  int rows;
+  Rows(ModelBase& model, int r) : m(model), rows(r ? r : model.batch_size()) {
+    if (r) m.set_rows(r);
+  }
+  ~Rows() {
+    if (rows != m.batch_size()) m.set_rows(m.batch_size());
+  }
+};
+
 // Class-id targets for the length of one call (the model reads one-hot targets otherwise).
 struct ClassTargets {
   ModelBase& m;
@@ -64,11 +76,14 @@ struct ClassTargets {
 };
 
 template <class T>
-py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train, bool ids) {
+py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train, bool ids,
+                      int rows) {
   ClassTargets targets(m, ids);
+  Rows partial(m, rows);
   Arr<T> xa(x), ea(e);
-  ssize_t n = expect(xa, m.input_width(), m.batch_size(), "inputs");
-  if (expect(ea, m.target_width(), m.batch_size(), "expected") != n)
+  ssize_t n = expect(xa, m.input_width(), partial.rows, "inputs");
+  if (rows && n != 1) throw nm::ShapeError("a partial batch is one batch");
+  if (expect(ea, m.target_width(), partial.rows, "expected") != n)
     throw nm::ShapeError("inputs and expected hold different numbers of batches");
   py::array_t<double> losses(n);
   if (!train) {
@@ -142,6 +157,7 @@ PYBIND11_MODULE(_core, m) {
     } catch (const nm::DeviceError& e) { raise_as("DeviceError", e);
     } catch (const nm::FileError& e) { raise_as("ModelFileError", e);
     } catch (const nm::OutOfMemory& e) { raise_as("OutOfMemoryError", e);
+    } catch (const nm::Diverged& e) { raise_as("DivergedError", e);
     } catch (const nm::Error& e) { raise_as("NeuromorphError", e);
     } catch (const std::bad_alloc& e) { raise_as("OutOfMemoryError", e);
     }
@@ -324,16 +340,19 @@ PYBIND11_MODULE(_core, m) {
     const std::string why = nm::cuda_available(&name);
     return py::make_tuple(why.empty(), why.empty() ? name : why);
   });
-  m.def("train", [](int h, const py::array& x, const py::array& e, bool ids) {
+  m.def("train", [](int h, const py::array& x, const py::array& e, bool ids, int rows) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
-    return f64(mm) ? run_losses<double>(mm, x, e, true, ids) : run_losses<float>(mm, x, e, true, ids);
-  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false);
-  m.def("evaluate", [](int h, const py::array& x, const py::array& e, bool ids) {
+    return f64(mm) ? run_losses<double>(mm, x, e, true, ids, rows)
+                   : run_losses<float>(mm, x, e, true, ids, rows);
+  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false, py::arg("rows") = 0);
+  m.def("evaluate", [](int h, const py::array& x, const py::array& e, bool ids, int rows) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
-    return f64(mm) ? run_losses<double>(mm, x, e, false, ids) : run_losses<float>(mm, x, e, false, ids);
-  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false);
+    return f64(mm) ? run_losses<double>(mm, x, e, false, ids, rows)
+                   : run_losses<float>(mm, x, e, false, ids, rows);
+  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false, py::arg("rows") = 0);
+  m.def("set_check_finite", [](int h, bool on) { nm::registry_get(h)->set_check_finite(on); });
   m.def("predict_rows", [](int h, const py::array& x) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
@@ -344,24 +363,25 @@ PYBIND11_MODULE(_core, m) {
     ModelBase& mm = *ref;
     return f64(mm) ? run_predict<double>(mm, x) : run_predict<float>(mm, x);
   });
-  m.def("gradients", [](int h, const py::array& x, const py::array& e, bool ids) {
+  m.def("gradients", [](int h, const py::array& x, const py::array& e, bool ids, int rows) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     ClassTargets targets(mm, ids);
+    Rows partial(mm, rows);
     double loss;
     if (f64(mm)) {
       Arr<double> xa(x), ea(e);
-      expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      expect(ea, mm.target_width(), mm.batch_size(), "expected");
+      expect(xa, mm.input_width(), partial.rows, "inputs");
+      expect(ea, mm.target_width(), partial.rows, "expected");
       loss = mm.compute_gradients(xa.data(), ea.data());
     } else {
       Arr<float> xa(x), ea(e);
-      expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      expect(ea, mm.target_width(), mm.batch_size(), "expected");
+      expect(xa, mm.input_width(), partial.rows, "inputs");
+      expect(ea, mm.target_width(), partial.rows, "expected");
       loss = mm.compute_gradients(xa.data(), ea.data());
     }
     return py::make_tuple(loss, params_dict(mm, true));
-  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false);
+  }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false, py::arg("rows") = 0);
   m.def("reset_state", [](int h) { nm::registry_get(h)->reset_state(); });
   m.def("ir_json", [](int h) { return nm::registry_get(h)->ir_json(); });
   m.def("save", [](int h, const std::string& path,

@@ -28,6 +28,8 @@ int guarded(F&& f) {
   } catch (const nm::DataError& e) { g_error = e.what(); return NM_ERR_DATA;
   } catch (const nm::DeviceError& e) { g_error = e.what(); return NM_ERR_DEVICE;
   } catch (const nm::FileError& e) { g_error = e.what(); return NM_ERR_FILE;
+  } catch (const nm::OutOfMemory& e) { g_error = e.what(); return NM_ERR_MEMORY;
+  } catch (const nm::Diverged& e) { g_error = e.what(); return NM_ERR_DIVERGED;
   } catch (const std::bad_alloc&) { g_error = "out of memory"; return NM_ERR_MEMORY;
   } catch (const std::invalid_argument& e) { g_error = e.what(); return NM_ERR_ARGUMENT;
   } catch (const std::exception& e) { g_error = e.what(); return NM_ERR_INTERNAL;

@@ -49,6 +49,10 @@ void ModelBase::predict_rows(const void* x, int n, void* y) {
   }
 }
 
+void ModelBase::set_rows(int rows) {
+  if (rows != batch_size()) throw DeviceError("this backend trains whole batches only");
+}
+
 void ModelBase::set_class_targets(bool on) {
   if (on) throw ShapeError("this backend takes one-hot targets only");
 }

@@ -69,7 +69,7 @@ template <class T>
 class Model final : public ModelBase {
  public:
   Model(IrModel ir, int batch, double lr, const OptimConfig& opt)
-      : ir_(std::move(ir)), B_(batch), lr_(lr), opt_(opt) {
+      : ir_(std::move(ir)), B_(batch), R_(batch), lr_(lr), opt_(opt) {
     plan();
     if (opt_.buffers())
       state_info_.push_back(ParamInfo{"optimizer.state", {int64_t(opt_.buffers()), int64_t(n_params_)},
@@ -158,12 +158,12 @@ class Model final : public ModelBase {
     const bool fuse = kFast && !ir_.recurrent && opt_.plain_sgd() && !has_structs_;
     for (int k = 0; k < n; ++k) {
       rate_ = opt_.rate(lr_, steps_);
+      batch_ = k;
       if (fuse) {
-        batch_ = k;
         losses[k] = fused_step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()));
       } else {
-        batch_ = k;
         losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()), true);
+        if (check_finite_) check_gradients();
         if (opt_.plain_sgd()) sgd_update();
         else optim_step(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_);
       }
@@ -210,6 +210,14 @@ class Model final : public ModelBase {
   int target_width() const override {
     return class_ids_ ? ir_.nodes[ir_.output].cells : output_width();
   }
+  void set_rows(int rows) override {
+    if (rows < 1 || rows > B_)
+      throw ShapeError("a batch holds 1 to " + std::to_string(B_) + " samples, got " +
+                       std::to_string(rows));
+    R_ = rows;
+  }
+  void set_check_finite(bool on) override { check_finite_ = on; }
+
   void set_class_targets(bool on) override {
     const IrNode& o = ir_.nodes[ir_.output];
     if (on && (o.loss != Loss::CrossEntropy || o.cells < 2))
@@ -407,6 +415,7 @@ class Model final : public ModelBase {
     std::fill(grads_.begin(), grads_.end(), T(0));
     std::fill(vgrads_.begin(), vgrads_.end(), T(0));
     double loss = loss_and_grad(e, want_grad);
+    if (want_grad && check_finite_) check_loss(loss);
     if (want_grad) backward_all();
     return loss;
   }
@@ -420,6 +429,7 @@ class Model final : public ModelBase {
     for (const LayerPlan& L : layers_)
       if (L.has_alpha) grads_[L.alpha] = T(0);
     double loss = loss_and_grad(e, true);
+    if (check_finite_) check_loss(loss);
     fuse_ = true;
     backward_all();
     fuse_ = false;
@@ -429,13 +439,13 @@ class Model final : public ModelBase {
   }
 
   void load_input(const T* x, int rows = -1) {
-    if (rows < 0) rows = B_;
+    if (rows < 0) rows = R_;
     std::memcpy(&vals_[slots_[slot_of_[ir_.input]].off], x, sizeof(T) * rows * in_w());
   }
 
   // The first `rows` samples of the batch buffers (all of them by default).
   void forward_all(int rows = -1) {
-    if (rows < 0) rows = B_;
+    if (rows < 0) rows = R_;
     std::fill(aux_.begin(), aux_.end(), 0.0);
     if (!ir_.recurrent) {
       for (int idx : ir_.order) forward_node(idx, 0, rows);
@@ -447,10 +457,10 @@ class Model final : public ModelBase {
 
   void backward_all() {
     if (!ir_.recurrent) {
-      for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, 0, B_);
+      for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, 0, R_);
       return;
     }
-    for (int t = B_ - 1; t >= 0; --t)
+    for (int t = R_ - 1; t >= 0; --t)
       for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, t, 1);
   }
 
@@ -541,7 +551,7 @@ class Model final : public ModelBase {
         const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         structs_[idx]->backward(params_.data(), grads_.data(), val(src, row), vgrad(idx, row), du,
-                                row, rows, 1.0 / B_);
+                                row, rows, 1.0 / R_);
         break;
       }
       case NodeKind::Merge:
@@ -586,9 +596,9 @@ class Model final : public ModelBase {
   double loss_and_grad(const T* e, bool want_grad) {
     const IrNode& out = ir_.nodes[ir_.output];
     const int C = out.cells, n = out.width / C;
-    const double scale = 1.0 / (double(B_) * C);
+    const double scale = 1.0 / (double(R_) * C);
     double total = 0;
-    for (int r = 0; r < B_; ++r) {
+    for (int r = 0; r < R_; ++r) {
       const T* a = val(ir_.output, r);
       const T* er = class_ids_ ? one_hot(e + size_t(r) * C, r) : e + size_t(r) * out.width;
       double sample = 0;
@@ -603,7 +613,41 @@ class Model final : public ModelBase {
     }
     aux_total_ = 0;
     for (size_t a = 0; a < aux_nodes_.size(); ++a) aux_total_ += aux_mean(a);
-    return total / B_ + aux_total_;
+    return total / R_ + aux_total_;
+  }
+
+  // Divergence: a non-finite loss names the first node (in execution order) whose value holds
+  // a non-finite number; nothing has been updated yet, so the model is as before the batch.
+  void check_loss(double loss) {
+    if (std::isfinite(loss)) return;
+    std::string where = "the loss";
+    for (int idx : ir_.order) {
+      const IrNode& nd = ir_.nodes[idx];
+      if (nd.kind == NodeKind::Split || nd.kind == NodeKind::Tap) continue;
+      const Slot& s = slots_[slot_of_[idx]];
+      if (!all_finite(&vals_[s.off], size_t(R_) * s.width)) {
+        where = nd.kind == NodeKind::Input ? "the input" : "node '" + nd.name + "'";
+        break;
+      }
+    }
+    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the loss is " +
+                   fmt_num(loss) + "; the first non-finite value is at " + where +
+                   ". The model holds its state from before this batch (try a smaller "
+                   "learning rate, or grad_clip)");
+  }
+  void check_gradients() {
+    if (all_finite(grads_.data(), n_params_)) return;
+    std::string where;
+    for (const ParamInfo& p : info_)
+      if (!all_finite(&grads_[p.offset], p.size)) { where = p.name; break; }
+    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the gradient of '" +
+                   where + "' is not finite. The model holds its state from before this batch "
+                   "(try a smaller learning rate, or grad_clip)");
+  }
+  static bool all_finite(const T* v, size_t n) {
+    T acc = 0;  // x * 0 is 0 for finite x and NaN for inf/NaN: one vectorisable pass
+    for (size_t i = 0; i < n; ++i) acc += v[i] * T(0);
+    return acc == T(0);
   }
 
   // Class ids (one per cell) of sample `r` as one-hot rows, checked: a bad id is a DataError.
@@ -629,20 +673,21 @@ class Model final : public ModelBase {
 
   double aux_mean(size_t a) const {  // one auxiliary loss, mean over the batch
     double s = 0;
-    for (int r = 0; r < B_; ++r) s += aux_[a * B_ + r];
-    return s / B_;
+    for (int r = 0; r < R_; ++r) s += aux_[a * B_ + r];
+    return s / R_;
   }
 
   // The window's last sample (of `rows`) becomes the next window's "previous".
   void commit_carry(int rows = -1) {
-    if (rows < 0) rows = B_;
+    if (rows < 0) rows = R_;
     for (const Slot& s : slots_)
       if (s.carry != SIZE_MAX)
         std::memcpy(&carry_[s.carry], &vals_[s.off + size_t(rows - 1) * s.width], sizeof(T) * s.width);
   }
 
   IrModel ir_;
-  int B_;
+  int B_, R_;                // batch size; rows of the current batch (R_ < B_: a partial one)
+  bool check_finite_ = true;  // train() refuses a non-finite loss or gradient (Diverged)
   double lr_, rate_ = 0;  // base rate; the scheduled rate of the current step
   OptimConfig opt_;
   long steps_ = 0;

@@ -23,8 +23,8 @@ import mdl
 
 from . import _blas  # noqa: F401  (loads the OpenBLAS library before the engine)
 from . import _core
-from .errors import (DataError, DeviceError, HandleError, IRError, ModelFileError,
-                     NeuromorphError, OutOfMemoryError, ShapeError, StateError)
+from .errors import (DataError, DeviceError, DivergedError, HandleError, IRError,
+                     ModelFileError, NeuromorphError, OutOfMemoryError, ShapeError, StateError)
 
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
@@ -32,7 +32,7 @@ __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predi
            "history", "energy", "stats", "cuda_available", "to_device", "Model", "generate",
            "text",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
-           "DeviceError", "OutOfMemoryError", "ModelFileError"]
+           "DeviceError", "OutOfMemoryError", "ModelFileError", "DivergedError", "fit", "History"]
 
 
 def build_info() -> dict:
@@ -173,6 +173,7 @@ def build(h: int, threads: Optional[int] = None, device: str = "cpu") -> int:
     _core.build(h, device)
     _HISTORY.pop(h, None)
     _PARTS.pop(h, None)
+    _FIT_HISTORY.pop(h, None)
     return h
 
 
@@ -256,94 +257,59 @@ def _class_ids(h: int, expected, meta: dict) -> Optional[np.ndarray]:
     return arr
 
 
-def _pair(h, inputs, expected):
-    h, meta = _model(h)
-    dt = np.float64 if meta["dtype"] == "float64" else np.float32
-    x, _ = _as_batches(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
-    ids = _class_ids(h, expected, meta)
-    e_width = meta["output_width"] if ids is None else _output(h)[0]
-    e, _ = _as_batches(expected if ids is None else ids, "expected", e_width,
-                       meta["batch_size"], dt)
-    if x.shape[0] != e.shape[0]:
-        raise ShapeError(f"inputs hold {x.shape[0]} batches but expected holds {e.shape[0]}")
-    return h, x, e
-
-
-def _ids_call(h: int, e: np.ndarray) -> bool:
-    """Whether `e` (n, B, w) holds class ids (w = cells) rather than the output's width."""
-    cells = _output(h)[0]
-    return cells > 1 and e.shape[-1] == cells and e.shape[-1] != cells * _output(h)[1]
-
-
 _HISTORY: dict = {}                       # handle -> list of per-batch loss arrays
+_FIT_HISTORY: dict = {}                   # handle -> History of every fit since build/load
 _PARTS: dict = {}                         # handle -> list of (batches, parts) arrays
 _SHUFFLE = [np.random.default_rng()]      # reseeded by seed()
 
 
-def _train_batches(h: int, x: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Train on (n, B, w) batches; on Ctrl-C keep what finished and raise KeyboardInterrupt."""
-    losses, parts, interrupted = _core.train(h, x, e, _ids_call(h, e))
-    _HISTORY.setdefault(h, []).append(np.asarray(losses))
-    _PARTS.setdefault(h, []).append(np.asarray(parts))
-    if interrupted:  # stopped by Ctrl-C after a whole batch: the model is intact
-        raise KeyboardInterrupt(f"training stopped after {len(losses)} of {len(x)} batches; "
-                                f"the model holds the state after the last finished batch")
-    return losses
+def fit(h: int, inputs, expected, *, epochs: int = 1, shuffle: bool = False,
+        verbosity: int = 1, validation=None, validation_split: Optional[float] = None,
+        metrics=None, early_stopping: Optional[int] = None, checkpoint=None,
+        check_finite: bool = True) -> "History":
+    """Train for `epochs` passes and return a `History` (per-epoch loss, validation loss and
+    metrics, every batch loss; also kept with the model and saved in its file).
+
+    inputs/expected: (N, width) arrays with ANY N >= 1 — whole batches, then one partial
+    batch whose loss is the mean over its own samples (exactly what a model compiled with
+    that batch size computes); or (n_batches, batch_size, width). For an output with
+    `cells C` and cross_entropy, expected may be integer class ids (N, C).
+    Recurrent models: one stream; each epoch starts from a zero state (reset_state), and a
+    partial last batch continues the stream for its samples.
+
+    validation=(x, y) or validation_split=f (the last f of the samples, before shuffling, as
+    Keras) adds "val_loss" per epoch; metrics: any of "accuracy" (arg-max per sample or per
+    cell; one sigmoid unit: threshold 0.5), "bits_per_char" (cross-entropy in bits), "mse",
+    "mae" — on the validation data when there is some ("val_<metric>"), else on the
+    training data after the epoch. early_stopping=patience stops after that many epochs
+    without a better val_loss (loss without validation); checkpoint=path saves the model
+    whenever it improves. check_finite (default) stops at once with DivergedError naming the
+    batch and the first node holding a non-finite value, the model as before that batch.
+    verbosity 0 silent, 1 progress bars (tqdm.auto: a widget in Jupyter), 2 a line per batch.
+    Ctrl-C stops after the current batch (KeyboardInterrupt; the model keeps what finished).
+    """
+    return training.fit(sys.modules[__name__], h, inputs, expected, epochs=epochs,
+                        shuffle=shuffle, verbosity=verbosity, validation=validation,
+                        validation_split=validation_split, metrics=metrics,
+                        early_stopping=early_stopping, checkpoint=checkpoint,
+                        check_finite=check_finite)
 
 
 def train(h: int, inputs, expected, verbosity: int = 1, *, epochs: int = 1,
-          shuffle: bool = False) -> float:
-    """Train for `epochs` passes over the batches (forward, mean loss, backward, one optimizer
-    step per batch). Returns the mean batch loss of the last epoch.
-
-    verbosity 0: silent; 1: a progress bar on a terminal; 2: one line per batch.
-    shuffle (non-recurrent models only) reshuffles the samples into new batches each epoch,
-    reproducibly after seed(). Ctrl-C stops after the current batch: the model keeps every
-    finished step, history() has their losses, and KeyboardInterrupt is raised.
-    """
-    h, x, e = _pair(h, inputs, expected)
-    epochs = _check_int(epochs, "epochs")
-    if shuffle and _core.info(h)["recurrent"]:
-        raise DataError("shuffle=True reorders samples, but this model is recurrent: its samples "
-                        "form one time-ordered stream")
-    verbosity = max(0, min(2, int(verbosity)))
-    n, B = x.shape[0], x.shape[1]
-    mean = float("nan")
-    for epoch in range(epochs):
-        if shuffle:
-            order = _SHUFFLE[0].permutation(n * B)
-            x = x.reshape(n * B, -1)[order].reshape(n, B, -1)
-            e = e.reshape(n * B, -1)[order].reshape(n, B, -1)
-        mean = _train_epoch(h, x, e, verbosity, f"epoch {epoch + 1}/{epochs}" if epochs > 1 else "")
-    return mean
+          shuffle: bool = False, **options) -> float:
+    """fit() that returns the last epoch's mean training loss (per sample: a partial last
+    batch weighted by its size). Options as fit(): validation, validation_split, metrics,
+    early_stopping, checkpoint, check_finite."""
+    hist = fit(h, inputs, expected, epochs=epochs, shuffle=shuffle, verbosity=verbosity,
+               **options)
+    return float(hist.epochs[-1]["loss"]) if hist.epochs else float("nan")
 
 
-def _train_epoch(h, x, e, verbosity, label) -> float:
-    n = x.shape[0]
-    if verbosity == 0 or n == 1:
-        return float(np.mean(_train_batches(h, x, e)))
-    if verbosity == 2:
-        losses = []
-        for k in range(n):
-            losses.append(float(_train_batches(h, x[k:k + 1], e[k:k + 1])[0]))
-            print(f"{label + '  ' if label else ''}batch {k + 1}/{n}  loss {losses[-1]:.6g}",
-                  file=sys.stderr)
-        return float(np.mean(losses))
-    from tqdm import tqdm
-    chunk = max(1, n // 100)
-    losses = []
-    with tqdm(total=n, unit="batch", disable=None, leave=False, file=sys.stderr,
-              desc=label or None) as bar:
-        for k in range(0, n, chunk):
-            part = _train_batches(h, x[k:k + chunk], e[k:k + chunk])
-            losses.extend(part.tolist())
-            bar.update(len(part))
-            bar.set_postfix(loss=f"{np.mean(part):.4g}")
-    return float(np.mean(losses))
-
-
-def history(h: int, parts: bool = False):
+def history(h: int, parts: bool = False, epochs: bool = False):
     """Every training batch loss since build() (or load()), in order.
+
+    With epochs=True, the `History` of every fit since build (per-epoch loss, validation
+    loss, metrics), restored by load() from the model file.
 
     With parts=True, a dict of arrays instead: "loss" (the total, as returned by train),
     "output" (the output's loss) and one entry per auxiliary loss a node adds, such as
@@ -351,6 +317,8 @@ def history(h: int, parts: bool = False):
     """
     h = _check_handle(h)
     names = _core.info(h)["loss_parts"]  # HandleError for unknown or released handles
+    if epochs:
+        return _FIT_HISTORY.get(h, training.History())
     chunks = _HISTORY.get(h, [])
     total = np.concatenate(chunks) if chunks else np.zeros(0)
     if not parts:
@@ -391,9 +359,12 @@ def stats(h: int) -> dict:
 
 
 def evaluate(h: int, inputs, expected) -> float:
-    """Mean batch loss without updating the parameters (recurrent state does advance)."""
-    h, x, e = _pair(h, inputs, expected)
-    return float(np.mean(_core.evaluate(h, x, e, _ids_call(h, e))))
+    """Mean loss per sample over any number of samples (a partial last batch weighted by its
+    size), without updating the parameters (recurrent state does advance)."""
+    h, x, e, ids, meta = training.prepare(sys.modules[__name__], h, inputs, expected)
+    losses, rows, _ = training._batches(sys.modules[__name__], h, x, e, ids,
+                                        meta["batch_size"], "evaluate")
+    return training.weighted_mean(losses, rows)
 
 
 def predict(h: int, inputs) -> np.ndarray:
@@ -429,11 +400,14 @@ def predict(h: int, inputs) -> np.ndarray:
 
 
 def gradients(h: int, inputs, expected) -> tuple[float, dict]:
-    """Loss of one batch and the gradient of every parameter; no update, state unchanged."""
-    h, x, e = _pair(h, inputs, expected)
-    if x.shape[0] != 1:
-        raise ShapeError(f"gradients() takes one batch; got {x.shape[0]}")
-    loss, grads = _core.gradients(h, x, e, _ids_call(h, e))
+    """Loss of one batch (1 to batch_size samples) and the gradient of every parameter; no
+    update, state unchanged."""
+    h, x, e, ids, meta = training.prepare(sys.modules[__name__], h, inputs, expected)
+    B = meta["batch_size"]
+    if len(x) > B:
+        raise ShapeError(f"gradients() takes one batch of at most {B} samples; got {len(x)}")
+    rows = 0 if len(x) == B else len(x)
+    loss, grads = _core.gradients(h, x[None], e[None], ids, rows)
     return float(loss), dict(grads)
 
 
@@ -478,6 +452,7 @@ def release(h: int) -> None:
     _HISTORY.pop(h, None)
     _PARTS.pop(h, None)
     _OUTPUTS.pop(h, None)
+    _FIT_HISTORY.pop(h, None)
     text.forget(h)
 
 
@@ -489,7 +464,10 @@ def save(h: int, path) -> None:
     destroys an earlier file. The `safetensors` package can read it.
     """
     h, _ = _model(h)
-    _core.save(h, os.fspath(path), [("neuromorph_version", __version__)] + text.metadata_for(h))
+    meta = [("neuromorph_version", __version__)] + text.metadata_for(h)
+    if h in _FIT_HISTORY:
+        meta.append(("history", _FIT_HISTORY[h].to_json()))
+    _core.save(h, os.fspath(path), meta)
 
 
 def load(path, device: str = "cpu") -> int:
@@ -499,9 +477,17 @@ def load(path, device: str = "cpu") -> int:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
-    tok = text.tokenizer_from_metadata(text.read_file_metadata(path))
+    file_meta = text.read_file_metadata(path)
+    tok = text.tokenizer_from_metadata(file_meta)
     h = _core.load(path)
     text.attach_tokenizer(h, tok)
+    if "history" in file_meta:
+        try:
+            _FIT_HISTORY[h] = training.History.from_json(file_meta["history"])
+            _HISTORY[h] = [_FIT_HISTORY[h].batch_loss.copy()]
+        except (ValueError, TypeError, KeyError):
+            _core.release(h)
+            raise ModelFileError(f"{path}: the saved training history is unreadable") from None
     if device != "cpu":
         try:
             to_device(h, device)
@@ -520,6 +506,7 @@ def to_device(h: int, device: str) -> int:
     return h
 
 
-from . import text  # noqa: E402
+from . import text, training  # noqa: E402
+from .training import History  # noqa: E402
 from .generate import generate  # noqa: E402
 from .model import Model  # noqa: E402  (uses the functions above)

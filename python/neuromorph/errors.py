@@ -1,8 +1,12 @@
-"""Typed exceptions of the Neuromorph runtime (the engine raises these by name)."""
+"""Typed exceptions of the Neuromorph runtime (the engine raises these by name).
 
+The root, `NeuromorphError`, is defined in `mdl.errors` (the compiler never imports this
+package) and is the same class here: `mdl.MDLError` is a `NeuromorphError` too.
+"""
+from mdl.errors import NeuromorphError
 
-class NeuromorphError(Exception):
-    """Base class of every runtime error."""
+__all__ = ["NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
+           "DeviceError", "OutOfMemoryError", "ModelFileError", "DivergedError"]
 
 
 class HandleError(NeuromorphError, ValueError):
@@ -35,3 +39,9 @@ class OutOfMemoryError(NeuromorphError, MemoryError):
 
 class ModelFileError(NeuromorphError, ValueError):
     """A model file that is corrupt, truncated, hand-edited or of another format or version."""
+
+
+class DivergedError(NeuromorphError, FloatingPointError):
+    """Training met a non-finite loss or gradient. The message names the batch and the first
+    node (or parameter gradient) holding a non-finite value; the model keeps its state from
+    before that batch."""

@@ -61,6 +61,13 @@ class ModelBase {
   // output with `cells C` and cross_entropy) C ids. set_class_targets(true) switches to ids.
   virtual int target_width() const { return output_width(); }
   virtual void set_class_targets(bool on);
+  // The next train/evaluate/gradients batches hold `rows` (1..batch_size) samples: a partial
+  // last batch trains exactly as a model compiled with that batch size would (mean over its
+  // rows). Reset to batch_size() after use.
+  virtual void set_rows(int rows);
+  // With on, train() checks each batch's loss (and gradients) before updating and throws
+  // Diverged, naming the batch and the first node holding a non-finite value.
+  virtual void set_check_finite(bool on) { (void)on; }
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.
   virtual double compute_gradients(const void* x, const void* e) = 0;
   virtual void reset_state() = 0;

@@ -17,5 +17,6 @@ struct DataError : Error { using Error::Error; };     // NaN/inf in data
 struct DeviceError : Error { using Error::Error; };    // unsupported or missing device
 struct FileError : Error { using Error::Error; };      // unreadable, corrupt or foreign model file
 struct OutOfMemory : Error { using Error::Error; };    // device (or host) memory exhausted
+struct Diverged : Error { using Error::Error; };       // training produced a non-finite loss/gradient
 
 }  // namespace nm

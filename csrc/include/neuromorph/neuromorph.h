@@ -29,7 +29,8 @@ enum nm_status {
   NM_ERR_FILE = 7,     /* unreadable, corrupt or foreign model file */
   NM_ERR_MEMORY = 8,
   NM_ERR_ARGUMENT = 9, /* a null pointer or bad argument */
-  NM_ERR_INTERNAL = 10
+  NM_ERR_INTERNAL = 10,
+  NM_ERR_DIVERGED = 11  /* training met a non-finite loss or gradient; the model is as before that batch */
 };
 
 int nm_api_version(void);

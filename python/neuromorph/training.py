@@ -1,0 +1,329 @@
+"""The training loop behind `nm.fit` / `nm.train` / `Model.fit`: epochs over any number of
+samples (whole batches, then one partial batch), shuffling, validation, metrics, early
+stopping, checkpoints, progress bars (tqdm.auto: a widget in Jupyter, a bar on a terminal)
+and the `History` it returns (saved in the model file by `nm.save`).
+
+Not here: argument checks of the data (`neuromorph._as_batches`, `_class_ids`) and the
+engine calls' bindings (`neuromorph._core`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from typing import Optional
+
+import numpy as np
+
+from .errors import DataError, DivergedError, ShapeError
+
+METRICS = ("accuracy", "bits_per_char", "mse", "mae")
+
+
+class History:
+    """What `fit` did: per epoch the training loss (mean over its batches, a partial batch
+    weighted by its size), `val_loss` and the metrics when asked, and every batch loss.
+
+    `epochs`: list of dicts {"epoch", "loss", "val_loss"?, "<metric>"?, "val_<metric>"?};
+    `batch_loss`: np.ndarray of every batch loss in order; `best_epoch` (1-based) of the
+    monitored value (val_loss, else loss); `stopped_early`: whether early stopping ended it.
+    """
+
+    def __init__(self, epochs=None, batch_loss=None, best_epoch=None, stopped_early=False):
+        self.epochs: list = list(epochs or [])
+        self.batch_loss = np.asarray(batch_loss if batch_loss is not None else [], dtype=np.float64)
+        self.best_epoch: Optional[int] = best_epoch
+        self.stopped_early = bool(stopped_early)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        """The per-epoch column `key` ("loss", "val_loss", "val_accuracy", ...)."""
+        if not any(key in e for e in self.epochs):
+            raise KeyError(f"{key!r}; the history has: {', '.join(self.keys())}")
+        return np.array([e.get(key, np.nan) for e in self.epochs], dtype=np.float64)
+
+    def keys(self) -> list:
+        seen: list = []
+        for e in self.epochs:
+            seen.extend(k for k in e if k not in seen)
+        return seen
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __repr__(self) -> str:
+        return f"<neuromorph.History {len(self.epochs)} epochs, keys {self.keys()}>"
+
+    def table(self) -> str:
+        """The epochs as a text table (what `mdlc run` prints)."""
+        keys = self.keys()
+        if not keys:
+            return "(no epochs)"
+        rows = [[("%d" % e[k] if k == "epoch" else "%.6g" % e[k]) if k in e else "" for k in keys]
+                for e in self.epochs]
+        widths = [max(len(k), *(len(r[i]) for r in rows)) for i, k in enumerate(keys)]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
+        out = [line(keys)] + [line(r) for r in rows]
+        if self.stopped_early:
+            out.append(f"stopped early; best epoch {self.best_epoch}")
+        return "\n".join(out)
+
+    def to_json(self) -> str:
+        return json.dumps({"epochs": self.epochs, "batch_loss": self.batch_loss.tolist(),
+                           "best_epoch": self.best_epoch, "stopped_early": self.stopped_early})
+
+    @classmethod
+    def from_json(cls, text: str) -> "History":
+        d = json.loads(text)
+        if not isinstance(d, dict) or not isinstance(d.get("epochs"), list):
+            raise ValueError("not a History")
+        return cls(d["epochs"], d.get("batch_loss", []), d.get("best_epoch"),
+                   d.get("stopped_early", False))
+
+    def extend(self, other: "History") -> None:
+        """Append another fit's epochs (numbered on) and batch losses."""
+        base = len(self.epochs)
+        for e in other.epochs:
+            self.epochs.append({**e, "epoch": e["epoch"] + base})
+        self.batch_loss = np.concatenate([self.batch_loss, other.batch_loss])
+        if other.best_epoch is not None:
+            self.best_epoch = other.best_epoch + base
+        self.stopped_early = other.stopped_early
+
+
+def _flat(nm, data, name: str, dtype) -> np.ndarray:
+    """(N, w) contiguous, finite array of the model's dtype from (N, w) or (n, B, w) data."""
+    arr = data if isinstance(data, np.ndarray) else np.asarray(data)
+    if arr.ndim == 3:
+        arr = arr.reshape(-1, arr.shape[-1])
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ShapeError(f"{name} must have shape (N, width) with N >= 1 (any N), or "
+                         f"(n_batches, batch_size, width); got {np.shape(data)}")
+    return nm._as_batches(arr, name, arr.shape[1], len(arr), dtype)[0][0]
+
+
+def prepare(nm, h, inputs, expected):
+    """(x (N, in), e (N, out or C ids), ids flag) checked, in the model's dtype."""
+    h, meta = nm._model(h)
+    dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    x = _flat(nm, inputs, "inputs", dt)
+    if x.shape[1] != meta["input_width"]:
+        raise ShapeError(f"inputs must have {meta['input_width']} numbers per sample, got "
+                         f"{x.shape[1]}")
+    e_arr = expected if isinstance(expected, np.ndarray) else np.asarray(expected)
+    if e_arr.ndim == 3:
+        e_arr = e_arr.reshape(-1, e_arr.shape[-1])
+    ids = nm._class_ids(h, e_arr, {**meta, "batch_size": len(e_arr) or 1})
+    e = _flat(nm, e_arr if ids is None else ids, "expected", dt)
+    want = nm._output(h)[0] if ids is not None else meta["output_width"]
+    if e.shape[1] != want:
+        raise ShapeError(f"expected must have {meta['output_width']} numbers per sample"
+                         + (f" (or {nm._output(h)[0]} class ids)" if nm._output(h)[0] > 1 else "")
+                         + f", got {e.shape[1]}")
+    if len(x) != len(e):
+        raise ShapeError(f"inputs hold {len(x)} samples but expected holds {len(e)}")
+    return h, x, e, ids is not None, meta
+
+
+def _batches(nm, h, x, e, ids, B, call, first=0):
+    """Run `call` ("train" | "evaluate") over whole batches, then one partial batch.
+    Returns (losses per batch, rows per batch, interrupted). `first`: the index of the first
+    batch in its epoch, for the batch a DivergedError names."""
+    try:
+        return _run_batches(nm, h, x, e, ids, B, call)
+    except DivergedError as err:
+        msg = re.sub(r"at batch (\d+)", lambda m: f"at batch {int(m.group(1)) + first} of the "
+                     f"epoch", str(err), count=1)
+        raise DivergedError(msg) from None
+
+
+def _run_batches(nm, h, x, e, ids, B, call):
+    from . import _core
+    fn = getattr(_core, call)
+    n = len(x) // B
+    losses, rows, interrupted = [], [], False
+    if n:
+        xb, eb = x[: n * B].reshape(n, B, -1), e[: n * B].reshape(n, B, -1)
+        if call == "train":
+            l, parts, interrupted = fn(h, xb, eb, ids)
+            nm._HISTORY.setdefault(h, []).append(np.asarray(l))
+            nm._PARTS.setdefault(h, []).append(np.asarray(parts))
+        else:
+            l = fn(h, xb, eb, ids)
+        losses.extend(np.asarray(l).tolist())
+        rows.extend([B] * len(l))
+    r = len(x) - n * B
+    if r and not interrupted:
+        xr, er = x[n * B:][None], e[n * B:][None]
+        if call == "train":
+            l, parts, interrupted = fn(h, xr, er, ids, r)
+            nm._HISTORY.setdefault(h, []).append(np.asarray(l))
+            nm._PARTS.setdefault(h, []).append(np.asarray(parts))
+        else:
+            l = fn(h, xr, er, ids, r)
+        losses.extend(np.asarray(l).tolist())
+        rows.extend([r] * len(l))
+    return losses, rows, interrupted
+
+
+def weighted_mean(losses, rows) -> float:
+    """Mean loss over samples: each batch's mean weighted by its number of samples."""
+    if not losses:
+        return float("nan")
+    return float(np.dot(losses, rows) / np.sum(rows))
+
+
+def _metric(name: str, nm, h, x, e, ids: bool, loss: float) -> float:
+    cells, width, loss_name = nm._output(h)
+    if name == "bits_per_char":
+        if loss_name != "cross_entropy":
+            raise DataError("bits_per_char needs a cross_entropy output")
+        return loss / math.log(2)
+    p = nm.predict(h, x)
+    if name in ("mse", "mae"):
+        target = e if not ids else np.eye(width)[e.astype(int)].reshape(len(e), -1)
+        d = p - target
+        return float(np.mean(d * d) if name == "mse" else np.mean(np.abs(d)))
+    # accuracy: per cell (or per sample) arg-max agreement; one sigmoid unit: threshold 0.5
+    if width == 1:
+        return float(np.mean((p >= 0.5) == (e >= 0.5)))
+    pc = p.reshape(len(p), cells, width).argmax(-1)
+    tc = e.astype(int) if ids else e.reshape(len(e), cells, width).argmax(-1)
+    return float(np.mean(pc == tc))
+
+
+def fit(nm, h, inputs, expected, *, epochs: int = 1, shuffle: bool = False, verbosity: int = 1,
+        validation=None, validation_split: Optional[float] = None, metrics=None,
+        early_stopping: Optional[int] = None, checkpoint=None,
+        check_finite: bool = True) -> History:
+    """The loop of `neuromorph.fit` (documented there)."""
+    from . import _core
+    h, x, e, ids, meta = prepare(nm, h, inputs, expected)
+    epochs = nm._check_int(epochs, "epochs")
+    B, recurrent = meta["batch_size"], meta["recurrent"]
+    if shuffle and recurrent:
+        raise DataError("shuffle=True reorders samples, but this model is recurrent: its samples "
+                        "form one time-ordered stream")
+    metrics = _check_metrics(metrics, nm, h)
+    if early_stopping is not None:
+        early_stopping = nm._check_int(early_stopping, "early_stopping")
+    val = None
+    if validation is not None and validation_split is not None:
+        raise DataError("give validation=(x, y) or validation_split, not both")
+    if validation_split is not None:
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0 < validation_split < 1:
+            raise DataError(f"validation_split must be a fraction in (0, 1), got {validation_split!r}")
+        k = int(round(len(x) * (1 - validation_split)))
+        if k < 1 or k >= len(x):
+            raise DataError(f"validation_split={validation_split} leaves no training or no "
+                            f"validation samples of {len(x)}")
+        (x, val_x), (e, val_e) = (x[:k], x[k:]), (e[:k], e[k:])  # the last samples, like Keras
+        val = (val_x, val_e, ids)
+    elif validation is not None:
+        try:
+            vx, vy = validation
+        except (TypeError, ValueError):
+            raise DataError("validation must be a pair (inputs, expected)") from None
+        _, val_x, val_e, vids, _ = prepare(nm, h, vx, vy)
+        val = (val_x, val_e, vids)
+    _core.set_check_finite(h, bool(check_finite))
+    verbosity = max(0, min(2, int(verbosity)))
+    hist = History()
+    monitor = "val_loss" if val is not None else "loss"
+    best, waited = math.inf, 0
+    try:
+        for epoch in range(1, epochs + 1):
+            if shuffle:
+                order = nm._SHUFFLE[0].permutation(len(x))
+                x, e = x[order], e[order]
+            if recurrent:
+                nm.reset_state(h)
+            label = f"epoch {epoch}/{epochs}" if epochs > 1 else ""
+            losses, rows = _epoch(nm, h, x, e, ids, B, verbosity, label)
+            hist.batch_loss = np.concatenate([hist.batch_loss, losses])
+            row = {"epoch": epoch, "loss": weighted_mean(losses, rows)}
+            if val is not None:
+                if recurrent:
+                    nm.reset_state(h)
+                vl, vr, _ = _batches(nm, h, val[0], val[1], val[2], B, "evaluate")
+                row["val_loss"] = weighted_mean(vl, vr)
+            for m in metrics:
+                if val is not None:
+                    row["val_" + m] = _metric(m, nm, h, val[0], val[1], val[2], row["val_loss"])
+                else:
+                    row[m] = _metric(m, nm, h, x, e, ids, row["loss"])
+            hist.epochs.append(row)
+            if verbosity == 1 and epochs > 1 or verbosity == 2:
+                print(f"  {label or 'epoch 1'}: " + "  ".join(
+                    f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), file=sys.stderr)
+            if row[monitor] < best:
+                best, waited, hist.best_epoch = row[monitor], 0, epoch
+                if checkpoint is not None:
+                    nm.save(h, checkpoint)
+            else:
+                waited += 1
+                if early_stopping is not None and waited >= early_stopping:
+                    hist.stopped_early = True
+                    break
+    finally:
+        _core.set_check_finite(h, True)
+        nm._FIT_HISTORY.setdefault(h, History()).extend(hist)
+    return hist
+
+
+def _check_metrics(metrics, nm, h) -> list:
+    if metrics is None:
+        return []
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    out = []
+    for m in metrics:
+        if m not in METRICS:
+            raise DataError(f"unknown metric {m!r}; metrics are: {', '.join(METRICS)}")
+        if m == "bits_per_char" and nm._output(h)[2] != "cross_entropy":
+            raise DataError("the bits_per_char metric needs a cross_entropy output")
+        out.append(m)
+    return out
+
+
+def _epoch(nm, h, x, e, ids, B, verbosity, label):
+    """One pass; per-batch losses and sizes. Ctrl-C: KeyboardInterrupt after a whole batch."""
+    n_batches = -(-len(x) // B)
+    if verbosity == 0 or n_batches == 1:
+        losses, rows, stop = _batches(nm, h, x, e, ids, B, "train")
+        _interrupted(stop, len(losses), n_batches)
+        return losses, rows
+    losses, rows = [], []
+    chunk = 1 if verbosity == 2 else max(1, n_batches // 100)
+    bar = None
+    if verbosity == 1:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_batches, unit="batch", disable=None, leave=False, file=sys.stderr,
+                   desc=label or None)
+    try:
+        for k in range(0, n_batches, chunk):
+            lo, hi = k * B, min(len(x), (k + chunk) * B)
+            part, prow, stop = _batches(nm, h, x[lo:hi], e[lo:hi], ids, B, "train", k)
+            losses.extend(part)
+            rows.extend(prow)
+            if bar is not None:
+                bar.update(len(part))
+                bar.set_postfix(loss=f"{np.mean(part):.4g}")
+            else:
+                print(f"{label + '  ' if label else ''}batch {k + 1}/{n_batches}  "
+                      f"loss {part[0]:.6g}", file=sys.stderr)
+            _interrupted(stop, len(losses), n_batches)
+    finally:
+        if bar is not None:
+            bar.close()
+    return losses, rows
+
+
+def _interrupted(stop: bool, done: int, total: int) -> None:
+    if stop:  # stopped by Ctrl-C after a whole batch: the model is intact
+        raise KeyboardInterrupt(f"training stopped after {done} of {total} batches; the model "
+                                f"holds the state after the last finished batch")
+
+
+__all__ = ["History", "fit", "METRICS", "DivergedError"]
