@@ -230,6 +230,7 @@ def fit(nm, h, inputs, expected, *, epochs: int = 1, shuffle: bool = False, verb
     _core.set_check_finite(h, bool(check_finite))
     verbosity = max(0, min(2, int(verbosity)))
     hist = History()
+    prior = nm._FIT_HISTORY.get(h, History())
     monitor = "val_loss" if val is not None else "loss"
     best, waited = math.inf, 0
     try:
@@ -254,6 +255,9 @@ def fit(nm, h, inputs, expected, *, epochs: int = 1, shuffle: bool = False, verb
                 else:
                     row[m] = _metric(m, nm, h, x, e, ids, row["loss"])
             hist.epochs.append(row)
+            merged = History(prior.epochs, prior.batch_loss, prior.best_epoch)
+            merged.extend(hist)
+            nm._FIT_HISTORY[h] = merged  # saved by checkpoints and nm.save from here on
             if verbosity == 1 and epochs > 1 or verbosity == 2:
                 print(f"  {label or 'epoch 1'}: " + "  ".join(
                     f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), file=sys.stderr)
@@ -268,7 +272,6 @@ def fit(nm, h, inputs, expected, *, epochs: int = 1, shuffle: bool = False, verb
                     break
     finally:
         _core.set_check_finite(h, True)
-        nm._FIT_HISTORY.setdefault(h, History()).extend(hist)
     return hist
 
 

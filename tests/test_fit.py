@@ -1,0 +1,161 @@
+"""Training the way users train: any number of samples, a partial last batch, validation,
+metrics, early stopping, checkpoints, History in the model file, divergence stopped at once.
+References: the same samples in a model compiled with another batch size, hand-computed
+metrics, a constructed validation curve."""
+import numpy as np
+import pytest
+
+import neuromorph as nm
+from neuromorph import training
+
+MLP = "/xavier, zero/ (x, 5) (h, 7, <tanh>) (y, 3, <softmax>, <cross_entropy>)"
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    return x, np.eye(3)[(x[:, 0] > 0).astype(int) + (x[:, 1] > 1)]
+
+
+def _model(batch, dtype="float64", lr=0.1, text=MLP, **opt):
+    h = nm.compile(text, batch, lr, dtype=dtype, **opt)
+    nm.seed(4)
+    nm.build(h)
+    return h
+
+
+@pytest.mark.parametrize("n", [1, 7, 33])
+def test_predict_evaluate_any_n_equal_per_sample(n):
+    h = _model(16)
+    x, y = _data(n)
+    p = nm.predict(h, x)
+    np.testing.assert_allclose(p, np.vstack([nm.predict(h, x[i]) for i in range(n)]), rtol=1e-12)
+    per = np.mean([nm.evaluate(h, x[i:i + 1], y[i:i + 1]) for i in range(n)])
+    assert nm.evaluate(h, x, y) == pytest.approx(per, rel=1e-12)
+    nm.release(h)
+
+
+def test_partial_last_batch_trains_as_a_model_of_that_batch_size():
+    x, y = _data(16 + 5)
+    a = _model(16)
+    nm.train(a, x, y, verbosity=0)                      # a batch of 16, then one of 5
+    b = _model(16)
+    c = _model(5)
+    nm.train(b, x[:16], y[:16], verbosity=0)
+    nm.set_params(c, nm.get_params(b))
+    nm.train(c, x[16:], y[16:], verbosity=0)            # the same 5 samples as one batch
+    pa, pc = nm.get_params(a), nm.get_params(c)
+    for k in pa:
+        np.testing.assert_allclose(pa[k], pc[k], rtol=1e-13, atol=1e-15)
+    assert nm.history(a)[-1] == pytest.approx(nm.history(c)[-1], rel=1e-13)
+    assert nm.info(a)["steps"] == 2
+    # the epoch's loss weights the partial batch by its size
+    la, lb = nm.history(a)
+    assert nm.history(a, epochs=True).epochs[-1]["loss"] == pytest.approx((16 * la + 5 * lb) / 21)
+
+
+def test_partial_batch_gradients_equal_the_mean_over_its_samples():
+    x, y = _data(5)
+    h = _model(8)
+    loss, g = nm.gradients(h, x, y)
+    parts = [nm.gradients(h, x[i:i + 1], y[i:i + 1]) for i in range(5)]
+    assert loss == pytest.approx(np.mean([p[0] for p in parts]), rel=1e-12)
+    for k in g:
+        np.testing.assert_allclose(g[k], np.mean([p[1][k] for p in parts], axis=0), rtol=1e-10,
+                                   atol=1e-14)
+    with pytest.raises(nm.ShapeError, match="at most 8"):
+        nm.gradients(h, *_data(9))
+
+
+def test_validation_and_metrics_by_hand():
+    x, y = _data(100)
+    h = _model(16)
+    hist = nm.fit(h, x, y, epochs=2, validation_split=0.25, metrics=["accuracy", "mse"],
+                  verbosity=0)
+    assert hist.keys() == ["epoch", "loss", "val_loss", "val_accuracy", "val_mse"]
+    vx, vy = x[75:], y[75:]
+    p = nm.predict(h, vx)
+    last = hist.epochs[-1]
+    assert last["val_accuracy"] == pytest.approx(np.mean(p.argmax(1) == vy.argmax(1)))
+    assert last["val_mse"] == pytest.approx(np.mean((p - vy) ** 2))
+    assert last["val_loss"] == pytest.approx(nm.evaluate(h, vx, vy))
+    assert len(hist.batch_loss) == 2 * 5  # 75 samples: 4 batches of 16 and one of 11
+    h2 = _model(16)
+    hist2 = nm.fit(h2, x[:75], y[:75], epochs=2, validation=(vx, vy), metrics="accuracy",
+                   verbosity=0)
+    np.testing.assert_allclose(hist2["val_loss"], hist["val_loss"], rtol=1e-12)
+
+
+def test_early_stopping_stops_at_the_right_epoch(monkeypatch, tmp_path):
+    curve = iter([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.0, 1.0])
+    real = training._batches
+
+    def fake(nm_, h, x, e, ids, B, call, first=0):
+        if call == "evaluate":
+            return [next(curve)], [1], False
+        return real(nm_, h, x, e, ids, B, call, first)
+    monkeypatch.setattr(training, "_batches", fake)
+    x, y = _data(40)
+    h = _model(8)
+    ck = tmp_path / "best.nm"
+    hist = nm.fit(h, x, y, epochs=8, validation=(x[:8], y[:8]), early_stopping=3,
+                  checkpoint=ck, verbosity=0)
+    assert len(hist) == 6 and hist.stopped_early and hist.best_epoch == 3
+    assert hist["val_loss"].tolist() == [5.0, 4.0, 3.0, 3.5, 3.2, 3.1]
+    best = nm.load(ck)  # saved after epoch 3, with the history up to then
+    assert len(nm.history(best, epochs=True)) == 3
+
+
+def test_history_travels_in_the_model_file(tmp_path):
+    x, y = _data(50)
+    h = _model(8, dtype="float32")
+    nm.fit(h, x, y, epochs=2, metrics=["accuracy"], verbosity=0)
+    nm.fit(h, x, y, epochs=1, verbosity=0)
+    nm.save(h, tmp_path / "m.nm")
+    g = nm.load(tmp_path / "m.nm")
+    hist = nm.history(g, epochs=True)
+    assert [e["epoch"] for e in hist.epochs] == [1, 2, 3]
+    np.testing.assert_array_equal(nm.history(g), nm.history(h))
+    assert "accuracy" in hist.table()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_divergence_stops_at_once_naming_the_node_and_keeps_the_model(optimizer):
+    text = "/xavier, zero/ (x, 4) (hid, 8, <relu>) (out, 2, <linear>, <mse>)"
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(160, 4)), rng.normal(size=(160, 2))
+    lr = 1e3 if optimizer == "sgd" else 1e18
+    h = _model(16, dtype="float32", lr=lr, text=text, optimizer=optimizer)
+    # find the failing batch, then replay up to just before it and compare
+    with pytest.raises(nm.DivergedError, match=r"at batch (\d+) of the epoch") as info:
+        nm.train(h, x, y, verbosity=0)
+    k = int(info.value.args[0].split("at batch ")[1].split()[0])
+    assert "'hid'" in str(info.value) or "'out'" in str(info.value) or "gradient" in str(info.value)
+    after = nm.get_params(h)
+    ref = _model(16, dtype="float32", lr=lr, text=text, optimizer=optimizer)
+    if k:
+        nm.train(ref, x[:16 * k], y[:16 * k], verbosity=0)
+    for name, v in nm.get_params(ref).items():
+        np.testing.assert_array_equal(after[name], v)
+    assert nm.info(h)["steps"] == k
+    nm.release(h)
+    # check_finite=False lets it run on (the user asked for it)
+    h = _model(16, dtype="float32", lr=lr, text=text, optimizer=optimizer)
+    nm.train(h, x, y, verbosity=0, check_finite=False)
+    assert not all(np.isfinite(v).all() for v in nm.get_params(h).values())
+
+
+def test_fit_argument_errors():
+    h = _model(8)
+    x, y = _data(20)
+    with pytest.raises(nm.DataError, match="unknown metric"):
+        nm.fit(h, x, y, metrics=["f1"], verbosity=0)
+    with pytest.raises(nm.DataError, match="validation_split"):
+        nm.fit(h, x, y, validation_split=1.5, verbosity=0)
+    with pytest.raises(nm.DataError, match="not both"):
+        nm.fit(h, x, y, validation=(x, y), validation_split=0.2, verbosity=0)
+    with pytest.raises(nm.ShapeError, match="20 samples but expected holds 19"):
+        nm.fit(h, x, y[:19], verbosity=0)
+    with pytest.raises(nm.DataError, match="bits_per_char"):
+        nm.fit(_model(8, text="/xavier, zero/ (x, 5) (y, 1, <linear>, <mse>)"), x, x[:, :1],
+               metrics=["bits_per_char"], verbosity=0)
