@@ -94,6 +94,18 @@ def set_meta(key, value):
     return lambda h: h["__metadata__"].__setitem__(key, value)
 
 
+def set_offsets(name, move):
+    """Rewrite one tensor's data_offsets [b, e] to move(b, e, the header)."""
+    def edit(h):
+        b, e = h[name]["data_offsets"]
+        h[name]["data_offsets"] = move(b, e, h)
+    return edit
+
+
+def end_of_data(h):
+    return max(t["data_offsets"][1] for k, t in h.items() if k != "__metadata__")
+
+
 @pytest.mark.parametrize("damage,match", [
     (lambda raw: raw[:5], "too short"),
     (lambda raw: raw[:100], "does not fit the file"),
@@ -107,6 +119,21 @@ def set_meta(key, value):
     (lambda raw: rewrite(raw, lambda h: h["a.weight"].__setitem__("dtype", "F16")), "must be F32"),
     (lambda raw: rewrite(raw, lambda h: h.pop("output.bias")), "'output.bias' is missing"),
     (lambda raw: rewrite(raw, lambda h: h.pop("__metadata__")), "no metadata"),
+    # damaged data_offsets: each must be caught before a byte is read
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [b, e - 4])), "wrong size"),
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [b, e + 4])), "wrong size"),
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [-4, e - b - 4])),
+     "no valid data_offsets"),
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [b, -e])), "no valid data_offsets"),
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [e, b])), "outside the data"),
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [b, e + 0.5])),
+     "no valid data_offsets"),
+    (lambda raw: rewrite(raw, set_offsets("a.bias", lambda b, e, h: [b])), "no valid data_offsets"),
+    (lambda raw: rewrite(raw, set_offsets(  # same size, starting past the end of the data
+        "a.bias", lambda b, e, h: [end_of_data(h) + 4, end_of_data(h) + 4 + e - b])),
+     "outside the data"),
+    (lambda raw: rewrite(raw, set_offsets(  # same size, ending just past the data
+        "output.bias", lambda b, e, h: [b + 8, e + 8])), "outside the data"),
 ])
 def test_bad_files_raise_a_clear_error(tmp_path, damage, match):
     h, x, _ = trained("readme-model")
@@ -140,3 +167,45 @@ def test_save_needs_a_built_model(tmp_path):
     h = nm.compile(MODELS / "readme-model.mdl", 5, 0.1)
     with pytest.raises(nm.StateError):
         nm.save(h, tmp_path / "m.nm")
+
+
+def test_overlapping_tensors_are_refused(tmp_path):
+    """Two tensors sharing bytes: each is in bounds and of the right size, so only an overlap
+    check sees it (safetensors itself refuses such files)."""
+    h, _, _ = trained("readme-model")
+    good = tmp_path / "good.nm"
+    nm.save(h, good)
+    n, hdr = header_of(good.read_bytes())
+    wb, we = hdr["a.weight"]["data_offsets"]
+    bb, be = hdr["a.bias"]["data_offsets"]
+    assert be - bb < we - wb
+    for start in (wb, we - (be - bb), we - 4):  # inside, flush against the end, straddling
+        bad = tmp_path / "bad.nm"
+        bad.write_bytes(rewrite(good.read_bytes(), set_offsets("a.bias", lambda b, e, _: [start, start + e - b])))
+        with pytest.raises(nm.ModelFileError, match="overlap"):
+            nm.load(bad)
+    nm.release(h)
+
+
+def test_header_longer_than_the_limit_is_refused(tmp_path):
+    """A header over 100 MiB is refused by its length field before it is parsed, even when the
+    file really is that long and the header is valid JSON (padded with spaces)."""
+    h, _, _ = trained("readme-model")
+    good = tmp_path / "good.nm"
+    nm.save(h, good)
+    raw = good.read_bytes()
+    n, _ = header_of(raw)
+    text = raw[8:8 + n] + b" " * ((100 << 20) + 8 - n)
+    big = tmp_path / "big.nm"
+    big.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    with pytest.raises(nm.ModelFileError, match=rf"header length {len(text)}"):
+        nm.load(big)
+    # the same padding under the limit passes the length check and is then caught by the
+    # file's checksum (it covers the header): the length is what is refused above
+    text = raw[8:8 + n] + b" " * ((1 << 20) - n)
+    ok = tmp_path / "ok.nm"
+    ok.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    with pytest.raises(nm.ModelFileError, match="checksum mismatch"):
+        nm.load(ok)
+    big.unlink()
+    nm.release(h)

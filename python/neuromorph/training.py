@@ -91,35 +91,51 @@ class History:
         self.stopped_early = other.stopped_early
 
 
-def _flat(nm, data, name: str, dtype) -> np.ndarray:
-    """(N, w) contiguous, finite array of the model's dtype from (N, w) or (n, B, w) data."""
-    arr = data if isinstance(data, np.ndarray) else np.asarray(data)
-    if arr.ndim == 3:
-        arr = arr.reshape(-1, arr.shape[-1])
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ShapeError(f"{name} must have shape (N, width) with N >= 1 (any N), or "
-                         f"(n_batches, batch_size, width); got {np.shape(data)}")
-    return nm._as_batches(arr, name, arr.shape[1], len(arr), dtype)[0][0]
+def _flat(data, name: str, width: int, batch: int, dtype) -> np.ndarray:
+    """(N, width) contiguous array of the model's dtype from (N, width) with any N >= 1 or
+    (n_batches, batch, width); errors name the shape given, NaN/inf its index in the data."""
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError) as e:
+            raise ShapeError(f"{name} must be a rectangular array of numbers: {e}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)
+                                   or arr.dtype == bool):
+        raise DataError(f"{name} must hold numbers (float32/float64), got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[1:] == (batch, width) and arr.shape[0] > 0:
+        flat = arr.reshape(-1, width)
+    elif arr.ndim == 2 and arr.shape[1] == width and arr.shape[0] > 0:
+        flat = arr
+    else:
+        raise ShapeError(f"{name} must have shape (N, {width}) with any N >= 1, or "
+                         f"(n_batches, {batch}, {width}); got {arr.shape}")
+    out = np.ascontiguousarray(flat, dtype=dtype)
+    if not np.isfinite(out).all():
+        bad = tuple(int(i) for i in np.unravel_index(int(np.argmax(~np.isfinite(out))), arr.shape))
+        raise DataError(f"{name} holds NaN or inf (first at index {bad})")
+    return out
 
 
 def prepare(nm, h, inputs, expected):
     """(x (N, in), e (N, out or C ids), ids flag) checked, in the model's dtype."""
     h, meta = nm._model(h)
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
-    x = _flat(nm, inputs, "inputs", dt)
-    if x.shape[1] != meta["input_width"]:
-        raise ShapeError(f"inputs must have {meta['input_width']} numbers per sample, got "
-                         f"{x.shape[1]}")
-    e_arr = expected if isinstance(expected, np.ndarray) else np.asarray(expected)
-    if e_arr.ndim == 3:
-        e_arr = e_arr.reshape(-1, e_arr.shape[-1])
-    ids = nm._class_ids(h, e_arr, {**meta, "batch_size": len(e_arr) or 1})
-    e = _flat(nm, e_arr if ids is None else ids, "expected", dt)
-    want = nm._output(h)[0] if ids is not None else meta["output_width"]
-    if e.shape[1] != want:
-        raise ShapeError(f"expected must have {meta['output_width']} numbers per sample"
-                         + (f" (or {nm._output(h)[0]} class ids)" if nm._output(h)[0] > 1 else "")
-                         + f", got {e.shape[1]}")
+    B = meta["batch_size"]
+    x = _flat(inputs, "inputs", meta["input_width"], B, dt)
+    if isinstance(expected, np.ndarray):
+        e_arr = expected
+    else:
+        try:
+            e_arr = np.asarray(expected)
+        except (ValueError, TypeError) as err:
+            raise ShapeError(f"expected must be a rectangular array of numbers: {err}") from None
+    flat_e = e_arr.reshape(-1, e_arr.shape[-1]) if e_arr.ndim == 3 else e_arr
+    ids = nm._class_ids(h, flat_e, meta) if flat_e.ndim == 2 and flat_e.dtype != object else None
+    width = nm._output(h)[0] if ids is not None else meta["output_width"]
+    e = _flat(e_arr, "expected", width, B, dt)
     if len(x) != len(e):
         raise ShapeError(f"inputs hold {len(x)} samples but expected holds {len(e)}")
     return h, x, e, ids is not None, meta
@@ -302,8 +318,11 @@ def _epoch(nm, h, x, e, ids, B, verbosity, label):
     bar = None
     if verbosity == 1:
         from tqdm.auto import tqdm
-        bar = tqdm(total=n_batches, unit="batch", disable=None, leave=False, file=sys.stderr,
-                   desc=label or None)
+        # on a terminal a bar, in Jupyter a widget (or a text bar without ipywidgets); off when
+        # the output is a plain file or pipe
+        in_notebook = "ipykernel" in sys.modules
+        bar = tqdm(total=n_batches, unit="batch", disable=False if in_notebook else None,
+                   leave=False, file=sys.stderr, desc=label or None)
     try:
         for k in range(0, n_batches, chunk):
             lo, hi = k * B, min(len(x), (k + chunk) * B)
