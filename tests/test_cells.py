@@ -319,23 +319,26 @@ def test_structured_kinds_use_the_exact_erf_gelu():
                           "(y, 2, <softmax>, <cross_entropy>)")
     assert ir.node("g")["activation"]["name"] == "gelu_erf"
     doc = mdl.compile_text("/xavier, zero/ (x, 1) (a, 1, <gelu>) (y, 1, <linear>, <mse>)").doc
-    z = np.linspace(-6, 6, 25)
-    outs = {}
+    z = np.linspace(-9, 9, 181)
+    outs, grads = {}, {}
     for name in ("gelu", "gelu_erf"):
         d = json.loads(json.dumps(doc))
         next(n for n in d["nodes"] if n["name"] == "a")["activation"]["name"] = name
         for dtype in ("float64", "float32"):
-            h = nm.compile_ir(json.dumps(d), 25, 0.1, dtype=dtype)
+            h = nm.compile_ir(json.dumps(d), 181, 0.1, dtype=dtype)
             nm.build(h)
             nm.set_params(h, {"a.weight": [[1.0]], "a.bias": [0.0], "y.weight": [[1.0]],
                               "y.bias": [0.0]})
             outs[name, dtype] = nm.predict(h, z[:, None])[:, 0]
-            _, g = nm.gradients(h, z[None, :, None], np.zeros((1, 25, 1)))
+            # d(mean (y - 0)^2)/d(a.bias) = mean of 2 y f'(z): the derivative's float32 path
+            _, g = nm.gradients(h, z[None, :, None], np.zeros((1, 181, 1)))
+            grads[name, dtype] = g["a.bias"][0]
             nm.release(h)
     exact = np.array([0.5 * t * math.erfc(-t / math.sqrt(2)) for t in z])  # no cancellation
     np.testing.assert_allclose(outs["gelu_erf", "float64"], exact, rtol=1e-14, atol=1e-300)
     np.testing.assert_allclose(outs["gelu_erf", "float32"], exact, rtol=2e-6, atol=1e-9)
     assert np.abs(outs["gelu", "float64"] - exact).max() > 1e-4  # the tanh form differs
+    assert grads["gelu_erf", "float32"] == pytest.approx(grads["gelu_erf", "float64"], rel=1e-5)
 
 
 def test_erf_gelu_gradient():
