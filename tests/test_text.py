@@ -547,7 +547,7 @@ def test_cli_generate_errors_exit_2(files, capsys):
     assert mdlc(["generate", str(tmp / "plain.nm"), "-n", "3"]) == 2
     assert "holds no tokenizer" in capsys.readouterr().err
     (tmp / "junk.nm").write_bytes(b"garbage!garbage!")
-    assert mdlc(["generate", str(tmp / "junk.nm"), "-n", "3"]) == 2
+    assert mdlc(["generate", str(tmp / "junk.nm"), "-n", "3"]) == 3   # corrupt data: exit 3
 
 
 def test_cli_generate_subprocess_prints_no_traceback(files):
@@ -568,7 +568,9 @@ def test_cli_run_text_errors_exit_2(files, capsys):
     short.write_text("abc\n")
     assert mdlc(["run", str(model), "--text", str(short), "--batch-size", "4"]) == 2
     assert "fewer than one batch" in capsys.readouterr().err
-    assert mdlc(["run", str(model), "--text", str(corpus), "--heldout", "1.5"]) == 2
+    with pytest.raises(SystemExit) as bad_flag:                      # argparse checks it
+        mdlc(["run", str(model), "--text", str(corpus), "--heldout", "1.5"])
+    assert bad_flag.value.code == 2
     assert mdlc(["run", str(model), "--text", str(tmp / "missing.txt")]) == 2
     lstm = str(Path(__file__).resolve().parents[1] / "models" / "lstm-model.mdl")
     assert mdlc(["run", lstm, "--text", str(corpus)]) == 2

@@ -100,7 +100,9 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
     done = m.train(xa.data(), ea.data(), int(n), losses.mutable_data(), &g_stop, parts.mutable_data());
   }
   // (losses, parts, interrupted): Ctrl-C stops after a whole batch; only finished ones count
-  return py::make_tuple(losses[py::slice(0, done, 1)], parts[py::slice(0, done, 1)], done < n);
+  // a Ctrl-C during the call's last batch still counts (the flag is checked after each batch)
+  return py::make_tuple(losses[py::slice(0, done, 1)], parts[py::slice(0, done, 1)],
+                        done < n || g_stop.load());
 }
 
 template <class T>
@@ -352,6 +354,31 @@ PYBIND11_MODULE(_core, m) {
     return f64(mm) ? run_losses<double>(mm, x, e, false, ids, rows)
                    : run_losses<float>(mm, x, e, false, ids, rows);
   }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false, py::arg("rows") = 0);
+  // The recurrent state ("state.<node>" tensors, not the optimizer's), to set aside and restore.
+  m.def("get_states", [](int h) {
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
+    py::dict d;
+    for (const auto& st : mm.state_tensors()) {
+      if (st.name.rfind("state.", 0) != 0) continue;
+      py::array a = f64(mm) ? py::array(py::array_t<double>(ssize_t(st.size)))
+                            : py::array(py::array_t<float>(ssize_t(st.size)));
+      mm.get_state(st.name, a.mutable_data());
+      d[py::str(st.name)] = a;
+    }
+    return d;
+  });
+  m.def("set_states", [](int h, const py::dict& states) {
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
+    for (const auto& st : mm.state_tensors()) {
+      if (!states.contains(st.name)) continue;
+      py::array a = states[py::str(st.name)].cast<py::array>();
+      if (a.size() != ssize_t(st.size)) throw nm::ShapeError("state '" + st.name + "' has the wrong size");
+      if (f64(mm)) mm.set_state(st.name, Arr<double>(a).data());
+      else mm.set_state(st.name, Arr<float>(a).data());
+    }
+  });
   m.def("set_check_finite", [](int h, bool on) { nm::registry_get(h)->set_check_finite(on); });
   m.def("predict_rows", [](int h, const py::array& x) {
     auto ref = nm::registry_get(h);

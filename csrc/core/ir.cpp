@@ -2,6 +2,8 @@
 #include "ir.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -40,6 +42,20 @@ const json& need(const json& j, const char* key, const std::string& where) {
   return j.at(key);
 }
 
+// A JSON integer (or integral float) in int32 range; anything else is an IRError, never a
+// silent truncation (4294967304 is not 8).
+int as_int(const json& v, const std::string& where) {
+  if (v.is_number_integer()) {
+    if (v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(INT32_MAX)
+                               : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX)
+      return int(v.get<int64_t>());
+  } else if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && d >= INT32_MIN && d <= INT32_MAX) return int(d);
+  }
+  throw IRError("IR: '" + where + "': expected an integer in int32 range, got " + v.dump());
+}
+
 std::vector<double> params_of(const json& fn, const std::string& where) {
   std::vector<double> p;
   for (const auto& v : need(fn, "params", where)) p.push_back(v.get<double>());
@@ -59,13 +75,13 @@ NodeKind kind_of(const std::string& s) {
 
 StructSpec struct_of(const json& j, const std::string& where) {
   StructSpec st;
-  for (const auto& d : need(j, "shape", where)) st.shape.push_back(d.get<int>());
+  for (const auto& d : need(j, "shape", where)) st.shape.push_back(as_int(d, where));
   for (auto it = need(j, "options", where).begin(); it != j["options"].end(); ++it) {
     if (it->is_number()) st.num[it.key()] = it->get<double>();
     else if (it->is_string()) st.name[it.key()] = it->get<std::string>();
     else throw IRError("IR: option '" + it.key() + "' of '" + where + "' is neither a number nor a name");
   }
-  st.in_width = need(j, "in_width", where).get<int>();
+  st.in_width = as_int(need(j, "in_width", where), where);
   if (st.shape.empty() || st.in_width <= 0) throw IRError("IR: bad struct at '" + where + "'");
   for (int d : st.shape)
     if (d <= 0) throw IRError("IR: bad shape at '" + where + "'");
@@ -83,9 +99,9 @@ LagSpec lag_of(const json& j, const std::string& where) {
 EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
   EnergySpec e;
   const json& o = need(j, "options", where);
-  e.steps = need(o, "steps", where).get<int>();
+  e.steps = as_int(need(o, "steps", where), where);
   e.dt = need(o, "dt", where).get<double>();
-  const bool block_clamp = need(o, "clamp", where).get<int>() != 0;
+  const bool block_clamp = as_int(need(o, "clamp", where), where) != 0;
   e.normal_init = need(o, "init", where).get<std::string>() == "normal";
   std::vector<std::string> outs;  // IR v3: a list of names; v2: one name
   const json& jo = need(o, "out", where);
@@ -94,13 +110,13 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
   for (const auto& jl : need(j, "layers", where)) {
     EnergyLayer l;
     l.name = need(jl, "name", where).get<std::string>();
-    for (const auto& d : need(jl, "shape", l.name)) l.shape.push_back(d.get<int>());
-    l.size = need(jl, "size", l.name).get<int>();
+    for (const auto& d : need(jl, "shape", l.name)) l.shape.push_back(as_int(d, l.name));
+    l.size = as_int(need(jl, "size", l.name), l.name);
     l.tau = need(jl, "tau", l.name).get<double>();
-    l.bias = need(jl, "bias", l.name).get<int>() != 0;
+    l.bias = as_int(need(jl, "bias", l.name), l.name) != 0;
     l.lag = lag_of(need(jl, "lagrangian", l.name), l.name);
     // v2 documents: only the first layer can be clamped, by the block's option
-    l.clamp = jl.contains("clamp") ? jl["clamp"].get<int>() != 0 : (e.layers.empty() && block_clamp);
+    l.clamp = jl.contains("clamp") ? as_int(jl["clamp"], l.name) != 0 : (e.layers.empty() && block_clamp);
     l.learn_beta = jl.value("learn_beta", 0) != 0;
     int prod = 1;
     for (int d : l.shape) prod *= d;
@@ -126,7 +142,7 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
     s.name = need(js, "name", where).get<std::string>();
     s.kind = need(js, "kind", s.name).get<std::string>();
     for (const auto& r : need(js, "refs", s.name)) {
-      int idx = r.get<int>();
+      int idx = as_int(r, s.name);
       if (idx < 0 || idx >= int(e.layers.size()))
         throw IRError("IR: synapse '" + s.name + "' refers to no layer of '" + where + "'");
       s.refs.push_back(idx);
@@ -143,7 +159,7 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
   }
   if (e.layers.empty() || e.outs.empty() || e.steps < 1 || !(e.dt > 0))
     throw IRError("IR: bad energy block '" + where + "'");
-  *in_width = need(j, "in_width", where).get<int>();
+  *in_width = as_int(need(j, "in_width", where), where);
   if (*in_width != width) throw IRError("IR: bad energy block input width at '" + where + "'");
   return e;
 }
@@ -207,7 +223,7 @@ IrModel load_ir(const std::string& text) {
   try {
     if (!doc.is_object() || doc.value("format", "") != "neuromorph-ir")
       throw IRError("IR: not a Neuromorph IR document (format must be 'neuromorph-ir')");
-    int version = need(doc, "version", "the document").get<int>();
+    int version = as_int(need(doc, "version", "the document"), "the document");
     if (version < 1 || version > kIrVersion)
       throw IRError("IR: version " + std::to_string(version) + " is not supported (this engine "
                     "reads versions 1 to " + std::to_string(kIrVersion) + ")");
@@ -223,7 +239,7 @@ IrModel load_ir(const std::string& text) {
       IrNode nd;
       nd.name = need(jn, "name", "a node").get<std::string>();
       nd.kind = kind_of(need(jn, "kind", nd.name));
-      nd.width = need(jn, "width", nd.name).get<int>();
+      nd.width = as_int(need(jn, "width", nd.name), nd.name);
       if (jn.contains("activation")) {
         nd.act = lookup<Act>(kActNames, need(jn["activation"], "name", nd.name), "activation");
         auto p = params_of(jn["activation"], nd.name);
@@ -236,7 +252,11 @@ IrModel load_ir(const std::string& text) {
         auto p = params_of(jn["loss"], nd.name);
         nd.loss_param = p.empty() ? 0.0 : p[0];
       }
-      nd.cells = jn.value("cells", 1);
+      nd.cells = jn.contains("cells") ? as_int(jn["cells"], nd.name) : 1;
+      if (jn.contains("loc") && jn["loc"].is_object()) {
+        nd.line = as_int(jn["loc"].value("line", json(0)), nd.name);
+        nd.col = as_int(jn["loc"].value("col", json(0)), nd.name);
+      }
       if (nd.cells < 1 || (nd.cells > 1 && nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) ||
           nd.width % nd.cells)
         throw IRError("IR: bad 'cells' at '" + nd.name + "'");
@@ -275,6 +295,7 @@ IrModel load_ir(const std::string& text) {
     return std::any_of(n.inputs.begin(), n.inputs.end(), [](const IrInput& i) { return i.delayed; });
   });
   check_graph(m);
+  validate_ir(m);
   m.json = text;
   return m;
 }

@@ -77,6 +77,7 @@ struct IrNode {
   Act act = Act::Linear;
   double act_param = 0.0;
   int cells = 1;  // layer/output: position-wise over `cells` equal cells of the input
+  int line = 0, col = 0;  // where the node is written in the MDL source (0: unknown)
   Loss loss = Loss::Mse;
   double loss_param = 0.0;
   MergeOp op = MergeOp::Additive;
@@ -100,6 +101,8 @@ struct IrModel {
   std::string json;  // the document as loaded
 };
 
-IrModel load_ir(const std::string& json_text);  // throws IRError
+IrModel load_ir(const std::string& json_text);  // throws IRError; validated (validate_ir)
+// The one IR validator (core/validate.cpp): every rule the plan and the ops rely on.
+void validate_ir(const IrModel& m);
 
 }  // namespace nm

@@ -301,7 +301,7 @@ void check_entry(const json& h, const ParamInfo& p, size_t esize, size_t data_si
   if (!t.is_object() || t.value("dtype", "") != want)
     throw FileError(path + ": tensor '" + p.name + "' must be " + want);
   if (t.value("shape", json::array()) != json(p.shape))
-    throw FileError(path + ": tensor '" + p.name + "' has shape " + t["shape"].dump() +
+    throw FileError(path + ": tensor '" + p.name + "' has shape " + t.value("shape", json()).dump() +
                     ", the model needs " + json(p.shape).dump());
   const json& off = t.value("data_offsets", json::array());
   if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||

@@ -32,7 +32,8 @@ __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predi
            "history", "energy", "stats", "cuda_available", "to_device", "Model", "generate",
            "text",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
-           "DeviceError", "OutOfMemoryError", "ModelFileError", "DivergedError", "fit", "History"]
+           "DeviceError", "OutOfMemoryError", "ModelFileError", "DivergedError", "fit", "History",
+           "load_data", "models"]
 
 
 def build_info() -> dict:
@@ -108,29 +109,15 @@ def compile(mdl_text_or_path, batch_size: int, learning_rate: float, *,
     weight_decay=0.0, grad_clip=None (global norm), schedule="constant" | "step" | "cosine",
     warmup=0 (linear warm-up steps), step_size=1, gamma=0.1, total_steps, min_lr=0.0.
     """
-    src = mdl_text_or_path
-    looks_like_path = isinstance(src, str) and "\n" not in src and "(" not in src
-    if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src
-                                         and os.path.isfile(src)):
-        if not os.path.isfile(src):
-            raise DataError(f"no such MDL file: {os.fspath(src)}")
-        ir = mdl.compile_file(src)
-    elif looks_like_path and src.strip().endswith(".mdl"):
-        raise DataError(f"no such MDL file: {src}")
-    elif isinstance(src, str):
-        ir = mdl.compile_text(mdl_text_or_path)
-    else:
-        raise DataError(f"compile() takes MDL text or a path, got {type(mdl_text_or_path).__name__}")
+    ir = _sources.compile_source(mdl_text_or_path)  # text, or a path ("no such MDL file")
     return compile_ir(ir.to_json(), batch_size, learning_rate, dtype=dtype, **optimizer)
 
 
 def compile_ir(ir_json: str, batch_size: int, learning_rate: float, *,
                dtype: str = "float32", **optimizer) -> int:
     """A model handle from IR JSON (as written by `mdlc compile`); keywords as compile()."""
-    try:
-        opt = _optim(**optimizer)
-    except TypeError as e:
-        raise DataError(f"unknown compile() option: {e}") from None
+    _sources.check_keywords(optimizer, _optim)       # names compile() and its keywords
+    opt = _optim(**optimizer)
     batch_size = _check_int(batch_size, "batch_size")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating)) \
             or not math.isfinite(learning_rate) or learning_rate <= 0:
@@ -274,8 +261,9 @@ def fit(h: int, inputs, expected, *, epochs: int = 1, shuffle: bool = False,
     batch whose loss is the mean over its own samples (exactly what a model compiled with
     that batch size computes); or (n_batches, batch_size, width). For an output with
     `cells C` and cross_entropy, expected may be integer class ids (N, C).
-    Recurrent models: one stream; each epoch starts from a zero state (reset_state), and a
-    partial last batch continues the stream for its samples.
+    Recurrent models: one stream that carries on across batches, epochs and calls until
+    reset_state(); a partial last batch continues it for its samples; validation and metrics
+    run from a zero state and leave the stream's state as it was.
 
     validation=(x, y) or validation_split=f (the last f of the samples, before shuffling, as
     Keras) adds "val_loss" per epoch; metrics: any of "accuracy" (arg-max per sample or per
@@ -507,6 +495,8 @@ def to_device(h: int, device: str) -> int:
 
 
 from . import text, training  # noqa: E402
+from . import _sources, models  # noqa: E402
+from .data import load_data  # noqa: E402
 from .training import History  # noqa: E402
 from .generate import generate  # noqa: E402
 from .model import Model  # noqa: E402  (uses the functions above)

@@ -1,14 +1,19 @@
 """`mdlc run` and `mdlc generate`: the engine side of the command line.
 
-`run` compiles a model, builds it and trains it on an .npz file, a text (`--text`, for a
-causal token model) or a synthetic task; `generate` samples text from a saved token model.
-Argument parsing lives in `mdl.cli`; this module is imported only when a command needs the
-engine.
+`run` compiles a model (an .mdl file or a shipped model's name), builds it and trains it with
+`neuromorph.fit` on a data file (`neuromorph.load_data`: .npz, .npy pair, CSV/TSV, folder of
+images), a text (`--text`, for a causal token model) or a synthetic task, printing the
+per-epoch history table; `generate` samples text from a saved token model. Argument parsing
+and exit statuses live in `mdl.cli`; this module is imported only when a command needs the
+engine. Errors: `UsageError` (exit 2) for what the user asked, NeuromorphError (exit 3) for
+data and engine failures, KeyboardInterrupt handled here (save, exit 130).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -17,8 +22,9 @@ import numpy as np
 
 import mdl
 
-from . import (build, compile_ir, evaluate, history, info, load, release, reset_state, save,
-               seed, train)
+from . import (build, compile_ir, evaluate, history, info, load, models, release, reset_state,
+               save, seed, train)
+from .data import data_kind, image_classes, load_data
 from .errors import NeuromorphError, ShapeError
 from .generate import generate, sequence_spec
 from .tasks import FORMAL_ALPHABET, formal_text, make_task
@@ -26,19 +32,48 @@ from .text import (CharTokenizer, NGramModel, attach_tokenizer, bits_per_char, f
                    split_heldout, tokenizer_of, unigram_bits, windows)
 
 
-class RunError(Exception):
-    pass
-
-
-def _load_npz(path: str):
+def _model_file(arg: str) -> str:
+    """An .mdl path as given, else the shipped model of that name (`mdlc run lstm-model`)."""
+    from mdl.cli import UsageError
+    if arg == "-" or os.path.exists(arg):
+        return arg
     try:
-        with np.load(path) as data:
-            if "inputs" not in data or "expected" not in data:
-                raise RunError(f"{path} must hold arrays named 'inputs' and 'expected'; "
-                               f"it holds {', '.join(data.files) or 'nothing'}")
-            return data["inputs"], data["expected"]
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
+        return models.path(arg)
+    except FileNotFoundError as e:
+        if os.sep in arg or "/" in arg or arg.endswith(".mdl"):
+            return arg                           # a path: _read reports "cannot read"
+        raise UsageError(f"{arg} is neither a file nor a shipped model: {e}") from None
+
+
+def _need_matplotlib() -> None:
+    from mdl.cli import UsageError
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib, which is not installed: pip install "
+                         "'neuromorph[plot]' (or pip install matplotlib)")
+
+
+def _check_flags(args) -> None:
+    """Flag combinations argparse cannot see (each flag's own range is checked there)."""
+    from mdl.cli import UsageError
+    if (args.x is not None or args.y is not None) and not args.data:
+        raise UsageError("--x and --y name arrays or columns of --data, which is not given")
+    if args.early_stopping is not None and args.validation_split is None:
+        raise UsageError("--early-stopping watches the validation loss: give --validation-split "
+                         "too")
+    if args.metrics:
+        known = getattr(_training_module(), "METRICS", None)
+        unknown = [m for m in args.metrics if known is not None and m not in known]
+        if unknown:
+            raise UsageError(f"unknown metric {unknown[0]!r} in --metrics; the metrics are: "
+                             f"{', '.join(sorted(known))}")
+
+
+def _training_module():
+    try:
+        from . import training
+        return training
+    except ImportError:
+        return None
 
 
 def _mean_baseline(e: np.ndarray, loss: str) -> str:
@@ -63,9 +98,10 @@ def _plot(losses: np.ndarray, path: str, title: str) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        raise RunError("--plot needs matplotlib, which is not installed "
-                       "(pip install matplotlib); the model trained and is unaffected") from None
+    except ImportError:  # checked before training (_need_matplotlib); a broken install
+        from mdl.cli import UsageError
+        raise UsageError("--plot needs matplotlib, which did not import (pip install "
+                         "'neuromorph[plot]'); the model trained and is unaffected") from None
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(losses, lw=0.6, alpha=0.5, label="batch loss")
     k = max(1, len(losses) // 100)
@@ -92,17 +128,28 @@ def _token_spec(doc: dict):
 
 def run_command(args) -> int:
     from mdl.cli import UsageError, _read
-    text, name = _read(args.file)
+    _check_flags(args)
+    if args.plot:
+        _need_matplotlib()                       # before training, not after it
+    text, name = _read(_model_file(args.file))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ir = mdl.compile_text(text, name, warn=False)
     for w in ir.warnings:
         print(w.render(), file=sys.stderr)
     batch = args.batch_size or (5 if ir.recurrent else 16)
-    loss_name = ir.node(ir.doc["output"])["loss"]["name"]
-    if args.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    text_file = getattr(args, "text", None)
+    text_file = args.text
+    try:
+        data_type = data_kind(args.data) if args.data else None
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    if data_type == "text":
+        if text_file:
+            raise UsageError(f"--data {args.data} is text, and --text is given too: give one")
+        if args.x is not None or args.y is not None:
+            raise UsageError(f"--data {args.data} is text: --x and --y do not apply")
+        text_file, args.data = args.data, None   # prose trains as --text
+        args.text = text_file
     if text_file and args.data:
         raise UsageError("give either --data or --text, not both")
     spec = _token_spec(ir.doc)
@@ -112,7 +159,12 @@ def run_command(args) -> int:
                 sequence_spec(ir.doc)
             except ShapeError as e:
                 raise UsageError(f"--text needs a causal token model: {e}") from None
-        optimizer = getattr(args, "optimizer", None) or "adam"
+        for flag in ("validation_split", "metrics", "early_stopping", "checkpoint"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} applies to --data and the synthetic "
+                                 f"tasks; a --text run holds out the end of the text instead "
+                                 f"(--heldout) and reports its bits per character")
+        optimizer = args.optimizer or "adam"
         lr = args.lr or (0.003 if optimizer in ("adam", "adamw") else 0.05)
         return _run_text(args, ir, name, spec, batch, lr, optimizer)
     if not args.data and any(n["kind"] == "embed" for n in ir.doc["nodes"]):
@@ -121,52 +173,97 @@ def run_command(args) -> int:
         except ShapeError as e:
             raise UsageError(f"the model reads token ids (`embed`); the built-in task for "
                              f"token ids trains a causal token model, which this is not ({e}); "
-                             f"give --data FILE.npz") from None
-    optimizer = getattr(args, "optimizer", None) or "sgd"
+                             f"give --data FILE") from None
+    optimizer = args.optimizer or "sgd"
     lr = args.lr or (0.003 if optimizer in ("adam", "adamw") else 0.5 if ir.recurrent else 0.05)
+    if not args.data:
+        x, e, desc = make_task(ir.doc, batch, args.batches, args.seed)
+    seed(args.seed)
+    h = compile_ir(ir.to_json(), batch, lr, optimizer=optimizer)
     try:
+        build(h)
         if args.data:
-            x, e = _load_npz(args.data)
-            desc = f"data from {args.data}"
-        else:
-            x, e, desc = make_task(ir.doc, batch, args.batches, args.seed)
-        seed(args.seed)
-        h = compile_ir(ir.to_json(), batch, lr, optimizer=optimizer)
-        try:
-            build(h)
-            kind = "recurrent stream" if ir.recurrent else "batched"
-            opt = "" if optimizer == "sgd" else f"{optimizer}, "
-            print(f"{name}: {kind} model, batch {batch}, {opt}learning rate {lr}; {desc}")
-            baseline = _mean_baseline(np.asarray(e), loss_name) if not args.data else ""
-            if baseline:
-                print(baseline)
-            start = time.perf_counter()
-            for epoch in range(1, args.epochs + 1):
-                if ir.recurrent:
-                    reset_state(h)
-                loss = train(h, x, e, verbosity=args.verbosity)
-                print(f"  epoch {epoch}/{args.epochs}: mean training loss {loss:.6g}")
-            if ir.recurrent:
-                reset_state(h)
-            final = evaluate(h, x, e)
-            secs = time.perf_counter() - start
-            n = (x.shape[0] if np.ndim(x) == 3 else len(x) // batch) * args.epochs
-            print(f"  final loss {final:.6g} (evaluated from a fresh state); "
-                  f"{n} training batches in {secs:.2f} s")
-            parts = history(h, parts=True)
-            for key in list(parts)[2:]:  # auxiliary losses, included in the loss above
-                print(f"  of the last batch's loss, {key}: {parts[key][-1]:.6g}")
-            if args.save:
-                save(h, args.save)
-                print(f"  saved to {args.save}")
-            if args.plot:
-                _plot(history(h), args.plot, name)
-                print(f"  loss curve in {args.plot}")
-        finally:
-            release(h)
-    except (RunError, NeuromorphError) as err:
+            x, e, desc = _run_data(args, h, ir.recurrent)
+        kind = "recurrent stream" if ir.recurrent else "batched"
+        opt = "" if optimizer == "sgd" else f"{optimizer}, "
+        header = [f"{name}: {kind} model, batch {batch}, {opt}learning rate {lr}; {desc}"]
+        if not args.data:
+            loss_name = ir.node(ir.doc["output"])["loss"]["name"]
+            header.append(_mean_baseline(np.asarray(e), loss_name))
+        return _train_and_report(args, h, x, e, name, ir.recurrent, header)
+    finally:
+        release(h)
+
+
+def _run_data(args, h: int, recurrent: bool):
+    """(inputs, expected, description) of --data, shaped for model h; a seeded shuffle before
+    a validation split of a non-recurrent model, so the held-out part is not one class."""
+    from mdl.cli import UsageError
+    try:
+        x, e = load_data(args.data, x=args.x, y=args.y, model=h)
+    except (FileNotFoundError, ImportError) as err:
         raise UsageError(str(err)) from None
+    desc = f"{len(x) if np.ndim(x) == 2 else x.shape[0] * x.shape[1]} samples from {args.data}"
+    if os.path.isdir(args.data):
+        classes = image_classes(args.data)
+        desc += f" ({len(classes)} classes: {', '.join(classes)})"
+    if args.validation_split is not None and not recurrent and np.ndim(x) == 2:
+        order = np.random.default_rng(args.seed).permutation(len(x))
+        x, e = x[order], e[order]
+        desc += "; shuffled (--seed) before the validation split"
+    return x, e, desc
+
+
+def _train_and_report(args, h: int, x, e, name: str, recurrent: bool, header: list) -> int:
+    """The header, fit, the history table, the final loss, --save and --plot.
+
+    Ctrl-C from the header's first line on saves with --save and exits 130 (a test waits for
+    that line before it sends SIGINT)."""
+    from . import fit
+    start = time.perf_counter()
+    try:
+        print("\n".join(line for line in header if line), flush=True)
+        hist = fit(h, x, e, epochs=args.epochs, shuffle=not recurrent,
+                   verbosity=args.verbosity, validation_split=args.validation_split,
+                   metrics=args.metrics, early_stopping=args.early_stopping,
+                   checkpoint=args.checkpoint)
+    except KeyboardInterrupt:
+        return _interrupted(args, h)
+    secs = time.perf_counter() - start
+    print(hist.table())                          # says so when early stopping ended it
+    if args.validation_split is None:
+        if recurrent:
+            reset_state(h)
+        final = evaluate(h, x, e)
+        print(f"  final loss on the training data {final:.6g} (evaluated from a fresh state); "
+              f"{len(hist.batch_loss)} training batches in {secs:.2f} s")
+    else:
+        val = hist.epochs[-1].get("val_loss") if hist.epochs else None
+        shown = f"{val:.6g}" if isinstance(val, (int, float)) else "-"
+        print(f"  final loss on the validation data {shown}; {len(hist.batch_loss)} training "
+              f"batches in {secs:.2f} s")
+    parts = history(h, parts=True)
+    for key in list(parts)[2:]:  # auxiliary losses, included in the loss above
+        print(f"  of the last batch's loss, {key}: {parts[key][-1]:.6g}")
+    if args.save:
+        save(h, args.save)
+        print(f"  saved to {args.save}")
+    if args.plot:
+        _plot(np.asarray(hist.batch_loss), args.plot, name)
+        print(f"  loss curve in {args.plot}")
     return 0
+
+
+def _interrupted(args, h: int) -> int:
+    """Ctrl-C during training: keep the finished batches, save them with --save, exit 130."""
+    from mdl.cli import EXIT_INTERRUPTED
+    sys.stderr.flush()
+    n = len(history(h))
+    print(f"\n  interrupted (Ctrl-C) after {n} training batch{'es' * (n != 1)}", flush=True)
+    if args.save:
+        save(h, args.save)
+        print(f"  saved what was trained to {args.save}", flush=True)
+    return EXIT_INTERRUPTED
 
 
 # ---------------------------------------------------------------------------- text models
@@ -223,47 +320,48 @@ def _run_text(args, ir, name: str, spec, batch: int, lr: float, optimizer: str) 
     if args.heldout > 0 and len(held) < C + 1:
         raise UsageError(f"the held-out tail ({len(held)} characters) is shorter than one window "
                          f"of {C + 1}: use a larger --heldout or a longer text")
+    seed(args.seed)
+    h = compile_ir(ir.to_json(), batch, lr, optimizer=optimizer)
     try:
-        seed(args.seed)
-        h = compile_ir(ir.to_json(), batch, lr, optimizer=optimizer)
+        build(h)
+        attach_tokenizer(h, tok)
+        rng = np.random.default_rng(args.seed)
+        start = time.perf_counter()
         try:
-            build(h)
-            attach_tokenizer(h, tok)
             print(f"{name}: token model over {C} cells, vocabulary {V} ({tok.vocab_size} "
                   f"characters used); batch {batch}, {optimizer}, learning rate {lr}; {desc}")
             print(f"  {len(train_ids)} training characters in {len(x)} windows (stride "
-                  f"{stride}), {usable // batch} batches an epoch; {len(held)} held out")
-            rng = np.random.default_rng(args.seed)
-            start = time.perf_counter()
+                  f"{stride}), {usable // batch} batches an epoch; {len(held)} held out",
+                  flush=True)
             for epoch in range(1, args.epochs + 1):
                 # a random first window start: across epochs every alignment of the text
                 # to the cells is seen, not only multiples of the stride
                 xe, ye = windows(train_ids[int(rng.integers(stride)):], C, stride)
                 order = rng.permutation(len(xe))[:usable]
-                loss = train(h, xe[order].reshape(-1, batch, C), ye[order].reshape(-1, batch, C),
-                             verbosity=args.verbosity)
+                loss = train(h, xe[order].reshape(-1, batch, C),
+                             ye[order].reshape(-1, batch, C), verbosity=args.verbosity)
                 print(f"  epoch {epoch}/{args.epochs}: mean training loss {loss:.6g} nats "
                       f"({loss / math.log(2):.4f} bits per character)")
-            secs = time.perf_counter() - start
-            n_params = sum(int(np.prod(shape)) for _, shape in info(h)["params"])
-            print(f"  {usable // batch * args.epochs} training batches in {secs:.2f} s; "
-                  f"{n_params} parameters")
-            if args.heldout > 0:
-                _report_heldout(h, C, V, train_ids, held)
-            else:
-                print("  no held-out tail (--heldout 0): no bits per character to report")
-            if args.save:
-                save(h, args.save)                      # with the attached tokenizer
-                print(f"  saved to {args.save} (with its tokenizer: mdlc generate "
-                      f"{args.save} --prompt ...)")
-            if args.plot:
-                _plot(history(h), args.plot, name)
-                print(f"  loss curve in {args.plot}")
-        finally:
-            forget(h)
-            release(h)
-    except (RunError, NeuromorphError) as err:
-        raise UsageError(str(err)) from None
+        except KeyboardInterrupt:
+            return _interrupted(args, h)
+        secs = time.perf_counter() - start
+        n_params = sum(int(np.prod(shape)) for _, shape in info(h)["params"])
+        print(f"  {usable // batch * args.epochs} training batches in {secs:.2f} s; "
+              f"{n_params} parameters")
+        if args.heldout > 0:
+            _report_heldout(h, C, V, train_ids, held)
+        else:
+            print("  no held-out tail (--heldout 0): no bits per character to report")
+        if args.save:
+            save(h, args.save)                      # with the attached tokenizer
+            print(f"  saved to {args.save} (with its tokenizer: mdlc generate "
+                  f"{args.save} --prompt ...)")
+        if args.plot:
+            _plot(history(h), args.plot, name)
+            print(f"  loss curve in {args.plot}")
+    finally:
+        forget(h)
+        release(h)
     return 0
 
 
@@ -291,13 +389,13 @@ def _write_out(text: str) -> None:
 
 def generate_command(args) -> int:
     """`mdlc generate MODEL.nm --prompt TEXT -n N`: print the prompt and its continuation."""
-    from mdl.cli import UsageError
+    from mdl.cli import DataFailure, UsageError
     try:
         h = load(args.file)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
-    except NeuromorphError as e:
-        raise UsageError(f"cannot load {args.file}: {e}") from None
+    except NeuromorphError as e:             # a corrupt or foreign file: exit 3
+        raise DataFailure(f"cannot load {args.file}: {e}") from None
     try:
         tok = tokenizer_of(h)                           # restored by load from the file
         if tok is None:

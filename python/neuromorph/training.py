@@ -254,22 +254,27 @@ def fit(nm, h, inputs, expected, *, epochs: int = 1, shuffle: bool = False, verb
             if shuffle:
                 order = nm._SHUFFLE[0].permutation(len(x))
                 x, e = x[order], e[order]
-            if recurrent:
-                nm.reset_state(h)
             label = f"epoch {epoch}/{epochs}" if epochs > 1 else ""
             losses, rows = _epoch(nm, h, x, e, ids, B, verbosity, label)
             hist.batch_loss = np.concatenate([hist.batch_loss, losses])
             row = {"epoch": epoch, "loss": weighted_mean(losses, rows)}
+            # measuring never moves the training stream: a recurrent model's state is set
+            # aside, the measurement runs from a zero state, and the state comes back after
+            stream = _core.get_states(h) if recurrent and (val is not None or metrics) else None
             if val is not None:
                 if recurrent:
                     nm.reset_state(h)
                 vl, vr, _ = _batches(nm, h, val[0], val[1], val[2], B, "evaluate")
                 row["val_loss"] = weighted_mean(vl, vr)
             for m in metrics:
+                if recurrent:
+                    nm.reset_state(h)
                 if val is not None:
                     row["val_" + m] = _metric(m, nm, h, val[0], val[1], val[2], row["val_loss"])
                 else:
                     row[m] = _metric(m, nm, h, x, e, ids, row["loss"])
+            if stream is not None:
+                _core.set_states(h, stream)
             hist.epochs.append(row)
             merged = History(prior.epochs, prior.batch_loss, prior.best_epoch)
             merged.extend(hist)
