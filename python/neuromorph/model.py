@@ -479,8 +479,10 @@ def _model_vocab(handle: int) -> int:
 
 
 def _release_quietly(handle: int) -> None:
+    """Release through the handle API (which also drops the handle's history, cached IR facts
+    and tokenizer); a handle already released that way is not an error here."""
     _forget_tokenizer(handle)
     try:
-        _core.release(handle)
+        _nm().release(handle)
     except Exception:  # already released through the handle API: nothing to do
         pass
