@@ -61,7 +61,7 @@ class Attn2dNet(nn.Module):
             q, k = apply_rope(q, self.tables), apply_rope(k, self.tables)
             a = self.attend(q, k, v).transpose(1, 2).reshape(B, S, d)
             x = x + blk["o"](a)
-            x = x + blk["f2"](F.gelu(blk["f1"](blk["n2"](x)), approximate="tanh"))
+            x = x + blk["f2"](F.gelu(blk["f1"](blk["n2"](x))))
         return self.head(x.reshape(B, -1))
 
 
@@ -90,6 +90,6 @@ class ColumnNet(nn.Module):
             a = (q @ k.transpose(1, 2) / math.sqrt(self.qk) + self.bias).softmax(-1)
             x = a @ u
             u2 = F.layer_norm(x, (d,)) * self.g2 + self.b2
-            hdn = F.gelu(torch.einsum("bni,noi->bno", u2, self.w1) + self.c1, approximate="tanh")
+            hdn = F.gelu(torch.einsum("bni,noi->bno", u2, self.w1) + self.c1)
             x = x + torch.einsum("bni,noi->bno", hdn, self.w2)
         return self.head(x.reshape(B, -1))

@@ -3,8 +3,9 @@
     python bench/run.py [--quick] [--threads N] [--cases a,b,c,d]
 
 Prints one JSON object per case (see bench/README.md): our microseconds per training step,
-PyTorch's (when torch is installed), the ratio (>1: we are faster), GFLOP/s, the share of the
-same-run numpy sgemm rate, peak RSS, and a machine line. Timings are medians of several
+PyTorch's (when torch is installed; case a also with torch.compile), the ratio (>1: we are
+faster), GFLOP/s, the share of the same-run numpy sgemm rate, peak RSS, a machine line, and
+`units`: what each figure and ratio of the row measures. Timings are medians of several
 repeats after a warm-up; only same-run ratios are meaningful on shared machines.
 """
 from __future__ import annotations
@@ -110,10 +111,12 @@ def torch_net(widths, acts):
     return torch.nn.Sequential(*mods)
 
 
-def torch_mlp(widths, acts, loss, batch, n_batches):
+def torch_mlp(widths, acts, loss, batch, n_batches, compiled=False):
     if torch is None:
         return None
     net = torch_net(widths, acts)
+    if compiled:
+        net = torch.compile(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     x = torch.rand(n_batches, batch, widths[0])
     if loss == "cross_entropy":
@@ -131,12 +134,34 @@ def torch_mlp(widths, acts, loss, batch, n_batches):
     return median_time(run, OPTS.repeats) / n_batches * 1e6
 
 
-def report(case, shape, ours_us, torch_us, flops=None, sgemm=None, extra=None):
+UNITS = {
+    "ours_us_per_step": "µs per training step: one batch of the case's batch size (forward, loss, "
+                        "backward, SGD update)",
+    "torch_us_per_step": "µs per training step of the same batch size, PyTorch eager",
+    "ratio_vs_torch": "torch_us_per_step / ours_us_per_step (both per step of the same batch; "
+                      ">1: ours faster)",
+    "gflops": "our training GFLOP/s (forward + weight gradients + input gradients)",
+    "pct_of_sgemm": "100 * gflops / sgemm_gflops_same_run",
+    "speedup_vs_1_thread": "ours_1_thread_us / ours_us_per_step",
+    "ours_us_per_sample": "ours_us_per_step / batch",
+    "torch_us_per_sample": "torch_us_per_step / batch",
+    "ratio_vs_torch_per_sample": "torch_us_per_sample / ours_us_per_sample (= ratio_vs_torch)",
+    "torch_compile_us_per_step": "µs per training step, PyTorch with torch.compile(model) (after "
+                                 "compilation), same loop as eager",
+    "ratio_vs_torch_compile": "torch_compile_us_per_step / ours_us_per_step",
+    "torch_unfold_us": "µs per step, PyTorch eager, windows by unfold",
+    "torch_masked_us": "µs per step, PyTorch eager, dense attention with a -inf mask",
+}
+
+
+def report(case, shape, ours_us, torch_us, flops=None, sgemm=None, extra=None, note=None):
     row = {"case": case, "shape": shape, "ours_us_per_step": round(ours_us, 3),
            "torch_us_per_step": None if torch_us is None else round(torch_us, 3),
            "ratio_vs_torch": None if torch_us is None else round(torch_us / ours_us, 2)}
     if torch_us is None:
         row["torch_note"] = "PyTorch not installed (pip install torch==2.13.0)"
+    if note:
+        row["note"] = note
     if flops:
         gf = flops / (ours_us * 1e-6) / 1e9
         row["gflops"] = round(gf, 2)
@@ -146,10 +171,26 @@ def report(case, shape, ours_us, torch_us, flops=None, sgemm=None, extra=None):
     row.update(extra or {})
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["machine"] = machine()
+    row["units"] = {k: UNITS[k] for k in row if k in UNITS}
     print(json.dumps(row), flush=True)
 
 
-def case_mlp(case, widths, acts, loss, batch):
+def torch_compile_column(widths, acts, loss, batch, n, ours):
+    """torch.compile of the same network and loop: (extra keys, note). Failures are reported,
+    not raised (no C++ compiler for inductor, an unsupported platform, ...)."""
+    if torch is None:
+        return {"torch_compile_us_per_step": None}, None
+    if OPTS.quick:  # compiling takes longer than the whole smoke run
+        return {"torch_compile_us_per_step": None}, "torch.compile skipped with --quick"
+    try:
+        t = torch_mlp(widths, acts, loss, batch, n, compiled=True)
+    except Exception as e:  # noqa: BLE001  (any backend failure: say why, keep the row)
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        return {"torch_compile_us_per_step": None}, f"torch.compile failed: {why}"
+    return {"torch_compile_us_per_step": round(t, 3), "ratio_vs_torch_compile": round(t / ours, 2)}, None
+
+
+def case_mlp(case, widths, acts, loss, batch, with_compile=False):
     n = 20 if OPTS.quick else max(20, int(4e8 / mlp_flops(widths, batch)))
     ours = ours_mlp(widths, acts, loss, batch, n)
     extra = {}
@@ -157,10 +198,18 @@ def case_mlp(case, widths, acts, loss, batch):
         one = ours_mlp(widths, acts, loss, batch, n, threads=1)
         extra = {"ours_1_thread_us": round(one, 3), "speedup_vs_1_thread": round(one / ours, 2)}
     theirs = torch_mlp(widths, acts, loss, batch, min(n, 2000))
+    notes = []
+    if with_compile:
+        more, why = torch_compile_column(widths, acts, loss, batch, min(n, 2000), ours)
+        extra.update(more)
+        if why:
+            notes.append(why)
+        notes.append("ours: one train() call over all batches (the loop is in C++); torch: a "
+                     "Python loop of one step per batch, eager and compiled")
     big = max(widths)
     sg = None if OPTS.quick else sgemm_gflops(batch, big, big, OPTS.repeats)
     report(case, f"MLP {'->'.join(map(str, widths))} {'/'.join(acts)} {loss}, batch {batch}",
-           ours, theirs, mlp_flops(widths, batch), sg, extra)
+           ours, theirs, mlp_flops(widths, batch), sg, extra, note="; ".join(notes) or None)
 
 
 def case_lstm():
@@ -171,15 +220,16 @@ def case_lstm():
     x = np.random.rand(n, B, 4).astype(np.float32)
     e = np.random.rand(n, B, 4).astype(np.float32)
 
-    def ours(threads):
+    def ours(threads):  # µs per training step: one batch of B = 5 stream samples
         h = nm.compile(os.path.join(root, "models", "lstm-model.mdl"), B, 0.01)
         nm.seed(0)
         nm.build(h, threads=threads)
         t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
         nm.release(h)
-        return t / (n * B) * 1e6
+        return t / n * 1e6
     ours_step = ours(OPTS.threads)
-    extra = {"ours_samples_per_s": round(1e6 / ours_step)}
+    extra = {"ours_us_per_sample": round(ours_step / B, 4),
+             "ours_samples_per_s": round(B * 1e6 / ours_step)}
     if OPTS.threads > 1:
         one = ours(1)
         extra.update(ours_1_thread_us=round(one, 3), speedup_vs_1_thread=round(one / ours_step, 2))
@@ -198,8 +248,12 @@ def case_lstm():
                 torch.nn.functional.mse_loss(torch.tanh(head(hc[0])), es[k]).backward()
                 opt.step()
         theirs = median_time(run, OPTS.repeats) / steps * 1e6
-    report("d", "lstm-model stream, width 4, BPTT window 5 (ours) vs LSTMCell(4,4)+Linear step, "
-           "batch 5 (torch)", ours_step, theirs, extra=extra)
+        extra.update(torch_us_per_sample=round(theirs / B, 3),
+                     ratio_vs_torch_per_sample=round(theirs / ours_step, 2))
+    report("d", "lstm-model stream, width 4, batch 5 = one BPTT window of 5 (ours) vs "
+           "LSTMCell(4,4)+Linear step at batch 5 (torch)", ours_step, theirs, extra=extra,
+           note="both sides per training step of 5 samples (one optimizer update each); "
+                "per-sample figures are the step figures / 5 on both sides")
 
 
 def case_memory():
@@ -233,7 +287,10 @@ def case_memory():
                       "ratio_to_model_bytes": round(growth / model_bytes, 2),
                       "note": "input data (8 batches) and the compiler's one-time parser tables "
                               "are allocated before the baseline",
-                      "machine": machine()}), flush=True)
+                      "machine": machine(),
+                      "units": {"model_bytes_mb": "MiB of parameters, gradients and activations",
+                                "rss_growth_mb": "MiB of peak RSS growth while building and training",
+                                "ratio_to_model_bytes": "rss_growth_mb / model_bytes_mb"}}), flush=True)
 
 
 def ours_struct(node, in_width, batch, n_batches):
@@ -349,7 +406,7 @@ def main():
         return main_cuda()
     cases = set(OPTS.cases.split(","))
     if "a" in cases:
-        case_mlp("a", [128, 256, 4], ["tanh", "linear"], "mse", 5)
+        case_mlp("a", [128, 256, 4], ["tanh", "linear"], "mse", 5, with_compile=True)
     if "b" in cases:
         for batch in ((16,) if OPTS.quick else (64, 256)):
             case_mlp("b", [128, 256, 4], ["tanh", "linear"], "mse", batch)

@@ -1,13 +1,27 @@
-"""Suite-wide settings. Hypothesis: derandomized, no example database (nothing is written into
-the source tree) unless NEUROMORPH_HYPOTHESIS=random asks for a longer random run:
+"""Suite-wide settings.
+
+Hypothesis runs derandomized, with no example database and its caches in a temporary folder,
+so CI sees the same examples every run and nothing is written into the source tree. A longer
+random run is opt-in:
 
     NEUROMORPH_HYPOTHESIS=random python -m pytest tests/test_properties.py tests/test_struct_fuzz.py
 
 (`--hypothesis-seed N` repeats a random run; docs/testing.md.)
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps caches (e.g. .hypothesis/constants) under the working directory: put them in
+# a temporary folder instead, unless the caller chose a place.
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    _HOME = tempfile.mkdtemp(prefix="nm-hypothesis-")
+    set_hypothesis_home_dir(_HOME)
+    atexit.register(shutil.rmtree, _HOME, True)
 
 RANDOM = os.environ.get("NEUROMORPH_HYPOTHESIS", "") == "random"
 settings.register_profile("ci", derandomize=True, database=None, deadline=None)

@@ -249,7 +249,10 @@ def test_ctrl_c_saves_and_exits_130(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "mdl.cli", "run", "readme-model", "--batches", "20000",
          "--epochs", "1000", "--verbosity", "0", "--save", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a shell that started pytest in the background made SIGINT ignored; a user's
+        # terminal never does: give the child the default disposition back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()               # the header: training begins
         assert "batched model" in first, proc.stderr.read()

@@ -91,7 +91,7 @@ def test_block_gradients(case, clamp):
     members, width = BLOCKS[case]
     fd_check(f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, {width}, <tanh>) "
              f"[e, energy, steps 3, dt 0.3, clamp {clamp}, {members}] "
-             f"(out, 2, <sigmoid>, <mse>)", 2, rtol=1e-4, atol=1e-7, seed=5)
+             f"(out, 2, <sigmoid>, <mse>)", 2, rtol=1e-6, atol=1e-8, seed=5)
 
 
 ELEMENTWISE = [k for k in LAGRANGIANS if k not in ("softmax", "layernorm", "spherical", "ghostmax")]
@@ -102,7 +102,7 @@ def test_every_lagrangian_gradient(lag):
     param = {"repu": ", 2.5"}.get(lag, "")
     fd_check(f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, 4, <tanh>) "
              f"[e, energy, steps 2, dt 0.4, (v, 4, <tanh>) (u, 2x3, <{lag}{param}>) "
-             f"(s, synapse dense, v u)] (y, 2, <sigmoid>, <mse>)", 2, rtol=1e-4, atol=1e-7, seed=2)
+             f"(s, synapse dense, v u)] (y, 2, <sigmoid>, <mse>)", 2, rtol=1e-6, atol=1e-8, seed=2)
 
 
 @pytest.mark.parametrize("case", BLOCKS)

@@ -40,7 +40,9 @@ def close(a, b, rtol=1e-5, floor=5e-2):
     assert np.all(np.abs(a - b) <= rtol * scale), np.max(np.abs(a - b) / scale)
 
 
-@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "binary_step"])
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "binary_step"]
+                         + ["elu, 0.3", "elu, 2", "relu_leaky, 0.2", "relu_parametric, 0.6",
+                            "swish, 0.4"])
 @pytest.mark.parametrize("width,batch", [(1, 1), (3, 5), (17, 2), (255, 3), (64, 40)])
 def test_activation_fast_path_matches_reference(act, width, batch):
     text = f"/xavier,const_uneven 0 0.5/ (x, 5) (h, {width}, <{act}>) (y, 3, <linear>, <mse>)"
@@ -74,18 +76,23 @@ def test_dense_products_match_reference(sizes, batch):
         close(g32[k].astype(np.float64), g64[k], rtol=2e-5)
 
 
-def test_training_steps_track_the_reference():
+@pytest.mark.parametrize("batch", [1, 16, 33])
+def test_training_steps_track_the_reference(batch):
+    """Plain SGD on a float model is fused into backward (gemm.cpp dense_backward_sgd): batch 1
+    and 16 take the small-batch kernels, 33 the BLAS path (rows > 16). The float64 model's
+    unfused update is the reference for weights and biases alike."""
     text = "/xavier,zero/ (x, 20) (h, 300, <gelu>) (y, 4, <softmax>, <cross_entropy>)"
-    h32, h64 = twin(text, 16)
+    h32, h64 = twin(text, batch)
     rng = np.random.default_rng(2)
-    x = rng.normal(0, 1, (5, 16, 20))
-    e = np.eye(4)[rng.integers(0, 4, (5, 16))]
+    x = rng.normal(0, 1, (5, batch, 20))
+    e = np.eye(4)[rng.integers(0, 4, (5, batch))]
     for k in range(5):
         a = nm.train(h32, x[k:k + 1], e[k:k + 1], verbosity=0)
         b = nm.train(h64, x[k:k + 1], e[k:k + 1], verbosity=0)
         assert a == pytest.approx(b, rel=1e-5)
     p32, p64 = nm.get_params(h32), nm.get_params(h64)
     for k in p64:
+        assert np.abs(p64[k]).max() > 0  # the zero-initialised biases moved too
         close(p32[k].astype(np.float64), p64[k], rtol=1e-4)
 
 
@@ -133,21 +140,35 @@ def test_one_and_two_threads_agree():
 
 
 @pytest.mark.skipif(os.environ.get("NEUROMORPH_NO_AVX2"), reason="already on the portable path")
-def test_portable_path_passes_the_same_tests():
+def test_portable_path_passes_the_same_tests(tmp_path):
     """The non-AVX2 kernels (what a CPU without AVX2, or ARM, runs) against the same oracle."""
     env = dict(os.environ, NEUROMORPH_NO_AVX2="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", __file__, "-k",
-                        "activation_fast_path or dense_products or training_steps"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # no cache provider: the inner run must not write .pytest_cache into the source tree
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        __file__, "-k", "activation_fast_path or dense_products or training_steps"],
+                       capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:]
     assert " passed" in r.stdout
 
 
-def test_bench_quick_smoke():
+def test_bench_quick_smoke(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--repeats", "1"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))  # no bench/__pycache__
     assert r.returncode == 0, r.stderr
     import json
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert {row["case"] for row in rows} == {"a", "b", "c", "d", "e", "f"}
     assert all(row["ours_us_per_step"] > 0 and "machine" in row for row in rows)
+    for row in rows:  # every figure that is a ratio or a rate says what it measures
+        for key in row:
+            if key.startswith(("ratio", "speedup", "pct_")) or key.endswith(("_us", "_us_per_step",
+                                                                             "_per_sample")):
+                assert key in row["units"], (row["case"], key)
+    d = next(row for row in rows if row["case"] == "d")  # per step on both sides, and per sample
+    assert d["ours_us_per_sample"] == pytest.approx(d["ours_us_per_step"] / 5, rel=1e-3)
+    if d["torch_us_per_step"] is not None:
+        assert d["ratio_vs_torch"] == pytest.approx(d["torch_us_per_step"] / d["ours_us_per_step"],
+                                                    rel=1e-2)
+        assert d["torch_us_per_sample"] == pytest.approx(d["torch_us_per_step"] / 5, rel=1e-3)

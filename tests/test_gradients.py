@@ -62,14 +62,24 @@ def check_float32_matches_float64(node, width, classes, batch):
         loss, g = nm.gradients(h, x, e)
         out[dt] = (loss, g, nm.predict(h, x))
         nm.release(h)
-    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-5)
-    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=1e-4, atol=1e-6)
+    # Measured worst cases (attn2d, column at batch 33; neuron, energy at 17): loss 1.5e-8,
+    # outputs 1.7e-6 relative, gradients 3.4e-6 of the tensor's largest entry (neuron
+    # dendrite gamma). The bounds keep a ~6x margin, no more: a float32 kernel that drops a
+    # term or a step shows up well above them.
+    assert out["float32"][0] == pytest.approx(out["float64"][0], rel=1e-6)
+    np.testing.assert_allclose(out["float32"][2], out["float64"][2], rtol=2e-5, atol=1e-7)
     for name, g64 in out["float64"][1].items():
         scale = np.abs(g64).max() + 1e-12
-        assert np.abs(out["float32"][1][name] - g64).max() / scale < 1e-3, name
+        assert np.abs(out["float32"][1][name] - g64).max() / scale < 2e-5, name
 
 
-@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "binary_step"])
+# Every activation at its default, and the parameterised ones away from their defaults too:
+# at alpha 1 an ELU derivative that drops alpha is still right, so it must be seen elsewhere.
+PARAMETERISED = ["elu, 0.4", "elu, 2.5", "relu_leaky, 0.3", "relu_parametric, 0.1", "swish, 0.6",
+                 "swish, 2.2"]
+
+
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a != "binary_step"] + PARAMETERISED)
 def test_activation_gradients(act):
     fd_check(f"/xavier,const_uneven 0.1 0.3/ (x, 3) (h, 4, <{act}>) (y, 3, <{act}>, <mse>)", 3)
 
@@ -128,3 +138,43 @@ def test_prelu_slope_is_learned():
     nm.build(h)
     assert nm.get_params(h)["h.alpha"] == pytest.approx(0.6)
     fd_check("/xavier,zero/ (x, 3) (h, 4, <relu_parametric, 0.6>) (y, 1, <linear>, <mse>)", 4)
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+# f(z) and f'(z) written out in numpy from MDL.md section 3, independent of the engine's code.
+NUMPY_ACTS = {
+    "elu, 0.4": (lambda z: np.where(z > 0, z, 0.4 * np.expm1(z)),
+                 lambda z: np.where(z > 0, 1, 0.4 * np.exp(z))),
+    "elu, 2.5": (lambda z: np.where(z > 0, z, 2.5 * np.expm1(z)),
+                 lambda z: np.where(z > 0, 1, 2.5 * np.exp(z))),
+    "relu_leaky, 0.3": (lambda z: np.where(z > 0, z, 0.3 * z), lambda z: np.where(z > 0, 1, 0.3)),
+    "relu_parametric, 0.6": (lambda z: np.where(z > 0, z, 0.6 * z),
+                             lambda z: np.where(z > 0, 1, 0.6)),
+    "swish, 1.7": (lambda z: z * _sigmoid(1.7 * z),
+                   lambda z: _sigmoid(1.7 * z) + 1.7 * z * _sigmoid(1.7 * z) * (1 - _sigmoid(1.7 * z))),
+    "selu": (lambda z: 1.0507009873554805 * np.where(z > 0, z, 1.6732632423543772 * np.expm1(z)),
+             lambda z: 1.0507009873554805 * np.where(z > 0, 1, 1.6732632423543772 * np.exp(z))),
+}
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("act", NUMPY_ACTS)
+def test_parameterised_activations_match_numpy(act, dtype, rtol):
+    """f and f' of one unit with identity weights against the numpy formulas: the float64 model
+    runs the scalar reference ops, the float32 one the SIMD kernels. With the target set to
+    f(z) - 0.5, d(mse)/d(bias) = mean f'(z) and d(mse)/d(weight) = mean f'(z) z."""
+    f, df = NUMPY_ACTS[act]
+    z = np.linspace(-3, 2.5, 64)
+    h = nm.compile(f"/xavier,zero/ (x, 1) (h, 1, <{act}>) (y, 1, <linear>, <mse>)", 64, 0.1,
+                   dtype=dtype)
+    nm.build(h)
+    one, zero = np.ones((1, 1)), np.zeros(1)
+    nm.set_params(h, {"h.weight": one, "h.bias": zero, "y.weight": one, "y.bias": zero})
+    np.testing.assert_allclose(nm.predict(h, z[:, None]).ravel(), f(z), rtol=rtol, atol=rtol * 1e-2)
+    _, g = nm.gradients(h, z[None, :, None], (f(z) - 0.5)[None, :, None])
+    assert g["h.bias"][0] == pytest.approx(np.mean(df(z)), rel=rtol)
+    assert g["h.weight"][0, 0] == pytest.approx(np.mean(df(z) * z), rel=rtol)
+    nm.release(h)

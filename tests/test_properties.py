@@ -10,6 +10,8 @@ from hypothesis.extra.lark import from_lark
 import mdl
 from mdl.parser import grammar_text
 
+from conftest import examples  # derandomized in CI; NEUROMORPH_HYPOTHESIS=random for more
+
 _GRAMMAR = lark.Lark(grammar_text(), parser="lalr", start="start")
 _NAMES = st.sampled_from(["a", "b", "x", "input", "out", "g1", "recur", "sigmoid", "mse", "s"])
 _TERMINALS = {
@@ -19,7 +21,7 @@ _TERMINALS = {
 }
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(300), suppress_health_check=list(HealthCheck))
 @given(from_lark(_GRAMMAR, explicit=_TERMINALS))
 def test_grammar_text_compiles_or_raises_mdlerror(text):
     with warnings.catch_warnings():
@@ -77,7 +79,7 @@ def valid_models(draw):
     return "\n".join(lines), len(pending_delayed)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(valid_models())
 def test_valid_models_compile_and_round_trip(model):
     text, n_delayed = model

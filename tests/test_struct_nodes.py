@@ -27,13 +27,17 @@ def test_local_attention_primitive_closed_form():
     np.testing.assert_allclose(corner, [-0.43595, -0.43595], atol=1e-5)
 
 
-def _global_attention(q, k, v, heads):
+def _global_attention(q, k, v, heads, causal=False):
+    """Dense softmax attention in numpy; causal: key j seen by query i iff j <= i (raster
+    order, the query's own cell included)."""
     S, d = q.shape
     dh = d // heads
     out = np.zeros_like(q)
     for h in range(heads):
         sl = slice(h * dh, (h + 1) * dh)
         s = q[:, sl] @ k[:, sl].T / math.sqrt(dh)
+        if causal:
+            s = np.where(np.tril(np.ones((S, S), bool)), s, -np.inf)
         p = np.exp(s - s.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         out[:, sl] = p @ v[:, sl]
@@ -46,6 +50,18 @@ def test_wide_window_is_global_attention(H, W, heads):
     q, k, v = (rng.normal(size=(H * W, 4 * heads)) for _ in range(3))
     out = _core._attn2d_window(q.ravel(), k.ravel(), v.ravel(), H, W, heads, max(H, W), False)
     np.testing.assert_allclose(out.reshape(H * W, -1), _global_attention(q, k, v, heads), atol=1e-12)
+
+
+@pytest.mark.parametrize("H,W,heads", [(3, 4, 1), (4, 2, 2), (1, 5, 1), (2, 2, 1)])
+def test_wide_raster_window_is_causal_global_attention(H, W, heads):
+    """Raster mask at a window covering the grid = dense attention with a lower-triangular mask
+    over raster indices, the diagonal included: cell 0 attends to itself alone."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(size=(H * W, 4 * heads)) for _ in range(3))
+    out = _core._attn2d_window(q.ravel(), k.ravel(), v.ravel(), H, W, heads, max(H, W), True)
+    want = _global_attention(q, k, v, heads, causal=True)
+    np.testing.assert_allclose(want[0], v[0], atol=1e-12)  # the reference itself: self only
+    np.testing.assert_allclose(out.reshape(H * W, -1), want, atol=1e-12)
 
 
 def test_window_is_clipped_neighbourhood_and_translation_equivariant():
@@ -135,6 +151,71 @@ def test_wiring_cost_changes_training_and_is_reported():
     assert set(parts) == {"loss", "output", "c.wiring"}
     np.testing.assert_allclose(parts["loss"], parts["output"] + parts["c.wiring"], rtol=1e-6)
     assert parts["c.wiring"][-1] < parts["c.wiring"][0]  # the cost pulls attention local
+
+
+def _column_positions(shape, geometry, offset):
+    """Column coordinates written out from extensions-math.md 3e (not the engine's code)."""
+    if geometry == "grid":
+        return np.array([(i, j) for i in range(shape[0]) for j in range(shape[1])], float)
+    if geometry == "stack":
+        return np.array([(l * offset, i, j) for l in range(shape[0]) for i in range(shape[1])
+                         for j in range(shape[2])], float)
+    N = shape[0]  # sphere: Fibonacci lattice, radius sqrt(N / 4pi) (area 1 per column)
+    n = np.arange(N)
+    z = 1 - (2 * n + 1) / N
+    phi = n * math.pi * (3 - math.sqrt(5))
+    rho = np.sqrt(1 - z * z)
+    return math.sqrt(N / (4 * math.pi)) * np.stack([rho * np.cos(phi), rho * np.sin(phi), z], 1)
+
+
+def _column_distances(shape, geometry, offset):
+    p = _column_positions(shape, geometry, offset)
+    d2 = ((p[:, None] - p[None]) ** 2).sum(-1)
+    return np.sqrt(d2 + (0.0 if geometry == "stack" else offset ** 2))
+
+
+WIRING_CASES = {  # shape, options, geometry, offset (the default where not given)
+    "grid_power2": ("2x3", "power 2", "grid", 0.0),
+    "grid_offset1": ("2x2", "offset 1", "grid", 1.0),
+    "grid_offset_power": ("3x2", "offset 0.5, power 2", "grid", 0.5),
+    "stack_default_offset": ("2x2x2", "power 1", "stack", 2.0),
+    "stack_offset_power": ("3x1x2", "offset 1.5, power 2", "stack", 1.5),
+    "sphere": ("7", "geometry sphere", "sphere", 0.0),
+    "sphere_offset_power": ("6", "geometry sphere, offset 0.5, power 2", "sphere", 0.5),
+}
+
+
+@pytest.mark.parametrize("case", WIRING_CASES)
+def test_column_geometry_and_wiring_cost_reference(case):
+    """The bias init max(-D²/2σ², -8) and the wiring cost λ·mean_i Σ_j w_ij A_ij with
+    w = D^p / mean(D^p), against D and A computed in numpy. With Wq = 0 every score is the
+    bias alone, so A = softmax(bias) on every step, and the bias is set to a random matrix."""
+    shape, opts, geo, off = WIRING_CASES[case]
+    dims = [int(s) for s in shape.split("x")]
+    N, d, lam, sigma = int(np.prod(dims)), 2, 0.7, 1.5
+    layer = dims[1] * dims[2] if geo == "stack" else N
+    text = (f"/xavier, zero/ (x, {layer * d}) (c, column, {shape}, dim {d}, qk 2, mlp 2, depth 2, "
+            f"sigma {sigma}, wiring {lam}, {opts}) (y, {layer * d}, <linear>, <mse>)")
+    h = nm.compile(text, 2, 0.01, dtype="float64")
+    nm.seed(1)
+    nm.build(h)
+    D = _column_distances(dims, geo, off)
+    p = nm.get_params(h)
+    np.testing.assert_allclose(p["c.attn_bias"], np.maximum(-D ** 2 / (2 * sigma ** 2), -8),
+                               atol=1e-12)
+    rng = np.random.default_rng(0)
+    bias = rng.normal(0, 1.5, (N, N))
+    nm.set_params(h, {"c.query.weight": np.zeros_like(p["c.query.weight"]),
+                      "c.key.weight": np.zeros_like(p["c.key.weight"]), "c.attn_bias": bias})
+    power = float(re.search(r"power ([\d.]+)", opts).group(1)) if "power" in opts else 1.0
+    w = D ** power / (D ** power).mean()
+    A = np.exp(bias - bias.max(1, keepdims=True))
+    A /= A.sum(1, keepdims=True)
+    want = lam * (w * A).sum(1).mean()
+    x = rng.normal(size=(1, 2, layer * d))
+    nm.train(h, x, np.zeros((1, 2, layer * d)), verbosity=0)
+    assert nm.history(h, parts=True)["c.wiring"][0] == pytest.approx(want, rel=1e-10)
+    nm.release(h)
 
 
 # --------------------------------------------------------------------------- gradients
