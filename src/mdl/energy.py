@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import ast
-from .diagnostics import Reporter, Span, did_you_mean
-from .structs import Opt, _a, _value
+from .diagnostics import NameIndex, Reporter, Span, did_you_mean
+from .limits import (MAX_PARAMS, MAX_VALUE_WIDTH, MAX_WIDTH, capped_prod, count, int_literal,
+                     real_hint, real_problem)
+from .structs import Opt, _a, _value, brief
 
 # Lagrangians (name -> (parameter name or None, default or None = required, lower bound, open))
 LAGRANGIANS: dict[str, tuple[Optional[str], Optional[float], Optional[float], bool]] = {
@@ -27,34 +29,42 @@ LAGRANGIANS: dict[str, tuple[Optional[str], Optional[float], Optional[float], bo
     "relu_leaky": ("slope", 0.01, 0.0, False), "relu_parametric": ("alpha", 0.25, 0.0, False),
     "elu": ("alpha", 1.0, 0.0, False), "selu": (None, None, None, False),
 }
+LAGRANGIAN_MAX = {"repu": 64.0}  # upper bounds of a Lagrangian's parameter (else 1e6)
 NOT_CONVEX = {"gelu": "is not monotone", "swish": "is not monotone",
               "binary_step": "has no usable derivative"}
 ROW_LAGRANGIANS = ("softmax", "layernorm", "spherical", "ghostmax")  # act over the last axis
 
 BLOCK = {
-    "steps": Opt("int", 4, lo=1), "dt": Opt("num", 0.4, lo=0, lo_open=True),
+    "steps": Opt("int", 4, lo=1, hi=10_000), "dt": Opt("num", 0.4, lo=0, lo_open=True),
     "clamp": Opt("flag", 1), "out": Opt("ref", None), "init": Opt("name", "zero", choices=("zero", "normal")),
 }
 NEURON = {"tau": Opt("num", 1.0, lo=0, lo_open=True), "bias": Opt("flag", 0),
           "clamp": Opt("flag", None), "learn": Opt("name", None, choices=("beta",))}
 # Lagrangians whose parameter is an inverse temperature beta (`learn beta` may train it)
 BETA_LAGRANGIANS = tuple(k for k, v in LAGRANGIANS.items() if v[0] == "beta")
+SYN_MAX = 1 << 24  # any integer option of a synapse (the engine's bound, csrc/core/validate.cpp)
 SYNAPSES: dict[str, tuple[tuple[int, Optional[int]], dict[str, Opt], Optional[tuple[str, list]]]] = {
     # kind: ((min refs, max refs), options, default hidden Lagrangian or None = takes none)
     "dense": ((2, None), {"bias": Opt("flag", 0)}, None),
     "bias": ((1, 1), {}, None),
-    "hidden": ((1, None), {"units": Opt("int", lo=1, required=True), "norm": Opt("flag", 0)},
+    "hidden": ((1, None), {"units": Opt("int", lo=1, required=True, hi=SYN_MAX),
+                           "norm": Opt("flag", 0)},
                ("relu", [])),
-    "tensor": ((1, None), {"units": Opt("int", lo=1, required=True), "heads": Opt("int", 1, lo=1)},
+    "tensor": ((1, None), {"units": Opt("int", lo=1, required=True, hi=SYN_MAX),
+                           "heads": Opt("int", 1, lo=1, hi=SYN_MAX)},
                ("relu", [])),
-    "attention": ((2, 2), {"heads": Opt("int", 1, lo=1), "qk": Opt("int", 64, lo=1)},
+    "attention": ((2, 2), {"heads": Opt("int", 1, lo=1, hi=SYN_MAX),
+                           "qk": Opt("int", 64, lo=1, hi=SYN_MAX)},
                   ("softmax", [1.0])),
-    "mixer": ((2, 2), {"heads": Opt("int", 1, lo=1), "qk": Opt("int", 16, lo=1)},
+    "mixer": ((2, 2), {"heads": Opt("int", 1, lo=1, hi=SYN_MAX),
+                       "qk": Opt("int", 16, lo=1, hi=SYN_MAX)},
               ("softmax", [1.0])),
-    "conv": ((2, 2), {"kernel": Opt("int", lo=1, required=True), "stride": Opt("int", 1, lo=1),
-                      "pad": Opt("int", 0, lo=0),
+    "conv": ((2, 2), {"kernel": Opt("int", lo=1, required=True, hi=SYN_MAX),
+                      "stride": Opt("int", 1, lo=1, hi=SYN_MAX),
+                      "pad": Opt("int", 0, lo=0, hi=SYN_MAX),
                       "pool": Opt("name", "none", choices=("none", "avg", "max")),
-                      "window": Opt("int", 2, lo=1), "pstride": Opt("int", None, lo=1)}, None),
+                      "window": Opt("int", 2, lo=1, hi=SYN_MAX),
+                      "pstride": Opt("int", None, lo=1, hi=SYN_MAX)}, None),
 }
 
 
@@ -66,6 +76,7 @@ class EnergyInfo:
     in_width: Optional[int] = None
     out_width: Optional[int] = None
     member_spans: list[tuple[str, Span]] = field(default_factory=list)
+    params: int = 0  # parameters the engine declares for the block
 
     def to_json(self) -> dict:
         return {"options": self.options, "layers": self.layers, "synapses": self.synapses,
@@ -98,6 +109,16 @@ def _lagrangian(func: ast.Func, rep: Reporter, where: str) -> Optional[dict]:
         rep.error(f"`{name}` needs its parameter {pname}", func.span, f"write `<{name}, 2>`")
         return None
     value = func.params[0] if func.params else default
+    problem = real_problem(value)
+    if problem:
+        text = rep.source.text_at(func.param_spans[0])
+        rep.error(f"`{name}`'s {pname} `{brief(text)}` {problem}", func.param_spans[0],
+                  real_hint(value))
+        return None
+    if value > LAGRANGIAN_MAX.get(name, math.inf):
+        rep.error(f"`{name}`'s {pname} is at most {LAGRANGIAN_MAX[name]:g}, got {value:g}",
+                  func.param_spans[0] if func.params else func.span)
+        return None
     if lo is not None and (value < lo or (lo_open and value == lo)):
         rel = ">" if lo_open else "≥"
         rep.error(f"`{name}`'s {pname} must be {rel} {lo:g} for a convex Lagrangian, got {value:g}",
@@ -149,13 +170,20 @@ def _opts(words: list[ast.Words], table: dict[str, Opt], what: str, rep: Reporte
 
 def _shape(w: ast.Words, rep: Reporter) -> Optional[list[int]]:
     a = w.atoms[0]
-    if len(w.atoms) != 1 or a.kind not in ("shape", "number") or "." in a.text or a.text.startswith(("-", "+")):
+    dims = [int_literal(t) for t in a.text.split("x")]
+    if len(w.atoms) != 1 or a.kind not in ("shape", "number") \
+            or any(d is None for d in dims) or a.text.startswith(("-", "+")):
+        value = float(a.text) if len(w.atoms) == 1 and a.kind == "number" else math.nan
+        hint = (f"write the size as an integer, `{int(value)}`"
+                if 1 <= value <= MAX_WIDTH and value == int(value) else
+                f"a layer holds 1 to {MAX_WIDTH} values" if value > MAX_WIDTH else None)
         rep.error(f"a neuron layer's size is a width or a shape such as `7x7x128`, got "
-                  f"`{' '.join(t.text for t in w.atoms)}`", w.span)
+                  f"`{brief(' '.join(t.text for t in w.atoms))}`", w.span, hint)
         return None
-    dims = [int(t) for t in a.text.split("x")]
-    if any(d < 1 for d in dims) or math.prod(dims) > (1 << 24):
-        rep.error(f"bad layer size `{a.text}`", w.span)
+    size = capped_prod(dims, MAX_WIDTH)
+    if any(d < 1 for d in dims) or size > MAX_WIDTH:
+        rep.error(f"bad layer size `{brief(a.text)}`", w.span,
+                  f"a layer holds 1 to {MAX_WIDTH} values" if size > MAX_WIDTH else None)
         return None
     return dims
 
@@ -203,6 +231,8 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
             ok = False
             broken.add(m.name)
             continue
+        if m.name in layers:
+            continue  # a repeated name (resolve reports it): the first layer keeps its index
         clamp_given = m.name if "clamp" in lopts else None
         layers[m.name] = {"name": m.name, "shape": shape, "size": math.prod(shape),
                           "tau": lopts["tau"], "bias": lopts["bias"], "lagrangian": lag,
@@ -217,17 +247,43 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
                   "add members such as `(v, 784, <tanh>)`")
         return None
     info.layers = list(layers.values())
+    names = NameIndex(layers)  # one index for every misspelt reference of this block
+    by_index = {l["index"]: l for l in info.layers}
+    values = params = 0
     for m in syn_nodes:
-        syn = _synapse(m, layers, broken, rep)
+        syn = _synapse(m, layers, names, broken, rep)
         if syn is None:
             ok = False
-        else:
-            info.synapses.append(syn)
+            continue
+        v, p = _synapse_footprint(syn, by_index)
+        if v > MAX_VALUE_WIDTH or p > MAX_PARAMS:
+            what = (f"holds {count(v)} values per sample; the most is {MAX_VALUE_WIDTH}"
+                    if v > MAX_VALUE_WIDTH else
+                    f"has {count(p)} parameters; the most is {MAX_PARAMS}")
+            rep.error(f"the synapse `{m.name}` {what}", m.name_span,
+                      "join smaller layers, or use fewer units, heads or a smaller qk")
+            ok = False
+            continue
+        info.synapses.append(syn)
+        values, params = values + v, params + p
     if opts is not None:
-        ok = _outs(node, opts, layers, rep) and ok
+        ok = _outs(node, opts, layers, names, rep) and ok
         ok = _clamps(node, opts, info, rep) and ok
     if not ok:
         return None
+    size = sum(l["size"] for l in info.layers)
+    values += 2 * (opts["steps"] + 2) * size  # states and gradients of every step, kept
+    params += sum(l["size"] * l["bias"] + l["learn_beta"] for l in info.layers)
+    if values > MAX_VALUE_WIDTH:
+        rep.error(f"the energy block `{node.name}` holds {count(values)} values "
+                  f"per sample ({opts['steps']} steps over {size} neurons); the most is "
+                  f"{MAX_VALUE_WIDTH}", node.name_span, "use fewer steps or smaller layers")
+        return None
+    if params > MAX_PARAMS:
+        rep.error(f"the energy block `{node.name}` has {count(params)} parameters; the "
+                  f"most is {MAX_PARAMS}", node.name_span, "use smaller layers or synapses")
+        return None
+    info.params = params
     info.in_width = sum(l["size"] for l in info.layers if l["index"] == 0 or l["clamp"])
     info.out_width = sum(layers[name]["size"] for name in opts["out"])
     return info
@@ -240,24 +296,26 @@ def _option_span(words: list[ast.Words], key: str) -> Optional[Span]:
     return None
 
 
-def _outs(node: ast.Energy, opts: dict, layers: dict, rep: Reporter) -> bool:
+def _outs(node: ast.Energy, opts: dict, layers: dict, index: NameIndex, rep: Reporter) -> bool:
     """`out a b ...`: the output is the concatenation of these layers' activations."""
     out = opts.pop("out", None)
     if out is None:
         opts["out"] = [list(layers)[-1]]
         return True
     names: list[str] = []
+    seen: set[str] = set()
     ok = True
     for name, span in out:
         if name not in layers:
             rep.error(f"`out {name}` is not a neuron layer of `{node.name}`", span,
-                      did_you_mean(name, layers))
+                      did_you_mean(name, index))
             ok = False
-        elif name in names:
+        elif name in seen:
             rep.error(f"`out` names `{name}` twice", span, "name each output layer once")
             ok = False
         else:
             names.append(name)
+            seen.add(name)
     opts["out"] = names
     return ok
 
@@ -282,7 +340,8 @@ def _clamps(node: ast.Energy, opts: dict, info: EnergyInfo, rep: Reporter) -> bo
     return True
 
 
-def _synapse(m: ast.Paren, layers: dict, broken: set, rep: Reporter) -> Optional[dict]:
+def _synapse(m: ast.Paren, layers: dict, names: NameIndex, broken: set,
+             rep: Reporter) -> Optional[dict]:
     words = m.words
     head = words[0]
     if len(head.atoms) != 2:
@@ -306,7 +365,7 @@ def _synapse(m: ast.Paren, layers: dict, broken: set, rep: Reporter) -> Optional
             ok = False
         elif a.text not in layers:
             rep.error(f"`{a.text}` is not a neuron layer of this energy block", a.span,
-                      did_you_mean(a.text, layers) or "synapses join the block's neuron layers")
+                      did_you_mean(a.text, names) or "synapses join the block's neuron layers")
             ok = False
         else:
             refs.append(layers[a.text])
@@ -345,6 +404,31 @@ def _synapse(m: ast.Paren, layers: dict, broken: set, rep: Reporter) -> Optional
     return syn
 
 
+def _synapse_footprint(syn: dict, layers: dict[int, dict]) -> tuple[int, int]:
+    """(values per sample, parameters) of a synapse, as the engine declares them
+    (csrc/cpu/energy.cpp); products stop growing past the bounds."""
+    refs = [layers[r] for r in syn["refs"]]
+    sizes = [r["size"] for r in refs]
+    o, kind = syn["options"], syn["kind"]
+    cap = max(MAX_PARAMS, MAX_VALUE_WIDTH)
+    if kind == "dense":
+        return 0, capped_prod(sizes, cap) + (sizes[-1] if o.get("bias") else 0)
+    if kind == "bias":
+        return 0, sizes[0]
+    if kind == "hidden":
+        return o["units"], o["units"] * sum(sizes)
+    if kind == "tensor":
+        return o["heads"] * o["units"], capped_prod([o["heads"], o["units"]] + sizes, cap)
+    if kind in ("attention", "mixer"):
+        (nq, dq), (nk, dk) = [(_tokens(r), r["shape"][-1]) for r in refs]
+        h, z = o["heads"], o["qk"]
+        if kind == "attention":
+            return nq * nk * h + h * z * (nq + nk), (dq + dk) * h * z
+        return 2 * nq * h * z, h * z * dq * dk
+    a, b = refs  # conv
+    return sizes[1], b["shape"][2] * a["shape"][2] * o["kernel"] ** 2
+
+
 def _tokens(layer: dict) -> int:
     shape = layer["shape"]
     return 1 if len(shape) == 1 else math.prod(shape[:-1])
@@ -359,6 +443,10 @@ def _conv_fits(m, refs, o, span, rep: Reporter) -> bool:
         return False
     H, W, _ = a["shape"]
     k, s, p = o["kernel"], o["stride"], o["pad"]
+    if p >= k:
+        rep.error(f"`pad {p}` is not less than `kernel {k}`: the outer windows would see only "
+                  f"padding", span, f"use a pad of at most {k - 1}")
+        return False
     oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
     if oh < 1 or ow < 1:
         rep.error(f"kernel {k} does not fit `{a['name']}` ({H}x{W}) with pad {p}", span)

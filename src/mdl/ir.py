@@ -7,14 +7,16 @@ after any named stage and returns that stage's JSON view (`mdlc compile --emit`)
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from . import ast, passes
-from .diagnostics import Diagnostic, MDLWarning, Reporter
+from .diagnostics import Diagnostic, MDLError, MDLWarning, Reporter, Source, Span
 from .parser import parse
 
 IR_FORMAT = "neuromorph-ir"
@@ -119,17 +121,28 @@ def build_ir(g: passes.Graph) -> dict:
 
 
 def _ast_json(model: ast.Model) -> dict:
-    def conv(x):
+    """The AST as JSON-ready dicts and lists, built with a stack (no recursion)."""
+    root: list = [None]
+    stack: list[tuple[Any, Any, Any]] = [(model, root, 0)]
+    while stack:
+        x, parent, key = stack.pop()
         if dataclasses.is_dataclass(x):
-            d = {"type": type(x).__name__}
+            d: dict[str, Any] = {"type": type(x).__name__}
             for f in dataclasses.fields(x):
                 if f.name != "source":
-                    d[f.name] = conv(getattr(x, f.name))
-            return d
-        if isinstance(x, list):
-            return [conv(i) for i in x]
-        return x
-    return conv(model)
+                    d[f.name] = None  # keeps the fields' order
+                    stack.append((getattr(x, f.name), d, f.name))
+            parent[key] = d
+        elif isinstance(x, list):
+            items: list = [None] * len(x)
+            stack.extend((item, items, i) for i, item in enumerate(x))
+            parent[key] = items
+        elif isinstance(x, float) and not math.isfinite(x):
+            parent[key] = str(x)  # a literal such as 1e999, refused by the later stages: JSON
+            # has no infinity, so the parse view names it "inf" / "-inf"
+        else:
+            parent[key] = x
+    return root[0]
 
 
 def _graph_json(g: passes.Graph, stage: str) -> dict:
@@ -158,35 +171,73 @@ def compile_text(text: str, filename: str = "<string>", stop_after: str = "ir",
     """
     if stop_after not in STAGES:
         raise ValueError(f"stop_after must be one of {', '.join(STAGES)}, got {stop_after!r}")
+    if not isinstance(text, str):
+        raise TypeError(f"compile_text takes the model's text as a str, got {type(text).__name__}")
+    # A large model allocates many small objects that all live to the end: the cyclic garbage
+    # collector would re-scan them again and again (half the time of a 10 000-node model), and
+    # finds nothing to free. Paused for large texts only, and always resumed.
+    pause = len(text) > _GC_PAUSE_CHARS and gc.isenabled()
+    if pause:
+        gc.disable()
+    try:
+        result, rep = _compile(text, filename, stop_after)
+    finally:
+        if pause:
+            gc.enable()
+    if warn and rep is not None:
+        for w in rep.warnings:
+            warnings.warn(w.render(), MDLWarning, stacklevel=2)
+    return result
+
+
+_GC_PAUSE_CHARS = 50_000
+
+
+def _compile(text: str, filename: str, stop_after: str):
+    """(the IR or a stage's JSON view, the reporter) or MDLError."""
     model = parse(text, filename)
     if stop_after == "parse":
-        return {"stage": "parse", "ast": _ast_json(model)}
+        return {"stage": "parse", "ast": _ast_json(model)}, None
     rep = Reporter(model.source)
     g = passes.resolve(model, rep)
     if stop_after == "resolve":
         rep.raise_if_errors()
-        return _graph_json(g, "resolve")
+        return _graph_json(g, "resolve"), None
     passes.check_functions(g, rep)
     passes.structure(g, rep)
     passes.widths(g, rep)
     rep.raise_if_errors()
     if stop_after in ("structure", "widths"):
-        return _graph_json(g, stop_after)
+        return _graph_json(g, stop_after), None
     passes.delays(g, rep)
     rep.raise_if_errors()
     if stop_after == "delays":
-        return _graph_json(g, "delays")
+        return _graph_json(g, "delays"), None
     passes.lint(g, rep)
-    if warn:
-        for w in rep.warnings:
-            warnings.warn(w.render(), MDLWarning, stacklevel=2)
-    return IR(build_ir(g), rep.warnings)
+    return IR(build_ir(g), rep.warnings), rep
 
 
 def compile_file(path, stop_after: str = "ir", warn: bool = True):
-    """Compile the MDL file at `path` (diagnostics name the file)."""
-    p = Path(path)
-    return compile_text(p.read_text(encoding="utf-8"), str(path), stop_after, warn)
+    """Compile the MDL file at `path` (diagnostics name the file). A file that is not UTF-8
+    is an `MDLError` located at its first bad byte."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MDLError([_not_utf8(data, e, str(path))]) from None
+    # as Path.read_text: universal newlines
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return compile_text(text, str(path), stop_after, warn)
+
+
+def _not_utf8(data: bytes, err: UnicodeDecodeError, filename: str) -> Diagnostic:
+    start = data.rfind(b"\n", 0, err.start) + 1
+    line = data.count(b"\n", 0, err.start) + 1
+    col = len(data[start:err.start].decode("utf-8", "replace")) + 1
+    source = Source(data.decode("utf-8", "replace"), filename)
+    return Diagnostic("error", f"the file is not UTF-8 text: byte 0x{data[err.start]:02x} "
+                      f"is not part of a character", Span(line, col, col + 1),
+                      "save the model as UTF-8", source)
 
 
 def load_ir(doc_or_json) -> IR:

@@ -7,15 +7,17 @@ split branch). No `lark.Tree` or `lark.Token` leaves this module.
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import lark
-from lark import Transformer, v_args
+from lark import Transformer_NonRecursive, v_args
 
 from . import ast
 from .diagnostics import Diagnostic, MDLError, Source, Span
+from .limits import MAX_NESTING
 
 _TERMINAL_WORDS = {
     "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`",
@@ -24,6 +26,7 @@ _TERMINAL_WORDS = {
     "SHAPE": "a shape such as `8x8`", "ENERGY": "`energy`", "$END": "the end of the model",
 }
 _OPENERS = {"(": ")", "[": "]", "{": "}", "<": ">"}
+_BRACKET_RE = re.compile(r"\n|#[^\n]*|[()\[\]{}<>]")
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
 
 
@@ -60,8 +63,9 @@ def _number(tok) -> float:
 
 
 @v_args(inline=True)
-class _Build(Transformer):
-    """One small method per rule; returns `mdl.ast` dataclasses."""
+class _Build(Transformer_NonRecursive):
+    """One small method per rule; returns `mdl.ast` dataclasses (iteratively: no recursion
+    however deep the tree)."""
 
     def __init__(self, source: Source):
         super().__init__()
@@ -118,29 +122,65 @@ class _Build(Transformer):
 
 
 def _bracket_errors(source: Source) -> Optional[Diagnostic]:
-    """Unbalanced (), [], {}, <> found by a scan, so the message names both ends."""
+    """Unbalanced (), [], {}, <> found by a scan, so the message names both ends; and `[`
+    nested deeper than MAX_NESTING (no later pass then meets a deeper tree)."""
     stack: list[tuple[str, int, int]] = []
-    for ln, text in enumerate(source.text.splitlines(), start=1):
-        for col, ch in enumerate(text.split("#", 1)[0], start=1):
-            if ch in _OPENERS:
-                stack.append((ch, ln, col))
-            elif ch in _CLOSERS:
-                if not stack:
-                    return Diagnostic("error", f"unmatched `{ch}`", Span(ln, col, col + 1),
-                                      f"remove it, or add the `{_CLOSERS[ch]}` that it closes",
-                                      source)
-                opener, oln, ocol = stack.pop()
-                if _OPENERS[opener] != ch:
+    squares = 0
+    ln, line_start = 1, 0
+    for m in _BRACKET_RE.finditer(source.text):
+        ch = m.group()
+        if ch == "\n":
+            ln, line_start = ln + 1, m.end()
+            continue
+        if ch[0] == "#":
+            continue
+        col = m.start() - line_start + 1
+        if ch in _OPENERS:
+            stack.append((ch, ln, col))
+            if ch == "[":
+                squares += 1
+                if squares > MAX_NESTING:
                     return Diagnostic(
-                        "error",
-                        f"`{ch}` does not close `{opener}` opened at {oln}:{ocol}",
+                        "error", f"`[` nested more than {MAX_NESTING} deep",
                         Span(ln, col, col + 1),
-                        f"close `{opener}` with `{_OPENERS[opener]}` first", source)
+                        f"splits, taps and energy blocks nest at most {MAX_NESTING} deep; "
+                        f"flatten the model, e.g. split once with several branches", source)
+        elif ch in _CLOSERS:
+            if not stack:
+                return Diagnostic("error", f"unmatched `{ch}`", Span(ln, col, col + 1),
+                                  f"remove it, or add the `{_CLOSERS[ch]}` that it closes",
+                                  source)
+            opener, oln, ocol = stack.pop()
+            if opener == "[":
+                squares -= 1
+            if _OPENERS[opener] != ch:
+                return Diagnostic(
+                    "error",
+                    f"`{ch}` does not close `{opener}` opened at {oln}:{ocol}",
+                    Span(ln, col, col + 1),
+                    f"close `{opener}` with `{_OPENERS[opener]}` first", source)
     if stack:
         opener, ln, col = stack[-1]
         return Diagnostic("error", f"unclosed `{opener}`", Span(ln, col, col + 1),
                           f"add the matching `{_OPENERS[opener]}`", source)
     return None
+
+
+def _encoding_error(source: Source) -> Optional[Diagnostic]:
+    """A character UTF-8 cannot hold (a lone surrogate, e.g. from text decoded with
+    `surrogateescape`): located, as the IR stores the source as UTF-8."""
+    try:
+        source.text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        pos = e.start
+    text = source.text
+    ln = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return Diagnostic("error", f"U+{ord(text[pos]):04X} is a lone surrogate, not a character",
+                      Span(ln, col, col + 1),
+                      "the text was decoded from broken UTF-8 or UTF-16; save it as UTF-8",
+                      source)
 
 
 def _expected_words(expected) -> str:
@@ -153,7 +193,8 @@ def _expected_words(expected) -> str:
 def _syntax_diagnostic(err: lark.exceptions.UnexpectedInput, source: Source) -> Diagnostic:
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
         ch = source.line(err.line)[err.column - 1: err.column]
-        return Diagnostic("error", f"unexpected character `{ch}`",
+        shown = f" `{ch}`" if ch.isprintable() else f" U+{ord(ch):04X}" if ch else ""
+        return Diagnostic("error", f"unexpected character{shown}",
                           Span(err.line, err.column, err.column + 1),
                           "MDL uses names, numbers and ( ) [ ] { } < > / , | only", source)
     tok = getattr(err, "token", None)
@@ -182,13 +223,13 @@ def _syntax_diagnostic(err: lark.exceptions.UnexpectedInput, source: Source) -> 
 
 
 def _offset(source: Source, tok) -> int:
-    lines = source.text.splitlines(keepends=True)
-    return sum(len(x) for x in lines[: tok.line - 1]) + tok.column - 1
+    return sum(len(x) + 1 for x in source.text.split("\n", tok.line - 1)[: tok.line - 1]) \
+        + tok.column - 1
 
 
 def _first_token_diagnostic(source: Source) -> Optional[Diagnostic]:
     """A model must open with its header; give that message, not a token list."""
-    for ln, text in enumerate(source.text.splitlines(), start=1):
+    for ln, text in enumerate(source.lines, start=1):
         body = text.split("#", 1)[0]
         stripped = body.lstrip()
         if stripped:
@@ -204,14 +245,241 @@ def _first_token_diagnostic(source: Source) -> Optional[Diagnostic]:
                       source)
 
 
-def parse(text: str, filename: str = "<string>") -> ast.Model:
-    """Parse MDL text into an `ast.Model`; raises `MDLError` on a syntax error."""
-    source = Source(text, filename)
-    early = _first_token_diagnostic(source) or _bracket_errors(source)
-    if early:
-        raise MDLError([early])
+# --------------------------------------------------------------------------- fast path
+#
+# A direct tokenizer and parser for the same grammar, iterative, several times faster than
+# Lark's. It is conservative: at the first thing it does not expect it gives up (`_Bail`) and
+# `parse` runs Lark, whose result or syntax error is the answer. So Lark's grammar stays the
+# definition (tests/test_fuzz_compiler.py checks that both give the same AST), and syntax
+# errors keep Lark's expected-token lists.
+
+# One token per match, after any whitespace: group 1 a comment, 2 a shape, 3 a number, 4 a name,
+# 5 punctuation (the alternatives in Lark's order of priority: SHAPE, NUMBER, NAME).
+_TOKEN_RE = re.compile(r"""[ \t\r\n\f]*(?:
+    (\#[^\n]*)
+  | ([0-9]+(?:x[0-9]+)+)
+  | ([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
+  | ([A-Za-z_][A-Za-z0-9_]*)
+  | ([/,()<>{}\[\]|])
+  | $)""", re.VERBOSE)
+_KINDS = (None, None, "SHAPE", "NUMBER", "NAME", None)
+_WORD_KINDS = {"NUMBER": "number", "SHAPE": "shape", "NAME": "name"}
+
+
+class _Bail(Exception):
+    """The fast parser met something it does not handle: Lark decides."""
+
+
+def _tokens(text: str) -> list[tuple[str, str, int, int]]:
+    """(kind, text, line, col) of every token; kind is NAME, NUMBER, SHAPE or the punctuation
+    character. Lines count "\n" only, columns every character, as Lark does."""
+    out = []
+    append = out.append
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    newlines.append(len(text) + 1)
+    line, line_start, k = 1, 0, 0  # newlines[k]: the first newline not yet passed
+    pos = 0
+    for m in _TOKEN_RE.finditer(text):
+        if m.start() != pos:
+            raise _Bail()  # a character no token starts with (finditer skipped it)
+        pos = m.end()
+        g = m.lastindex
+        if g is None or g == 1:  # whitespace to the end, or a comment
+            continue
+        start = m.start(g)
+        if start > newlines[k]:
+            while newlines[k] < start:
+                k += 1
+            line, line_start = k + 1, newlines[k - 1] + 1
+        value = m.group(g)
+        append((_KINDS[g] or value, value, line, start - line_start + 1))
+    if pos != len(text):
+        raise _Bail()
+    return out
+
+
+def _tspan(tok) -> Span:
+    return Span(tok[2], tok[3], tok[3] + len(tok[1]))
+
+
+def _outer(first, last) -> Span:
+    """The span of a construct from token `first` to token `last` (as `_meta_span`)."""
+    end = last[3] + len(last[1]) if last[2] == first[2] else first[3] + 1
+    return Span(first[2], first[3], end)
+
+
+class _Fast:
+    def __init__(self, text: str, source: Source):
+        self.toks = _tokens(text)
+        self.toks.append(("$END", "", 0, 0))
+        self.i = 0
+        self.source = source
+
+    def take(self, kind: str):
+        tok = self.toks[self.i]
+        if tok[0] != kind:
+            raise _Bail()
+        self.i += 1
+        return tok
+
+    def peek(self, k: int = 0) -> str:
+        j = self.i + k
+        return self.toks[j][0] if j < len(self.toks) else "$END"
+
+    def model(self) -> ast.Model:
+        header = self.header()
+        chain = self.chain()
+        return ast.Model(header, chain, self.source, self.source.end_span())
+
+    def header(self) -> ast.Header:
+        first = self.take("/")
+        weight = self.init()
+        self.take(",")
+        bias = self.init()
+        last = self.take("/")
+        return ast.Header(weight, bias, _outer(first, last))
+
+    def init(self) -> ast.Init:
+        name = self.take("NAME")
+        params = []
+        while self.peek() == "NUMBER":
+            params.append(self.take("NUMBER"))
+        return ast.Init(name[1], _tspan(name), [float(p[1]) for p in params],
+                        [_tspan(p) for p in params])
+
+    def chain(self) -> list:
+        """node* to the end; splits by an explicit stack of open frames."""
+        top: list = []
+        cur = top
+        frames: list[tuple[tuple, tuple, list, list]] = []  # (`[`, name, branches, parent list)
+        while True:
+            kind = self.peek()
+            if kind == "(":
+                cur.append(self.paren())
+            elif kind == "{":
+                cur.append(self.merge())
+            elif kind == "[":
+                opener = self.take("[")
+                name = self.take("NAME")
+                self.take(",")
+                nxt = self.peek()
+                if nxt == "NAME" and self.toks[self.i][1] == "energy":
+                    cur.append(self.energy(opener, name))
+                elif nxt == "[" and self.peek(1) == "NAME" and (
+                        self.peek(2) == "]" or (self.peek(2) == "," and self.peek(3) == "]")):
+                    cur.append(self.tap(opener, name))
+                elif nxt in ("(", "{", "["):
+                    branch: list = []
+                    frames.append((opener, name, [branch], cur))
+                    cur = branch
+                else:
+                    raise _Bail()
+            elif kind in ("|", "]") and frames and cur:
+                opener, name, branches, parent = frames[-1]
+                closer = self.take(kind)
+                if kind == "|":
+                    cur = []
+                    branches.append(cur)
+                else:
+                    frames.pop()
+                    parent.append(ast.Split(name[1], _tspan(name), branches,
+                                            _outer(opener, closer)))
+                    cur = parent
+            elif kind == "$END" and not frames:
+                return top
+            else:
+                raise _Bail()
+
+    def paren(self) -> ast.Paren:
+        first = self.take("(")
+        name = self.take("NAME")
+        fields: list = []
+        while self.peek() == ",":
+            self.i += 1
+            if self.peek() == "<":
+                fields.append(self.func())
+            else:
+                fields.append(self.words())
+        last = self.take(")")
+        return ast.Paren(name[1], _tspan(name), fields, _outer(first, last))
+
+    def words(self) -> ast.Words:
+        atoms = []
+        toks = self.toks
+        while toks[self.i][0] in _WORD_KINDS:
+            tok = toks[self.i]
+            atoms.append(ast.Atom(_WORD_KINDS[tok[0]], tok[1], _tspan(tok)))
+            self.i += 1
+        if not atoms:
+            raise _Bail()
+        return ast.Words(atoms)
+
+    def func(self) -> ast.Func:
+        first = self.take("<")
+        name = self.take("NAME")
+        params = []
+        while self.peek() == ",":
+            self.i += 1
+            params.append(self.take("NUMBER"))
+        last = self.take(">")
+        return ast.Func(name[1], _tspan(name), [float(p[1]) for p in params],
+                        [_tspan(p) for p in params], _outer(first, last))
+
+    def merge(self) -> ast.Merge:
+        first = self.take("{")
+        name = self.take("NAME")
+        self.take(",")
+        target = self.take("NAME")
+        self.take(",")
+        op = self.take("NAME")
+        last = self.take("}")
+        return ast.Merge(name[1], _tspan(name), target[1], _tspan(target), op[1], _tspan(op),
+                         _outer(first, last))
+
+    def tap(self, opener, name) -> ast.Tap:
+        self.take("[")
+        alias = self.take("NAME")
+        if self.peek() == ",":
+            self.i += 1
+        self.take("]")
+        last = self.take("]")
+        return ast.Tap(name[1], _tspan(name), alias[1], _tspan(alias), _outer(opener, last))
+
+    def energy(self, opener, name) -> ast.Energy:
+        self.take("NAME")  # `energy`
+        options = []
+        while True:
+            self.take(",")
+            if self.peek() == "(":
+                break
+            options.append(self.words())
+        members = [self.paren()]
+        while self.peek() == "(":
+            members.append(self.paren())
+        last = self.take("]")
+        return ast.Energy(name[1], _tspan(name), options, members, _outer(opener, last))
+
+
+def _parse_fast(text: str, source: Source) -> Optional[ast.Model]:
+    try:
+        return _Fast(text, source).model()
+    except _Bail:
+        return None
+
+
+def _parse_lark(text: str, source: Source) -> ast.Model:
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as err:
         raise MDLError([_syntax_diagnostic(err, source)]) from None
     return _Build(source).transform(tree)
+
+
+def parse(text: str, filename: str = "<string>") -> ast.Model:
+    """Parse MDL text into an `ast.Model`; raises `MDLError` on a syntax error."""
+    source = Source(text, filename)
+    early = (_encoding_error(source) or _first_token_diagnostic(source)
+             or _bracket_errors(source))
+    if early:
+        raise MDLError([early])
+    return _parse_fast(text, source) or _parse_lark(text, source)

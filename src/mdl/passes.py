@@ -19,16 +19,17 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import ast
-from .diagnostics import Reporter, Span, did_you_mean
+from .diagnostics import NameIndex, Reporter, Span, did_you_mean
 from .functions import (ACTIVATIONS, BIAS_INITS, LOSSES, MERGE_OPS, WEIGHT_INITS, FnSpec,
                         slot_of)
 from .energy import EnergyInfo, check_energy
-from .structs import (MAX_CELLS, MLP_ACTIVATIONS, PLAIN_KINDS, STRUCT_KINDS, StructInfo,
+from .limits import (MAX_CELLS, MAX_INT, MAX_PARAMS, MAX_VALUE_WIDTH, MAX_WIDTH, capped_prod,
+                     int_literal, real_hint, real_problem, show)
+from .structs import (MLP_ACTIVATIONS, PLAIN_KINDS, STRUCT_KINDS, StructInfo, brief,
                       check_struct, describe)
 
 _WIDTH_RE = re.compile(r"[1-9][0-9]*")
 _SHAPE_RE = re.compile(r"[1-9][0-9]*(x[1-9][0-9]*)*")
-MAX_WIDTH = 1 << 24
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Graph:
     main: list[GNode] = field(default_factory=list)
     header: dict = field(default_factory=dict)
     order: list[GNode] = field(default_factory=list)
+    has_input: bool = False  # set by `structure` when it classifies a node as the input
 
     @property
     def recurrent(self) -> bool:
@@ -100,33 +102,48 @@ def resolve(model: ast.Model, rep: Reporter) -> Graph:
         else:
             defined[name] = span
 
-    def walk(chain: list, pred: Optional[GNode], owner) -> list[GNode]:
-        out: list[GNode] = []
-        for node in chain:
-            gn = _make_node(node, rep)
-            gn.index, gn.pred, gn.owner = len(g.nodes), pred, owner
-            g.nodes.append(gn)
-            define(gn.name, gn.span)
-            g.by_name.setdefault(gn.name, gn)
-            if isinstance(node, ast.Energy):
-                for member in node.members:
-                    define(member.name, member.name_span)
-            if isinstance(node, ast.Tap):
-                define(node.alias, node.alias_span)
-                g.by_name.setdefault(node.alias, gn)
-                gn.alias = node.alias
-            if out:
-                out[-1].next = gn
-            out.append(gn)
-            if isinstance(node, ast.Split):
-                gn.branches = [walk(b, gn, (gn, i)) for i, b in enumerate(node.branches)]
-            pred = gn
-        return out
+    def add(node, pred: Optional[GNode], owner) -> GNode:
+        gn = _make_node(node, rep)
+        gn.index, gn.pred, gn.owner = len(g.nodes), pred, owner
+        g.nodes.append(gn)
+        define(gn.name, gn.span)
+        g.by_name.setdefault(gn.name, gn)
+        if isinstance(node, ast.Energy):
+            for member in node.members:
+                define(member.name, member.name_span)
+        if isinstance(node, ast.Tap):
+            define(node.alias, node.alias_span)
+            g.by_name.setdefault(node.alias, gn)
+            gn.alias = node.alias
+        return gn
 
-    g.main = walk(model.chain, None, None)
+    # Text order, iteratively: a stack of chains being walked, each (its AST nodes, the next
+    # index, the GNodes made so far, the predecessor, the owner). A split's branches are walked
+    # before the node after it, as a recursive walk would.
+    g.main = []
+    stack: list[list] = [[model.chain, 0, g.main, None, None]]
+    while stack:
+        frame = stack[-1]
+        chain, i, out, pred, owner = frame
+        if i == len(chain):
+            stack.pop()
+            continue
+        node = chain[i]
+        gn = add(node, pred, owner)
+        if out:
+            out[-1].next = gn
+        out.append(gn)
+        frame[1], frame[3] = i + 1, gn
+        if isinstance(node, ast.Split):
+            gn.branches = [[] for _ in node.branches]
+            for k in range(len(node.branches) - 1, -1, -1):
+                stack.append([node.branches[k], 0, gn.branches[k], gn, (gn, k)])
+    index = None
     for gn in g.nodes:
         if gn.kind == "merge":
-            _resolve_merge(g, gn, rep)
+            if gn.ast.target not in g.by_name and index is None:
+                index = NameIndex(g.by_name)
+            _resolve_merge(g, gn, rep, index)
     return g
 
 
@@ -148,7 +165,7 @@ def _make_node(node, rep: Reporter) -> GNode:
     return GNode(node.name, "paren", node.name_span, node)  # classified by `structure`
 
 
-def _resolve_merge(g: Graph, m: GNode, rep: Reporter) -> None:
+def _resolve_merge(g: Graph, m: GNode, rep: Reporter, names: Optional[NameIndex]) -> None:
     node: ast.Merge = m.ast
     if node.op not in MERGE_OPS:
         rep.error(f"unknown merge operation `{node.op}`", node.op_span,
@@ -156,7 +173,7 @@ def _resolve_merge(g: Graph, m: GNode, rep: Reporter) -> None:
     target = g.by_name.get(node.target)
     if target is None:
         rep.error(f"unknown merge target `{node.target}`", node.target_span,
-                  did_you_mean(node.target, g.by_name))
+                  did_you_mean(node.target, names))
         return
     m.target = target
     target.consumers.append(m)
@@ -179,6 +196,8 @@ def _check_fn(func: ast.Func, slot: str, table: dict[str, FnSpec], rep: Reporter
         rep.error(f"`{func.name}` takes at most one parameter, got {len(func.params)}",
                   func.param_spans[1], "remove the extra parameters")
         return None
+    if not _reals_ok(func.name, func.params, func.param_spans, rep):
+        return None
     if func.params and not spec.params:
         if not spec.ignores_param:
             p = func.params[0]
@@ -188,6 +207,18 @@ def _check_fn(func: ast.Func, slot: str, table: dict[str, FnSpec], rep: Reporter
     if func.name == "huber" and params[0] <= 0:
         rep.error(f"huber's delta must be positive, got {params[0]:g}", func.param_spans[0])
     return Fn(func.name, params)
+
+
+def _reals_ok(name: str, params: list[float], spans: list[Span], rep: Reporter) -> bool:
+    """Every real parameter finite and within MAX_REAL (limits.py); reported if not."""
+    ok = True
+    for p, span in zip(params, spans):
+        problem = real_problem(p)
+        if problem:
+            text = rep.source.text_at(span)
+            rep.error(f"`{name}`'s parameter `{brief(text)}` {problem}", span, real_hint(p))
+            ok = False
+    return ok
 
 
 def _a(noun: str) -> str:
@@ -226,6 +257,8 @@ def check_header(g: Graph, rep: Reporter) -> None:
             rep.error(f"`{init.name}` takes {takes}, got {n}", span,
                       f"write `{init.name}{''.join(' ' + p for p in spec.params)}`"
                       if spec.params else f"write `{init.name}`")
+            continue
+        if not _reals_ok(init.name, init.params, init.param_spans, rep):
             continue
         params = spec.fill(init.params)
         _check_init_domain(init, params, rep)
@@ -286,9 +319,16 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
     gn.width = _check_width(gn, rep)
     _layer_options(gn, words[1:], rep)
     if gn.cells is not None and gn.width is not None:
-        gn.width *= gn.cells
+        if gn.width * gn.cells > MAX_VALUE_WIDTH:
+            rep.error(f"`{gn.name}` gives {gn.cells} cells × width {gn.width} = "
+                      f"{gn.cells * gn.width} values; the most is {MAX_VALUE_WIDTH}",
+                      gn.cells_span, "use fewer cells or a smaller width")
+            gn.width = None
+        else:
+            gn.width *= gn.cells
     if is_first:
         gn.kind = "input"
+        g.has_input = True
         if gn.cells is not None:
             rep.error(f"`cells` splits a layer's input into cells, but `{gn.name}` is the model's "
                       f"input", gn.cells_span,
@@ -299,8 +339,9 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
         return
     if not funcs:
         gn.kind = "layer"
-        if g.main[0].kind != "paren" and not any(n.kind == "input" for n in g.nodes):
+        if g.main[0].kind != "paren" and not g.has_input:
             gn.kind = "input"
+            g.has_input = True
             rep.error(f"`{gn.name}` looks like the input, but the input must be the first node "
                       f"of the model", gn.span, "move it right after the header")
             return
@@ -352,13 +393,9 @@ def _layer_options(gn: GNode, words: list, rep: Reporter) -> None:
             rep.error(f"`cells` takes a positive count or a shape such as `8x8`, got {got}",
                       w.span, "write `cells 64` or `cells 8x8`")
             continue
-        count = 1
-        for d in value.text.split("x"):
-            count *= int(d)
-            if count > MAX_CELLS:
-                break
+        count = capped_prod((int_literal(d) for d in value.text.split("x")), MAX_CELLS)
         if count > MAX_CELLS:
-            rep.error(f"`cells {value.text}` is more than {MAX_CELLS} cells", value.span)
+            rep.error(f"`cells {brief(value.text)}` is more than {MAX_CELLS} cells", value.span)
             continue
         gn.cells = count
 
@@ -414,12 +451,13 @@ def _check_width(gn: GNode, rep: Reporter) -> Optional[int]:
     w = words[0]
     text = " ".join(a.text for a in w.atoms)
     if len(w.atoms) != 1 or w.atoms[0].kind == "shape" or not _WIDTH_RE.fullmatch(text):
-        what = "a shape" if w.atoms[0].kind == "shape" else f"`{text}`"
+        what = "a shape" if w.atoms[0].kind == "shape" else f"`{brief(text)}`"
         rep.error(f"width of `{gn.name}` must be a positive integer, got {what}", w.span)
         return None
-    value = int(text)
+    value = int_literal(text)
     if value > MAX_WIDTH:
-        rep.error(f"width of `{gn.name}` is {value}; the largest width is {MAX_WIDTH}", w.span)
+        rep.error(f"width of `{gn.name}` is {show(value, MAX_INT)}; the largest width is "
+                  f"{MAX_WIDTH}", w.span)
         return None
     return value
 
@@ -458,10 +496,19 @@ def _check_merge_targets(g: Graph, rep: Reporter) -> None:
 # --------------------------------------------------------------------------- widths
 
 def widths(g: Graph, rep: Reporter) -> None:
-    """Width of every value; merge operands must be equal."""
+    """Width of every value; merge operands must be equal; parameters bounded."""
+    producers: dict[int, GNode] = {}
+
+    def _producer(gn: GNode) -> GNode:
+        """The node that computes the value a split or tap passes on (memoised: linear)."""
+        return producers.get(id(gn), gn)
+
     for gn in g.nodes:  # text order: a predecessor always comes first
         if gn.kind in ("merge", "split", "tap") and gn.pred is not None:
             gn.width = gn.pred.width
+        if gn.kind in ("split", "tap") and gn.pred is not None:
+            producers[id(gn)] = producers.get(id(gn.pred), gn.pred)
+    _parameters(g, rep)
     for gn in g.nodes:
         if gn.cells is not None and gn.kind in ("layer", "output") and gn.pred is not None \
                 and gn.pred.width is not None and gn.pred.width % gn.cells:
@@ -504,11 +551,31 @@ def widths(g: Graph, rep: Reporter) -> None:
                       f"make `{src}` and `{m.ast.target}` the same width")
 
 
-def _producer(gn: GNode) -> GNode:
-    """The node that computes the value a split or tap passes on."""
-    while gn.kind in ("split", "tap") and gn.pred is not None:
-        gn = gn.pred
-    return gn
+def _parameters(g: Graph, rep: Reporter) -> None:
+    """Each dense layer's weights (width x input per cell) and the model's parameters in all
+    are at most MAX_PARAMS (limits.py)."""
+    total = 0
+    for gn in g.nodes:
+        params = 0
+        if gn.kind in ("layer", "output") and gn.width is not None and gn.pred is not None \
+                and gn.pred.width is not None:
+            cells = gn.cells or 1
+            units, fan_in = gn.width // cells, gn.pred.width // cells
+            params = units * fan_in + units
+            if params > MAX_PARAMS:
+                rep.error(f"`{gn.name}` has {units} × {fan_in} weights; a node has at most "
+                          f"{MAX_PARAMS} parameters", gn.ast.words[0].span,
+                          "make the layer or its input narrower")
+                return
+        elif gn.struct is not None:
+            params = gn.struct.params
+        elif gn.energy is not None:
+            params = gn.energy.params
+        total += params
+        if total > MAX_PARAMS:
+            rep.error(f"the model has more than {MAX_PARAMS} parameters by `{gn.name}`",
+                      gn.span, "make the model smaller")
+            return
 
 
 # --------------------------------------------------------------------------- delays
@@ -590,10 +657,14 @@ def _schedule(g: Graph, rep: Reporter) -> list[GNode]:
 
 def lint(g: Graph, rep: Reporter) -> None:
     """Warnings: things that compile but are probably not what the author meant."""
+    trained_before: Optional[set[int]] = None
     for gn in g.nodes:
-        if gn.activation and gn.activation.name == "binary_step" and _has_trainable_ancestor(gn):
-            rep.warn(f"`{gn.name}` uses binary_step, which passes no gradient: the layers "
-                     f"before it will not learn through it", gn.ast.funcs[0].name_span)
+        if gn.activation and gn.activation.name == "binary_step":
+            if trained_before is None:
+                trained_before = _after_trainable(g)
+            if id(gn) in trained_before:
+                rep.warn(f"`{gn.name}` uses binary_step, which passes no gradient: the layers "
+                         f"before it will not learn through it", gn.ast.funcs[0].name_span)
     out = g.main[-1] if g.main else None
     if out is not None and out.kind == "output" and out.loss and out.activation:
         if out.loss.name == "cross_entropy" and out.activation.name not in ("softmax", "sigmoid"):
@@ -602,20 +673,24 @@ def lint(g: Graph, rep: Reporter) -> None:
                      "use `<softmax>` on the output")
 
 
-def _has_trainable_ancestor(gn: GNode) -> bool:
+def _after_trainable(g: Graph) -> set[int]:
+    """ids of the nodes that read, through one or more edges (delayed ones too), the value of
+    a node with parameters: one walk forward from all of those, so linear in the graph."""
+    users: dict[int, list[GNode]] = {}
+    for n in g.nodes:
+        for src in (n.pred, n.target):
+            if src is not None:
+                users.setdefault(id(src), []).append(n)
+    trainable = ("layer", "output", "energy") + STRUCT_KINDS
+    todo = [n for n in g.nodes if n.kind in trainable]
     seen: set[int] = set()
-    todo = [gn.pred] + ([gn.target] if gn.target else [])
     while todo:
         n = todo.pop()
-        if n is None or id(n) in seen:
-            continue
-        seen.add(id(n))
-        if n.kind in ("layer", "output", "energy") + STRUCT_KINDS:
-            return True
-        todo.append(n.pred)
-        if n.target is not None:
-            todo.append(n.target)
-    return False
+        for u in users.get(id(n), ()):
+            if id(u) not in seen:
+                seen.add(id(u))
+                todo.append(u)
+    return seen
 
 
 def check_functions(g: Graph, rep: Reporter) -> None:

@@ -13,11 +13,13 @@ from typing import Any, Optional
 from . import ast
 from .diagnostics import Reporter, Span, did_you_mean
 from .functions import ACTIVATIONS
+from .limits import (MAX_CELLS, MAX_INT, MAX_PARAMS, MAX_VALUE_WIDTH, capped_prod, count,
+                     int_literal, real_hint, real_problem, show)
+
+MAX_HIDDEN = 1 << 20  # units of a per-cell MLP (attn2d: round(mlp x dim); column: `mlp`)
 
 # Activations a per-cell MLP can use: elementwise, no learned parameter.
 MLP_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("softmax", "relu_parametric"))
-MAX_CELLS = 1 << 20
-MAX_VALUE_WIDTH = 1 << 26  # the widest value a node may give (cells x dim)
 
 
 @dataclass(frozen=True)
@@ -29,32 +31,33 @@ class Opt:
     choices: tuple[str, ...] = ()
     required: bool = False
     doc: str = ""
+    hi: Optional[float] = None     # inclusive upper bound (the engine's, csrc/core/validate.cpp)
 
 
 ATTN2D = {
-    "dim": Opt("int", lo=1, required=True, doc="features per cell"),
-    "heads": Opt("int", 1, lo=1, doc="attention heads (divides dim)"),
-    "window": Opt("int", 1, lo=0, doc="window radius r: a (2r+1)x(2r+1) window"),
-    "depth": Opt("int", 1, lo=1, doc="untied blocks"),
-    "iterations": Opt("int", 1, lo=1, doc="tied repeats of the blocks"),
+    "dim": Opt("int", lo=1, required=True, doc="features per cell", hi=1 << 16),
+    "heads": Opt("int", 1, lo=1, doc="attention heads (divides dim)", hi=1 << 16),
+    "window": Opt("int", 1, lo=0, doc="window radius r: a (2r+1)x(2r+1) window", hi=64),
+    "depth": Opt("int", 1, lo=1, doc="untied blocks", hi=256),
+    "iterations": Opt("int", 1, lo=1, doc="tied repeats of the blocks", hi=256),
     "mlp": Opt("num", 4, lo=0, lo_open=True, doc="MLP hidden size as a multiple of dim"),
     "rope": Opt("flag", 1, doc="2D axial rotary position embedding"),
     "proj": Opt("flag", 1, doc="learned Q/K/V/O projections (0: parameter-free attention)"),
     "mask": Opt("name", "none", choices=("none", "raster"), doc="raster: causal in raster order"),
-    "vocab": Opt("int", None, lo=1, doc="the input is one token id per cell"),
+    "vocab": Opt("int", None, lo=1, doc="the input is one token id per cell", hi=1 << 24),
 }
 
 COLUMN = {
-    "dim": Opt("int", lo=1, required=True, doc="features per column"),
-    "depth": Opt("int", 1, lo=1, doc="steps, weights shared"),
-    "qk": Opt("int", 64, lo=1, doc="query/key width"),
-    "mlp": Opt("int", 64, lo=1, doc="MLP hidden size per column"),
-    "heads": Opt("int", 1, lo=1, doc="heads (divide dim and qk)"),
+    "dim": Opt("int", lo=1, required=True, doc="features per column", hi=1 << 16),
+    "depth": Opt("int", 1, lo=1, doc="steps, weights shared", hi=256),
+    "qk": Opt("int", 64, lo=1, doc="query/key width", hi=1 << 16),
+    "mlp": Opt("int", 64, lo=1, doc="MLP hidden size per column", hi=1 << 20),
+    "heads": Opt("int", 1, lo=1, doc="heads (divide dim and qk)", hi=1 << 16),
     "value": Opt("name", "input", choices=("input", "proj"), doc="value = the normed input or a projection"),
     "skip": Opt("flag", 0, doc="residual around the attention read-out"),
     "sigma": Opt("num", 2.0, lo=0, doc="width of the local bias init (0: zero init)"),
     "wiring": Opt("num", 0.0, lo=0, doc="wiring-cost weight lambda"),
-    "power": Opt("num", 1.0, lo=0, lo_open=True, doc="distance exponent of the wiring cost"),
+    "power": Opt("num", 1.0, lo=0, lo_open=True, doc="distance exponent of the wiring cost", hi=64),
     "geometry": Opt("name", None, choices=("grid", "stack", "sphere", "none"), doc="column positions"),
     "offset": Opt("num", None, lo=0, doc="grid/sphere: sqrt(D^2+o^2); stack: layer distance"),
     "in": Opt("int", None, lo=1, doc="input columns"),
@@ -64,29 +67,30 @@ COLUMN = {
 }
 
 NEURON = {
-    "dim": Opt("int", lo=1, required=True, doc="features per token"),
-    "neurons": Opt("int", 16, lo=1, doc="neurons per section"),
+    "dim": Opt("int", lo=1, required=True, doc="features per token", hi=1 << 16),
+    "neurons": Opt("int", 16, lo=1, doc="neurons per section", hi=1 << 12),
     "attentive": Opt("int", 4, lo=0, doc="attentive neurons (the entry candidates)"),
-    "heads": Opt("int", 4, lo=1, doc="heads of an attentive neuron"),
-    "dendrites": Opt("int", 2, lo=0, doc="dendrite cells of the router (0: raw input)"),
-    "synapses": Opt("int", 1, lo=0, doc="synapse cells after the axon"),
+    "heads": Opt("int", 4, lo=1, doc="heads of an attentive neuron", hi=1 << 12),
+    "dendrites": Opt("int", 2, lo=0, doc="dendrite cells of the router (0: raw input)", hi=64),
+    "synapses": Opt("int", 1, lo=0, doc="synapse cells after the axon", hi=64),
     "neighbors": Opt("int", None, lo=0, doc="neighbours each neuron may hand off to (4, at most neurons - 1)"),
     "threshold": Opt("num", 0.5, lo=0, lo_open=True, doc="firing threshold on the voltage"),
     "seed": Opt("int", 42, lo=0, doc="seed of the neighbour draw"),
-    "sections": Opt("int", 1, lo=1, doc="sections (split mode with a combiner)"),
+    "sections": Opt("int", 1, lo=1, doc="sections (split mode with a combiner)", hi=1 << 12),
     "causal": Opt("flag", 0, doc="causal mask in attentive neurons"),
     "route": Opt("name", "sample", choices=("sample", "batch", "gate"), doc="routing granularity"),
     "dropout": Opt("num", 0.0, lo=0, doc="dropout on the axon and synapse cells while training"),
 }
 
 EMBED = {
-    "vocab": Opt("int", lo=1, required=True, doc="number of token ids (ids are 0..vocab-1)"),
-    "dim": Opt("int", lo=1, required=True, doc="features per cell"),
+    "vocab": Opt("int", lo=1, required=True, hi=1 << 24,
+                 doc="number of token ids (ids are 0..vocab-1)"),
+    "dim": Opt("int", lo=1, required=True, doc="features per cell", hi=1 << 16),
     "pos": Opt("name", "learned", choices=("learned", "none"), doc="a learned vector per cell"),
 }
 
 POOL = {
-    "dim": Opt("int", lo=1, required=True, doc="features per cell"),
+    "dim": Opt("int", lo=1, required=True, doc="features per cell", hi=1 << 16),
     "op": Opt("name", "mean", choices=("mean", "max", "first", "last"), doc="the reduction"),
 }
 
@@ -103,6 +107,7 @@ class StructInfo:
     options: dict[str, Any] = field(default_factory=dict)
     in_width: Optional[int] = None
     out_width: Optional[int] = None
+    params: int = 0  # parameters the engine declares for the node
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "shape": self.shape, "options": self.options,
@@ -115,43 +120,60 @@ def _shape(w: ast.Words, name: str, rep: Reporter) -> Optional[list[int]]:
                   f"`{' '.join(a.text for a in w.atoms)}`", w.span, "write the shape as INTxINT")
         return None
     text = w.atoms[0].text
-    try:
-        dims = [int(t) for t in text.split("x")]
-    except ValueError:
-        dims = []
-    if not dims or any(d < 1 for d in dims) or (w.atoms[0].kind == "number" and "." in text):
-        rep.error(f"the shape of `{name}` must be positive integers, got `{text}`", w.span)
+    dims = [int_literal(t) for t in text.split("x")]
+    if not dims or any(d is None or d < 1 for d in dims) \
+            or (w.atoms[0].kind == "number" and "." in text):
+        rep.error(f"the shape of `{name}` must be positive integers, got `{brief(text)}`", w.span)
         return None
-    if math.prod(dims) > MAX_CELLS:
-        rep.error(f"the shape of `{name}` has {math.prod(dims)} cells; the most is {MAX_CELLS}",
-                  w.span)
+    cells = capped_prod(dims, MAX_CELLS)
+    if cells > MAX_CELLS:
+        rep.error(f"the shape of `{name}` has {show(cells, MAX_CELLS)} cells; the most is "
+                  f"{MAX_CELLS}", w.span)
         return None
     return dims
+
+
+def brief(text: str) -> str:
+    """A literal for a message: as written, or its ends when it is very long."""
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
 
 
 def _value(key: str, spec: Opt, atom: ast.Atom, rep: Reporter) -> Any:
     text = atom.text
     if spec.kind == "name":
         if atom.kind != "name" or text not in spec.choices:
-            rep.error(f"`{key}` takes one of {', '.join(spec.choices)}, got `{text}`", atom.span,
-                      did_you_mean(text, spec.choices))
+            rep.error(f"`{key}` takes one of {', '.join(spec.choices)}, got `{brief(text)}`",
+                      atom.span, did_you_mean(text, spec.choices))
             return None
         return text
     if atom.kind != "number":
-        rep.error(f"`{key}` takes a number, got `{text}`", atom.span)
+        rep.error(f"`{key}` takes a number, got `{brief(text)}`", atom.span)
         return None
-    v = float(text)
-    if spec.kind in ("int", "flag") and v != int(v):
-        rep.error(f"`{key}` takes an integer, got `{text}`", atom.span)
+    v = float(text)  # a NUMBER always converts; a huge one to ±inf
+    integral = spec.kind in ("int", "flag")
+    if integral and math.isfinite(v) and v != int(v):
+        rep.error(f"`{key}` takes an integer, got `{brief(text)}`", atom.span)
         return None
     if spec.kind == "flag" and v not in (0, 1):
-        rep.error(f"`{key}` is 0 or 1, got `{text}`", atom.span)
+        rep.error(f"`{key}` is 0 or 1, got `{brief(text)}`", atom.span)
         return None
     if spec.lo is not None and (v < spec.lo or (spec.lo_open and v == spec.lo)):
         rel = ">" if spec.lo_open else "≥"
-        rep.error(f"`{key}` must be {rel} {spec.lo:g}, got `{text}`", atom.span)
+        rep.error(f"`{key}` must be {rel} {spec.lo:g}, got `{brief(text)}`", atom.span)
         return None
-    return int(v) if spec.kind in ("int", "flag") else v
+    if spec.hi is not None and v > spec.hi:
+        most = int(spec.hi) if float(spec.hi).is_integer() else spec.hi
+        rep.error(f"`{key}` is at most {most}, got `{brief(text)}`", atom.span,
+                  f"use a value from {spec.lo:g} to {most}" if spec.lo is not None else None)
+        return None
+    if integral and v > MAX_INT:
+        rep.error(f"`{key}` is at most {MAX_INT}, got `{brief(text)}`", atom.span,
+                  f"integers are 32-bit in the engine: use at most {MAX_INT}")
+        return None
+    if not integral and real_problem(v):
+        rep.error(f"`{key}` {real_problem(v)}, got `{brief(text)}`", atom.span, real_hint(v))
+        return None
+    return int(v) if integral else v
 
 
 def _options(node: ast.Paren, kind: str, rep: Reporter) -> tuple[dict, dict[str, Span], bool]:
@@ -213,9 +235,71 @@ def check_struct(node: ast.Paren, kind: str, rep: Reporter) -> Optional[StructIn
     info = StructInfo(kind, shape, opts)
     check = {"attn2d": _check_attn2d, "column": _check_column, "neuron": _check_neuron,
              "embed": _check_embed, "pool": _check_pool}[kind]
-    if not check(node, info, spans, rep):
+    if not check(node, info, spans, rep) or not _fits(node, info, rep):
         return None
     return info
+
+
+def _footprint(info: StructInfo) -> tuple[int, int]:
+    """(values the node holds per sample, parameters): the engine's tensors (csrc/cpu/*.cpp),
+    the per-sample ones counted with what forward keeps for backward. Exact Python integers."""
+    o, kind = info.options, info.kind
+    cells = math.prod(info.shape)
+    if kind == "attn2d":
+        S, d, h, hid = cells, o["dim"], o["heads"], o["hidden"]
+        steps = o["depth"] * o["iterations"]
+        window = (2 * o["window"] + 1) ** 2
+        params = o.get("vocab", 0) * d + o["depth"] * (
+            4 * d + (4 * d * d if o["proj"] else 0) + 2 * hid * d + hid + d)
+        values = steps * S * (8 * d + h * window + 2 * hid + 2) + S * (11 * d + hid)
+        return values, params
+    if kind == "column":
+        N, d, kq, m, h = cells, o["dim"], o["qk"], o["mlp"], o["heads"]
+        vproj = o["value"] == "proj"
+        params = N * (4 * d + 2 * kq * d + kq + (2 * d * d if vproj else 0) + 2 * m * d + m
+                      + (d if o["pos"] else 0)) + N * N
+        step = 5 * N * d + 2 * N + 2 * N * kq + h * N * N + 2 * N * m
+        values = o["depth"] * step + 6 * N * d + 2 * N * kq + N * m + N * N
+        return values, params
+    if kind == "neuron":
+        T, D, S, N, A = info.shape[0], o["dim"], o["sections"], o["neurons"], o["attentive"]
+        Ds = D // S
+        cell = Ds * Ds + Ds
+        per = (o["dendrites"] + 1 + o["synapses"]) * cell + 2 * Ds
+        params = S * (N * per + A * 3 * Ds * Ds + (Ds * D + Ds if S > 1 else 0)) \
+            + (D * D + 3 * D if S > 1 else 0)
+        # every neuron's cells over the sequence, and the neighbour draw (N x N per section)
+        values = T * D * (N * (o["dendrites"] + o["synapses"] + 4) + 4) + S * N * N
+        return values, params
+    if kind == "embed":
+        D = o["dim"]
+        return cells * D, o["vocab"] * D + (cells * D if o["pos"] == "learned" else 0)
+    return cells * o["dim"], 0  # pool
+
+
+_SMALLER = {
+    "attn2d": "use fewer cells, or a smaller dim, depth, iterations, window or mlp",
+    "column": "use fewer columns (each attends to every other), or a smaller dim, qk, mlp or depth",
+    "neuron": "use a shorter sequence, a smaller dim, or fewer neurons, dendrites or synapses",
+    "embed": "use a smaller vocab or dim",
+    "pool": "use fewer cells or a smaller dim",
+}
+
+
+def _fits(node: ast.Paren, info: StructInfo, rep: Reporter) -> bool:
+    """The node's tensors fit the engine: values per sample and parameters bounded."""
+    values, params = _footprint(info)
+    info.params = params
+    span, hint = node.words[1].span, _SMALLER[info.kind]
+    if values > MAX_VALUE_WIDTH:
+        rep.error(f"`{node.name}` ({describe(info)}) holds {count(values)} values per "
+                  f"sample; the most is {MAX_VALUE_WIDTH}", span, hint)
+        return False
+    if params > MAX_PARAMS:
+        rep.error(f"`{node.name}` ({describe(info)}) has {count(params)} parameters; the "
+                  f"most is {MAX_PARAMS}", span, hint)
+        return False
+    return True
 
 
 def _span(spans: dict, key: str, node: ast.Paren) -> Span:
@@ -244,6 +328,10 @@ def _check_attn2d(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
                   "change dim or heads, or write `rope 0`")
         ok = False
     o["hidden"] = max(1, int(round(o["mlp"] * d)))
+    if o["hidden"] > MAX_HIDDEN:
+        rep.error(f"`mlp {o['mlp']:g}` × dim {d} is an MLP of {count(o['hidden'])} units; the most "
+                  f"is {MAX_HIDDEN}", _span(spans, "mlp", node), "use a smaller mlp")
+        ok = False
     cells = shape[0] * shape[1]
     info.in_width = cells if "vocab" in o else cells * d
     info.out_width = cells * d
