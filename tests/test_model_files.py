@@ -236,3 +236,18 @@ def test_released_model_objects_leave_no_bookkeeping_behind():
         del m
     gc.collect()
     assert sizes() == before
+
+
+def test_small_misuse_gets_typed_errors(tmp_path):
+    with pytest.raises(nm.HandleError, match="unknown model handle"):
+        nm.info(1 << 40)
+    with pytest.raises(nm.DataError, match="batch_size"):
+        nm.compile(TEXT, 1 << 31, 0.1)
+    with pytest.raises(nm.ModelFileError, match="is a directory"):
+        nm.load(tmp_path)
+    h = nm.compile(TEXT, 2, 0.1)
+    nm.build(h)
+    from neuromorph import _core
+    with pytest.raises(nm.ShapeError, match="holds 12 numbers, got 1"):
+        _core.set_param(h, "h.weight", np.zeros(1, np.float32))  # never a heap over-read
+    nm.release(h)

@@ -431,6 +431,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_param", [](int h, const std::string& name, const py::array& value) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
+    for (const auto& p : mm.params())  // never read past the caller's array
+      if (p.name == name && value.size() != ssize_t(p.size))
+        throw nm::ShapeError("parameter '" + name + "' holds " + std::to_string(p.size) +
+                             " numbers, got " + std::to_string(value.size()));
     if (f64(mm)) mm.set_param(name, Arr<double>(value).data());
     else mm.set_param(name, Arr<float>(value).data());
   });

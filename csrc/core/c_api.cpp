@@ -116,7 +116,11 @@ int nm_predict(nm_handle h, const float* x, int n, float* y) {
     need(x, "inputs");
     need(y, "outputs");
     if (n <= 0) throw nm::ShapeError("n_batches must be positive");
-    f32_model(h)->predict(x, n, y);
+    nm::ModelRef m = f32_model(h);
+    const size_t count = size_t(n) * size_t(m->batch_size()) * size_t(m->input_width());
+    for (size_t i = 0; i < count; ++i)  // as nm_train: NaN/inf inputs are refused, not predicted
+      if (!std::isfinite(x[i])) throw nm::DataError("inputs hold NaN or inf at index " + std::to_string(i));
+    m->predict(x, n, y);
   });
 }
 

@@ -49,15 +49,18 @@ def cuda_available() -> tuple:
     return bool(ok), text
 
 
-def _check_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_int(value, name: str, minimum: int = 1, maximum: int = (1 << 31) - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum \
+            or value > maximum:
+        raise DataError(f"{name} must be an integer in {minimum}..{maximum}, got {value!r}")
     return int(value)
 
 
 def _check_handle(h) -> int:
     if isinstance(h, bool) or not isinstance(h, (int, np.integer)):
         raise HandleError(f"a model handle is an int returned by compile(), got {type(h).__name__}")
+    if not -(1 << 31) <= h < (1 << 31):  # handles are C ints: anything else was never issued
+        raise HandleError(f"unknown model handle {int(h)}")
     return int(h)
 
 
@@ -463,6 +466,8 @@ def load(path, device: str = "cpu") -> int:
     saved model would have. Corrupt or foreign files raise ModelFileError. device="cuda" puts
     it on the GPU (files are device-independent: a model saved on either loads on either)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path} is a directory, not a model file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
     file_meta = text.read_file_metadata(path)
