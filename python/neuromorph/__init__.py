@@ -169,16 +169,7 @@ def build(h: int, threads: Optional[int] = None, device: str = "cpu") -> int:
 
 def _as_batches(data, name: str, width: int, batch: int, dtype) -> tuple[np.ndarray, bool]:
     """(n, B, width) contiguous array of the model's dtype; flat=True for (N, width) input."""
-    if isinstance(data, np.ndarray):
-        arr = data
-    else:
-        try:
-            arr = np.asarray(data)
-        except (ValueError, TypeError) as e:
-            raise ShapeError(f"{name} must be a rectangular array of numbers: {e}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise DataError(f"{name} must hold numbers (float32/float64), got dtype {arr.dtype}")
+    arr = training.as_numbers(data, name)
     flat = arr.ndim == 2
     if flat:
         if arr.shape[1] != width or arr.shape[0] % batch or arr.shape[0] == 0:

@@ -91,9 +91,8 @@ class History:
         self.stopped_early = other.stopped_early
 
 
-def _flat(data, name: str, width: int, batch: int, dtype) -> np.ndarray:
-    """(N, width) contiguous array of the model's dtype from (N, width) with any N >= 1 or
-    (n_batches, batch, width); errors name the shape given, NaN/inf its index in the data."""
+def as_numbers(data, name: str) -> np.ndarray:
+    """`data` as a numpy array of numbers (bool counts as 0/1), or a typed error naming it."""
     if isinstance(data, np.ndarray):
         arr = data
     else:
@@ -105,6 +104,13 @@ def _flat(data, name: str, width: int, batch: int, dtype) -> np.ndarray:
                                    or np.issubdtype(arr.dtype, np.integer)
                                    or arr.dtype == bool):
         raise DataError(f"{name} must hold numbers (float32/float64), got dtype {arr.dtype}")
+    return arr
+
+
+def _flat(data, name: str, width: int, batch: int, dtype) -> np.ndarray:
+    """(N, width) contiguous array of the model's dtype from (N, width) with any N >= 1 or
+    (n_batches, batch, width); errors name the shape given, NaN/inf its index in the data."""
+    arr = as_numbers(data, name)
     if arr.ndim == 3 and arr.shape[1:] == (batch, width) and arr.shape[0] > 0:
         flat = arr.reshape(-1, width)
     elif arr.ndim == 2 and arr.shape[1] == width and arr.shape[0] > 0:
@@ -125,13 +131,7 @@ def prepare(nm, h, inputs, expected):
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
     B = meta["batch_size"]
     x = _flat(inputs, "inputs", meta["input_width"], B, dt)
-    if isinstance(expected, np.ndarray):
-        e_arr = expected
-    else:
-        try:
-            e_arr = np.asarray(expected)
-        except (ValueError, TypeError) as err:
-            raise ShapeError(f"expected must be a rectangular array of numbers: {err}") from None
+    e_arr = as_numbers(expected, "expected")
     flat_e = e_arr.reshape(-1, e_arr.shape[-1]) if e_arr.ndim == 3 else e_arr
     ids = nm._class_ids(h, flat_e, meta) if flat_e.ndim == 2 and flat_e.dtype != object else None
     width = nm._output(h)[0] if ids is not None else meta["output_width"]
