@@ -251,3 +251,60 @@ def test_small_misuse_gets_typed_errors(tmp_path):
     with pytest.raises(nm.ShapeError, match="holds 12 numbers, got 1"):
         _core.set_param(h, "h.weight", np.zeros(1, np.float32))  # never a heap over-read
     nm.release(h)
+
+
+CORRUPT_CHILD = r"""
+import json, sys
+import numpy as np
+import neuromorph as nm
+good = {k: v for k, v in np.load(sys.argv[2]).items()}
+typed = same = changed = 0
+for path in sys.stdin.read().split():
+    try:
+        h = nm.load(path)
+    except (nm.NeuromorphError, FileNotFoundError, UnicodeDecodeError):
+        typed += 1
+        continue
+    p = nm.get_params(h)
+    nm.release(h)
+    if all(np.array_equal(p[k], good[k]) for k in good):
+        same += 1
+    else:
+        changed += 1
+print(json.dumps({"typed": typed, "same": same, "changed": changed}))
+"""
+
+
+def test_two_thousand_corrupted_files_in_a_child_process(tmp_path):
+    """Flips, overwritten runs, truncations, insertions and deletions anywhere in the file:
+    typed errors only, no signal, and nothing loads with changed content."""
+    h, path = _saved(tmp_path)
+    np.savez(tmp_path / "good.npz", **nm.get_params(h))
+    raw = path.read_bytes()
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(2000):
+        b = bytearray(raw)
+        kind = i % 5
+        pos = int(rng.integers(0, len(b)))
+        if kind == 0:
+            b[pos] ^= 1 << int(rng.integers(8))
+        elif kind == 1:
+            n = int(rng.integers(1, 16))
+            b[pos:pos + n] = rng.integers(0, 256, len(b[pos:pos + n]), dtype=np.uint8).tobytes()
+        elif kind == 2:
+            b = b[:pos]
+        elif kind == 3:
+            b[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        else:
+            del b[pos:pos + int(rng.integers(1, 9))]
+        p = tmp_path / f"c{i}.nm"
+        p.write_bytes(bytes(b))
+        paths.append(str(p))
+    r = subprocess.run([sys.executable, "-c", CORRUPT_CHILD, "-", str(tmp_path / "good.npz")],
+                       input="\n".join(paths), text=True, capture_output=True, timeout=600)
+    assert r.returncode == 0, f"the engine died (rc {r.returncode}): {r.stderr[-2000:]}"
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    print(out)
+    assert out["changed"] == 0, out
+    assert out["typed"] + out["same"] == 2000 and out["typed"] > 1900, out
