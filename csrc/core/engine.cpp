@@ -49,6 +49,22 @@ void ModelBase::predict_rows(const void* x, int n, void* y) {
   }
 }
 
+void ModelBase::write_tensor(const std::string& name, bool state, size_t offset, size_t count,
+                             const void* in) {
+  const auto& list = state ? state_tensors() : params();
+  const ParamInfo* info = nullptr;
+  for (const auto& p : list)
+    if (p.name == name) info = &p;
+  if (!info || offset + count > info->size) throw ShapeError("no tensor part '" + name + "'");
+  const size_t es = dtype() == DType::F64 ? 8 : 4;
+  std::vector<unsigned char> whole(info->size * es);
+  if (state) get_state(name, whole.data());
+  else get_param(name, whole.data());
+  std::memcpy(whole.data() + offset * es, in, count * es);
+  if (state) set_state(name, whole.data());
+  else set_param(name, whole.data());
+}
+
 void ModelBase::set_rows(int rows) {
   if (rows != batch_size()) throw DeviceError("this backend trains whole batches only");
 }

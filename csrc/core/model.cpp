@@ -260,6 +260,15 @@ class Model final : public ModelBase {
     std::memcpy(&dst[p.offset], in, sizeof(T) * p.size);
   }
 
+  void write_tensor(const std::string& name, bool state, size_t offset, size_t count,
+                    const void* in) override {
+    const ParamInfo& p = state ? find_in(state_info_, name) : find(name);
+    if (offset + count > p.size) throw ShapeError("tensor '" + name + "' is smaller than written");
+    if (!built_) throw StateError("model is not built: call build() first");
+    auto& dst = !state ? params_ : name == "optimizer.state" ? opt_state_ : carry_;
+    std::memcpy(&dst[p.offset + offset], in, sizeof(T) * count);
+  }
+
   void get_param(const std::string& name, void* out, bool grad) const override {
     const ParamInfo& p = find(name);
     if (!built_) throw StateError("model is not built: call build() before reading parameters");

@@ -435,19 +435,25 @@ std::unique_ptr<ModelBase> load_model(const std::string& path) {
   if (at != data_size)
     throw FileError(path + ": " + std::to_string(data_size - at) + " bytes after the last tensor");
   m->build(0);  // allocate; every value below is overwritten
-  std::vector<char> buf;
-  for (const auto& e : list) {  // stream: one tensor in memory at a time
-    buf.resize(e.info->size * esize);
-    file.read(buf.data(), buf.size());
-    if (checked) crc = crc_table().update(crc, buf.data(), buf.size());
-    for (size_t i = 0; i < e.info->size; ++i) {
-      double v;
-      if (esize == 8) std::memcpy(&v, buf.data() + i * 8, 8);
-      else { float f; std::memcpy(&f, buf.data() + i * 4, 4); v = f; }
-      if (!std::isfinite(v)) throw FileError(path + ": tensor '" + e.info->name + "' holds NaN or inf");
+  // Stream the data in chunks of at most 1 MiB straight into the new model: the load's peak
+  // is the model plus one chunk (the file is never held whole).
+  const size_t chunk = (size_t(1) << 20) / esize;
+  std::vector<char> buf(std::min<size_t>(chunk, 1 << 18) * esize);
+  for (const auto& e : list) {
+    for (size_t done = 0; done < e.info->size;) {
+      const size_t count = std::min(chunk, e.info->size - done);
+      buf.resize(count * esize);
+      file.read(buf.data(), buf.size());
+      if (checked) crc = crc_table().update(crc, buf.data(), buf.size());
+      for (size_t i = 0; i < count; ++i) {
+        double v;
+        if (esize == 8) std::memcpy(&v, buf.data() + i * 8, 8);
+        else { float f; std::memcpy(&f, buf.data() + i * 4, 4); v = f; }
+        if (!std::isfinite(v)) throw FileError(path + ": tensor '" + e.info->name + "' holds NaN or inf");
+      }
+      m->write_tensor(e.info->name, e.state, done, count, buf.data());
+      done += count;
     }
-    if (e.state) m->set_state(e.info->name, buf.data());
-    else m->set_param(e.info->name, buf.data());
   }
   if (checked && (!crc_found || crc != want_crc))
     throw FileError(path + ": checksum mismatch (stored " + (crc_found ? hex8(want_crc) : "unreadable") +

@@ -86,6 +86,11 @@ class ModelBase {
   virtual const std::vector<ParamInfo>& state_tensors() const = 0;
   virtual void get_state(const std::string& name, void* out) const = 0;
   virtual void set_state(const std::string& name, const void* in) = 0;
+  // Part of a parameter (or, with state, a state tensor): `count` elements from element
+  // `offset` on, so a load streams a file in small chunks. The default goes through a whole
+  // tensor copy; the CPU model writes in place.
+  virtual void write_tensor(const std::string& name, bool state, size_t offset, size_t count,
+                            const void* in);
 };
 
 // Save a built model (parameters, recurrent state, IR and settings) as one safetensors file,
