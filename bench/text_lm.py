@@ -58,7 +58,7 @@ def network(name, text_or_path, train_ids, test_ids, C, seconds, lr, batch=32):
     nm.build(h)
     x, y = nt.windows(train_ids, C, stride=max(1, C // 4))
     secs, steps = train_for(h, x, y, seconds, batch)
-    bpc = nt.bits_per_char(h, test_ids, C) if name != "mlp8" else mlp_bits(h, test_ids, C)
+    bpc = nt.bits_per_char(h, test_ids, C)
     out = {"model": name, "bits_per_char": round(bpc, 4), "params": n_params(h),
            "train_seconds": round(secs, 1), "steps": steps, "batch": batch}
     nm.release(h)
