@@ -28,11 +28,73 @@ void raise_as(const char* cls, const std::exception& e) {
   PyErr_SetString(type.ptr(), e.what());
 }
 
+// Float data of one call: a host array (converted to T, C order) or, for an object with
+// __cuda_array_interface__ (a CuPy array, a PyTorch CUDA tensor), the device memory in place:
+// float32, C-contiguous.
+template <class T>
+struct Data {
+  py::object keep;
+  const T* ptr = nullptr;
+  std::vector<ssize_t> shape;
+  bool device = false;
+  explicit Data(const py::object& o, const char* what) {
+    if (py::hasattr(o, "__cuda_array_interface__")) {
+      py::dict cai = o.attr("__cuda_array_interface__");
+      const std::string type = py::str(cai["typestr"]);
+      if (type != "<f4" || sizeof(T) != 4)
+        throw nm::DataError(std::string(what) + " on the device must be float32 (typestr '<f4'), got '" + type + "'");
+      for (auto d : cai["shape"].cast<py::tuple>()) shape.push_back(d.cast<ssize_t>());
+      if (cai.contains("strides") && !cai["strides"].is_none()) {
+        ssize_t want = sizeof(float);
+        auto strides = cai["strides"].cast<std::vector<ssize_t>>();
+        for (size_t i = shape.size(); i-- > 0;) {
+          if (shape[i] > 1 && strides[i] != want)
+            throw nm::DataError(std::string(what) + " on the device must be C-contiguous");
+          want *= shape[i];
+        }
+      }
+      ptr = reinterpret_cast<const T*>(cai["data"].cast<py::tuple>()[0].cast<uintptr_t>());
+      device = true;
+      keep = o;
+      return;
+    }
+    Arr<T> a(o);
+    keep = a;
+    ptr = a.data();
+    shape.assign(a.shape(), a.shape() + a.ndim());
+  }
+};
+
+template <class T>
+ssize_t expect(const Data<T>& a, int width, int batch, const char* what) {
+  if (a.shape.size() != 3 || a.shape[1] != batch || a.shape[2] != width || batch < 1)
+    throw nm::ShapeError(std::string(what) + ": expected shape (n, " + std::to_string(batch) + ", " +
+                         std::to_string(width) + ")");
+  return a.shape[0];
+}
 ssize_t expect(const py::array& a, int width, int batch, const char* what) {
   if (a.ndim() != 3 || a.shape(1) != batch || a.shape(2) != width || batch < 1)
     throw nm::ShapeError(std::string(what) + ": internal shape check failed");
   return a.shape(0);
 }
+
+// Device-resident data for the length of one call.
+struct OnDevice {
+  ModelBase& m;
+  bool on;
+  OnDevice(ModelBase& model, bool x_dev, bool e_dev) : m(model), on(x_dev) {
+    if (x_dev != e_dev)
+      throw nm::DeviceError("inputs and expected must both be on the device or both in host memory");
+    if (!on) return;
+    if (!m.accepts_device_data())
+      throw nm::DeviceError("data on a CUDA device needs a model on device 'cuda' (this one runs on '" +
+                            m.device() + "'); move it with to_device or pass host arrays");
+    m.set_device_data(true);
+  }
+  ~OnDevice() {
+    if (on) m.set_device_data(false);
+  }
+};
 
 // Ctrl-C while the engine trains without the GIL: a C-level SIGINT handler, installed for the
 // call, sets a flag the train loop checks after each batch. Python sees KeyboardInterrupt after.
@@ -76,11 +138,12 @@ struct ClassTargets {
 };
 
 template <class T>
-py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool train, bool ids,
+py::object run_losses(ModelBase& m, const py::object& x, const py::object& e, bool train, bool ids,
                       int rows) {
   ClassTargets targets(m, ids);
   Rows partial(m, rows);
-  Arr<T> xa(x), ea(e);
+  Data<T> xa(x, "inputs"), ea(e, "expected");
+  OnDevice dev(m, xa.device, ea.device);
   ssize_t n = expect(xa, m.input_width(), partial.rows, "inputs");
   if (rows && n != 1) throw nm::ShapeError("a partial batch is one batch");
   if (expect(ea, m.target_width(), partial.rows, "expected") != n)
@@ -88,7 +151,7 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
   py::array_t<double> losses(n);
   if (!train) {
     py::gil_scoped_release nogil;
-    m.evaluate(xa.data(), ea.data(), int(n), losses.mutable_data());
+    m.evaluate(xa.ptr, ea.ptr, int(n), losses.mutable_data());
     return std::move(losses);
   }
   const ssize_t np = ssize_t(m.loss_parts().size());
@@ -97,7 +160,7 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
   {
     SigintGuard guard;
     py::gil_scoped_release nogil;
-    done = m.train(xa.data(), ea.data(), int(n), losses.mutable_data(), &g_stop, parts.mutable_data());
+    done = m.train(xa.ptr, ea.ptr, int(n), losses.mutable_data(), &g_stop, parts.mutable_data());
   }
   // (losses, parts, interrupted): Ctrl-C stops after a whole batch; only finished ones count
   // a Ctrl-C during the call's last batch still counts (the flag is checked after each batch)
@@ -106,27 +169,29 @@ py::object run_losses(ModelBase& m, const py::array& x, const py::array& e, bool
 }
 
 template <class T>
-py::object run_predict_rows(ModelBase& m, const py::array& x) {
-  Arr<T> xa(x);
-  if (xa.ndim() != 2 || xa.shape(1) != m.input_width() || xa.shape(0) < 1)
-    throw nm::ShapeError("inputs: internal shape check failed");
-  const ssize_t n = xa.shape(0);
+py::object run_predict_rows(ModelBase& m, const py::object& x) {
+  Data<T> xa(x, "inputs");
+  if (xa.shape.size() != 2 || xa.shape[1] != m.input_width() || xa.shape[0] < 1)
+    throw nm::ShapeError("inputs: expected shape (n, " + std::to_string(m.input_width()) + ")");
+  OnDevice dev(m, xa.device, xa.device);
+  const ssize_t n = xa.shape[0];
   Arr<T> y({n, ssize_t(m.output_width())});
   {
     py::gil_scoped_release nogil;
-    m.predict_rows(xa.data(), int(n), y.mutable_data());
+    m.predict_rows(xa.ptr, int(n), y.mutable_data());
   }
   return std::move(y);
 }
 
 template <class T>
-py::object run_predict(ModelBase& m, const py::array& x) {
-  Arr<T> xa(x);
+py::object run_predict(ModelBase& m, const py::object& x) {
+  Data<T> xa(x, "inputs");
   ssize_t n = expect(xa, m.input_width(), m.batch_size(), "inputs");
+  OnDevice dev(m, xa.device, xa.device);
   Arr<T> y({n, ssize_t(m.batch_size()), ssize_t(m.output_width())});
   {
     py::gil_scoped_release nogil;
-    m.predict(xa.data(), int(n), y.mutable_data());
+    m.predict(xa.ptr, int(n), y.mutable_data());
   }
   return std::move(y);
 }
@@ -310,30 +375,8 @@ PYBIND11_MODULE(_core, m) {
     std::unique_ptr<ModelBase> moved;
     {
       auto ref = nm::registry_get(h);
-      ModelBase& src = *ref;
-      if (!src.built()) throw nm::StateError("model is not built: call build() first");
-      if (src.device() == device) return;
-      if (device == "cuda" && src.dtype() != nm::DType::F32)
-        throw nm::DeviceError("float64 models run on the CPU only; compile with dtype='float32' for cuda");
-      moved = device == "cuda"
-                  ? nm::make_cuda_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.optimizer())
-                  : nm::make_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.dtype(),
-                                   src.optimizer());
-      moved->build(0);
-      std::vector<float> buf;
-      for (const auto& p : src.params()) {
-        buf.resize(p.size);
-        src.get_param(p.name, buf.data());
-        moved->set_param(p.name, buf.data());
-      }
-      for (const auto& st : src.state_tensors())
-        for (const auto& dt : moved->state_tensors())
-          if (dt.name == st.name && dt.size == st.size) {
-            buf.resize(st.size);
-            src.get_state(st.name, buf.data());
-            moved->set_state(st.name, buf.data());
-          }
-      moved->set_steps(src.steps());
+      if (ref->built() && ref->device() == device) return;
+      moved = nm::move_model(*ref, device);
     }
     nm::registry_replace(h, std::move(moved));
   });
@@ -342,13 +385,13 @@ PYBIND11_MODULE(_core, m) {
     const std::string why = nm::cuda_available(&name);
     return py::make_tuple(why.empty(), why.empty() ? name : why);
   });
-  m.def("train", [](int h, const py::array& x, const py::array& e, bool ids, int rows) {
+  m.def("train", [](int h, const py::object& x, const py::object& e, bool ids, int rows) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     return f64(mm) ? run_losses<double>(mm, x, e, true, ids, rows)
                    : run_losses<float>(mm, x, e, true, ids, rows);
   }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false, py::arg("rows") = 0);
-  m.def("evaluate", [](int h, const py::array& x, const py::array& e, bool ids, int rows) {
+  m.def("evaluate", [](int h, const py::object& x, const py::object& e, bool ids, int rows) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     return f64(mm) ? run_losses<double>(mm, x, e, false, ids, rows)
@@ -380,32 +423,33 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   m.def("set_check_finite", [](int h, bool on) { nm::registry_get(h)->set_check_finite(on); });
-  m.def("predict_rows", [](int h, const py::array& x) {
+  m.def("predict_rows", [](int h, const py::object& x) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     return f64(mm) ? run_predict_rows<double>(mm, x) : run_predict_rows<float>(mm, x);
   });
-  m.def("predict", [](int h, const py::array& x) {
+  m.def("predict", [](int h, const py::object& x) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     return f64(mm) ? run_predict<double>(mm, x) : run_predict<float>(mm, x);
   });
-  m.def("gradients", [](int h, const py::array& x, const py::array& e, bool ids, int rows) {
+  m.def("gradients", [](int h, const py::object& x, const py::object& e, bool ids, int rows) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     ClassTargets targets(mm, ids);
     Rows partial(mm, rows);
     double loss;
     if (f64(mm)) {
-      Arr<double> xa(x), ea(e);
+      Data<double> xa(x, "inputs"), ea(e, "expected");
       expect(xa, mm.input_width(), partial.rows, "inputs");
       expect(ea, mm.target_width(), partial.rows, "expected");
-      loss = mm.compute_gradients(xa.data(), ea.data());
+      loss = mm.compute_gradients(xa.ptr, ea.ptr);
     } else {
-      Arr<float> xa(x), ea(e);
+      Data<float> xa(x, "inputs"), ea(e, "expected");
       expect(xa, mm.input_width(), partial.rows, "inputs");
       expect(ea, mm.target_width(), partial.rows, "expected");
-      loss = mm.compute_gradients(xa.data(), ea.data());
+      OnDevice dev(mm, xa.device, ea.device);
+      loss = mm.compute_gradients(xa.ptr, ea.ptr);
     }
     return py::make_tuple(loss, params_dict(mm, true));
   }, py::arg("h"), py::arg("x"), py::arg("e"), py::arg("class_ids") = false, py::arg("rows") = 0);

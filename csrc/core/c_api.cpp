@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "neuromorph/device.h"
 #include "neuromorph/engine.h"
 
 namespace {
@@ -140,6 +141,19 @@ int nm_load(const char* path, nm_handle* out) {
     need(path, "path");
     need(out, "out");
     *out = nm::registry_add(nm::load_model(path));
+  });
+}
+
+int nm_to_device(nm_handle h, const char* device) {
+  return guarded([&] {
+    need(device, "device");
+    std::unique_ptr<nm::ModelBase> moved;
+    {
+      nm::ModelRef ref = nm::registry_get(h);
+      if (ref->built() && ref->device() == device) return;
+      moved = nm::move_model(*ref, device);
+    }
+    nm::registry_replace(h, std::move(moved));
   });
 }
 

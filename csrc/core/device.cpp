@@ -9,6 +9,7 @@
 
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "neuromorph/errors.h"
 
@@ -81,6 +82,35 @@ std::unique_ptr<ModelBase> make_cuda_model(const std::string& ir_json, int batch
   const std::string why = cuda_available(nullptr);
   if (!why.empty()) throw DeviceError(why);
   return std::unique_ptr<ModelBase>(plugin().create(ir_json.c_str(), batch, lr, &opt));
+}
+
+std::unique_ptr<ModelBase> move_model(const ModelBase& src, const std::string& device) {
+  if (device != "cpu" && device != "cuda")
+    throw DeviceError("device must be 'cpu' or 'cuda', got '" + device + "'");
+  if (!src.built()) throw StateError("model is not built: call build() first");
+  if (device == "cuda" && src.dtype() != DType::F32)
+    throw DeviceError("float64 models run on the CPU only; compile with dtype='float32' for cuda");
+  std::unique_ptr<ModelBase> moved =
+      device == "cuda" ? make_cuda_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.optimizer())
+                       : make_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.dtype(),
+                                    src.optimizer());
+  moved->build(0);
+  const size_t es = src.dtype() == DType::F64 ? 8 : 4;
+  std::vector<unsigned char> buf;
+  for (const auto& p : src.params()) {
+    buf.resize(p.size * es);
+    src.get_param(p.name, buf.data());
+    moved->set_param(p.name, buf.data());
+  }
+  for (const auto& st : src.state_tensors())
+    for (const auto& dt : moved->state_tensors())
+      if (dt.name == st.name && dt.size == st.size) {
+        buf.resize(st.size * es);
+        src.get_state(st.name, buf.data());
+        moved->set_state(st.name, buf.data());
+      }
+  moved->set_steps(src.steps());
+  return moved;
 }
 
 }  // namespace nm

@@ -7,9 +7,22 @@
 #include <string>
 #include <vector>
 
+#include "formulas.h"
 #include "neuromorph/optim.h"
 
 namespace nm {
+
+// The bias-corrected Adam step of step t (t steps taken before): step = rate / (1 - b1^(t+1)),
+// sbc2 = sqrt(1 - b2^(t+1)). Computed once per step on the host, for either backend.
+struct AdamStep {
+  double step, sbc2;
+  bool decoupled;
+};
+inline AdamStep adam_step(const OptimConfig& c, double lr, long t) {
+  const double bc1 = 1 - std::pow(c.beta1, double(t + 1));
+  const double bc2 = 1 - std::pow(c.beta2, double(t + 1));
+  return AdamStep{c.rate(lr, t) / bc1, std::sqrt(bc2), c.kind == OptimConfig::AdamW};
+}
 
 // One optimizer step on n parameters. state holds buffers() * n values; t is the number of
 // steps taken before this one. Gradients may be rescaled in place (clipping).
@@ -18,40 +31,26 @@ void optim_step(const OptimConfig& c, double lr, long t, T* p, T* g, T* state, s
   if (c.grad_clip > 0) {
     double sq = 0;
     for (size_t i = 0; i < n; ++i) sq += double(g[i]) * double(g[i]);
-    double coef = c.grad_clip / (std::sqrt(sq) + 1e-6);
+    const double coef = fm::clip_coef(sq, c.grad_clip);
     if (coef < 1)
       for (size_t i = 0; i < n; ++i) g[i] = T(g[i] * coef);
   }
   const T rate = T(c.rate(lr, t)), wd = T(c.weight_decay);
   switch (c.kind) {
     case OptimConfig::Sgd:
-      for (size_t i = 0; i < n; ++i) p[i] -= rate * (g[i] + wd * p[i]);
+      for (size_t i = 0; i < n; ++i) fm::sgd(p[i], g[i], rate, wd);
       break;
-    case OptimConfig::Momentum: {
-      const T mu = T(c.momentum);
-      for (size_t i = 0; i < n; ++i) {
-        T d = g[i] + wd * p[i];
-        state[i] = t == 0 ? d : mu * state[i] + d;
-        p[i] -= rate * state[i];
-      }
+    case OptimConfig::Momentum:
+      for (size_t i = 0; i < n; ++i) fm::momentum(p[i], g[i], state[i], rate, wd, T(c.momentum), t == 0);
       break;
-    }
     case OptimConfig::Adam:
     case OptimConfig::AdamW: {
-      const bool decoupled = c.kind == OptimConfig::AdamW;
-      const T b1 = T(c.beta1), b2 = T(c.beta2), eps = T(c.eps);
-      const double bc1 = 1 - std::pow(c.beta1, double(t + 1));
-      const double bc2 = 1 - std::pow(c.beta2, double(t + 1));
-      const T step = T(double(rate) / bc1), sbc2 = T(std::sqrt(bc2));
+      const AdamStep a = adam_step(c, lr, t);
       T* m = state;
       T* v = state + n;
-      for (size_t i = 0; i < n; ++i) {
-        if (decoupled) p[i] *= T(1) - rate * wd;
-        T d = decoupled ? g[i] : g[i] + wd * p[i];
-        m[i] = b1 * m[i] + (T(1) - b1) * d;
-        v[i] = b2 * v[i] + (T(1) - b2) * d * d;
-        p[i] -= step * m[i] / (std::sqrt(v[i]) / sbc2 + eps);
-      }
+      for (size_t i = 0; i < n; ++i)
+        fm::adam(p[i], g[i], m[i], v[i], rate, wd, T(c.beta1), T(c.beta2), T(c.eps), T(a.step),
+                 T(a.sbc2), a.decoupled);
       break;
     }
   }

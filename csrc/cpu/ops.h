@@ -6,17 +6,12 @@
 #include <cmath>
 #include <cstddef>
 
+#include "../core/formulas.h"
 #include "../core/ir.h"
 
 namespace nm::ops {
 
-constexpr double kSeluLambda = 1.0507009873554805, kSeluAlpha = 1.6732632423543772;
-constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
-constexpr double kInvSqrt2 = 0.7071067811865476, kInvSqrt2Pi = 0.3989422804014327;
-
-template <class T> inline T sigmoid(T z) {
-  return z >= 0 ? T(1) / (T(1) + std::exp(-z)) : std::exp(z) / (T(1) + std::exp(z));
-}
+template <class T> inline T sigmoid(T z) { return fm::StdMath::sigmoid(z); }
 
 // dense_forward: z[rows, out] = u[rows, in] . W[out, in]^T + b[out]
 template <class T>
@@ -56,27 +51,7 @@ void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, in
   }
 }
 
-template <class T> T act_scalar(Act f, T p, T alpha, T z) {
-  switch (f) {
-    case Act::Sigmoid: return sigmoid(z);
-    case Act::Tanh: return std::tanh(z);
-    case Act::Relu: return z > 0 ? z : T(0);
-    case Act::Linear: return z;
-    case Act::BinaryStep: return z >= 0 ? T(1) : T(0);
-    case Act::ReluLeaky: return z > 0 ? z : p * z;
-    case Act::ReluParametric: return z > 0 ? z : alpha * z;
-    case Act::Elu: return z > 0 ? z : p * (std::exp(z) - T(1));
-    case Act::Selu: return T(kSeluLambda) * (z > 0 ? z : T(kSeluAlpha) * (std::exp(z) - T(1)));
-    case Act::Swish: return z * sigmoid(p * z);
-    case Act::Gelu: {  // 0.5 z (1 + tanh u) written as z * sigmoid(2u): exact, no cancellation
-      T u = T(kGeluC) * (z + T(0.044715) * z * z * z);
-      return z * sigmoid(T(2) * u);
-    }
-    case Act::GeluErf:  // z Phi(z), Phi through erfc: exact in the left tail
-      return T(0.5) * z * std::erfc(-z * T(kInvSqrt2));
-    default: return z;  // Softmax is handled per row by act_forward
-  }
-}
+template <class T> T act_scalar(Act f, T p, T alpha, T z) { return fm::act(f, p, alpha, z); }
 
 // act_forward: a[rows, n] = f(z); alpha is the PReLU slope (learned) or unused.
 template <class T>
@@ -92,36 +67,15 @@ void act_forward(Act f, T p, T alpha, const T* z, T* a, int rows, int n) {
         for (int i = 0; i < n; ++i) ar[i] /= s;
       }
       return;
-    default:
+    case Act::Sigmoid: case Act::Tanh: case Act::Relu: case Act::Linear: case Act::BinaryStep:
+    case Act::ReluLeaky: case Act::ReluParametric: case Act::Elu: case Act::Selu: case Act::Swish:
+    case Act::Gelu: case Act::GeluErf: case Act::kCount:
       for (size_t i = 0; i < len; ++i) a[i] = act_scalar(f, p, alpha, z[i]);
   }
 }
 
 // Derivative f'(z) given z and a = f(z), for the elementwise activations.
-template <class T> T act_deriv(Act f, T p, T alpha, T z, T a) {
-  switch (f) {
-    case Act::Sigmoid: return a * (T(1) - a);
-    case Act::Tanh: return T(1) - a * a;
-    case Act::Relu: return z > 0 ? T(1) : T(0);
-    case Act::Linear: return T(1);
-    case Act::BinaryStep: return T(0);
-    case Act::ReluLeaky: return z > 0 ? T(1) : p;
-    case Act::ReluParametric: return z > 0 ? T(1) : alpha;
-    case Act::Elu: return z > 0 ? T(1) : p * std::exp(z);
-    case Act::Selu: return T(kSeluLambda) * (z > 0 ? T(1) : T(kSeluAlpha) * std::exp(z));
-    case Act::Swish: {
-      T s = sigmoid(p * z);
-      return s + p * z * s * (T(1) - s);
-    }
-    case Act::Gelu: {  // with s = (1 + tanh u) / 2 = sigmoid(2u), 1 - tanh^2 u = 4 s (1 - s)
-      T s = sigmoid(T(2) * T(kGeluC) * (z + T(0.044715) * z * z * z));
-      return s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * 0.044715) * z * z);
-    }
-    case Act::GeluErf:  // Phi(z) + z phi(z)
-      return T(0.5) * std::erfc(-z * T(kInvSqrt2)) + z * T(kInvSqrt2Pi) * std::exp(T(-0.5) * z * z);
-    default: return T(1);
-  }
-}
+template <class T> T act_deriv(Act f, T p, T alpha, T z, T a) { return fm::deriv(f, p, alpha, z, a); }
 
 // act_backward: dz = da * f'(z) (softmax: the exact Jacobian-vector product);
 // dalpha accumulates the PReLU slope gradient.
@@ -145,77 +99,38 @@ void act_backward(Act f, T p, T alpha, const T* z, const T* a, const T* da, T* d
       if (!(z[i] > 0)) *dalpha += da[i] * z[i];
 }
 
-// loss_forward: per-sample loss of one row r[n] against e[n] (MDL.md section 3).
+// loss_forward: per-sample loss of one row r[n] against e[n] (MDL.md section 3), in double.
 template <class T> double loss_forward(Loss l, double p, const T* r, const T* e, int n) {
   double s = 0;
-  for (int i = 0; i < n; ++i) {
-    double x = double(r[i]) - double(e[i]);
-    switch (l) {
-      case Loss::Mse: s += x * x; break;
-      case Loss::Mae: s += std::fabs(x); break;
-      case Loss::Mape: s += std::fabs(x) / std::max(std::fabs(double(e[i])), 1e-8); break;
-      case Loss::Huber: s += std::fabs(x) <= p ? 0.5 * x * x : p * (std::fabs(x) - 0.5 * p); break;
-      case Loss::HuberModified: {
-        double y = double(e[i]) * double(r[i]);
-        s += y >= -1 ? std::pow(std::max(0.0, 1 - y), 2) : -4 * y;
-        break;
-      }
-      case Loss::CrossEntropy: s -= double(e[i]) * std::log(std::max(double(r[i]), 1e-12)); break;
-      case Loss::Hinge: s += std::max(0.0, 1 - double(e[i]) * double(r[i])); break;
-      default: break;
-    }
-  }
-  return l == Loss::CrossEntropy ? s : s / n;
+  for (int i = 0; i < n; ++i) s += fm::loss_term(l, p, double(r[i]), double(e[i]));
+  return fm::loss_sums(l) ? s : s / n;
 }
 
 // loss_backward: dr[n] = scale * d(per-sample loss)/dr  (scale = 1/batch for the mean).
 template <class T> void loss_backward(Loss l, double p, const T* r, const T* e, T* dr, int n,
                                       double scale) {
-  const double k = l == Loss::CrossEntropy ? scale : scale / n;
-  for (int i = 0; i < n; ++i) {
-    double ri = r[i], ei = e[i], x = ri - ei, g = 0;
-    switch (l) {
-      case Loss::Mse: g = 2 * x; break;
-      case Loss::Mae: g = (x > 0) - (x < 0); break;
-      case Loss::Mape: g = double((x > 0) - (x < 0)) / std::max(std::fabs(ei), 1e-8); break;
-      case Loss::Huber: g = std::fabs(x) <= p ? x : p * double((x > 0) - (x < 0)); break;
-      case Loss::HuberModified: {
-        double y = ei * ri;
-        g = y >= -1 ? -2 * std::max(0.0, 1 - y) * ei : -4 * ei;
-        break;
-      }
-      case Loss::CrossEntropy: g = ri > 1e-12 ? -ei / ri : 0.0; break;
-      case Loss::Hinge: g = 1 - ei * ri > 0 ? -ei : 0.0; break;
-      default: break;
-    }
-    dr[i] = T(k * g);
-  }
+  const double k = fm::loss_sums(l) ? scale : scale / n;
+  for (int i = 0; i < n; ++i) dr[i] = T(k * fm::loss_grad(l, p, double(r[i]), double(e[i])));
 }
 
 // Softmax output with cross-entropy, fused: dz = scale * (a * sum(e) - e), exact for any e.
 template <class T> void softmax_xent_backward(const T* a, const T* e, T* dz, int n, double scale) {
   double se = 0;
   for (int i = 0; i < n; ++i) se += e[i];
-  for (int i = 0; i < n; ++i) dz[i] = T(scale * (double(a[i]) * se - double(e[i])));
+  for (int i = 0; i < n; ++i) dz[i] = T(fm::softmax_xent_grad(double(a[i]), double(e[i]), se, scale));
 }
 
 // merge_forward: y = op(u, v) over len elements
 template <class T> void merge_forward(MergeOp op, const T* u, const T* v, T* y, size_t len) {
-  for (size_t i = 0; i < len; ++i)
-    y[i] = op == MergeOp::Additive ? u[i] + v[i]
-         : op == MergeOp::Multiplicative ? u[i] * v[i] : T(0.5) * (u[i] + v[i]);
+  for (size_t i = 0; i < len; ++i) y[i] = fm::merge(op, u[i], v[i]);
 }
 
 // merge_backward: du += dy * dy/du ; dv += dy * dy/dv  (dv may be null: a dropped delayed read)
 template <class T> void merge_backward(MergeOp op, const T* u, const T* v, const T* dy, T* du,
                                        T* dv, size_t len) {
   for (size_t i = 0; i < len; ++i) {
-    const T g = dy[i];
-    switch (op) {
-      case MergeOp::Additive: du[i] += g; if (dv) dv[i] += g; break;
-      case MergeOp::Multiplicative: du[i] += g * v[i]; if (dv) dv[i] += g * u[i]; break;
-      default: du[i] += T(0.5) * g; if (dv) dv[i] += T(0.5) * g; break;
-    }
+    du[i] += dy[i] * fm::merge_partial(op, v[i]);
+    if (dv) dv[i] += dy[i] * fm::merge_partial(op, u[i]);
   }
 }
 

@@ -3,6 +3,7 @@
 // baseline one and picks at load time. No -march=native anywhere.
 #include "simd.h"
 
+#include "../core/formulas.h"
 #include "ops.h"
 
 #include <cmath>
@@ -19,6 +20,7 @@
 #endif
 
 #define NM_INLINE inline __attribute__((always_inline))
+#define NM_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace nm::simd {
 namespace {
@@ -73,89 +75,48 @@ NM_INLINE float erfc_f(float u) {
   return u < 0 ? 2.0f - e : e;
 }
 
-constexpr float kLambda = 1.0507009873554805f, kAlpha = 1.6732632423543772f;
-constexpr float kC = 0.7978845608028654f, kK = 0.044715f;
 
 }  // namespace
 
+// The formulas of core/formulas.h with this file's branch-free elementary functions.
+struct FastMath {
+  static NM_INLINE float exp(float x) { return exp_f(x); }
+  static NM_INLINE float expm1(float x) { return expm1_f(x); }
+  static NM_INLINE float tanh(float x) { return tanh_f(x); }
+  static NM_INLINE float erfc(float x) { return erfc_f(x); }
+  static NM_INLINE float sigmoid(float x) { return sigmoid_f(x); }
+  static NM_INLINE float log(float x) { return std::log(x); }
+  static NM_INLINE float sqrt(float x) { return std::sqrt(x); }
+};
+
 NM_CLONES void act_forward(Act f, float p, float alpha, const float* z, float* a, size_t n) {
-  switch (f) {
-    case Act::Sigmoid: for (size_t i = 0; i < n; ++i) a[i] = sigmoid_f(z[i]); break;
-    case Act::Tanh: for (size_t i = 0; i < n; ++i) a[i] = tanh_f(z[i]); break;
-    case Act::Relu: for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : 0.0f; break;
-    case Act::Linear: std::memcpy(a, z, n * sizeof(float)); break;
-    case Act::BinaryStep: for (size_t i = 0; i < n; ++i) a[i] = z[i] >= 0 ? 1.0f : 0.0f; break;
-    case Act::ReluLeaky: for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : p * z[i]; break;
-    case Act::ReluParametric:
-      for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : alpha * z[i];
-      break;
-    case Act::Elu:
-      for (size_t i = 0; i < n; ++i) a[i] = z[i] > 0 ? z[i] : p * expm1_f(z[i] < 0 ? z[i] : 0.0f);
-      break;
-    case Act::Selu:
-      for (size_t i = 0; i < n; ++i)
-        a[i] = kLambda * (z[i] > 0 ? z[i] : kAlpha * expm1_f(z[i] < 0 ? z[i] : 0.0f));
-      break;
-    case Act::Swish: for (size_t i = 0; i < n; ++i) a[i] = z[i] * sigmoid_f(p * z[i]); break;
-    case Act::Gelu:
-      for (size_t i = 0; i < n; ++i) {
-        float x = z[i];  // 0.5 (1 + tanh u) = sigmoid(2u): no cancellation in the tail
-        a[i] = x * sigmoid_f(2.0f * kC * (x + kK * x * x * x));
-      }
-      break;
-    case Act::GeluErf:  // z Phi(z) = z erfc(-z / sqrt 2) / 2
-      for (size_t i = 0; i < n; ++i) a[i] = 0.5f * z[i] * erfc_f(-z[i] * 0.70710678118654752f);
-      break;
-    default: break;  // softmax: per row, in ops.h
+  if (f == Act::Softmax) return;  // a row operation: ops.h
+  if (f == Act::Linear) {
+    std::memcpy(a, z, n * sizeof(float));
+    return;
   }
+  fm::with_act(f, [&](auto tag) NM_INLINE_LAMBDA {
+    constexpr Act A = decltype(tag)::value;
+    for (size_t i = 0; i < n; ++i) a[i] = fm::act<A, FastMath>(p, alpha, z[i]);
+  });
 }
 
 NM_CLONES void act_backward(Act f, float p, float alpha, const float* z, const float* a,
                             const float* da, float* dz, float* dalpha, size_t n) {
-  switch (f) {
-    case Act::Sigmoid: for (size_t i = 0; i < n; ++i) dz[i] = da[i] * a[i] * (1.0f - a[i]); break;
-    case Act::Tanh: for (size_t i = 0; i < n; ++i) dz[i] = da[i] * (1.0f - a[i] * a[i]); break;
-    case Act::Relu: for (size_t i = 0; i < n; ++i) dz[i] = z[i] > 0 ? da[i] : 0.0f; break;
-    case Act::Linear: std::memcpy(dz, da, n * sizeof(float)); break;
-    case Act::BinaryStep: std::memset(dz, 0, n * sizeof(float)); break;
-    case Act::ReluLeaky: for (size_t i = 0; i < n; ++i) dz[i] = z[i] > 0 ? da[i] : p * da[i]; break;
-    case Act::ReluParametric: {
-      float s = 0;
-      for (size_t i = 0; i < n; ++i) {
-        dz[i] = z[i] > 0 ? da[i] : alpha * da[i];
-        s += z[i] > 0 ? 0.0f : da[i] * z[i];
-      }
-      if (dalpha) *dalpha += s;
-      break;
-    }
-    case Act::Elu:
-      for (size_t i = 0; i < n; ++i)
-        dz[i] = z[i] > 0 ? da[i] : da[i] * p * exp_f(z[i] < 0 ? z[i] : 0.0f);
-      break;
-    case Act::Selu:
-      for (size_t i = 0; i < n; ++i)
-        dz[i] = da[i] * kLambda * (z[i] > 0 ? 1.0f : kAlpha * exp_f(z[i] < 0 ? z[i] : 0.0f));
-      break;
-    case Act::Swish:
-      for (size_t i = 0; i < n; ++i) {
-        float s = sigmoid_f(p * z[i]);
-        dz[i] = da[i] * (s + p * z[i] * s * (1.0f - s));
-      }
-      break;
-    case Act::Gelu:
-      for (size_t i = 0; i < n; ++i) {
-        float x = z[i], s = sigmoid_f(2.0f * kC * (x + kK * x * x * x));  // s = (1 + tanh u) / 2
-        dz[i] = da[i] * (s + 2.0f * x * s * (1.0f - s) * kC * (1.0f + 3 * kK * x * x));
-      }
-      break;
-    case Act::GeluErf:
-      for (size_t i = 0; i < n; ++i) {
-        const float x = z[i];
-        dz[i] = da[i] * (0.5f * erfc_f(-x * 0.70710678118654752f) +
-                         x * 0.3989422804014327f * exp_f(-0.5f * x * x));
-      }
-      break;
-    default: break;
+  if (f == Act::Softmax) return;
+  if (f == Act::Linear || f == Act::BinaryStep) {  // f' is 1 or 0
+    if (f == Act::Linear) std::memcpy(dz, da, n * sizeof(float));
+    else std::memset(dz, 0, n * sizeof(float));
+    return;
+  }
+  fm::with_act(f, [&](auto tag) NM_INLINE_LAMBDA {
+    constexpr Act A = decltype(tag)::value;
+    for (size_t i = 0; i < n; ++i) dz[i] = da[i] * fm::deriv<A, FastMath>(p, alpha, z[i], a[i]);
+  });
+  if (f == Act::ReluParametric && dalpha) {
+    float s = 0;
+    for (size_t i = 0; i < n; ++i) s += z[i] > 0 ? 0.0f : da[i] * z[i];
+    *dalpha += s;
   }
 }
 

@@ -1,84 +1,100 @@
-// Loss kernels of the CUDA backend: one block per row computes the row's loss and, when asked,
-// the gradient (formulas of cpu/ops.h loss_forward / loss_backward / softmax_xent_backward).
+// Loss kernels of the CUDA backend: one warp per (row, cell) computes that group's loss and,
+// when asked, its gradient; one small block then sums a step's loss on the device (read back
+// once per call, never per step). Formulas: core/formulas.h.
+#include "../core/formulas.h"
 #include "common.cuh"
 #include "kernels.cuh"
 
 namespace nm::cuda {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 
-__device__ float term(Loss l, float p, float r, float e) {
-  const float x = r - e;
-  switch (l) {
-    case Loss::Mse: return x * x;
-    case Loss::Mae: return fabsf(x);
-    case Loss::Mape: return fabsf(x) / fmaxf(fabsf(e), 1e-8f);
-    case Loss::Huber: return fabsf(x) <= p ? 0.5f * x * x : p * (fabsf(x) - 0.5f * p);
-    case Loss::HuberModified: {
-      const float y = e * r;
-      return y >= -1 ? fmaxf(0.f, 1 - y) * fmaxf(0.f, 1 - y) : -4 * y;
+__device__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// target entry i of a group: e[i], or the one-hot of the group's class id
+__device__ float target(const float* e, float id, int i) { return e ? e[i] : float(i) == id ? 1.f : 0.f; }
+
+__global__ void k_loss(Loss l, float p, bool fused, const float* r, const float* e,
+                       const float* ids, int* bad, float* group_loss, float* dr, int groups,
+                       int n, float scale) {
+  const int g = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (g >= groups) return;
+  const size_t off = size_t(g) * n;
+  float id = -1.f;
+  if (ids) {
+    id = ids[g];
+    if (!(id >= 0.f && id < float(n) && id == floorf(id))) {
+      if (lane == 0) atomicCAS(bad, 0, g + 1);
+      id = -1.f;
     }
-    case Loss::CrossEntropy: return -e * logf(fmaxf(r, 1e-12f));
-    case Loss::Hinge: return fmaxf(0.f, 1 - e * r);
-    default: return 0.f;
+  }
+  const float* eg = ids ? nullptr : e + off;
+  float s = 0, se = 0;
+  for (int i = lane; i < n; i += 32) {
+    const float t = target(eg, id, i);
+    s += fm::loss_term(l, p, r[off + i], t);
+    se += t;
+  }
+  s = warp_sum(s);
+  se = warp_sum(se);
+  if (lane == 0) group_loss[g] = fm::loss_sums(l) ? s : s / n;
+  if (!dr) return;
+  const float k = fm::loss_sums(l) ? scale : scale / n;
+  for (int i = lane; i < n; i += 32) {
+    const float t = target(eg, id, i);
+    dr[off + i] = fused ? fm::softmax_xent_grad(r[off + i], t, se, scale)
+                        : k * fm::loss_grad(l, p, r[off + i], t);
   }
 }
 
-__device__ float grad(Loss l, float p, float r, float e) {
-  const float x = r - e;
-  const float sgn = float((x > 0) - (x < 0));
-  switch (l) {
-    case Loss::Mse: return 2 * x;
-    case Loss::Mae: return sgn;
-    case Loss::Mape: return sgn / fmaxf(fabsf(e), 1e-8f);
-    case Loss::Huber: return fabsf(x) <= p ? x : p * sgn;
-    case Loss::HuberModified: {
-      const float y = e * r;
-      return y >= -1 ? -2 * fmaxf(0.f, 1 - y) * e : -4 * e;
+// out[0] = sum(group_loss) / groups + sum_a mean(aux_a); out[1 + a] = mean(aux_a)
+__global__ void k_batch_loss(const float* group_loss, int groups, const float* aux, int n_aux,
+                             int stride, int rows, float* out) {
+  __shared__ float red[32];
+  float total = 0;
+  for (int part = -1; part < n_aux; ++part) {
+    const float* x = part < 0 ? group_loss : aux + size_t(part) * stride;
+    const int n = part < 0 ? groups : rows;
+    float s = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+    s = warp_sum(s);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      s = threadIdx.x < blockDim.x / 32 ? red[threadIdx.x] : 0.f;
+      s = warp_sum(s);
+      if (threadIdx.x == 0) {
+        const float mean = s / n;
+        total += mean;
+        if (part >= 0) out[1 + part] = mean;
+      }
     }
-    case Loss::CrossEntropy: return r > 1e-12f ? -e / r : 0.f;
-    case Loss::Hinge: return 1 - e * r > 0 ? -e : 0.f;
-    default: return 0.f;
-  }
-}
-
-__device__ float block_sum(float v, float* red) {
-  red[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
     __syncthreads();
   }
-  const float out = red[0];
-  __syncthreads();
-  return out;
-}
-
-__global__ void k_loss(Loss l, float p, bool fused, const float* r, const float* e, float* row_loss,
-                       float* dr, int width, float scale) {
-  __shared__ float red[kThreads];
-  const size_t off = size_t(blockIdx.x) * width;
-  float s = 0, se = 0;
-  for (int i = threadIdx.x; i < width; i += blockDim.x) {
-    s += term(l, p, r[off + i], e[off + i]);
-    se += e[off + i];
-  }
-  s = block_sum(s, red);
-  se = block_sum(se, red);
-  if (threadIdx.x == 0) row_loss[blockIdx.x] = l == Loss::CrossEntropy ? s : s / width;
-  if (!dr) return;
-  const float k = l == Loss::CrossEntropy ? scale : scale / width;
-  for (int i = threadIdx.x; i < width; i += blockDim.x)
-    dr[off + i] = fused ? scale * (r[off + i] * se - e[off + i]) : k * grad(l, p, r[off + i], e[off + i]);
+  if (threadIdx.x == 0) out[0] = total;
 }
 
 }  // namespace
 
-void loss_forward_backward(Loss l, float p, bool fused_softmax_xent, const float* r,
-                           const float* e, float* row_loss, float* dr, int rows, int width,
+void loss_forward_backward(cudaStream_t s, Loss l, float p, bool fused_softmax_xent,
+                           const float* r, const float* e, const float* ids, int* bad,
+                           float* row_loss, float* dr, int rows, int width, int cells,
                            float scale) {
-  k_loss<<<rows, kThreads>>>(l, p, fused_softmax_xent, r, e, row_loss, dr, width, scale);
+  const int groups = rows * cells, n = width / cells;
+  if (groups <= 0) return;
+  // per group; the row's loss is the mean over its cells: batch_loss averages over groups
+  k_loss<<<(groups + 7) / 8, kThreads, 0, s>>>(l, p, fused_softmax_xent, r, e, ids, bad, row_loss,
+                                               dr, groups, n, scale);
+  NM_CUDA_LAUNCHED();
+}
+
+void batch_loss(cudaStream_t s, const float* group_loss, int groups, const float* aux, int n_aux,
+                int stride, int rows, float* out) {
+  k_batch_loss<<<1, 1024, 0, s>>>(group_loss, groups, aux, n_aux, stride, rows, out);
   NM_CUDA_LAUNCHED();
 }
 

@@ -358,6 +358,10 @@ def predict(h: int, inputs) -> np.ndarray:
     """
     h, meta = _model(h)
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    if training.on_device(inputs):  # read in place on the GPU; outputs come back as numpy
+        x = training._flat(inputs, "inputs", meta["input_width"], meta["batch_size"], dt)
+        y = _core.predict_rows(h, x)
+        return y if len(inputs.shape) == 2 else y.reshape(-1, meta["batch_size"], meta["output_width"])
     arr = inputs if isinstance(inputs, np.ndarray) else None
     if arr is None:
         try:

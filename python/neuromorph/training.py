@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import DataError, DivergedError, ShapeError
+from .errors import DataError, DeviceError, DivergedError, ShapeError
 
 METRICS = ("accuracy", "bits_per_char", "mse", "mae")
 
@@ -107,9 +107,45 @@ def as_numbers(data, name: str) -> np.ndarray:
     return arr
 
 
+def on_device(data) -> bool:
+    """Whether `data` lives in GPU memory (CuPy, PyTorch CUDA, anything with
+    __cuda_array_interface__): the engine then reads it in place, without a copy."""
+    return hasattr(data, "__cuda_array_interface__")
+
+
+def to_host(data) -> np.ndarray:
+    """A host copy of device data (for metrics); host data as it is."""
+    if not on_device(data):
+        return np.asarray(data)
+    if hasattr(data, "get"):  # CuPy
+        return np.asarray(data.get())
+    return data.detach().cpu().numpy()  # PyTorch
+
+
+def _device_flat(data, name: str, width: int, batch: int, dtype):
+    """(N, width) view of device data; float32 and C-contiguous are checked by the engine.
+    NaN/inf are not checked here (that would read the data back); training's divergence check
+    still stops at a non-finite loss."""
+    if dtype != np.float32:
+        raise DeviceError(f"{name} on the GPU need a float32 model on device 'cuda'")
+    typestr = data.__cuda_array_interface__.get("typestr")
+    if typestr != "<f4":
+        raise DataError(f"{name} on the GPU must be float32, got typestr {typestr!r}")
+    shape = tuple(int(d) for d in data.shape)
+    if len(shape) == 3 and shape[1:] == (batch, width) and shape[0] > 0:
+        return data.reshape(-1, width)
+    if len(shape) == 2 and shape[1] == width and shape[0] > 0:
+        return data
+    raise ShapeError(f"{name} must have shape (N, {width}) with any N >= 1, or "
+                     f"(n_batches, {batch}, {width}); got {shape}")
+
+
 def _flat(data, name: str, width: int, batch: int, dtype) -> np.ndarray:
     """(N, width) contiguous array of the model's dtype from (N, width) with any N >= 1 or
-    (n_batches, batch, width); errors name the shape given, NaN/inf its index in the data."""
+    (n_batches, batch, width); errors name the shape given, NaN/inf its index in the data.
+    Device data stays on the device (see _device_flat)."""
+    if on_device(data):
+        return _device_flat(data, name, width, batch, dtype)
     arr = as_numbers(data, name)
     if arr.ndim == 3 and arr.shape[1:] == (batch, width) and arr.shape[0] > 0:
         flat = arr.reshape(-1, width)
@@ -131,6 +167,14 @@ def prepare(nm, h, inputs, expected):
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
     B = meta["batch_size"]
     x = _flat(inputs, "inputs", meta["input_width"], B, dt)
+    if on_device(expected):
+        cells, width, loss = nm._output(h)
+        ids = (cells > 1 and loss == "cross_entropy" and width > 1 and expected.shape[-1] == cells
+               and cells != meta["output_width"])
+        e = _flat(expected, "expected", cells if ids else meta["output_width"], B, dt)
+        if len(x) != len(e):
+            raise ShapeError(f"inputs hold {len(x)} samples but expected holds {len(e)}")
+        return h, x, e, ids, meta
     e_arr = as_numbers(expected, "expected")
     flat_e = e_arr.reshape(-1, e_arr.shape[-1]) if e_arr.ndim == 3 else e_arr
     ids = nm._class_ids(h, flat_e, meta) if flat_e.ndim == 2 and flat_e.dtype != object else None
@@ -196,6 +240,7 @@ def _metric(name: str, nm, h, x, e, ids: bool, loss: float) -> float:
             raise DataError("bits_per_char needs a cross_entropy output")
         return loss / math.log(2)
     p = nm.predict(h, x)
+    e = to_host(e)
     if name in ("mse", "mae"):
         target = e if not ids else np.eye(width)[e.astype(int)].reshape(len(e), -1)
         d = p - target

@@ -68,6 +68,12 @@ class ModelBase {
   // With on, train() checks each batch's loss (and gradients) before updating and throws
   // Diverged, naming the batch and the first node holding a non-finite value.
   virtual void set_check_finite(bool on) { (void)on; }
+  // With on, the next train/evaluate/predict/gradients calls take device pointers (the data is
+  // already on the model's device); only backends with accepts_device_data() allow it.
+  virtual bool accepts_device_data() const { return false; }
+  virtual void set_device_data(bool on) {
+    if (on) throw DeviceError("this model runs on the CPU: its data must be host memory");
+  }
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.
   virtual double compute_gradients(const void* x, const void* e) = 0;
   virtual void reset_state() = 0;

@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define NM_API_VERSION 1
+#define NM_API_VERSION 2
 
 typedef int32_t nm_handle;
 
@@ -50,6 +50,9 @@ int nm_reset_state(nm_handle h);
 int nm_save(nm_handle h, const char* path);
 int nm_load(const char* path, nm_handle* out);
 int nm_release(nm_handle h);
+/* Move a built model to "cpu" or "cuda" (parameters, state, optimizer state and step count move
+ * exactly; the handle stays the same). NM_ERR_DEVICE when CUDA is unavailable. (API version 2) */
+int nm_to_device(nm_handle h, const char* device);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-// Model<T>: the static plan of one compiled model and its train / predict loops on the CPU.
+// Model<T>: the CPU executor of one compiled model's plan (core/plan.h): its train / predict
+// loops over the plan's arenas.
 //
 // Values live in row buffers (batch_size x width, one sample per row). Split and tap nodes
 // alias their producer's slot, so fan-out gradients accumulate in one buffer. Non-recurrent
@@ -14,66 +15,36 @@
 #include <numeric>
 #include <type_traits>
 
-#include "../cpu/gemm.h"
-#include "../cpu/ops.h"
-#include "../cpu/simd.h"
-#include "ir.h"
+#include "../core/ir.h"
+#include "../core/optim.h"
+#include "../core/plan.h"
+#include "../core/struct_node.h"
+#include "gemm.h"
 #include "neuromorph/engine.h"
-#include "optim.h"
-#include "rng.h"
-#include "struct_node.h"
+#include "ops.h"
+#include "simd.h"
 
 namespace nm {
 namespace {
-
-struct LayerPlan {
-  size_t W = 0, b = 0, alpha = 0;  // offsets in the parameter arena
-  bool has_alpha = false;
-  int in = 0, out = 0;             // per cell: a layer with `cells C` is C rows of (in -> out)
-  int cells = 1;
-  size_t z = 0;                    // offset of the pre-activation buffer (B x out)
-};
-
-struct Slot {
-  int width = 0;
-  size_t off = 0;          // offset in the value and value-gradient arenas (B x width)
-  size_t carry = SIZE_MAX; // offset in the carry arena when read by a delayed edge
-};
-
-void orthogonal_fill(Rng& rng, double gain, int rows, int cols, std::vector<double>& out) {
-  // Semi-orthogonal rows x cols matrix: modified Gram-Schmidt (twice) on a normal matrix of the
-  // taller orientation, columns signed so the diagonal of R is positive (as QR would give).
-  const bool tall = rows >= cols;
-  const int m = tall ? rows : cols, n = tall ? cols : rows;  // m x n, m >= n
-  std::vector<double> a(size_t(m) * n);
-  for (auto& x : a) x = rng.normal();
-  for (int j = 0; j < n; ++j) {
-    for (int pass = 0; pass < 2; ++pass)
-      for (int k = 0; k < j; ++k) {
-        double d = 0;
-        for (int i = 0; i < m; ++i) d += a[size_t(i) * n + k] * a[size_t(i) * n + j];
-        for (int i = 0; i < m; ++i) a[size_t(i) * n + j] -= d * a[size_t(i) * n + k];
-      }
-    double norm = 0;
-    for (int i = 0; i < m; ++i) norm += a[size_t(i) * n + j] * a[size_t(i) * n + j];
-    norm = std::sqrt(norm);
-    for (int i = 0; i < m; ++i) a[size_t(i) * n + j] /= norm;
-  }
-  out.assign(size_t(rows) * cols, 0.0);
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c)
-      out[size_t(r) * cols + c] = gain * (tall ? a[size_t(r) * n + c] : a[size_t(c) * n + r]);
-}
 
 template <class T>
 class Model final : public ModelBase {
  public:
   Model(IrModel ir, int batch, double lr, const OptimConfig& opt)
-      : ir_(std::move(ir)), B_(batch), R_(batch), lr_(lr), opt_(opt) {
-    plan();
-    if (opt_.buffers())
-      state_info_.push_back(ParamInfo{"optimizer.state", {int64_t(opt_.buffers()), int64_t(n_params_)},
-                                      0, opt_.buffers() * n_params_});
+      : plan_(std::move(ir), batch, opt), ir_(plan_.ir), B_(batch), R_(batch), lr_(lr), opt_(opt),
+        slot_of_(plan_.slot_of), slots_(plan_.slots), layers_(plan_.layers), info_(plan_.params),
+        state_info_(plan_.states), aux_nodes_(plan_.aux_nodes), n_params_(plan_.n_params),
+        n_vals_(plan_.n_vals), n_z_(plan_.n_z), n_carry_(plan_.n_carry),
+        max_width_(plan_.max_width), fused_xent_(plan_.fused_xent),
+        has_structs_(plan_.has_structs) {
+    structs_.resize(ir_.nodes.size());
+    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx)
+      if (ir_.nodes[idx].is_struct()) {  // this executor's instance, on the plan's layout
+        structs_[idx] = make_struct<T>(ir_.nodes[idx]);
+        structs_[idx]->declare([this](const std::string& name, std::vector<int64_t> shape) {
+          return plan_.declared(name, shape);
+        });
+      }
   }
 
   DType dtype() const override { return sizeof(T) == 4 ? DType::F32 : DType::F64; }
@@ -108,7 +79,7 @@ class Model final : public ModelBase {
 
   std::vector<std::string> loss_parts() const override {
     std::vector<std::string> names{"output"};
-    for (int idx : aux_nodes_) names.push_back(structs_[idx]->aux_name());
+    names.insert(names.end(), plan_.aux_names.begin(), plan_.aux_names.end());
     return names;
   }
 
@@ -299,116 +270,10 @@ class Model final : public ModelBase {
     throw ShapeError("unknown tensor '" + name + "'");
   }
 
-  // ---------------------------------------------------------------- plan (once, at compile)
-  void plan() {
-    const int n = int(ir_.nodes.size());
-    slot_of_.assign(n, -1);
-    layers_.assign(n, LayerPlan{});
-    for (int idx : ir_.order) {
-      const IrNode& nd = ir_.nodes[idx];
-      max_width_ = std::max(max_width_, nd.width);
-      if (nd.kind == NodeKind::Split || nd.kind == NodeKind::Tap) {
-        slot_of_[idx] = slot_of_[nd.inputs[0].node];  // identity: share the producer's slot
-        continue;
-      }
-      slot_of_[idx] = int(slots_.size());
-      slots_.push_back(Slot{nd.width, n_vals_});
-      n_vals_ += size_t(B_) * nd.width;
-    }
-    structs_.resize(n);
-    for (int idx = 0; idx < n; ++idx) {  // parameters in source order
-      const IrNode& nd = ir_.nodes[idx];
-      if (nd.is_struct()) {
-        structs_[idx] = make_struct<T>(nd);
-        structs_[idx]->declare([this](const std::string& name, std::vector<int64_t> shape) {
-          return add_param(name, std::move(shape));
-        });
-        if (!structs_[idx]->aux_name().empty()) aux_nodes_.push_back(idx);
-        has_structs_ = true;
-        continue;
-      }
-      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
-      LayerPlan& L = layers_[idx];
-      L.cells = nd.cells;
-      L.in = ir_.nodes[nd.inputs[0].node].width / L.cells;
-      L.out = nd.width / L.cells;
-      L.W = add_param(nd.name + ".weight", {L.out, L.in});
-      L.b = add_param(nd.name + ".bias", {L.out});
-      if (nd.act == Act::ReluParametric) {
-        L.has_alpha = true;
-        L.alpha = add_param(nd.name + ".alpha", {});
-      }
-      L.z = n_z_;
-      n_z_ += size_t(B_) * L.cells * L.out;
-    }
-    for (const IrNode& nd : ir_.nodes)
-      for (const IrInput& in : nd.inputs)
-        if (in.delayed && slots_[slot_of_[in.node]].carry == SIZE_MAX) {
-          Slot& s = slots_[slot_of_[in.node]];
-          s.carry = n_carry_;
-          state_info_.push_back(ParamInfo{"state." + ir_.nodes[in.node].name, {s.width}, n_carry_,
-                                          size_t(s.width)});
-          n_carry_ += s.width;
-        }
-    const IrNode& out = ir_.nodes[ir_.output];
-    fused_xent_ = out.act == Act::Softmax && out.loss == Loss::CrossEntropy;
-  }
-
-  size_t add_param(const std::string& name, std::vector<int64_t> shape) {
-    size_t size = 1;
-    for (auto d : shape) size *= size_t(d);
-    info_.push_back(ParamInfo{name, shape, n_params_, size});
-    n_params_ += size;
-    return n_params_ - size;
-  }
-
   // ---------------------------------------------------------------- initialisation
   void initialise(uint64_t seed) {
-    Rng rng(seed);
-    const auto& wp = ir_.weight_params;
-    const auto& bp = ir_.bias_params;
-    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
-      const IrNode& nd = ir_.nodes[idx];
-      if (structs_[idx]) structs_[idx]->init(rng, params_.data());
-      if (nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) continue;
-      const LayerPlan& L = layers_[idx];
-      T* W = &params_[L.W];
-      const size_t nw = size_t(L.out) * L.in;
-      switch (ir_.weight_init) {
-        case WeightInit::Xavier: {
-          double a = std::sqrt(6.0 / (L.in + L.out));
-          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.uniform(-a, a));
-          break;
-        }
-        case WeightInit::He: {
-          double a = std::sqrt(6.0 / L.in);
-          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.uniform(-a, a));
-          break;
-        }
-        case WeightInit::Lecun:
-          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.normal(0, std::sqrt(1.0 / L.in)));
-          break;
-        case WeightInit::Uniform:
-          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.uniform(wp[0], wp[1]));
-          break;
-        case WeightInit::Normal:
-          for (size_t i = 0; i < nw; ++i) W[i] = T(rng.normal(wp[0], wp[1]));
-          break;
-        case WeightInit::Orthogonal: {
-          std::vector<double> q;
-          orthogonal_fill(rng, wp.empty() ? 1.0 : wp[0], L.out, L.in, q);
-          for (size_t i = 0; i < nw; ++i) W[i] = T(q[i]);
-          break;
-        }
-        default: break;
-      }
-      T* b = &params_[L.b];
-      for (int o = 0; o < L.out; ++o)
-        b[o] = ir_.bias_init == BiasInit::Zero        ? T(0)
-             : ir_.bias_init == BiasInit::ConstFlat   ? T(bp[0])
-                                                      : T(rng.normal(bp[0], bp[1]));
-      if (L.has_alpha) params_[L.alpha] = T(nd.act_param);
-    }
+    const std::vector<double> P = plan_.initial_params(seed);
+    for (size_t i = 0; i < n_params_; ++i) params_[i] = T(P[i]);
   }
 
   // ---------------------------------------------------------------- one batch
@@ -521,7 +386,8 @@ class Model final : public ModelBase {
         ops::merge_forward(nd.op, val(nd.inputs[0].node, row), read(nd.inputs[1], row),
                            val(idx, row), size_t(rows) * nd.width);
         break;
-      default: break;  // input: loaded; split/tap: aliases
+      case NodeKind::Input: case NodeKind::Split: case NodeKind::Tap:
+        break;  // input: loaded; split/tap: aliases
     }
   }
 
@@ -568,7 +434,8 @@ class Model final : public ModelBase {
                             vgrad(idx, row), vgrad(nd.inputs[0].node, row),
                             read_grad(nd.inputs[1], row), size_t(rows) * nd.width);
         break;
-      default: break;
+      case NodeKind::Input: case NodeKind::Split: case NodeKind::Tap:
+        break;
     }
   }
 
@@ -694,28 +561,30 @@ class Model final : public ModelBase {
         std::memcpy(&carry_[s.carry], &vals_[s.off + size_t(rows - 1) * s.width], sizeof(T) * s.width);
   }
 
-  IrModel ir_;
+  const Plan plan_;
+  const IrModel& ir_;
   int B_, R_;                // batch size; rows of the current batch (R_ < B_: a partial one)
   bool check_finite_ = true;  // train() refuses a non-finite loss or gradient (Diverged)
   double lr_, rate_ = 0;  // base rate; the scheduled rate of the current step
   OptimConfig opt_;
   long steps_ = 0;
-  bool built_ = false, fused_xent_ = false, fuse_ = false, class_ids_ = false;
+  bool built_ = false, fuse_ = false, class_ids_ = false;
   int batch_ = 0;            // index of the batch in the current call (for error messages)
   std::vector<T> onehot_;    // one sample's class-id targets as one-hot rows
-  std::vector<int> slot_of_;
-  std::vector<Slot> slots_;
-  std::vector<LayerPlan> layers_;
-  std::vector<ParamInfo> info_, state_info_;
-  size_t n_params_ = 0, n_vals_ = 0, n_z_ = 0, n_carry_ = 0;
-  int max_width_ = 1;
+  const std::vector<int>& slot_of_;
+  const std::vector<Slot>& slots_;
+  const std::vector<LayerPlan>& layers_;
+  const std::vector<ParamInfo>& info_;
+  const std::vector<ParamInfo>& state_info_;
+  const std::vector<int>& aux_nodes_;  // nodes with an auxiliary loss
+  const size_t n_params_, n_vals_, n_z_, n_carry_;
+  const int max_width_;
+  const bool fused_xent_, has_structs_;
   std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
-  std::vector<int> aux_nodes_;                           // nodes with an auxiliary loss
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward
   std::vector<double> aux_;                              // (aux node, sample) this batch
   double aux_total_ = 0;
-  bool has_structs_ = false;
 };
 
 }  // namespace
