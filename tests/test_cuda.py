@@ -2,6 +2,7 @@
 that need a device skip. On a GPU machine: every op's forward and backward against the CPU
 backend, example models training to the same losses, device-independent model files."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +78,7 @@ OPS = [
     "/xavier, zero/ (x, 9) (y, 4, <tanh>, <hinge>)",
     "/xavier, zero/ (x, 9) (y, 4, <tanh>, <huber_modified>)",
     "/xavier, zero/ (x, 9) (y, 4, <sigmoid>, <mape>)",
-    "/xavier, zero/ (x, 5) [s, (a, 6, <tanh>) | (b, 6, <relu>)] {m, a, multiplicative} "
+    "/xavier, zero/ (x, 6) [s, (a, 6, <tanh>) | (b, 6, <relu>)] {m, a, multiplicative} "
     "[t, [v,]] (c, 6, <elu>) {n, v, average} {o, b, additive} (y, 3, <linear>, <mse>)",
 ]
 
@@ -141,10 +142,281 @@ def test_model_files_move_between_devices(tmp_path):
         nm.release(m)
 
 
+# ----------------------------------------------------------------------------- every node kind
+
+ROOT = Path(__file__).resolve().parents[1]
+KIND_MODELS = sorted((ROOT / "tests" / "gpu_models").glob("*.mdl"))
+SHIPPED = sorted((ROOT / "models").glob("*.mdl"))
+RECURRENT = [
+    "/xavier,zero/ (x, 4) {m, p, additive} (a, 4, <tanh>) [t, [p,]] (y, 4, <linear>, <mse>)",
+    "/xavier, const_flat 0.1/ (x, 5) {m, h, multiplicative} (a, 7, <sigmoid>) (h, 5, <tanh>) "
+    "[t, [q,]] (y, 3, <softmax>, <cross_entropy>)",
+]
+CELLS = [
+    "/xavier, zero/ (x, 12) (a, 20, <gelu>, cells 4) (y, 8, <softmax>, <cross_entropy>, cells 4)",
+    "/he, zero/ (x, 15) (a, 9, <relu>, cells 3) (b, 7, <tanh>) (y, 3, <sigmoid>, <mse>)",
+]
+
+
+def _ir(h):
+    import json
+    return json.loads(nm._core.ir_json(h))
+
+
+def _data(h, rng, n, batch, class_ids=False):
+    """Inputs and targets a model takes: token ids for an embed reading the input, random
+    normal numbers otherwise; targets in (0.1, 0.9), one-hot rows, or class ids per cell."""
+    ir = _ir(h)
+    info = nm.info(h)
+    w, o = info["input_width"], info["output_width"]
+    vocab = [nd["struct"]["options"]["vocab"] for nd in ir["nodes"]
+             if nd["kind"] == "embed" and nd["inputs"][0]["node"] == ir["input"]]
+    x = (rng.integers(0, vocab[0], (n, batch, w)).astype(np.float32) if vocab
+         else rng.normal(size=(n, batch, w)).astype(np.float32))
+    cells, width, loss = nm._output(h)
+    if class_ids and cells > 1:
+        return x, rng.integers(0, width, (n, batch, cells)).astype(np.float32)
+    if loss == "cross_entropy":
+        e = np.eye(width, dtype=np.float32)[rng.integers(0, width, (n, batch, cells))]
+        return x, e.reshape(n, batch, o)
+    return x, rng.uniform(0.1, 0.9, (n, batch, o)).astype(np.float32)
+
+
+def _both(text, batch, **kw):
+    hs = {}
+    for device in ("cpu", "cuda"):
+        hs[device] = nm.compile(text, batch, 0.01, **kw)
+        nm.seed(7)
+        nm.build(hs[device], device=device)
+    return hs
+
+
+def _close(a, b, what, rtol=1e-4):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.abs(b).max() if b.size else 0.0
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * (scale + 1e-3), err_msg=what)
+
+
+def _same_step(text, batch, seed, class_ids=False, train=True):
+    """train=False: inference only (dropout draws differ between the devices)."""
+    hs = _both(text, batch)
+    try:
+        x, e = _data(hs["cpu"], np.random.default_rng(seed), 1, batch, class_ids)
+        if not train:
+            _close(nm.predict(hs["cuda"], x), nm.predict(hs["cpu"], x), "outputs")
+            _close(nm.evaluate(hs["cuda"], x, e), nm.evaluate(hs["cpu"], x, e), "loss")
+            return
+        out = {d: (nm.gradients(h, x, e), nm.predict(h, x)) for d, h in hs.items()}
+        (lc, gc), pc = out["cpu"]
+        (lg, gg), pg = out["cuda"]
+        assert lg == pytest.approx(lc, rel=1e-4, abs=1e-6)
+        _close(pg, pc, "outputs")
+        for k, v in gc.items():
+            _close(gg[k], v, f"gradient of {k}")
+    finally:
+        for h in hs.values():
+            nm.release(h)
+
+
 @needs_gpu
-def test_unsupported_models_say_so():
-    h = nm.compile("/xavier,zero/ (x, 4) {m, p, additive} (a, 4, <tanh>) [t, [p,]] "
-                   "(y, 4, <linear>, <mse>)", 4, 0.1)
-    with pytest.raises(nm.DeviceError, match="recurrent"):
-        nm.build(h, device="cuda")
+@pytest.mark.parametrize("path", KIND_MODELS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_every_node_kind_matches_the_cpu(path, batch):
+    """Forward, every parameter gradient and the loss of each kind's variants (tests/gpu_models)
+    equal the CPU backend's, at batch 1, an odd batch and 64. Models with dropout compare in
+    inference (the devices draw different masks)."""
+    _same_step(path.read_text(), batch, batch, train="dropout" not in path.stem)
+
+
+@needs_gpu
+@pytest.mark.parametrize("text", RECURRENT + CELLS, ids=["rec-add", "rec-gate", "cells-ce", "cells-mse"])
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_recurrent_and_position_wise_models_match_the_cpu(text, batch):
+    _same_step(text, batch, 3 + batch)
+
+
+@needs_gpu
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_models_train_100_steps_like_the_cpu(path):
+    """Each model in models/ trains 100 steps (adam) with the CPU's losses within 1e-4; the
+    recurrent ones through their stream, the language models on class-id targets."""
+    batch = 8
+    hs = _both(path, batch, optimizer="adam")
+    try:
+        x, e = _data(hs["cpu"], np.random.default_rng(1), 25, batch, class_ids=True)
+        losses = {}
+        for d, h in hs.items():
+            for _ in range(4):
+                nm.train(h, x, e, verbosity=0)
+            losses[d] = nm.history(h)
+        assert len(losses["cuda"]) == 100
+        _close(losses["cuda"], losses["cpu"], "losses", rtol=1e-4 if "lm" not in path.stem else 2e-4)
+    finally:
+        for h in hs.values():
+            nm.release(h)
+
+
+@needs_gpu
+def test_partial_batches_and_predict_rows_match_the_cpu():
+    text = "/xavier, zero/ (x, 9) (a, 17, <tanh>) (y, 4, <softmax>, <cross_entropy>)"
+    hs = _both(text, 8)
+    try:
+        x, e = _data(hs["cpu"], np.random.default_rng(2), 1, 8)
+        x, e = x.reshape(8, -1)[:5], e.reshape(8, -1)[:5]
+        for d in hs:
+            nm.fit(hs[d], np.concatenate([x, x, x]), np.concatenate([e, e, e]), verbosity=0)
+        _close(nm.history(hs["cuda"]), nm.history(hs["cpu"]), "losses")
+        _close(nm.predict(hs["cuda"], x[:3]), nm.predict(hs["cpu"], x[:3]), "predict_rows")
+    finally:
+        for h in hs.values():
+            nm.release(h)
+
+
+@needs_gpu
+def test_fused_and_plain_paths_agree(monkeypatch):
+    """The fused narrow-MLP kernel equals the plain (cuBLAS + elementwise) path to 1e-5 on
+    random models, including odd widths and batch 1."""
+    rng = np.random.default_rng(5)
+    acts = ["tanh", "relu", "gelu", "sigmoid", "elu", "swish", "linear"]
+    for trial in range(6):
+        widths = [int(w) for w in rng.integers(1, 129, int(rng.integers(2, 6)))]
+        hidden = "".join(f"(l{i}, {w}, <{acts[int(rng.integers(len(acts)))]}>)"
+                         for i, w in enumerate(widths[1:-1]))
+        ce = trial % 2 == 0
+        out = f"(y, {widths[-1]}, <softmax>, <cross_entropy>)" if ce else f"(y, {widths[-1]}, <linear>, <mse>)"
+        text = f"/xavier, const_uneven 0.1 0.2/ (x, {widths[0]}) {hidden} {out}"
+        batch = [1, 13, 256][trial % 3]
+        res = {}
+        for plain in ("0", "1"):
+            monkeypatch.setenv("NEUROMORPH_CUDA_PLAIN", plain)
+            h = nm.compile(text, batch, 0.05)
+            nm.seed(3)
+            nm.build(h, device="cuda")
+            x, e = _data(h, np.random.default_rng(trial), 3, batch)
+            loss, g = nm.gradients(h, x[:1], e[:1])
+            nm.train(h, x, e, verbosity=0)
+            res[plain] = (loss, g, nm.history(h), nm.predict(h, x))
+            nm.release(h)
+        assert res["0"][0] == pytest.approx(res["1"][0], rel=1e-5, abs=1e-7)
+        for k, v in res["1"][1].items():
+            _close(res["0"][1][k], v, k, rtol=1e-5)
+        _close(res["0"][2], res["1"][2], "losses", rtol=1e-5)
+        _close(res["0"][3], res["1"][3], "outputs", rtol=1e-5)
+
+
+@needs_gpu
+def test_moving_between_devices_is_exact():
+    """to_device moves parameters, optimizer state, recurrent state and the step count exactly:
+    the next step is the same on either device."""
+    text = RECURRENT[1]
+    h = nm.compile(text, 6, 0.01, optimizer="adam")
+    nm.seed(2)
+    nm.build(h)
+    x, e = _data(h, np.random.default_rng(0), 4, 6)
+    nm.train(h, x, e, verbosity=0)
+    before = nm.get_params(h)
+    nm.to_device(h, "cuda")
+    assert nm.info(h)["device"] == "cuda"
+    for k, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[k])
+    nm.to_device(h, "cpu")
+    for k, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[k])
+    ref = nm.compile(text, 6, 0.01, optimizer="adam")
+    nm.seed(2)
+    nm.build(ref)
+    nm.train(ref, x, e, verbosity=0)
+    nm.to_device(h, "cuda")
+    _close(nm.train(h, x, e, verbosity=0), nm.train(ref, x, e, verbosity=0), "next losses")
     nm.release(h)
+    nm.release(ref)
+
+
+@needs_gpu
+def test_energy_trajectory_and_neuron_stats_match_the_cpu():
+    for path, what in ((ROOT / "models" / "energy-model.mdl", "energy"),
+                       (ROOT / "models" / "neuron-model.mdl", "stats")):
+        hs = _both(path, 4)
+        try:
+            x, _ = _data(hs["cpu"], np.random.default_rng(0), 2, 4)
+            if what == "energy":
+                _close(nm.energy(hs["cuda"], x), nm.energy(hs["cpu"], x), "energies")
+            else:
+                for d in hs:
+                    nm.predict(hs[d], x)
+                sc, sg = nm.stats(hs["cpu"]), nm.stats(hs["cuda"])
+                assert sc.keys() == sg.keys()
+                for k in sc:
+                    _close(sg[k], sc[k], k)
+        finally:
+            for h in hs.values():
+                nm.release(h)
+
+
+@needs_gpu
+@pytest.mark.parametrize("lib", ["torch", "cupy"])
+def test_data_already_on_the_device_trains_in_place(lib):
+    """Inputs held by CuPy or PyTorch on the GPU are read in place and train exactly as the same
+    numbers from host memory."""
+    mod = pytest.importorskip(lib)
+    to_dev = (lambda a: mod.asarray(a)) if lib == "cupy" else (lambda a: mod.from_numpy(a).cuda())
+    text = "/xavier, zero/ (x, 10) (a, 32, <relu>) (y, 4, <softmax>, <cross_entropy>)"
+    hs = {}
+    for where in ("host", "device"):
+        hs[where] = nm.compile(text, 16, 0.05)
+        nm.seed(9)
+        nm.build(hs[where], device="cuda")
+    x, e = _data(hs["host"], np.random.default_rng(4), 6, 16)
+    nm.train(hs["host"], x, e, verbosity=0)
+    nm.train(hs["device"], to_dev(x), to_dev(e), verbosity=0)
+    _close(nm.history(hs["device"]), nm.history(hs["host"]), "losses", rtol=1e-6)
+    _close(nm.predict(hs["device"], to_dev(x[0])), nm.predict(hs["host"], x[0]), "predict", rtol=1e-6)
+    with pytest.raises(nm.DeviceError):
+        nm.train(hs["host"], to_dev(x), e, verbosity=0)  # mixed places
+    for h in hs.values():
+        nm.release(h)
+    cpu = nm.compile(text, 16, 0.05)
+    nm.build(cpu)
+    with pytest.raises(nm.DeviceError, match="cuda"):
+        nm.train(cpu, to_dev(x), to_dev(e), verbosity=0)
+    nm.release(cpu)
+
+
+@needs_gpu
+def test_divergence_and_bad_class_ids_are_typed_errors_on_the_gpu():
+    h = nm.compile("/xavier, zero/ (x, 3) (a, 8, <relu>) (y, 2, <linear>, <mse>)", 4, 1e30)
+    nm.build(h, device="cuda")
+    before = nm.get_params(h)
+    x = np.full((2, 4, 3), 1e30, np.float32)
+    with pytest.raises(nm.DivergedError, match="batch 0"):
+        nm.train(h, x, np.zeros((2, 4, 2)), verbosity=0)
+    for k, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[k])  # as before the diverged batch
+    nm.release(h)
+    h = nm.compile(CELLS[0], 4, 0.1)
+    nm.build(h, device="cuda")
+    with pytest.raises(nm.DataError, match="class id"):
+        nm.train(h, np.zeros((1, 4, 12)), np.full((1, 4, 4), 7.0), verbosity=0)
+    nm.release(h)
+
+
+@needs_gpu
+def test_c_api_moves_a_model_to_the_gpu(tmp_path):
+    """nm_to_device through the C API (ctypes on the engine library)."""
+    import ctypes
+    lib = ctypes.CDLL(str(next((Path(nm._core.__file__).parent / "lib").glob("libneuromorph_runtime*"))))
+    lib.nm_last_error.restype = ctypes.c_char_p
+    ir = nm._core.ir_json(nm.compile(MLP, 4, 0.1)).encode()
+    h = ctypes.c_int32()
+    assert lib.nm_load_ir(ir, 4, ctypes.c_double(0.1), ctypes.byref(h)) == 0
+    assert lib.nm_build(h) == 0
+    assert lib.nm_to_device(h, b"cuda") == 0, lib.nm_last_error()
+    x = np.random.rand(2, 4, 6).astype(np.float32)
+    e = np.eye(3, dtype=np.float32)[np.random.randint(0, 3, (2, 4))]
+    loss = ctypes.c_double()
+    f = ctypes.POINTER(ctypes.c_float)
+    assert lib.nm_train(h, x.ctypes.data_as(f), e.ctypes.data_as(f), 2, ctypes.byref(loss)) == 0
+    assert np.isfinite(loss.value)
+    assert lib.nm_to_device(h, b"tpu") == 6  # NM_ERR_DEVICE
+    assert lib.nm_save(h, str(tmp_path / "c.nm").encode()) == 0
+    assert lib.nm_release(h) == 0

@@ -119,7 +119,8 @@ size_t Plan::declared(const std::string& name, const std::vector<int64_t>& shape
   return p.offset;
 }
 
-std::vector<double> Plan::initial_params(uint64_t seed) const {
+std::vector<double> Plan::initial_params(uint64_t seed,
+                                         std::vector<std::vector<std::vector<double>>>* drawn) const {
   std::vector<double> P(n_params, 0.0);
   Rng rng(seed);
   const auto& wp = ir.weight_params;
@@ -165,6 +166,11 @@ std::vector<double> Plan::initial_params(uint64_t seed) const {
            : ir.bias_init == BiasInit::ConstFlat   ? bp[0]
                                                    : rng.normal(bp[0], bp[1]);
     if (L.has_alpha) P[L.alpha] = nd.act_param;
+  }
+  if (drawn) {
+    drawn->assign(ir.nodes.size(), {});
+    for (size_t idx = 0; idx < ir.nodes.size(); ++idx)
+      if (kinds_[idx]) (*drawn)[idx] = kinds_[idx]->drawn();
   }
   return P;
 }

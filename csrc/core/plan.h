@@ -54,8 +54,10 @@ class Plan {
   const ParamInfo& param(const std::string& name) const;  // ShapeError if none
   const ParamInfo& state(const std::string& name) const;
   // The documented initialisation of every parameter (MDL.md section 4, each kind's own), in
-  // double; both executors convert once to their element type.
-  std::vector<double> initial_params(uint64_t seed) const;
+  // double; both executors convert once to their element type. With drawn, also each node's
+  // fixed drawn tensors (StructNode::drawn, by node index; empty for most).
+  std::vector<double> initial_params(uint64_t seed,
+                                     std::vector<std::vector<std::vector<double>>>* drawn = nullptr) const;
   // The parameter layout a structured node declared, for an executor's own instance of the
   // kind: returns the offset of "<node>.<part>", checking the shape.
   size_t declared(const std::string& name, const std::vector<int64_t>& shape) const;

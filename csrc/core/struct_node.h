@@ -37,6 +37,10 @@ class StructNode {
   // Training (train, gradients) or inference (predict, evaluate) for the next forwards: only
   // nodes with dropout behave differently.
   virtual void set_training(bool) {}
+  // Fixed, untrained tensors the node draws in init() (an energy block's `init normal` start
+  // states): the plan's instance draws them, every executor's instance receives a copy.
+  virtual std::vector<std::vector<double>> drawn() const { return {}; }
+  virtual void set_drawn(const std::vector<std::vector<double>>& v) { (void)v; }
   // Name of the auxiliary loss this node adds to the training loss, or "" for none.
   virtual std::string aux_name() const { return ""; }
 };

@@ -757,6 +757,16 @@ class EnergyNode final : public StructNode<T> {
       }
   }
 
+  std::vector<std::vector<double>> drawn() const override {
+    std::vector<std::vector<double>> out;
+    for (const auto& v : init0_) out.emplace_back(v.begin(), v.end());
+    return out;
+  }
+  void set_drawn(const std::vector<std::vector<double>>& v) override {
+    init0_.clear();
+    for (const auto& s : v) init0_.emplace_back(s.begin(), s.end());
+  }
+
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     const int L = int(spec_.layers.size());
     betas(P);

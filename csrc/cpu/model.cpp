@@ -272,8 +272,11 @@ class Model final : public ModelBase {
 
   // ---------------------------------------------------------------- initialisation
   void initialise(uint64_t seed) {
-    const std::vector<double> P = plan_.initial_params(seed);
+    std::vector<std::vector<std::vector<double>>> drawn;
+    const std::vector<double> P = plan_.initial_params(seed, &drawn);
     for (size_t i = 0; i < n_params_; ++i) params_[i] = T(P[i]);
+    for (size_t idx = 0; idx < structs_.size(); ++idx)
+      if (structs_[idx]) structs_[idx]->set_drawn(drawn[idx]);
   }
 
   // ---------------------------------------------------------------- one batch

@@ -20,6 +20,7 @@
 #include "../core/plan.h"
 #include "common.cuh"
 #include "device_node.cuh"
+#include "energy_node.cuh"
 #include "fused_mlp.cuh"
 #include "gemm.cuh"
 #include "kernels.cuh"
@@ -81,7 +82,8 @@ class CudaModel final : public ModelBase {
     for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
       const IrNode& nd = ir_.nodes[idx];
       if (!nd.is_struct()) continue;
-      const std::string prefix = nd.name + ".";
+      // an energy block's parameters are named by its members ("<member>.<part>")
+      const std::string prefix = nd.kind == NodeKind::Energy ? "" : nd.name + ".";
       const ParamOffset off = [this, prefix](const std::string& part) {
         return plan_.param(prefix + part).offset;
       };
@@ -144,8 +146,15 @@ class CudaModel final : public ModelBase {
     flags_.resize(3);
     for (auto& nd : nodes_)
       if (nd) nd->allocate(B_);
-    const std::vector<double> init = plan_.initial_params(seed);
+    std::vector<std::vector<std::vector<double>>> drawn;
+    const std::vector<double> init = plan_.initial_params(seed, &drawn);
     std::vector<float> host(init.begin(), init.end());
+    for (size_t idx = 0; idx < nodes_.size(); ++idx)
+      if (nodes_[idx] && ir_.nodes[idx].kind == NodeKind::Energy) {
+        std::vector<std::vector<float>> start;
+        for (const auto& v : drawn[idx]) start.emplace_back(v.begin(), v.end());
+        energy_set_start(nodes_[idx].get(), start);
+      }
     upload(params_.ptr, host.data(), n);
     opt_state_.zero(s());
     carry_.zero(s());
@@ -429,12 +438,13 @@ class CudaModel final : public ModelBase {
                             " is not an integer in 0.." + std::to_string(width - 1));
         }
   }
-  // Token ids of an embed node reading the model input: integers in 0..vocab-1.
+  // Token ids read from the model input by an embed node or an attn2d with a vocabulary:
+  // integers in 0..vocab-1, checked on the host before anything runs.
   void check_tokens(const float* x, int n) const {
     const int w = input_width();
     for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
       const IrNode& nd = ir_.nodes[idx];
-      if (nd.kind != NodeKind::Embed || nd.inputs[0].node != ir_.input) continue;
+      if (!reads_tokens(nd)) continue;
       const int V = nd.st.geti("vocab");
       for (int k = 0; k < n; ++k)
         for (int r = 0; r < R_; ++r)
@@ -443,10 +453,14 @@ class CudaModel final : public ModelBase {
             if (!(v >= 0 && v < V) || v != std::floor(v))
               throw DataError("token id " + fmt_num(v) + " at batch " + std::to_string(k) +
                               ", sample " + std::to_string(r) + ", cell " + std::to_string(c) +
-                              " of embed '" + nd.name + "' is not an integer in 0.." +
+                              " of '" + nd.name + "' is not an integer in 0.." +
                               std::to_string(V - 1));
           }
     }
+  }
+  bool reads_tokens(const IrNode& nd) const {
+    return (nd.kind == NodeKind::Embed || (nd.kind == NodeKind::Attn2d && nd.st.has("vocab"))) &&
+           nd.inputs[0].node == ir_.input;
   }
   static std::string fmt_num(double v) {
     char buf[32];
@@ -458,7 +472,7 @@ class CudaModel final : public ModelBase {
   // (cuda/fused_mlp.cu) unless NEUROMORPH_CUDA_PLAIN is set.
   void plan_fused() {
     has_embed_ = false;
-    for (const IrNode& nd : ir_.nodes) has_embed_ |= nd.kind == NodeKind::Embed;
+    for (const IrNode& nd : ir_.nodes) has_embed_ |= reads_tokens(nd);
     if (ir_.recurrent || plan_.has_structs || env_off("NEUROMORPH_CUDA_PLAIN")) return;
     FusedMlp m;
     int prev = ir_.input;
