@@ -143,6 +143,7 @@ class CudaModel final : public ModelBase {
     group_loss_.resize(size_t(B_) * ir_.nodes[ir_.output].cells);
     aux_.resize(plan_.aux_nodes.size() * size_t(B_) + 1);
     work_.resize(kReduceParts);
+    if (use_fused_) fused_scratch_.resize(std::max<size_t>(1, fused_mlp_scratch(fused_, B_)));
     flags_.resize(3);
     for (auto& nd : nodes_)
       if (nd) nd->allocate(B_);
@@ -545,7 +546,7 @@ class CudaModel final : public ModelBase {
     if (want_grad) grads_.zero(s());
     if (use_fused_ && e) {
       fused_mlp(s(), fused_, params_.ptr, want_grad ? grads_.ptr : nullptr, x, e, group_loss_.ptr,
-                val(ir_.output, 0), R_, 1.f / R_);
+                val(ir_.output, 0), R_, 1.f / R_, fused_scratch_.ptr);
       batch_loss(s(), group_loss_.ptr, R_, aux_.ptr, 0, B_, R_, out);
     } else {
       load_input(x);
@@ -758,7 +759,7 @@ class CudaModel final : public ModelBase {
   Blas blas_;
   std::vector<std::unique_ptr<DeviceNode>> nodes_;  // by node index; null for other kinds
   DeviceBuffer<float> params_, grads_, opt_state_, vals_, vgrads_, zbuf_, dz_, carry_, group_loss_,
-      aux_, work_, xs_, es_, ys_, step_losses_;
+      aux_, work_, xs_, es_, ys_, step_losses_, fused_scratch_;
   // [0]: first diverged batch + 1; [1]: a non-finite loss or gradient seen; [2]: 1 + the first
   // bad class id (device-resident targets)
   DeviceBuffer<int> flags_;
