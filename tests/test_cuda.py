@@ -149,7 +149,7 @@ KIND_MODELS = sorted((ROOT / "tests" / "gpu_models").glob("*.mdl"))
 SHIPPED = sorted((ROOT / "models").glob("*.mdl"))
 RECURRENT = [
     "/xavier,zero/ (x, 4) {m, p, additive} (a, 4, <tanh>) [t, [p,]] (y, 4, <linear>, <mse>)",
-    "/xavier, const_flat 0.1/ (x, 5) {m, h, multiplicative} (a, 7, <sigmoid>) (h, 5, <tanh>) "
+    "/xavier, const_flat 0.1/ (x, 5) {m, q, multiplicative} (a, 7, <sigmoid>) (h, 5, <tanh>) "
     "[t, [q,]] (y, 3, <softmax>, <cross_entropy>)",
 ]
 CELLS = [
@@ -170,7 +170,8 @@ def _data(h, rng, n, batch, class_ids=False):
     info = nm.info(h)
     w, o = info["input_width"], info["output_width"]
     vocab = [nd["struct"]["options"]["vocab"] for nd in ir["nodes"]
-             if nd["kind"] == "embed" and nd["inputs"][0]["node"] == ir["input"]]
+             if nd["kind"] in ("embed", "attn2d") and "vocab" in nd["struct"]["options"]
+             and nd["inputs"][0]["node"] == ir["input"]]
     x = (rng.integers(0, vocab[0], (n, batch, w)).astype(np.float32) if vocab
          else rng.normal(size=(n, batch, w)).astype(np.float32))
     cells, width, loss = nm._output(h)
@@ -189,6 +190,17 @@ def _both(text, batch, **kw):
         nm.seed(7)
         nm.build(hs[device], device=device)
     return hs
+
+
+def _reference(text, batch, x, e):
+    """The float64 CPU model's gradients: the arbiter when the two float32 backends differ."""
+    h = nm.compile(text, batch, 0.01, dtype="float64")
+    nm.seed(7)
+    nm.build(h)
+    try:
+        return nm.gradients(h, x.astype(np.float64), e.astype(np.float64))[1]
+    finally:
+        nm.release(h)
 
 
 def _close(a, b, what, rtol=1e-4):
@@ -211,8 +223,18 @@ def _same_step(text, batch, seed, class_ids=False, train=True):
         (lg, gg), pg = out["cuda"]
         assert lg == pytest.approx(lc, rel=1e-4, abs=1e-6)
         _close(pg, pc, "outputs")
+        ref = None
         for k, v in gc.items():
-            _close(gg[k], v, f"gradient of {k}")
+            try:
+                _close(gg[k], v, f"gradient of {k}")
+            except AssertionError:
+                # Sums over a batch in another order differ by rounding; where they differ by
+                # more than 1e-4, the GPU must be as close to the float64 model as the CPU's
+                # float32 is (within 2x).
+                ref = ref if ref is not None else _reference(text, batch, x, e)
+                err_gpu = np.abs(gg[k] - ref[k]).max()
+                err_cpu = np.abs(v - ref[k]).max()
+                assert err_gpu <= 2 * err_cpu + 1e-7 * (np.abs(ref[k]).max() + 1), (k, err_gpu, err_cpu)
     finally:
         for h in hs.values():
             nm.release(h)
@@ -396,7 +418,7 @@ def test_divergence_and_bad_class_ids_are_typed_errors_on_the_gpu():
     h = nm.compile(CELLS[0], 4, 0.1)
     nm.build(h, device="cuda")
     with pytest.raises(nm.DataError, match="class id"):
-        nm.train(h, np.zeros((1, 4, 12)), np.full((1, 4, 4), 7.0), verbosity=0)
+        nm.train(h, np.zeros((1, 4, 12)), np.full((1, 4, 4), 8.0), verbosity=0)  # ids are 0..7
     nm.release(h)
 
 

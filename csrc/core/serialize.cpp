@@ -57,11 +57,13 @@ std::vector<Entry> entries(const ModelBase& m) {
   return out;
 }
 
+// Shortest text that reads back to v (17 significant digits). snprintf, not an ostream: the
+// engine formats no numbers through iostreams, whose locale machinery breaks when a toolchain
+// links libstdc++ statically into the engine and the host process loads another copy.
 std::string number(double v) {
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
 }
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven, 8 bytes per step.
