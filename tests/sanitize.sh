@@ -15,7 +15,11 @@ if [ ! -f "$asan" ] || [ ! -f "$ubsan" ]; then
 fi
 pip install --no-deps --quiet --target "$work/site" \
   -Ccmake.define.NM_SANITIZE=address,undefined -Ccmake.define.NM_WITH_CUDA=OFF \
+  -Ccmake.define.NM_BUILD_TESTS=ON \
   -Cbuild-dir="$work/build" . >&2
+# the engine's C++ unit tests (csrc/tests: op tables, IR validator, plan), sanitized too
+ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  ctest --test-dir "$work/build" --output-on-failure >&2
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(tests/test_model_files.py tests/test_hostile_ir.py tests/test_cells.py tests/test_fit.py

@@ -22,19 +22,10 @@ int guarded(F&& f) {
     f();
     g_error.clear();
     return NM_OK;
-  } catch (const nm::IRError& e) { g_error = e.what(); return NM_ERR_IR;
-  } catch (const nm::HandleError& e) { g_error = e.what(); return NM_ERR_HANDLE;
-  } catch (const nm::StateError& e) { g_error = e.what(); return NM_ERR_STATE;
-  } catch (const nm::ShapeError& e) { g_error = e.what(); return NM_ERR_SHAPE;
-  } catch (const nm::DataError& e) { g_error = e.what(); return NM_ERR_DATA;
-  } catch (const nm::DeviceError& e) { g_error = e.what(); return NM_ERR_DEVICE;
-  } catch (const nm::FileError& e) { g_error = e.what(); return NM_ERR_FILE;
-  } catch (const nm::OutOfMemory& e) { g_error = e.what(); return NM_ERR_MEMORY;
-  } catch (const nm::Diverged& e) { g_error = e.what(); return NM_ERR_DIVERGED;
-  } catch (const std::bad_alloc&) { g_error = "out of memory"; return NM_ERR_MEMORY;
-  } catch (const std::invalid_argument& e) { g_error = e.what(); return NM_ERR_ARGUMENT;
-  } catch (const std::exception& e) { g_error = e.what(); return NM_ERR_INTERNAL;
-  } catch (...) { g_error = "unknown error"; return NM_ERR_INTERNAL;
+  } catch (...) {  // the one error table: nm::describe (errors.h)
+    nm::ErrorInfo info = nm::describe(std::current_exception());
+    g_error = std::move(info.message);
+    return info.status;
   }
 }
 
