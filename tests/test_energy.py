@@ -230,3 +230,135 @@ def test_property_random_blocks_descend_at_small_dt(block):
     rise = np.diff(E, axis=1)[ok]
     assert (rise <= 1e-6 * (1 + np.abs(E[:, 1:][ok]))).all(), rise.max()
     nm.release(h)
+
+
+# ------------------------------------------------------------------ the IR holds every value (issue 18)
+CONV = ("/xavier,zero/ (x, 25) [e, energy, (img, 5x5x1, <tanh>) (f, {out}, <relu>) "
+        "(c, synapse conv, img f, kernel 2{pool})] (o, 2, <linear>, <mse>)")
+
+
+def _energy_ir(text):
+    import mdl
+    ir = mdl.compile_text(text)
+    return ir.doc, next(n for n in ir.doc["nodes"] if n["kind"] == "energy")
+
+
+def test_the_ir_carries_every_synapse_option():
+    _, node = _energy_ir(CONV.format(out="4x4x1", pool=""))
+    assert node["energy"]["synapses"][0]["options"] == {
+        "kernel": 2, "stride": 1, "pad": 0, "pool": "none", "window": 2, "pstride": 2}
+    _, node = _energy_ir(E1.replace("(am_s, synapse dense, am_v am_y)",
+                                    "(am_s, synapse attention, am_v am_y)"))
+    assert node["energy"]["synapses"][0]["options"] == {"heads": 1, "qk": 64}
+
+
+@pytest.mark.parametrize("kind, opts, key", [
+    ("hidden", ", units 3", "units"), ("hidden", ", units 3", "norm"), ("dense", "", "bias"),
+    ("attention", "", "qk"), ("mixer", "", "heads"), ("tensor", ", units 2", "heads")])
+def test_a_missing_synapse_option_is_an_ir_error(kind, opts, key):
+    import json
+    shape = "1x2" if kind == "mixer" else "2"
+    text = (f"/xavier,zero/ (x, 2) [e, energy, (v, {shape}, <tanh>) (y, {shape}, <softmax>) "
+            f"(s, synapse {kind}, v y{opts})] (o, 2, <linear>, <mse>)")
+    doc, node = _energy_ir(text)
+    h = nm.compile_ir(json.dumps(doc), 1, 0.1)  # complete: loads
+    nm.release(h)
+    del node["energy"]["synapses"][0]["options"][key]
+    with pytest.raises(nm.IRError, match=f"synapse 's' has no option '{key}'"):
+        nm.compile_ir(json.dumps(doc), 1, 0.1)
+
+
+def test_conv_options_are_validated_in_the_ir():
+    import json
+    doc, node = _energy_ir(CONV.format(out="2x2x1", pool=", pool avg, window 2"))
+    opts = node["energy"]["synapses"][0]["options"]
+    for key, value, msg in [("pstride", None, "has no option 'pstride'"),
+                            ("pool", "median", "unknown value 'median'"),
+                            ("window", 3, "does not fit its layers")]:
+        saved = dict(opts)
+        if value is None:
+            del opts[key]
+        else:
+            opts[key] = value
+        with pytest.raises(nm.IRError, match=msg):
+            nm.compile_ir(json.dumps(doc), 1, 0.1)
+        opts.clear()
+        opts.update(saved)
+    nm.release(nm.compile_ir(json.dumps(doc), 1, 0.1))
+
+
+# ------------------------------------------------------------------ clamped layers skip their work (issue 19)
+HAMUX = ("[am, energy, steps 4, dt 0.4, {opts}(am_v, 40, {vb}<tanh>) (am_y, 10, <softmax>) "
+         "(am_s, synapse hidden, am_v am_y, units 64{norm}, <relu>)]")
+
+
+@pytest.mark.parametrize("variant", ["plain", "norm", "biased", "unclamped"])
+def test_hamux_shape_float32_matches_float64(variant):
+    """Case g's shape, small: the float32 engine (BLAS, the clamped layer's work skipped and
+    deferred) against the float64 reference."""
+    from test_gradients import check_float32_matches_float64
+    kw = dict(opts="", vb="", norm="")
+    if variant == "norm":
+        kw["norm"] = ", norm 1"
+    if variant == "biased":
+        kw["vb"] = "bias 1, "
+    if variant == "unclamped":
+        kw["opts"] = "clamp 0, "
+    check_float32_matches_float64(HAMUX.format(**kw), 40, 10, 17)
+
+
+@pytest.mark.parametrize("variant", ["plain", "biased_beta", "with_pre", "clamped_out"])
+def test_clamped_layer_gradients(variant):
+    text = ("/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, 4, <tanh>) [e, energy, steps 3, dt 0.3, "
+            "(v, 4, {vb}<{vl}>) (y, 3, <softmax>) (u, 2, <sigmoid>) "
+            "(s, synapse hidden, v y, units 5, <relu>) (d, synapse dense, v u) (b, synapse bias, v)"
+            "] (o, 2, <sigmoid>, <mse>)")
+    kw = dict(vb="", vl="tanh", out="")
+    if variant == "biased_beta":
+        kw.update(vb="bias 1, learn beta, ", vl="tanh, 1.5")
+    if variant == "clamped_out":
+        kw["out"] = "out v y, "
+    t = text.format(**kw)
+    if variant == "plain":
+        t = t.replace("(x, 3) (pre, 4, <tanh>) ", "(x, 4) ")
+    fd_check(t, 2, rtol=1e-6, atol=1e-8, seed=3)
+
+
+@pytest.mark.parametrize("norm", ["", ", norm 1"])
+def test_hidden_synapse_in_a_recurrent_model(norm):
+    # recurrent models run forward one sample at a time for the whole batch, then backward:
+    # the hidden synapse's per-step state is kept per batch row
+    fd_check(f"""/xavier, zero/
+    (x, 3) (pre, 4, <tanh>)
+    {{m, prev, additive}}
+    [e, energy, steps 3, dt 0.4, (v, 4, <tanh>) (w, 4, <softmax>)
+        (c, synapse hidden, v w, units 5{norm}, <relu>)]
+    [last, [prev,]]
+    (y, 2, <sigmoid>, <mse>)
+    """, 3, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("clamp", [1, 0])
+def test_attention_batched_float32_matches_float64(clamp):
+    from test_gradients import check_float32_matches_float64
+    check_float32_matches_float64(
+        f"[e, energy, steps 3, dt 0.3, clamp {clamp}, (q, 4x8, <tanh>) (k, 6x8, <layernorm>) "
+        f"(s, synapse attention, q k, heads 2, qk 8) (t, synapse attention, k k, heads 1, qk 4)]",
+        32, 48, 17)
+
+
+def test_conv_without_pooling_loads_without_window_and_pstride():
+    # IR files written before every option was written: without pooling nothing reads them
+    import json
+    doc, node = _energy_ir(CONV.format(out="4x4x1", pool=""))
+    for key in ("window", "pstride"):
+        del node["energy"]["synapses"][0]["options"][key]
+    nm.release(nm.compile_ir(json.dumps(doc), 1, 0.1))
+
+
+@pytest.mark.parametrize("clamp", [1, 0])
+def test_mixer_batched_float32_matches_float64(clamp):
+    from test_gradients import check_float32_matches_float64
+    check_float32_matches_float64(
+        f"[e, energy, steps 3, dt 0.3, clamp {clamp}, (a, 5x6, <tanh>) (b, 5x4, <softmax>) "
+        f"(s, synapse mixer, a b, heads 2, qk 8)]", 30, 20, 17)

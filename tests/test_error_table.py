@@ -32,7 +32,7 @@ def capi():
     return lib
 
 
-def test_c_and_python_report_the_same_misuse_alike(capi):
+def test_c_and_python_report_the_same_misuse_alike(capi, tmp_path):
     h = nm.compile("/xavier, zero/ (x, 2) (y, 2, <linear>, <mse>)", 2, 0.1)
     nm.release(h)
     assert capi.nm_build(h) == 2  # NM_ERR_HANDLE
@@ -41,6 +41,8 @@ def test_c_and_python_report_the_same_misuse_alike(capi):
     out = ctypes.c_int32()
     assert capi.nm_load_ir(b"{not json", 2, ctypes.c_double(0.1), ctypes.byref(out)) == 1  # NM_ERR_IR
     assert capi.nm_last_error()
-    assert capi.nm_load(b"/nonexistent/model.nm", ctypes.byref(out)) == 7  # NM_ERR_FILE
+    junk = tmp_path / "junk.nm"
+    junk.write_bytes(b"not a model file at all")
+    assert capi.nm_load(str(junk).encode(), ctypes.byref(out)) == 7  # NM_ERR_FILE
     with pytest.raises(nm.ModelFileError):
-        nm.load("/nonexistent/model.nm")
+        nm.load(junk)

@@ -90,10 +90,10 @@ def test_early_stopping_stops_at_the_right_epoch(monkeypatch, tmp_path):
     curve = iter([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.0, 1.0])
     real = training._batches
 
-    def fake(nm_, h, x, e, ids, B, call, first=0):
+    def fake(h, x, e, ids, B, call, first=0, **kw):
         if call == "evaluate":
             return [next(curve)], [1], False
-        return real(nm_, h, x, e, ids, B, call, first)
+        return real(h, x, e, ids, B, call, first, **kw)
     monkeypatch.setattr(training, "_batches", fake)
     x, y = _data(40)
     h = _model(8)

@@ -10,7 +10,9 @@
 #include <pybind11/stl.h>
 
 #include "../cpu/gemm.h"
+#include "../cpu/threads.h"
 #include "../cpu/attn2d.h"
+#include "../mpi/reducer.h"
 #include "neuromorph/device.h"
 #include "neuromorph/engine.h"
 #include "neuromorph/version.h"
@@ -22,11 +24,6 @@ namespace {
 
 template <class T>
 using Arr = py::array_t<T, py::array::c_style | py::array::forcecast>;
-
-void raise_as(const char* cls, const std::exception& e) {
-  py::object type = py::module_::import("neuromorph.errors").attr(cls);
-  PyErr_SetString(type.ptr(), e.what());
-}
 
 // Float data of one call: a host array (converted to T, C order) or, for an object with
 // __cuda_array_interface__ (a CuPy array, a PyTorch CUDA tensor), the device memory in place:
@@ -214,20 +211,10 @@ py::dict params_dict(ModelBase& m, bool grad) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "Neuromorph engine (private; use the `neuromorph` package)";
   py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const nm::IRError& e) { raise_as("IRError", e);
-    } catch (const nm::HandleError& e) { raise_as("HandleError", e);
-    } catch (const nm::StateError& e) { raise_as("StateError", e);
-    } catch (const nm::ShapeError& e) { raise_as("ShapeError", e);
-    } catch (const nm::DataError& e) { raise_as("DataError", e);
-    } catch (const nm::DeviceError& e) { raise_as("DeviceError", e);
-    } catch (const nm::FileError& e) { raise_as("ModelFileError", e);
-    } catch (const nm::OutOfMemory& e) { raise_as("OutOfMemoryError", e);
-    } catch (const nm::Diverged& e) { raise_as("DivergedError", e);
-    } catch (const nm::Error& e) { raise_as("NeuromorphError", e);
-    } catch (const std::bad_alloc& e) { raise_as("OutOfMemoryError", e);
-    }
+    const nm::ErrorInfo info = nm::describe(p);  // the one error table (errors.h)
+    if (!info.python) std::rethrow_exception(p);  // not the engine's: pybind11 translates it
+    py::object type = py::module_::import("neuromorph.errors").attr(info.python);
+    PyErr_SetString(type.ptr(), info.message.c_str());
   });
 
   m.def("version", &nm::version_string, "Engine version string");
@@ -240,7 +227,10 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   m.def("seed", [](uint64_t s) { nm::seed(s); });
-  m.def("set_threads", [](int n) { nm::cpu::set_blas_threads(n); });
+  m.def("set_threads", [](int n) {  // the BLAS threads and the engine's own (cpu/threads.h)
+    nm::cpu::set_blas_threads(n);
+    nm::cpu::set_pool_threads(n);
+  });
   m.def("have_blas", &nm::cpu::have_blas);
   m.def("create", [](const std::string& ir, int batch, double lr, bool use_f64, const py::dict& o) {
     nm::OptimConfig c;  // validated in Python; keys as in neuromorph.compile
@@ -423,6 +413,24 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   m.def("set_check_finite", [](int h, bool on) { nm::registry_get(h)->set_check_finite(on); });
+  // Data-parallel training (neuromorph/distributed.py): the MPI handles mpi4py reads, and this
+  // rank's share of the global batch; None turns it off.
+  m.def("set_distributed", [](int h, const py::object& spec, double weight) {
+    std::shared_ptr<nm::GradReducer> r;
+    if (!spec.is_none()) {
+      py::dict d = spec.cast<py::dict>();
+      nm::MpiSpec s;
+      s.library = d["library"].cast<std::string>();
+      s.handle_width = d["handle_width"].cast<int>();
+      s.comm = d["comm"].cast<int64_t>();
+      s.float_type = d["float"].cast<int64_t>();
+      s.double_type = d["double"].cast<int64_t>();
+      s.sum_op = d["sum"].cast<int64_t>();
+      s.in_place = d["in_place"].cast<int64_t>();
+      r = nm::mpi_reducer(s);
+    }
+    nm::registry_get(h)->set_grad_reducer(std::move(r), weight);
+  });
   m.def("predict_rows", [](int h, const py::object& x) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;

@@ -8,7 +8,24 @@
 namespace nm {
 
 enum class NodeKind { Input, Layer, Output, Merge, Split, Tap, Attn2d, Column, Energy, Neuron,
-                      Embed, Pool };
+                      Embed, Pool, kCount };
+// The structured kinds (each one unit per backend that registers itself: core/struct_node.h,
+// cuda/device_node.cuh), as case labels for switches over NodeKind. A kind added to the enum
+// and not here (or the reverse) fails the build through -Werror=switch.
+#define NM_STRUCT_KIND_CASES                                                              \
+  case NodeKind::Attn2d: case NodeKind::Column: case NodeKind::Energy: case NodeKind::Neuron: \
+  case NodeKind::Embed: case NodeKind::Pool
+#define NM_PLAIN_KIND_CASES                                                                \
+  case NodeKind::Input: case NodeKind::Layer: case NodeKind::Output: case NodeKind::Merge:   \
+  case NodeKind::Split: case NodeKind::Tap
+constexpr bool is_struct_kind(NodeKind k) {
+  switch (k) {
+    NM_STRUCT_KIND_CASES: return true;
+    NM_PLAIN_KIND_CASES: return false;
+    case NodeKind::kCount: break;
+  }
+  return false;
+}
 
 // One op list; tables indexed by these enums static_assert their size against kCount.
 enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
@@ -83,10 +100,7 @@ struct IrNode {
   MergeOp op = MergeOp::Additive;
   StructSpec st;  // Attn2d / Column only (Energy: in_width)
   EnergySpec en;  // Energy only
-  bool is_struct() const {
-    return kind == NodeKind::Attn2d || kind == NodeKind::Column || kind == NodeKind::Energy ||
-           kind == NodeKind::Neuron || kind == NodeKind::Embed || kind == NodeKind::Pool;
-  }
+  bool is_struct() const { return is_struct_kind(kind); }
 };
 
 struct IrModel {

@@ -26,34 +26,52 @@ inline AdamStep adam_step(const OptimConfig& c, double lr, long t) {
 
 // One optimizer step on n parameters. state holds buffers() * n values; t is the number of
 // steps taken before this one. Gradients may be rescaled in place (clipping).
+// Global-norm clipping of g[0..n) (clip_grad_norm_): rescales in place.
 template <class T>
-void optim_step(const OptimConfig& c, double lr, long t, T* p, T* g, T* state, size_t n) {
-  if (c.grad_clip > 0) {
-    double sq = 0;
-    for (size_t i = 0; i < n; ++i) sq += double(g[i]) * double(g[i]);
-    const double coef = fm::clip_coef(sq, c.grad_clip);
-    if (coef < 1)
-      for (size_t i = 0; i < n; ++i) g[i] = T(g[i] * coef);
-  }
+void clip_gradients(const OptimConfig& c, T* g, size_t n, double sum_sq) {
+  const double coef = fm::clip_coef(sum_sq, c.grad_clip);
+  if (coef < 1)
+    for (size_t i = 0; i < n; ++i) g[i] = T(g[i] * coef);
+}
+
+// The update of parameters [begin, end) of an arena of n (state holds buffers() * n values:
+// momentum m, or Adam's m then v); t is the number of steps taken before this one. Chunks of one
+// arena may run on different threads.
+template <class T>
+void optim_update(const OptimConfig& c, double lr, long t, T* p, const T* g, T* state, size_t n,
+                  size_t begin, size_t end) {
   const T rate = T(c.rate(lr, t)), wd = T(c.weight_decay);
   switch (c.kind) {
     case OptimConfig::Sgd:
-      for (size_t i = 0; i < n; ++i) fm::sgd(p[i], g[i], rate, wd);
+      for (size_t i = begin; i < end; ++i) fm::sgd(p[i], g[i], rate, wd);
       break;
     case OptimConfig::Momentum:
-      for (size_t i = 0; i < n; ++i) fm::momentum(p[i], g[i], state[i], rate, wd, T(c.momentum), t == 0);
+      for (size_t i = begin; i < end; ++i)
+        fm::momentum(p[i], g[i], state[i], rate, wd, T(c.momentum), t == 0);
       break;
     case OptimConfig::Adam:
     case OptimConfig::AdamW: {
       const AdamStep a = adam_step(c, lr, t);
       T* m = state;
       T* v = state + n;
-      for (size_t i = 0; i < n; ++i)
+      for (size_t i = begin; i < end; ++i)
         fm::adam(p[i], g[i], m[i], v[i], rate, wd, T(c.beta1), T(c.beta2), T(c.eps), T(a.step),
                  T(a.sbc2), a.decoupled);
       break;
     }
   }
+}
+
+// One optimizer step on n parameters: clipping (when set), then the update. Gradients may be
+// rescaled in place (clipping).
+template <class T>
+void optim_step(const OptimConfig& c, double lr, long t, T* p, T* g, T* state, size_t n) {
+  if (c.grad_clip > 0) {
+    double sq = 0;
+    for (size_t i = 0; i < n; ++i) sq += double(g[i]) * double(g[i]);
+    clip_gradients(c, g, n, sq);
+  }
+  optim_update(c, lr, t, p, g, state, n, 0, n);
 }
 
 }  // namespace nm

@@ -58,6 +58,28 @@ class Plan {
   // fixed drawn tensors (StructNode::drawn, by node index; empty for most).
   std::vector<double> initial_params(uint64_t seed,
                                      std::vector<std::vector<std::vector<double>>>* drawn = nullptr) const;
+  // The schedule of a pass over the first `rows` samples, as f(node, first row, rows): every
+  // node over all rows at once, or, for a recurrent model (row t of the batch is step t of the
+  // stream), every node at row t for t = 0..rows-1, so a delayed read sees row t-1. Backward
+  // visits the same (node, row) pairs in the reverse order.
+  template <class F>
+  void forward_order(int rows, F&& f) const {
+    if (!ir.recurrent) {
+      for (int idx : ir.order) f(idx, 0, rows);
+      return;
+    }
+    for (int t = 0; t < rows; ++t)
+      for (int idx : ir.order) f(idx, t, 1);
+  }
+  template <class F>
+  void backward_order(int rows, F&& f) const {
+    if (!ir.recurrent) {
+      for (auto it = ir.order.rbegin(); it != ir.order.rend(); ++it) f(*it, 0, rows);
+      return;
+    }
+    for (int t = rows - 1; t >= 0; --t)
+      for (auto it = ir.order.rbegin(); it != ir.order.rend(); ++it) f(*it, t, 1);
+  }
   // The parameter layout a structured node declared, for an executor's own instance of the
   // kind: returns the offset of "<node>.<part>", checking the shape.
   size_t declared(const std::string& name, const std::vector<int64_t>& shape) const;

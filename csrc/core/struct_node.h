@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ir.h"
@@ -45,35 +46,39 @@ class StructNode {
   virtual std::string aux_name() const { return ""; }
 };
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_attn2d(const IrNode& nd);
 // Distances between a column sheet's columns (N x N), from its shape, geometry and offset.
 std::vector<double> column_distances(const StructSpec& st);
-template <class T>
-std::unique_ptr<StructNode<T>> make_column(const IrNode& nd);
-template <class T>
-std::unique_ptr<StructNode<T>> make_energy(const IrNode& nd);
-template <class T>
-std::unique_ptr<StructNode<T>> make_neuron(const IrNode& nd);
-template <class T>
-std::unique_ptr<StructNode<T>> make_embed(const IrNode& nd);
-template <class T>
-std::unique_ptr<StructNode<T>> make_pool(const IrNode& nd);
 
-// The structured node of an IR node of a structured kind (IRError for any other kind).
+// The registry of structured kinds: each kind's CPU unit (cpu/<kind>.cpp) registers its node
+// class once, at load, with NM_REGISTER_KIND; the plan and the CPU executor make nodes through
+// it. tests (csrc/tests/test_plan.cpp) check that every structured NodeKind is registered.
+template <class T>
+using StructMaker = std::unique_ptr<StructNode<T>> (*)(const IrNode&);
+struct KindEntry {
+  NodeKind kind;
+  const char* name;  // the IR's kind name
+  StructMaker<float> f32;
+  StructMaker<double> f64;
+};
+bool register_kind(const KindEntry& entry);  // true; for static initialisers
+const KindEntry* registered_kind(NodeKind kind);  // null when none
+
+#define NM_REGISTER_KIND(KIND, NAME, CLASS)                                                     \
+  template <class T>                                                                            \
+  std::unique_ptr<::nm::StructNode<T>> nm_make_##CLASS(const ::nm::IrNode& nd) {                \
+    return std::make_unique<CLASS<T>>(nd);                                                      \
+  }                                                                                             \
+  const bool nm_registered_##CLASS =                                                            \
+      ::nm::register_kind({KIND, NAME, &nm_make_##CLASS<float>, &nm_make_##CLASS<double>})
+
+// The structured node of an IR node of a structured kind (IRError for any other kind, or a kind
+// no unit registered).
 template <class T>
 std::unique_ptr<StructNode<T>> make_struct(const IrNode& nd) {
-  switch (nd.kind) {
-    case NodeKind::Attn2d: return make_attn2d<T>(nd);
-    case NodeKind::Column: return make_column<T>(nd);
-    case NodeKind::Energy: return make_energy<T>(nd);
-    case NodeKind::Neuron: return make_neuron<T>(nd);
-    case NodeKind::Embed: return make_embed<T>(nd);
-    case NodeKind::Pool: return make_pool<T>(nd);
-    case NodeKind::Input: case NodeKind::Layer: case NodeKind::Output: case NodeKind::Merge:
-    case NodeKind::Split: case NodeKind::Tap: break;
-  }
-  throw IRError("IR: '" + nd.name + "' is not a structured node");
+  const KindEntry* k = nd.is_struct() ? registered_kind(nd.kind) : nullptr;
+  if (!k) throw IRError("IR: '" + nd.name + "' is not a structured node this engine implements");
+  if constexpr (std::is_same_v<T, float>) return k->f32(nd);
+  else return k->f64(nd);
 }
 
 // A neuron node's activation count per sample of its last forward; empty for other nodes.

@@ -175,6 +175,46 @@ void lagrangian(const Check& c, const LagSpec& l, const std::string& what) {
   c.fail(what + " has an unknown Lagrangian '" + l.name + "'");
 }
 
+// Every option the engine reads of a synapse is in the IR (the compiler writes them all; the
+// backends apply no defaults): integers with their lower bound, flags, the pool's name; and
+// the shapes the kind needs of its layers.
+void synapse_options(const Check& c, const EnergySpec& e, const EnergySynapse& s, const std::string& w) {
+  auto num = [&](const char* key, double lo, double hi) {
+    auto it = s.num.find(key);
+    c.need(it != s.num.end(), w + " has no option '" + key + "'");
+    c.need(it->second >= lo && it->second <= hi,
+           w + " option '" + key + "' must be in " + Check::num(lo) + ".." + Check::num(hi));
+    return int(it->second);
+  };
+  constexpr double kBig = double(int64_t(1) << 24);
+  auto tokens = [&](int ref) {
+    const EnergyLayer& l = e.layers[size_t(ref)];
+    return l.size / l.shape.back();
+  };
+  if (s.kind == "dense") num("bias", 0, 1);
+  if (s.kind == "hidden") num("units", 1, kBig), num("norm", 0, 1);
+  if (s.kind == "tensor") num("units", 1, kBig), num("heads", 1, kBig);
+  if (s.kind == "attention" || s.kind == "mixer") num("heads", 1, kBig), num("qk", 1, kBig);
+  if (s.kind == "mixer" && s.refs.size() == 2)
+    c.need(tokens(s.refs[0]) == tokens(s.refs[1]), w + " joins layers of unequal token counts");
+  if (s.kind != "conv" || s.refs.size() != 2) return;
+  const int k = num("kernel", 1, kBig), st = num("stride", 1, kBig), pad = num("pad", 0, kBig);
+  auto it = s.name_opts.find("pool");
+  c.need(it != s.name_opts.end(), w + " has no option 'pool'");
+  c.need(it->second == "none" || it->second == "avg" || it->second == "max",
+         w + " option 'pool' has an unknown value '" + it->second + "'");
+  const bool pool = it->second != "none";  // window and pstride: read with pooling only
+  const int win = pool ? num("window", 1, kBig) : 1, pst = pool ? num("pstride", 1, kBig) : 1;
+  const auto &a = e.layers[size_t(s.refs[0])].shape, &b = e.layers[size_t(s.refs[1])].shape;
+  c.need(a.size() == 3 && b.size() == 3, w + " needs HxWxC layers");
+  c.need(pad < k, w + " has a pad not less than its kernel");
+  const int64_t hc = (int64_t(a[0]) + 2 * pad - k) / st + 1, wc = (int64_t(a[1]) + 2 * pad - k) / st + 1;
+  c.need(a[0] + 2 * int64_t(pad) >= k && a[1] + 2 * int64_t(pad) >= k, w + " has a kernel larger than its input");
+  c.need(!pool || (hc >= win && wc >= win), w + " has a pooling window larger than its map");
+  const int64_t ph = pool ? (hc - win) / pst + 1 : hc, pw = pool ? (wc - win) / pst + 1 : wc;
+  c.need(ph == b[0] && pw == b[1] && a[2] >= 1 && b[2] >= 1, w + " does not fit its layers");
+}
+
 void energy(const Check& c, const IrNode& nd) {
   const EnergySpec& e = nd.en;
   c.need(e.steps >= 1 && e.steps <= 10000, "steps must be in 1..10000");
@@ -197,12 +237,7 @@ void energy(const Check& c, const IrNode& nd) {
     c.need(ok, w + " joins the wrong number of layers (" + std::to_string(n) + ")");
     for (const auto& [key, v] : s.num)
       c.integer(v, 0, int64_t(1) << 24, w + " option '" + key + "'");
-    auto pos = [&](const char* key) {
-      auto it = s.num.find(key);
-      c.need(it != s.num.end() && it->second >= 1, w + " needs a positive '" + key + "'");
-    };
-    if (s.kind == "hidden" || s.kind == "tensor") pos("units");
-    if (s.kind == "conv") pos("kernel");
+    synapse_options(c, e, s, w);
     const bool hidden = s.kind == "hidden" || s.kind == "tensor" || s.kind == "attention" || s.kind == "mixer";
     c.need(hidden == s.has_hidden, w + (hidden ? " needs" : " takes no") + " hidden Lagrangian");
     if (s.has_hidden) lagrangian(c, s.hidden, w);
@@ -256,8 +291,7 @@ void validate_ir(const IrModel& m) {
       case NodeKind::Embed: embed(c, nd); break;
       case NodeKind::Pool: pool(c, nd); break;
       case NodeKind::Energy: energy(c, nd); break;
-      case NodeKind::Input: case NodeKind::Layer: case NodeKind::Output: case NodeKind::Merge:
-      case NodeKind::Split: case NodeKind::Tap: break;
+      NM_PLAIN_KIND_CASES: case NodeKind::kCount: break;
     }
   }
 }

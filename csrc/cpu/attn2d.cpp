@@ -400,11 +400,7 @@ class Attn2dNode final : public StructNode<T> {
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_attn2d(const IrNode& nd) {
-  return std::make_unique<Attn2dNode<T>>(nd);
-}
-template std::unique_ptr<StructNode<float>> make_attn2d<float>(const IrNode&);
-template std::unique_ptr<StructNode<double>> make_attn2d<double>(const IrNode&);
+// The attn2d kind, registered for the plan and the CPU executor (core/struct_node.h).
+NM_REGISTER_KIND(NodeKind::Attn2d, "attn2d", Attn2dNode);
 
 }  // namespace nm

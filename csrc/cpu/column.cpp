@@ -299,11 +299,7 @@ class ColumnNode final : public StructNode<T> {
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_column(const IrNode& nd) {
-  return std::make_unique<ColumnNode<T>>(nd);
-}
-template std::unique_ptr<StructNode<float>> make_column<float>(const IrNode&);
-template std::unique_ptr<StructNode<double>> make_column<double>(const IrNode&);
+// The column kind, registered for the plan and the CPU executor (core/struct_node.h).
+NM_REGISTER_KIND(NodeKind::Column, "column", ColumnNode);
 
 }  // namespace nm

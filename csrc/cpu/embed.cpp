@@ -81,11 +81,7 @@ class EmbedNode final : public StructNode<T> {
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_embed(const IrNode& nd) {
-  return std::make_unique<EmbedNode<T>>(nd);
-}
-template std::unique_ptr<StructNode<float>> make_embed<float>(const IrNode&);
-template std::unique_ptr<StructNode<double>> make_embed<double>(const IrNode&);
+// The embed kind, registered for the plan and the CPU executor (core/struct_node.h).
+NM_REGISTER_KIND(NodeKind::Embed, "embed", EmbedNode);
 
 }  // namespace nm

@@ -8,9 +8,9 @@
 #include <cstring>
 #include <vector>
 
+#include "../core/lagrangian.h"
 #include "../core/struct_node.h"
 #include "gemm.h"
-#include "lagrangian.h"
 #include "neuromorph/errors.h"
 
 namespace nm {
@@ -29,13 +29,30 @@ void mm(bool ta, bool tb, int m, int n, int k, const T* A, int lda, const T* B, 
 
 // A synapse: currents into its layers, their vector-Jacobian product, and its energy.
 // g[j], I[j], Ibar[j], gbar[j]: (rows, size of ref j); currents and gradients accumulate.
+// A ref is `fixed` when its layer is clamped: its g is the same at every step, its current is
+// discarded and its Ī is zero. A synapse that says sparse() takes null pointers there (I[j]:
+// no current wanted, Ibar[j]: zero, gbar[j]: no gradient wanted) and skips that work; the
+// others always get buffers. The block calls, per forward: prepare, then current for steps
+// t = 0..T-1 in order; per backward: prepare, begin_vjp, vjp for t = T-1..0, end_vjp — with
+// `row` and `t` set before each current / vjp (a synapse may keep per-step state of its
+// forward, by batch row, for its backward).
 template <class T>
 struct Synapse {
   std::string name;
-  std::vector<int> sizes;  // per ref
+  std::vector<int> sizes;   // per ref
+  std::vector<char> fixed;  // per ref
+  int row = 0, t = 0;       // batch row and step of the next current / vjp
   virtual ~Synapse() = default;
   virtual void declare(const typename StructNode<T>::AddParam& add) = 0;
   virtual void init(Rng& rng, T* P) const = 0;
+  virtual void allocate(int batch, int steps) { (void)batch, (void)steps; }
+  virtual bool sparse() const { return false; }
+  virtual void prepare(const T* P) { (void)P; }
+  virtual void begin_vjp(int rows) { (void)rows; }
+  // the deferred products of the fixed refs (g: every ref at step 0)
+  virtual void end_vjp(const T* P, T* G, const CPtrs<T>& g, const Ptrs<T>& gbar, int rows) {
+    (void)P, (void)G, (void)g, (void)gbar, (void)rows;
+  }
   virtual void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) = 0;
   virtual void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ibar, const Ptrs<T>& gbar,
                    int rows) = 0;
@@ -134,16 +151,17 @@ struct Dense final : Synapse<T> {
     if (has_bias) normal_fill(rng, P + b, size_t(this->sizes.back()), 0.02);
   }
   int k() const { return int(this->sizes.size()); }
+  bool sparse() const override { return k() == 2; }
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
     const int n0 = this->sizes[0], nl = this->sizes.back();
     if (k() == 2) {  // batched: I0 += g1 Wᵀ, I1 += g0 W
-      mm<T>(false, true, rows, n0, nl, g[1], nl, P + W, nl, I[0], n0);
-      mm<T>(false, false, rows, nl, n0, g[0], n0, P + W, nl, I[1], nl);
+      if (I[0]) mm<T>(false, true, rows, n0, nl, g[1], nl, P + W, nl, I[0], n0);
+      if (I[1]) mm<T>(false, false, rows, nl, n0, g[0], n0, P + W, nl, I[1], nl);
     } else {
       for (int r = 0; r < rows; ++r)
         for (int j = 0; j < k(); ++j) ml.contract(P + W, row(g, r), j, I[j] + size_t(r) * this->sizes[j]);
     }
-    if (has_bias)
+    if (has_bias && I.back())
       for (int r = 0; r < rows; ++r)
         for (int i = 0; i < nl; ++i) I.back()[size_t(r) * nl + i] += P[b + i];
   }
@@ -151,14 +169,18 @@ struct Dense final : Synapse<T> {
            int rows) override {
     const int n0 = this->sizes[0], nl = this->sizes.back();
     if (k() == 2) {
-      mm<T>(false, false, rows, nl, n0, Ib[0], n0, P + W, nl, gb[1], nl);   // ḡ1 += Ī0 W
-      mm<T>(true, false, n0, nl, rows, Ib[0], n0, g[1], nl, G + W, nl);     // W̄ += Ī0ᵀ g1
-      mm<T>(false, true, rows, n0, nl, Ib[1], nl, P + W, nl, gb[0], n0);    // ḡ0 += Ī1 Wᵀ
-      mm<T>(true, false, n0, nl, rows, g[0], n0, Ib[1], nl, G + W, nl);     // W̄ += g0ᵀ Ī1
+      if (Ib[0]) {
+        if (gb[1]) mm<T>(false, false, rows, nl, n0, Ib[0], n0, P + W, nl, gb[1], nl);  // ḡ1 += Ī0 W
+        mm<T>(true, false, n0, nl, rows, Ib[0], n0, g[1], nl, G + W, nl);              // W̄ += Ī0ᵀ g1
+      }
+      if (Ib[1]) {
+        if (gb[0]) mm<T>(false, true, rows, n0, nl, Ib[1], nl, P + W, nl, gb[0], n0);  // ḡ0 += Ī1 Wᵀ
+        mm<T>(true, false, n0, nl, rows, g[0], n0, Ib[1], nl, G + W, nl);              // W̄ += g0ᵀ Ī1
+      }
     } else {
       for (int r = 0; r < rows; ++r) ml.vjp(P + W, row(g, r), row(Ib, r), G + W, row(gb, r));
     }
-    if (has_bias)
+    if (has_bias && Ib.back())
       for (int r = 0; r < rows; ++r)
         for (int i = 0; i < nl; ++i) G[b + i] += Ib.back()[size_t(r) * nl + i];
   }
@@ -186,13 +208,16 @@ struct BiasSyn final : Synapse<T> {
     b = add(this->name + ".bias", {this->sizes[0]});
   }
   void init(Rng& rng, T* P) const override { normal_fill(rng, P + b, size_t(this->sizes[0]), 0.02); }
+  bool sparse() const override { return true; }
   void current(const T* P, const CPtrs<T>&, const Ptrs<T>& I, int rows) override {
     const int n = this->sizes[0];
+    if (!I[0]) return;
     for (int r = 0; r < rows; ++r)
       for (int i = 0; i < n; ++i) I[0][size_t(r) * n + i] += P[b + i];
   }
   void vjp(const T*, T* G, const CPtrs<T>&, const CPtrs<T>& Ib, const Ptrs<T>&, int rows) override {
     const int n = this->sizes[0];
+    if (!Ib[0]) return;
     for (int r = 0; r < rows; ++r)
       for (int i = 0; i < n; ++i) G[b + i] += Ib[0][size_t(r) * n + i];
   }
@@ -205,90 +230,151 @@ struct BiasSyn final : Synapse<T> {
 
 // ------------------------------------------------------------------ hidden (integrated-out layer)
 // h = Σ_j g_j Ŵ_j (rows x M), s = ∇L_h(h), I_j = s Ŵ_jᵀ, E = −L_h(h); Ŵ = W or column-normalised W.
+// The forward keeps h and s of every step for the backward. The fixed refs' part of h is taken
+// once per forward (step 0), and their weight gradient Σ_t g_jᵀ h̄_t = g_jᵀ Σ_t h̄_t is one
+// product at the end of the backward.
 template <class T>
 struct Hidden final : Synapse<T> {
   int M = 0;
   bool norm = false;
   Lagrangian lag;
   std::vector<size_t> W;
-  std::vector<std::vector<T>> What;  // the normalised weights of this step (norm 1)
-  std::vector<T> h, s, hb, sb;
-  std::vector<std::vector<T>> Wb;  // per-layer gradient of the (normalised) weights
+  std::vector<std::vector<T>> What, Wb;  // norm 1: the normalised weights, their gradient
+  std::vector<T> hs, ss;                 // h, s of every step (steps x batch x M)
+  std::vector<T> hfix, hbfix;            // batch x M: Σ_fixed g Ŵ; Σ_t h̄_t
+  std::vector<T> sb, hb, he, se;         // batch x M scratch (he, se: energies)
+  int B = 0;
+  bool sparse() const override { return true; }
+  bool any_fixed() const {
+    for (char f : this->fixed)
+      if (f) return true;
+    return false;
+  }
   void declare(const typename StructNode<T>::AddParam& add) override {
     for (size_t j = 0; j < this->sizes.size(); ++j)
       W.push_back(add(this->name + ".weight" + std::to_string(j), {this->sizes[j], M}));
-    What.resize(this->sizes.size());
   }
   void init(Rng& rng, T* P) const override {
     for (size_t j = 0; j < W.size(); ++j) normal_fill(rng, P + W[j], size_t(this->sizes[j]) * M, 0.02);
   }
-  const T* w(const T* P, size_t j) {
-    if (!norm) return P + W[j];
-    const int n = this->sizes[j];
-    What[j].assign(size_t(n) * M, T(0));
-    for (int m = 0; m < M; ++m) {
-      double ss = 0;
-      for (int i = 0; i < n; ++i) ss += double(P[W[j] + size_t(i) * M + m]) * P[W[j] + size_t(i) * M + m];
-      const double inv = ss > 0 ? 1 / std::sqrt(ss) : 0.0;
-      for (int i = 0; i < n; ++i) What[j][size_t(i) * M + m] = T(P[W[j] + size_t(i) * M + m] * inv);
+  void allocate(int batch, int steps) override {
+    B = batch;
+    const size_t n = size_t(batch) * M;
+    hs.assign(size_t(steps) * n, T(0));
+    ss.assign(size_t(steps) * n, T(0));
+    for (auto* v : {&hfix, &hbfix, &sb, &hb, &he, &se}) v->assign(n, T(0));
+    What.assign(norm ? W.size() : 0, {});
+    Wb.assign(norm ? W.size() : 0, {});
+    for (size_t j = 0; j < What.size(); ++j) {
+      What[j].assign(size_t(this->sizes[j]) * M, T(0));
+      Wb[j].assign(size_t(this->sizes[j]) * M, T(0));
     }
-    return What[j].data();
   }
-  void hidden(const T* P, const CPtrs<T>& g, int rows) {
-    h.assign(size_t(rows) * M, T(0));
-    for (size_t j = 0; j < W.size(); ++j)
-      mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, h.data(), M);
-    s.assign(h.size(), T(0));
-    lag.grad(h.data(), s.data(), h.size());
+  void prepare(const T* P) override {
+    if (!norm) return;
+    for (size_t j = 0; j < W.size(); ++j) {
+      const int n = this->sizes[j];
+      const T* Wj = P + W[j];
+      for (int m = 0; m < M; ++m) {
+        double ss2 = 0;
+        for (int i = 0; i < n; ++i) ss2 += double(Wj[size_t(i) * M + m]) * Wj[size_t(i) * M + m];
+        const double inv = ss2 > 0 ? 1 / std::sqrt(ss2) : 0.0;
+        for (int i = 0; i < n; ++i) What[j][size_t(i) * M + m] = T(Wj[size_t(i) * M + m] * inv);
+      }
+    }
   }
+  const T* w(const T* P, size_t j) const { return norm ? What[j].data() : P + W[j]; }
+  T* wgrad(T* G, size_t j) { return norm ? Wb[j].data() : G + W[j]; }
+  T* at(std::vector<T>& v, int step) { return v.data() + (size_t(step) * B + this->row) * M; }
+
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
-    hidden(P, g, rows);
+    const size_t n = size_t(rows) * M;
+    T *h = at(hs, this->t), *s = at(ss, this->t);
+    if (any_fixed()) {
+      T* hf = at(hfix, 0);
+      if (this->t == 0) {
+        std::fill(hf, hf + n, T(0));
+        for (size_t j = 0; j < W.size(); ++j)
+          if (this->fixed[j])
+            mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, hf, M);
+      }
+      std::copy(hf, hf + n, h);
+    } else {
+      std::fill(h, h + n, T(0));
+    }
     for (size_t j = 0; j < W.size(); ++j)
-      mm<T>(false, true, rows, this->sizes[j], M, s.data(), M, w(P, j), M, I[j], this->sizes[j]);
+      if (!this->fixed[j])
+        mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, h, M);
+    lag.grad(h, s, n);
+    for (size_t j = 0; j < W.size(); ++j)
+      if (I[j]) mm<T>(false, true, rows, this->sizes[j], M, s, M, w(P, j), M, I[j], this->sizes[j]);
+  }
+  void begin_vjp(int rows) override {
+    T* hf = at(hbfix, 0);
+    std::fill(hf, hf + size_t(rows) * M, T(0));
+    for (auto& v : Wb) std::fill(v.begin(), v.end(), T(0));
   }
   void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
            int rows) override {
-    hidden(P, g, rows);
-    sb.assign(h.size(), T(0));
-    hb.assign(h.size(), T(0));
-    Wb.resize(W.size());
+    const size_t n = size_t(rows) * M;
+    const T *h = at(hs, this->t), *s = at(ss, this->t);
+    bool any = false;
     for (size_t j = 0; j < W.size(); ++j) {
-      const int n = this->sizes[j];
-      Wb[j].assign(size_t(n) * M, T(0));
-      mm<T>(true, false, n, M, rows, Ib[j], n, s.data(), M, Wb[j].data(), M);     // Ŵ̄ += Īᵀ s
-      mm<T>(false, false, rows, M, n, Ib[j], n, w(P, j), M, sb.data(), M);        // s̄ += Ī Ŵ
+      if (!Ib[j]) continue;
+      const int nj = this->sizes[j];
+      if (!any) std::fill(sb.begin(), sb.begin() + n, T(0));
+      any = true;
+      mm<T>(true, false, nj, M, rows, Ib[j], nj, s, M, wgrad(G, j), M);       // Ŵ̄ += Īᵀ s
+      mm<T>(false, false, rows, M, nj, Ib[j], nj, w(P, j), M, sb.data(), M);  // s̄ += Ī Ŵ
     }
-    lag.jvp(h.data(), s.data(), sb.data(), hb.data(), h.size());                   // h̄ = J s̄
+    if (!any) return;
+    std::fill(hb.begin(), hb.begin() + n, T(0));
+    lag.jvp(h, s, sb.data(), hb.data(), n);                                   // h̄ = J s̄
+    if (any_fixed()) {
+      T* hf = at(hbfix, 0);
+      for (size_t i = 0; i < n; ++i) hf[i] += hb[i];
+    }
     for (size_t j = 0; j < W.size(); ++j) {
-      const int n = this->sizes[j];
-      mm<T>(true, false, n, M, rows, g[j], n, hb.data(), M, Wb[j].data(), M);     // Ŵ̄ += gᵀ h̄
-      mm<T>(false, true, rows, n, M, hb.data(), M, w(P, j), M, gb[j], n);         // ḡ += h̄ Ŵᵀ
-      unnormalise(P, j, Wb[j], G + W[j]);
+      if (this->fixed[j]) continue;
+      const int nj = this->sizes[j];
+      mm<T>(true, false, nj, M, rows, g[j], nj, hb.data(), M, wgrad(G, j), M);            // Ŵ̄ += gᵀ h̄
+      if (gb[j]) mm<T>(false, true, rows, nj, M, hb.data(), M, w(P, j), M, gb[j], nj);  // ḡ += h̄ Ŵᵀ
     }
   }
-  void unnormalise(const T* P, size_t j, const std::vector<T>& Wb, T* G) {
-    const int n = this->sizes[j];
-    if (!norm) {
-      for (size_t i = 0; i < Wb.size(); ++i) G[i] += Wb[i];
-      return;
+  void end_vjp(const T* P, T* G, const CPtrs<T>& g, const Ptrs<T>& gb, int rows) override {
+    const T* hf = at(hbfix, 0);
+    for (size_t j = 0; j < W.size(); ++j) {
+      if (!this->fixed[j]) continue;
+      const int nj = this->sizes[j];
+      mm<T>(true, false, nj, M, rows, g[j], nj, hf, M, wgrad(G, j), M);
+      if (gb[j]) mm<T>(false, true, rows, nj, M, hf, M, w(P, j), M, gb[j], nj);
     }
-    const T* Wh = w(P, j);
+    if (norm)
+      for (size_t j = 0; j < W.size(); ++j) unnormalise(P, j, G + W[j]);
+  }
+  // G += the gradient of W given Ŵ̄ = Wb[j] (through the column normalisation)
+  void unnormalise(const T* P, size_t j, T* G) const {
+    const int n = this->sizes[j];
+    const T *Wj = P + W[j], *Wh = What[j].data(), *Wbj = Wb[j].data();
     for (int m = 0; m < M; ++m) {
-      double ss = 0, dot = 0;
+      double ss2 = 0, dot = 0;
       for (int i = 0; i < n; ++i) {
-        const double v = P[W[j] + size_t(i) * M + m];
-        ss += v * v;
-        dot += double(Wh[size_t(i) * M + m]) * Wb[size_t(i) * M + m];
+        const double v = Wj[size_t(i) * M + m];
+        ss2 += v * v;
+        dot += double(Wh[size_t(i) * M + m]) * Wbj[size_t(i) * M + m];
       }
-      if (ss <= 0) continue;
-      const double inv = 1 / std::sqrt(ss);
+      if (ss2 <= 0) continue;
+      const double inv = 1 / std::sqrt(ss2);
       for (int i = 0; i < n; ++i)
-        G[size_t(i) * M + m] += T(inv * (Wb[size_t(i) * M + m] - Wh[size_t(i) * M + m] * dot));
+        G[size_t(i) * M + m] += T(inv * (Wbj[size_t(i) * M + m] - Wh[size_t(i) * M + m] * dot));
     }
   }
   void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
-    hidden(P, g, rows);
-    for (int r = 0; r < rows; ++r) E[r] -= lag.value(h.data() + size_t(r) * M, size_t(M));
+    const size_t n = size_t(rows) * M;
+    std::fill(he.begin(), he.begin() + n, T(0));
+    for (size_t j = 0; j < W.size(); ++j)
+      mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, he.data(), M);
+    for (int r = 0; r < rows; ++r) E[r] -= lag.value(he.data() + size_t(r) * M, size_t(M));
   }
 };
 
@@ -363,13 +449,15 @@ struct Tensor final : Synapse<T> {
 
 // ------------------------------------------------------------------ attention
 // Q = g_q W_Q, K = g_k W_K (tokens x H·Z); S_h = Q_h K_hᵀ; E = −Σ_{h,q} L_h(S_hq,:);
-// A = ∇L_h(S); I_q = Σ_h A_h K_h W_Q,hᵀ, I_k = Σ_h A_hᵀ Q_h W_K,hᵀ.
+// A = ∇L_h(S); I_q = Σ_h A_h K_h W_Q,hᵀ, I_k = Σ_h A_hᵀ Q_h W_K,hᵀ. The projections and the
+// currents are products over every sample at once (tokens of all rows); only the scores and
+// contexts (Nq x Nk per sample and head) are per-sample products. Null I / Ī / ḡ: skipped.
 template <class T>
 struct Attention final : Synapse<T> {
-  int H = 1, Z = 64, Nq = 1, Dq = 1, Nk = 1, Dk = 1;
+  int H = 0, Z = 0, Nq = 1, Dq = 1, Nk = 1, Dk = 1;  // H, Z: from the IR
   Lagrangian lag;  // row = Nk
   size_t WQ = 0, WK = 0;
-  std::vector<T> Q, K, S, A, C, Qb, Kb, Sb, Ab, Cb;
+  std::vector<T> Q, K, S, A, Cq, Ck, Cqb, Ckb, Ab, Sb, Qb, Kb;  // batch-sized
   void declare(const typename StructNode<T>::AddParam& add) override {
     WQ = add(this->name + ".query", {Dq, H, Z});
     WK = add(this->name + ".key", {Dk, H, Z});
@@ -378,169 +466,160 @@ struct Attention final : Synapse<T> {
     normal_fill(rng, P + WQ, size_t(Dq) * H * Z, 0.02);
     normal_fill(rng, P + WK, size_t(Dk) * H * Z, 0.02);
   }
-  // per sample: Q, K, S (H x Nq x Nk), A
-  void scores(const T* P, const T* gq, const T* gk) {
-    const int HZ = H * Z;
-    Q.assign(size_t(Nq) * HZ, T(0));
-    K.assign(size_t(Nk) * HZ, T(0));
-    mm<T>(false, false, Nq, HZ, Dq, gq, Dq, P + WQ, HZ, Q.data(), HZ);
-    mm<T>(false, false, Nk, HZ, Dk, gk, Dk, P + WK, HZ, K.data(), HZ);
-    S.assign(size_t(H) * Nq * Nk, T(0));
-    for (int h = 0; h < H; ++h)
-      mm<T>(false, true, Nq, Nk, Z, Q.data() + h * Z, HZ, K.data() + h * Z, HZ,
-            S.data() + size_t(h) * Nq * Nk, Nk);
-    A.assign(S.size(), T(0));
-    lag.grad(S.data(), A.data(), S.size());
+  bool sparse() const override { return true; }
+  int HZ() const { return H * Z; }
+  size_t sQ() const { return size_t(Nq) * HZ(); }      // Q of one sample
+  size_t sK() const { return size_t(Nk) * HZ(); }
+  size_t sS() const { return size_t(H) * Nq * Nk; }    // scores of one sample
+  void allocate(int batch, int) override {
+    const size_t B = size_t(batch);
+    for (auto* v : {&Q, &Cq, &Cqb, &Qb}) v->assign(B * sQ(), T(0));
+    for (auto* v : {&K, &Ck, &Ckb, &Kb}) v->assign(B * sK(), T(0));
+    for (auto* v : {&S, &A, &Ab, &Sb}) v->assign(B * sS(), T(0));
+  }
+  // operands of sample r, head h: its scores (Nq x Nk) or its slice (N x Z, ld H·Z) of a token matrix
+  T* sc(std::vector<T>& v, int r, int h) { return v.data() + r * sS() + size_t(h) * Nq * Nk; }
+  T* tq(std::vector<T>& v, int r, int h) { return v.data() + r * sQ() + size_t(h) * Z; }
+  T* tk(std::vector<T>& v, int r, int h) { return v.data() + r * sK() + size_t(h) * Z; }
+  void scores(const T* P, const T* gq, const T* gk, int rows) {
+    const int hz = HZ();
+    mm<T>(false, false, rows * Nq, hz, Dq, gq, Dq, P + WQ, hz, Q.data(), hz, T(0));
+    mm<T>(false, false, rows * Nk, hz, Dk, gk, Dk, P + WK, hz, K.data(), hz, T(0));
+    for (int r = 0; r < rows; ++r)
+      for (int h = 0; h < H; ++h)
+        mm<T>(false, true, Nq, Nk, Z, tq(Q, r, h), hz, tk(K, r, h), hz, sc(S, r, h), Nk, T(0));
+    lag.grad(S.data(), A.data(), size_t(rows) * sS());
+  }
+  // Cq_h = A_h K_h, Ck_h = A_hᵀ Q_h (every sample and head)
+  void contexts(int rows) {
+    const int hz = HZ();
+    for (int r = 0; r < rows; ++r)
+      for (int h = 0; h < H; ++h) {
+        mm<T>(false, false, Nq, Z, Nk, sc(A, r, h), Nk, tk(K, r, h), hz, tq(Cq, r, h), hz, T(0));
+        mm<T>(true, false, Nk, Z, Nq, sc(A, r, h), Nk, tq(Q, r, h), hz, tk(Ck, r, h), hz, T(0));
+      }
   }
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
-    const int HZ = H * Z;
-    for (int r = 0; r < rows; ++r) {
-      const T* gq = g[0] + size_t(r) * Nq * Dq;
-      const T* gk = g[1] + size_t(r) * Nk * Dk;
-      scores(P, gq, gk);
-      for (int h = 0; h < H; ++h) {
-        const T* Ah = A.data() + size_t(h) * Nq * Nk;
-        C.assign(size_t(Nq) * Z, T(0));  // A_h K_h
-        mm<T>(false, false, Nq, Z, Nk, Ah, Nk, K.data() + h * Z, HZ, C.data(), Z);
-        mm<T>(false, true, Nq, Dq, Z, C.data(), Z, P + WQ + h * Z, HZ, I[0] + size_t(r) * Nq * Dq, Dq);
-        C.assign(size_t(Nk) * Z, T(0));  // A_hᵀ Q_h
-        mm<T>(true, false, Nk, Z, Nq, Ah, Nk, Q.data() + h * Z, HZ, C.data(), Z);
-        mm<T>(false, true, Nk, Dk, Z, C.data(), Z, P + WK + h * Z, HZ, I[1] + size_t(r) * Nk * Dk, Dk);
-      }
-    }
+    if (!I[0] && !I[1]) return;
+    const int hz = HZ();
+    scores(P, g[0], g[1], rows);
+    contexts(rows);
+    if (I[0]) mm<T>(false, true, rows * Nq, Dq, hz, Cq.data(), hz, P + WQ, hz, I[0], Dq);
+    if (I[1]) mm<T>(false, true, rows * Nk, Dk, hz, Ck.data(), hz, P + WK, hz, I[1], Dk);
   }
   void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gb,
            int rows) override {
-    const int HZ = H * Z;
-    for (int r = 0; r < rows; ++r) {
-      const T* gq = g[0] + size_t(r) * Nq * Dq;
-      const T* gk = g[1] + size_t(r) * Nk * Dk;
-      const T* Iq = Ib[0] + size_t(r) * Nq * Dq;
-      const T* Ik = Ib[1] + size_t(r) * Nk * Dk;
-      scores(P, gq, gk);
-      Qb.assign(Q.size(), T(0));
-      Kb.assign(K.size(), T(0));
-      Ab.assign(A.size(), T(0));
-      for (int h = 0; h < H; ++h) {
-        const T* Ah = A.data() + size_t(h) * Nq * Nk;
-        T* Abh = Ab.data() + size_t(h) * Nq * Nk;
-        // I_q = C_q W_Q,hᵀ with C_q = A_h K_h
-        C.assign(size_t(Nq) * Z, T(0));
-        mm<T>(false, false, Nq, Z, Nk, Ah, Nk, K.data() + h * Z, HZ, C.data(), Z);
-        mm<T>(true, false, Dq, Z, Nq, Iq, Dq, C.data(), Z, G + WQ + h * Z, HZ);   // W̄_Q,h += Iqᵀ C
-        Cb.assign(size_t(Nq) * Z, T(0));
-        mm<T>(false, false, Nq, Z, Dq, Iq, Dq, P + WQ + h * Z, HZ, Cb.data(), Z);  // C̄ = Iq W_Q,h
-        mm<T>(false, true, Nq, Nk, Z, Cb.data(), Z, K.data() + h * Z, HZ, Abh, Nk);  // Ā += C̄ Kᵀ
-        mm<T>(true, false, Nk, Z, Nq, Ah, Nk, Cb.data(), Z, Kb.data() + h * Z, HZ);  // K̄ += Aᵀ C̄
-        // I_k = C_k W_K,hᵀ with C_k = A_hᵀ Q_h
-        C.assign(size_t(Nk) * Z, T(0));
-        mm<T>(true, false, Nk, Z, Nq, Ah, Nk, Q.data() + h * Z, HZ, C.data(), Z);
-        mm<T>(true, false, Dk, Z, Nk, Ik, Dk, C.data(), Z, G + WK + h * Z, HZ);
-        Cb.assign(size_t(Nk) * Z, T(0));
-        mm<T>(false, false, Nk, Z, Dk, Ik, Dk, P + WK + h * Z, HZ, Cb.data(), Z);
-        mm<T>(false, true, Nq, Nk, Z, Q.data() + h * Z, HZ, Cb.data(), Z, Abh, Nk);  // Ā += Q C̄ᵀ
-        mm<T>(false, false, Nq, Z, Nk, Ah, Nk, Cb.data(), Z, Qb.data() + h * Z, HZ);  // Q̄ += A C̄
-      }
-      Sb.assign(S.size(), T(0));
-      lag.jvp(S.data(), A.data(), Ab.data(), Sb.data(), S.size());
-      for (int h = 0; h < H; ++h) {
-        const T* Sbh = Sb.data() + size_t(h) * Nq * Nk;
-        mm<T>(false, false, Nq, Z, Nk, Sbh, Nk, K.data() + h * Z, HZ, Qb.data() + h * Z, HZ);
-        mm<T>(true, false, Nk, Z, Nq, Sbh, Nk, Q.data() + h * Z, HZ, Kb.data() + h * Z, HZ);
-      }
-      mm<T>(true, false, Dq, HZ, Nq, gq, Dq, Qb.data(), HZ, G + WQ, HZ);
-      mm<T>(false, true, Nq, Dq, HZ, Qb.data(), HZ, P + WQ, HZ, gb[0] + size_t(r) * Nq * Dq, Dq);
-      mm<T>(true, false, Dk, HZ, Nk, gk, Dk, Kb.data(), HZ, G + WK, HZ);
-      mm<T>(false, true, Nk, Dk, HZ, Kb.data(), HZ, P + WK, HZ, gb[1] + size_t(r) * Nk * Dk, Dk);
+    if (!Ib[0] && !Ib[1]) return;
+    const int hz = HZ();
+    const T *Iq = Ib[0], *Ik = Ib[1];
+    scores(P, g[0], g[1], rows);
+    contexts(rows);
+    if (Iq) {
+      mm<T>(true, false, Dq, hz, rows * Nq, Iq, Dq, Cq.data(), hz, G + WQ, hz);          // W̄_Q += Iqᵀ Cq
+      mm<T>(false, false, rows * Nq, hz, Dq, Iq, Dq, P + WQ, hz, Cqb.data(), hz, T(0));  // C̄q = Iq W_Q
+    } else {
+      std::fill(Cqb.begin(), Cqb.begin() + rows * sQ(), T(0));
     }
+    if (Ik) {
+      mm<T>(true, false, Dk, hz, rows * Nk, Ik, Dk, Ck.data(), hz, G + WK, hz);          // W̄_K += Ikᵀ Ck
+      mm<T>(false, false, rows * Nk, hz, Dk, Ik, Dk, P + WK, hz, Ckb.data(), hz, T(0));  // C̄k = Ik W_K
+    } else {
+      std::fill(Ckb.begin(), Ckb.begin() + rows * sK(), T(0));
+    }
+    for (int r = 0; r < rows; ++r)
+      for (int h = 0; h < H; ++h) {
+        mm<T>(false, true, Nq, Nk, Z, tq(Cqb, r, h), hz, tk(K, r, h), hz, sc(Ab, r, h), Nk, T(0));  // Ā = C̄q Kᵀ
+        mm<T>(false, true, Nq, Nk, Z, tq(Q, r, h), hz, tk(Ckb, r, h), hz, sc(Ab, r, h), Nk);        // Ā += Q C̄kᵀ
+        mm<T>(true, false, Nk, Z, Nq, sc(A, r, h), Nk, tq(Cqb, r, h), hz, tk(Kb, r, h), hz, T(0));  // K̄ = Aᵀ C̄q
+        mm<T>(false, false, Nq, Z, Nk, sc(A, r, h), Nk, tk(Ckb, r, h), hz, tq(Qb, r, h), hz, T(0)); // Q̄ = A C̄k
+      }
+    const size_t ns = size_t(rows) * sS();
+    std::fill(Sb.begin(), Sb.begin() + ns, T(0));
+    lag.jvp(S.data(), A.data(), Ab.data(), Sb.data(), ns);  // S̄ = J Ā
+    for (int r = 0; r < rows; ++r)
+      for (int h = 0; h < H; ++h) {
+        mm<T>(false, false, Nq, Z, Nk, sc(Sb, r, h), Nk, tk(K, r, h), hz, tq(Qb, r, h), hz);  // Q̄ += S̄ K
+        mm<T>(true, false, Nk, Z, Nq, sc(Sb, r, h), Nk, tq(Q, r, h), hz, tk(Kb, r, h), hz);   // K̄ += S̄ᵀ Q
+      }
+    mm<T>(true, false, Dq, hz, rows * Nq, g[0], Dq, Qb.data(), hz, G + WQ, hz);          // W̄_Q += g_qᵀ Q̄
+    if (gb[0]) mm<T>(false, true, rows * Nq, Dq, hz, Qb.data(), hz, P + WQ, hz, gb[0], Dq);  // ḡ_q += Q̄ W_Qᵀ
+    mm<T>(true, false, Dk, hz, rows * Nk, g[1], Dk, Kb.data(), hz, G + WK, hz);          // W̄_K += g_kᵀ K̄
+    if (gb[1]) mm<T>(false, true, rows * Nk, Dk, hz, Kb.data(), hz, P + WK, hz, gb[1], Dk);  // ḡ_k += K̄ W_Kᵀ
   }
   void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
-    for (int r = 0; r < rows; ++r) {
-      scores(P, g[0] + size_t(r) * Nq * Dq, g[1] + size_t(r) * Nk * Dk);
-      E[r] -= lag.value(S.data(), S.size());
-    }
+    scores(P, g[0], g[1], rows);
+    for (int r = 0; r < rows; ++r) E[r] -= lag.value(S.data() + r * sS(), sS());
   }
 };
 
 // ------------------------------------------------------------------ mixer
 // G = g_aᵀ g_b (Da x Db, summed over the shared tokens); M_yz = <W_yz, G>; E = −Σ_y L_h(M_y);
-// V = Σ_yz s_yz W_yz with s = ∇L_h(M); I_a = g_b Vᵀ, I_b = g_a V.
+// V = Σ_yz s_yz W_yz with s = ∇L_h(M); I_a = g_b Vᵀ, I_b = g_a V. The maps between G, V and
+// M, s are products over every sample at once; G and the currents are per-sample products.
+// Null I / Ī / ḡ: skipped.
 template <class T>
 struct Mixer final : Synapse<T> {
-  int Y = 1, Z = 16, N = 1, Da = 1, Db = 1;
+  int Y = 0, Z = 0, N = 1, Da = 1, Db = 1;  // Y, Z: from the IR
   Lagrangian lag;  // row = Z
   size_t W = 0;
-  std::vector<T> Gm, Mv, s, V, Vb, sb, Mb, Gb;
+  std::vector<T> Gm, Mv, s, sb, Mb, V, Vb, Gb;  // batch-sized
   void declare(const typename StructNode<T>::AddParam& add) override {
     W = add(this->name + ".weight", {Y, Z, Da, Db});
   }
   void init(Rng& rng, T* P) const override { normal_fill(rng, P + W, size_t(Y) * Z * Da * Db, 0.02); }
-  size_t ab() const { return size_t(Da) * Db; }
-  void mix(const T* P, const T* ga, const T* gb) {
-    Gm.assign(ab(), T(0));
-    mm<T>(true, false, Da, Db, N, ga, Da, gb, Db, Gm.data(), Db);
-    Mv.assign(size_t(Y) * Z, T(0));
-    for (int yz = 0; yz < Y * Z; ++yz) {
-      T acc = 0;
-      for (size_t i = 0; i < ab(); ++i) acc += P[W + yz * ab() + i] * Gm[i];
-      Mv[yz] = acc;
+  bool sparse() const override { return true; }
+  int AB() const { return Da * Db; }
+  int YZ() const { return Y * Z; }
+  void allocate(int batch, int) override {
+    for (auto* v : {&Gm, &V, &Vb, &Gb}) v->assign(size_t(batch) * AB(), T(0));
+    for (auto* v : {&Mv, &s, &sb, &Mb}) v->assign(size_t(batch) * YZ(), T(0));
+  }
+  size_t na() const { return size_t(N) * Da; }  // one sample of layer a
+  size_t nb() const { return size_t(N) * Db; }
+  void mix(const T* P, const T* ga, const T* gb, int rows) {
+    for (int r = 0; r < rows; ++r)  // Gm = g_aᵀ g_b
+      mm<T>(true, false, Da, Db, N, ga + r * na(), Da, gb + r * nb(), Db, Gm.data() + size_t(r) * AB(), Db, T(0));
+    mm<T>(false, true, rows, YZ(), AB(), Gm.data(), AB(), P + W, AB(), Mv.data(), YZ(), T(0));  // M = Gm Wᵀ
+    lag.grad(Mv.data(), s.data(), size_t(rows) * YZ());
+    mm<T>(false, false, rows, AB(), YZ(), s.data(), YZ(), P + W, AB(), V.data(), AB(), T(0));  // V = s W
+  }
+  // per sample, with a (N x Da), b (N x Db), X (Da x Db): oa += b Xᵀ, ob += a X (null: skipped)
+  void spread(const T* a, const T* b, const T* X, T* oa, T* ob, int rows) const {
+    for (int r = 0; r < rows; ++r) {
+      const T* x = X + size_t(r) * AB();
+      if (oa && b) mm<T>(false, true, N, Da, Db, b + r * nb(), Db, x, Db, oa + r * na(), Da);
+      if (ob && a) mm<T>(false, false, N, Db, Da, a + r * na(), Da, x, Db, ob + r * nb(), Db);
     }
-    s.assign(Mv.size(), T(0));
-    lag.grad(Mv.data(), s.data(), Mv.size());
-    V.assign(ab(), T(0));
-    for (int yz = 0; yz < Y * Z; ++yz)
-      for (size_t i = 0; i < ab(); ++i) V[i] += s[yz] * P[W + yz * ab() + i];
   }
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
-    for (int r = 0; r < rows; ++r) {
-      const T* ga = g[0] + size_t(r) * N * Da;
-      const T* gb = g[1] + size_t(r) * N * Db;
-      mix(P, ga, gb);
-      mm<T>(false, true, N, Da, Db, gb, Db, V.data(), Db, I[0] + size_t(r) * N * Da, Da);
-      mm<T>(false, false, N, Db, Da, ga, Da, V.data(), Db, I[1] + size_t(r) * N * Db, Db);
-    }
+    if (!I[0] && !I[1]) return;
+    mix(P, g[0], g[1], rows);
+    spread(g[0], g[1], V.data(), I[0], I[1], rows);
   }
   void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ib, const Ptrs<T>& gbar,
            int rows) override {
-    for (int r = 0; r < rows; ++r) {
-      const T* ga = g[0] + size_t(r) * N * Da;
-      const T* gb = g[1] + size_t(r) * N * Db;
-      const T* Ia = Ib[0] + size_t(r) * N * Da;
-      const T* Ibb = Ib[1] + size_t(r) * N * Db;
-      T* gba = gbar[0] + size_t(r) * N * Da;
-      T* gbb = gbar[1] + size_t(r) * N * Db;
-      mix(P, ga, gb);
-      Vb.assign(ab(), T(0));
-      mm<T>(true, false, Da, Db, N, Ia, Da, gb, Db, Vb.data(), Db);   // V̄ += Iaᵀ g_b
-      mm<T>(true, false, Da, Db, N, ga, Da, Ibb, Db, Vb.data(), Db);  // V̄ += g_aᵀ Ib
-      mm<T>(false, false, N, Db, Da, Ia, Da, V.data(), Db, gbb, Db);   // ḡ_b += Ia V
-      mm<T>(false, true, N, Da, Db, Ibb, Db, V.data(), Db, gba, Da);   // ḡ_a += Ib Vᵀ
-      sb.assign(s.size(), T(0));
-      for (int yz = 0; yz < Y * Z; ++yz) {
-        T acc = 0;
-        for (size_t i = 0; i < ab(); ++i) {
-          acc += P[W + yz * ab() + i] * Vb[i];
-          G[W + yz * ab() + i] += s[yz] * Vb[i];
-        }
-        sb[yz] = acc;
-      }
-      Mb.assign(s.size(), T(0));
-      lag.jvp(Mv.data(), s.data(), sb.data(), Mb.data(), Mv.size());
-      Gb.assign(ab(), T(0));
-      for (int yz = 0; yz < Y * Z; ++yz)
-        for (size_t i = 0; i < ab(); ++i) {
-          G[W + yz * ab() + i] += Mb[yz] * Gm[i];
-          Gb[i] += Mb[yz] * P[W + yz * ab() + i];
-        }
-      mm<T>(false, true, N, Da, Db, gb, Db, Gb.data(), Db, gba, Da);  // ḡ_a += g_b Ḡᵀ
-      mm<T>(false, false, N, Db, Da, ga, Da, Gb.data(), Db, gbb, Db);  // ḡ_b += g_a Ḡ
+    const T *ga = g[0], *gb = g[1], *Ia = Ib[0], *Ibb = Ib[1];
+    if (!Ia && !Ibb) return;
+    mix(P, ga, gb, rows);
+    for (int r = 0; r < rows; ++r) {  // V̄ = Iaᵀ g_b + g_aᵀ Ib
+      T* vb = Vb.data() + size_t(r) * AB();
+      std::fill(vb, vb + AB(), T(0));
+      if (Ia) mm<T>(true, false, Da, Db, N, Ia + r * na(), Da, gb + r * nb(), Db, vb, Db);
+      if (Ibb) mm<T>(true, false, Da, Db, N, ga + r * na(), Da, Ibb + r * nb(), Db, vb, Db);
     }
+    spread(Ia, Ibb, V.data(), gbar[0], gbar[1], rows);  // ḡ_a += Ib Vᵀ, ḡ_b += Ia V
+    mm<T>(false, true, rows, YZ(), AB(), Vb.data(), AB(), P + W, AB(), sb.data(), YZ(), T(0));  // s̄ = V̄ Wᵀ
+    mm<T>(true, false, YZ(), AB(), rows, s.data(), YZ(), Vb.data(), AB(), G + W, AB());         // W̄ += sᵀ V̄
+    const size_t n = size_t(rows) * YZ();
+    std::fill(Mb.begin(), Mb.begin() + n, T(0));
+    lag.jvp(Mv.data(), s.data(), sb.data(), Mb.data(), n);                                      // M̄ = J s̄
+    mm<T>(true, false, YZ(), AB(), rows, Mb.data(), YZ(), Gm.data(), AB(), G + W, AB());        // W̄ += M̄ᵀ Gm
+    mm<T>(false, false, rows, AB(), YZ(), Mb.data(), YZ(), P + W, AB(), Gb.data(), AB(), T(0)); // Ḡ = M̄ W
+    spread(ga, gb, Gb.data(), gbar[0], gbar[1], rows);  // ḡ_a += g_b Ḡᵀ, ḡ_b += g_a Ḡ
   }
   void energy(const T* P, const CPtrs<T>& g, double* E, int rows) override {
-    for (int r = 0; r < rows; ++r) {
-      mix(P, g[0] + size_t(r) * N * Da, g[1] + size_t(r) * N * Db);
-      E[r] -= lag.value(Mv.data(), Mv.size());
-    }
+    mix(P, g[0], g[1], rows);
+    for (int r = 0; r < rows; ++r) E[r] -= lag.value(Mv.data() + size_t(r) * YZ(), size_t(YZ()));
   }
 };
 
@@ -550,7 +629,7 @@ struct Mixer final : Synapse<T> {
 template <class T>
 struct Conv final : Synapse<T> {
   int H1 = 1, W1 = 1, C1 = 1, H2 = 1, W2 = 1, C2 = 1, k = 1, st = 1, pad = 0;
-  int pool = 0, win = 2, pst = 2, Hc = 1, Wc = 1;  // pool: 0 none, 1 avg, 2 max; Hc x Wc conv map
+  int pool = 0, win = 0, pst = 0, Hc = 1, Wc = 1;  // pool: 0 none, 1 avg, 2 max; Hc x Wc conv map
   size_t K = 0;
   std::vector<T> cmap, tmp;
   std::vector<int> arg;
@@ -706,13 +785,14 @@ class EnergyNode final : public StructNode<T> {
     for (const EnergyLayer& l : spec_.layers) {
       const int row = l.shape.back();
       lags_.push_back(Lagrangian::make(l.lag.name, l.lag.p, row));
-      const Lg k = lags_.back().k;
-      if (l.learn_beta && k != Lg::Exp && k != Lg::Rexp && k != Lg::Tanh && k != Lg::Sigmoid &&
-          k != Lg::Softmax)
+      if (l.learn_beta && !energy::lg_has_beta(lags_.back().k))
         throw IRError("IR: layer '" + l.name + "' learns beta, but its Lagrangian '" + l.lag.name +
                       "' has none");
     }
-    for (const EnergySynapse& s : spec_.synapses) syns_.push_back(make_synapse(s));
+    for (const EnergySynapse& s : spec_.synapses) {
+      syns_.push_back(make_synapse(s));
+      for (int ref : s.refs) syns_.back()->fixed.push_back(spec_.layers[size_t(ref)].clamp);
+    }
   }
 
   void declare(const typename StructNode<T>::AddParam& add) override {
@@ -730,16 +810,21 @@ class EnergyNode final : public StructNode<T> {
     g_.assign(size_t(Tn + 1) * L, nn_saved());
     for (int t = 0; t <= Tn; ++t)
       for (int l = 0; l < L; ++l) {
+        if (t > 0 && !moving(l)) continue;  // a clamped layer keeps step 0 (X, Gv)
         x_[t * L + l].assign(size_t(batch) * spec_.layers[l].size, T(0));
         g_[t * L + l].assign(size_t(batch) * spec_.layers[l].size, T(0));
       }
-    cur_.assign(L, {});
-    bar_.assign(L, {});
+    size_t most = 0;
+    for (auto* v : {&cur_, &bar_, &Ib_, &gb_, &zero_}) v->assign(L, {});
     for (int l = 0; l < L; ++l) {
-      cur_[l].assign(size_t(batch) * spec_.layers[l].size, T(0));
-      bar_[l].assign(size_t(batch) * spec_.layers[l].size, T(0));
+      const size_t n = size_t(batch) * spec_.layers[l].size;
+      most = std::max(most, n);
+      for (auto* v : {&cur_, &bar_, &Ib_, &gb_}) (*v)[l].assign(n, T(0));
+      if (!moving(l)) zero_[l].assign(n, T(0));  // Ī of a clamped layer, for non-sparse synapses
     }
-    tmp_.resize(0);
+    tmp_.assign(most, T(0));
+    jv_.assign(most, T(0));
+    for (auto& s : syns_) s->allocate(batch, Tn);
   }
 
   void init(Rng& rng, T* P) const override {
@@ -770,6 +855,7 @@ class EnergyNode final : public StructNode<T> {
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     const int L = int(spec_.layers.size());
     betas(P);
+    for (auto& s : syns_) s->prepare(P);
     for (int l = 0; l < L; ++l) {  // x^0: input layers from their slice of x, others the start
       T* x0 = X(0, l, row);
       const size_t n = spec_.layers[l].size;
@@ -780,19 +866,24 @@ class EnergyNode final : public StructNode<T> {
         else std::fill(x0 + r * n, x0 + (r + 1) * n, T(0));
       }
     }
+    activations(P, 0, row, rows, true);
     for (int t = 0; t < spec_.steps; ++t) {
-      activations(P, t, row, rows);
       currents(P, t, row, rows);
       for (int l = 0; l < L; ++l) {
+        if (!moving(l)) continue;  // held: x^{t+1} = x^t (the same storage)
         const size_t n = size_t(rows) * spec_.layers[l].size;
         const T* xt = X(t, l, row);
         T* xn = X(t + 1, l, row);
-        const T a = moving(l) ? T(spec_.dt / spec_.layers[l].tau) : T(0);
-        for (size_t i = 0; i < n; ++i)
-          xn[i] = xt[i] + a * (cur_[l][i] - (xt[i] - bias_at(P, l, i)));
+        const T a = T(spec_.dt / spec_.layers[l].tau);
+        const T* cur = cur_[l].data();
+        if (bias_[l] == SIZE_MAX) {
+          for (size_t i = 0; i < n; ++i) xn[i] = xt[i] + a * (cur[i] - xt[i]);
+        } else {
+          for (size_t i = 0; i < n; ++i) xn[i] = xt[i] + a * (cur[i] - (xt[i] - bias_at(P, l, i)));
+        }
       }
+      activations(P, t + 1, row, rows, false);
     }
-    activations(P, spec_.steps, row, rows);
     if (record_) trajectory(P, row, rows);
     size_t off = 0;  // y: the out layers' activations side by side
     for (int o : spec_.outs) {
@@ -803,47 +894,82 @@ class EnergyNode final : public StructNode<T> {
     }
   }
 
+  // Reverse mode through the unroll. A clamped layer's Ī is zero and its Jacobian J_g is the
+  // same at every step, so its adjoint Σ_t J ḡ_t = J Σ_t ḡ_t is taken once, after the loop, and
+  // only when something reads it (dx, its bias, its beta).
   void backward(const T* P, T* G, const T* /*x*/, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
     const int L = int(spec_.layers.size()), Tn = spec_.steps;
     betas(P);
-    for (int l = 0; l < L; ++l) std::fill(bar_[l].begin(), bar_[l].begin() + size_t(rows) * spec_.layers[l].size, T(0));
+    for (auto& s : syns_) s->prepare(P);
+    std::vector<char>& want = want_;  // a clamped layer's ḡ is read
+    want.assign(size_t(L), 0);
+    for (int l = 0; l < L; ++l) {
+      const size_t n = size_t(rows) * spec_.layers[l].size;
+      std::fill(bar_[l].begin(), bar_[l].begin() + n, T(0));
+      if (moving(l)) continue;
+      want[l] = (dx && spec_.layers[l].in_offset >= 0) || bias_[l] != SIZE_MAX || beta_[l] != SIZE_MAX;
+      std::fill(gb_[l].begin(), gb_[l].begin() + n, T(0));  // accumulates over the steps
+    }
     size_t off = 0;  // y = the out layers' g(x^T), side by side
     for (int o : spec_.outs) {
       const size_t n = spec_.layers[o].size;
-      dyo_.resize(size_t(rows) * n);
-      for (int r = 0; r < rows; ++r)
-        std::memcpy(&dyo_[r * n], dy + size_t(r) * out_w_ + off, sizeof(T) * n);
-      through_g(P, G, Tn, o, dyo_.data(), row, rows);
+      if (!moving(o)) {
+        if (want[o])
+          for (int r = 0; r < rows; ++r)
+            for (size_t i = 0; i < n; ++i) gb_[o][r * n + i] += dy[size_t(r) * out_w_ + off + i];
+      } else {
+        dyo_.resize(size_t(rows) * n);
+        for (int r = 0; r < rows; ++r)
+          std::memcpy(&dyo_[r * n], dy + size_t(r) * out_w_ + off, sizeof(T) * n);
+        through_g(P, G, Tn, o, dyo_.data(), row, rows);
+      }
       off += n;
     }
-    auto& Ib = Ib_;
-    auto& gb = gb_;
-    Ib.resize(L), gb.resize(L);
+    for (auto& s : syns_) s->row = row, s->begin_vjp(rows);
     for (int t = Tn - 1; t >= 0; --t) {
       for (int l = 0; l < L; ++l) {
+        if (!moving(l)) continue;
         const size_t n = size_t(rows) * spec_.layers[l].size;
-        const T a = moving(l) ? T(spec_.dt / spec_.layers[l].tau) : T(0);
-        Ib[l].assign(n, T(0));
-        gb[l].assign(n, T(0));
+        const T a = T(spec_.dt / spec_.layers[l].tau);
+        T *Ib = Ib_[l].data(), *bar = bar_[l].data();
         for (size_t i = 0; i < n; ++i) {
-          Ib[l][i] = a * bar_[l][i];
-          if (bias_[l] != SIZE_MAX) G[bias_[l] + i % spec_.layers[l].size] += a * bar_[l][i];
-          bar_[l][i] *= (T(1) - a);
+          Ib[i] = a * bar[i];
+          bar[i] *= (T(1) - a);
         }
+        if (bias_[l] != SIZE_MAX)
+          for (size_t i = 0; i < n; ++i) G[bias_[l] + i % spec_.layers[l].size] += Ib[i];
+        std::fill(gb_[l].begin(), gb_[l].begin() + n, T(0));
       }
       for (size_t s = 0; s < syns_.size(); ++s) {
-        CPtrs<T> g, ib;
-        Ptrs<T> gbs;
+        Synapse<T>& sy = *syns_[s];
+        CPtrs<T>& g = gp_;
+        CPtrs<T>& ib = ibp_;
+        Ptrs<T>& gbs = gbp_;
+        g.clear(), ib.clear(), gbs.clear();
         for (int ref : spec_.synapses[s].refs) {
           g.push_back(Gv(t, ref, row));
-          ib.push_back(Ib[ref].data());
-          gbs.push_back(gb[ref].data());
+          const bool held = !moving(ref), skip = held && sy.sparse();
+          ib.push_back(!held ? Ib_[ref].data() : skip ? nullptr : zero_[ref].data());
+          gbs.push_back(skip && !want[ref] ? nullptr : gb_[ref].data());
         }
-        syns_[s]->vjp(P, G, g, ib, gbs, rows);
+        sy.t = t;
+        sy.vjp(P, G, g, ib, gbs, rows);
       }
-      for (int l = 0; l < L; ++l) through_g(P, G, t, l, gb[l].data(), row, rows);
+      for (int l = 0; l < L; ++l)
+        if (moving(l)) through_g(P, G, t, l, gb_[l].data(), row, rows);
     }
+    for (size_t s = 0; s < syns_.size(); ++s) {
+      Synapse<T>& sy = *syns_[s];
+      gp_.clear(), gbp_.clear();
+      for (int ref : spec_.synapses[s].refs) {
+        gp_.push_back(Gv(0, ref, row));
+        gbp_.push_back(!moving(ref) && sy.sparse() && !want[ref] ? nullptr : gb_[ref].data());
+      }
+      sy.end_vjp(P, G, gp_, gbp_, rows);
+    }
+    for (int l = 0; l < L; ++l)
+      if (want[l]) through_g(P, G, 0, l, gb_[l].data(), row, rows);
     if (!dx) return;
     for (int l = 0; l < L; ++l) {  // the input layers' adjoints (clamped: summed over the steps)
       const int o = spec_.layers[l].in_offset;
@@ -869,33 +995,42 @@ class EnergyNode final : public StructNode<T> {
   T bias_at(const T* P, int l, size_t i) const {
     return bias_[l] == SIZE_MAX ? T(0) : P[bias_[l] + i % spec_.layers[l].size];
   }
-  T* X(int t, int l, int row) { return x_[size_t(t) * spec_.layers.size() + l].data() + size_t(row) * spec_.layers[l].size; }
-  T* Gv(int t, int l, int row) { return g_[size_t(t) * spec_.layers.size() + l].data() + size_t(row) * spec_.layers[l].size; }
+  // x^t and g^t of layer l from batch row `row` (a clamped layer's: step 0 at every t)
+  T* X(int t, int l, int row) {
+    return x_[size_t(moving(l) ? t : 0) * spec_.layers.size() + l].data() + size_t(row) * spec_.layers[l].size;
+  }
+  T* Gv(int t, int l, int row) {
+    return g_[size_t(moving(l) ? t : 0) * spec_.layers.size() + l].data() + size_t(row) * spec_.layers[l].size;
+  }
 
   // u = x − b (the Lagrangian's argument), into tmp_
   const T* shifted(const T* P, int t, int l, int row, int rows) {
     const size_t n = size_t(rows) * spec_.layers[l].size;
     const T* x = X(t, l, row);
     if (bias_[l] == SIZE_MAX) return x;
-    tmp_.resize(n);
     for (size_t i = 0; i < n; ++i) tmp_[i] = x[i] - bias_at(P, l, i);
     return tmp_.data();
   }
-  void activations(const T* P, int t, int row, int rows) {
-    for (size_t l = 0; l < spec_.layers.size(); ++l)
-      lags_[l].grad(shifted(P, t, int(l), row, rows), Gv(t, int(l), row), size_t(rows) * spec_.layers[l].size);
+  // g^t = ∇L(x^t − b) of the moving layers (and of the clamped ones when `all`)
+  void activations(const T* P, int t, int row, int rows, bool all) {
+    for (int l = 0; l < int(spec_.layers.size()); ++l)
+      if (all || moving(l))
+        lags_[l].grad(shifted(P, t, l, row, rows), Gv(t, l, row), size_t(rows) * spec_.layers[l].size);
   }
+  // the moving layers' currents at step t into cur_ (a clamped layer's are not wanted: sparse
+  // synapses skip them, the others write them into cur_, unread)
   void currents(const T* P, int t, int row, int rows) {
-    for (size_t l = 0; l < spec_.layers.size(); ++l)
+    for (int l = 0; l < int(spec_.layers.size()); ++l)
       std::fill(cur_[l].begin(), cur_[l].begin() + size_t(rows) * spec_.layers[l].size, T(0));
     for (size_t s = 0; s < syns_.size(); ++s) {
-      CPtrs<T> g;
-      Ptrs<T> I;
+      Synapse<T>& sy = *syns_[s];
+      gp_.clear(), Ip_.clear();
       for (int ref : spec_.synapses[s].refs) {
-        g.push_back(Gv(t, ref, row));
-        I.push_back(cur_[ref].data());
+        gp_.push_back(Gv(t, ref, row));
+        Ip_.push_back(moving(ref) || !sy.sparse() ? cur_[ref].data() : nullptr);
       }
-      syns_[s]->current(P, g, I, rows);
+      sy.row = row, sy.t = t;
+      sy.current(P, gp_, Ip_, rows);
     }
   }
   // gbar (upstream of g_l at step t) into bar_[l] (x) and the layer's bias (−J gbar)
@@ -935,10 +1070,8 @@ class EnergyNode final : public StructNode<T> {
   }
 
   std::unique_ptr<Synapse<T>> make_synapse(const EnergySynapse& s) const {
-    auto num = [&](const char* key, double dflt) {
-      auto it = s.num.find(key);
-      return it == s.num.end() ? dflt : it->second;
-    };
+    // every option is in the IR (core/validate.cpp checked it): no defaults here
+    auto num = [&](const char* key) { return s.num.at(key); };
     std::vector<int> sizes;
     for (int r : s.refs) sizes.push_back(spec_.layers[r].size);
     auto tokens = [&](int ref, int* N, int* D) {
@@ -949,34 +1082,34 @@ class EnergyNode final : public StructNode<T> {
     std::unique_ptr<Synapse<T>> out;
     if (s.kind == "dense") {
       auto d = std::make_unique<Dense<T>>();
-      d->has_bias = num("bias", 0) != 0;
+      d->has_bias = num("bias") != 0;
       out = std::move(d);
     } else if (s.kind == "bias") {
       out = std::make_unique<BiasSyn<T>>();
     } else if (s.kind == "hidden") {
       auto h = std::make_unique<Hidden<T>>();
-      h->M = int(num("units", 1));
-      h->norm = num("norm", 0) != 0;
+      h->M = int(num("units"));
+      h->norm = num("norm") != 0;
       h->lag = Lagrangian::make(s.hidden.name, s.hidden.p, h->M);
       out = std::move(h);
     } else if (s.kind == "tensor") {
       auto h = std::make_unique<Tensor<T>>();
-      h->M = int(num("units", 1));
-      h->Y = int(num("heads", 1));
+      h->M = int(num("units"));
+      h->Y = int(num("heads"));
       h->lag = Lagrangian::make(s.hidden.name, s.hidden.p, h->M);
       out = std::move(h);
     } else if (s.kind == "attention") {
       auto a = std::make_unique<Attention<T>>();
-      a->H = int(num("heads", 1));
-      a->Z = int(num("qk", 64));
+      a->H = int(num("heads"));
+      a->Z = int(num("qk"));
       tokens(s.refs[0], &a->Nq, &a->Dq);
       tokens(s.refs[1], &a->Nk, &a->Dk);
       a->lag = Lagrangian::make(s.hidden.name, s.hidden.p, a->Nk);
       out = std::move(a);
     } else if (s.kind == "mixer") {
       auto m = std::make_unique<Mixer<T>>();
-      m->Y = int(num("heads", 1));
-      m->Z = int(num("qk", 16));
+      m->Y = int(num("heads"));
+      m->Z = int(num("qk"));
       int Nb;
       tokens(s.refs[0], &m->N, &m->Da);
       tokens(s.refs[1], &Nb, &m->Db);
@@ -988,12 +1121,11 @@ class EnergyNode final : public StructNode<T> {
       const auto &a = spec_.layers[s.refs[0]].shape, &b = spec_.layers[s.refs[1]].shape;
       if (a.size() != 3 || b.size() != 3) throw IRError("IR: conv '" + s.name + "' needs HxWxC layers");
       c->H1 = a[0], c->W1 = a[1], c->C1 = a[2], c->H2 = b[0], c->W2 = b[1], c->C2 = b[2];
-      c->k = int(num("kernel", 1)), c->st = int(num("stride", 1)), c->pad = int(num("pad", 0));
-      auto pit = s.name_opts.find("pool");
-      const std::string pool = pit == s.name_opts.end() ? "none" : pit->second;
+      c->k = int(num("kernel")), c->st = int(num("stride")), c->pad = int(num("pad"));
+      const std::string& pool = s.name_opts.at("pool");
       c->pool = pool == "avg" ? 1 : pool == "max" ? 2 : 0;
-      c->win = int(num("window", 2));
-      c->pst = int(num("pstride", c->win));
+      c->win = c->pool ? int(num("window")) : 0;  // read with pooling only
+      c->pst = c->pool ? int(num("pstride")) : 0;
       c->Hc = (c->H1 + 2 * c->pad - c->k) / c->st + 1;
       c->Wc = (c->W1 + 2 * c->pad - c->k) / c->st + 1;
       const int ph = c->pool ? (c->Hc - c->win) / c->pst + 1 : c->Hc;
@@ -1019,17 +1151,17 @@ class EnergyNode final : public StructNode<T> {
   std::vector<std::vector<T>> x_, g_, cur_, bar_;
   std::vector<T> tmp_, jv_;
   std::vector<std::vector<T>> Ib_, gb_;  // backward: per-layer currents' and activations' adjoints
+  std::vector<std::vector<T>> zero_;     // zeros: Ī of a clamped layer for non-sparse synapses
+  std::vector<char> want_;
+  CPtrs<T> gp_, ibp_;
+  Ptrs<T> Ip_, gbp_;
   std::vector<double>* record_ = nullptr;
 };
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_energy(const IrNode& nd) {
-  return std::make_unique<EnergyNode<T>>(nd);
-}
-template std::unique_ptr<StructNode<float>> make_energy<float>(const IrNode&);
-template std::unique_ptr<StructNode<double>> make_energy<double>(const IrNode&);
+// The energy kind, registered for the plan and the CPU executor (core/struct_node.h).
+NM_REGISTER_KIND(NodeKind::Energy, "energy", EnergyNode);
 
 template <class T>
 void energy_record(StructNode<T>* node, std::vector<double>* sink, int* steps) {

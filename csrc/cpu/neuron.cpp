@@ -660,12 +660,8 @@ class NeuronNode final : public StructNode<T> {
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_neuron(const IrNode& nd) {
-  return std::make_unique<NeuronNode<T>>(nd);
-}
-template std::unique_ptr<StructNode<float>> make_neuron<float>(const IrNode&);
-template std::unique_ptr<StructNode<double>> make_neuron<double>(const IrNode&);
+// The neuron kind, registered for the plan and the CPU executor (core/struct_node.h).
+NM_REGISTER_KIND(NodeKind::Neuron, "neuron", NeuronNode);
 
 template <class T>
 std::vector<double> neuron_counts(StructNode<T>* node) {

@@ -99,11 +99,7 @@ class PoolNode final : public StructNode<T> {
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<StructNode<T>> make_pool(const IrNode& nd) {
-  return std::make_unique<PoolNode<T>>(nd);
-}
-template std::unique_ptr<StructNode<float>> make_pool<float>(const IrNode&);
-template std::unique_ptr<StructNode<double>> make_pool<double>(const IrNode&);
+// The pool kind, registered for the plan and the CPU executor (core/struct_node.h).
+NM_REGISTER_KIND(NodeKind::Pool, "pool", PoolNode);
 
 }  // namespace nm

@@ -58,6 +58,15 @@ class DeviceNode {
   }
 };
 
+// The registry of device kinds: each kind's CUDA unit (cuda/<kind>.cu) registers its factory at
+// load with NM_REGISTER_DEVICE_KIND; the CUDA executor makes its nodes through it (a kind with
+// no device unit is a DeviceError naming it).
+using DeviceMaker = std::unique_ptr<DeviceNode> (*)(const IrNode& nd, const ParamOffset& offset, Ctx ctx);
+bool register_device_kind(NodeKind kind, DeviceMaker make);  // true; for static initialisers
+DeviceMaker device_maker(NodeKind kind);                     // null when none
+#define NM_REGISTER_DEVICE_KIND(KIND, MAKER) \
+  const bool nm_device_registered_##MAKER = ::nm::cuda::register_device_kind(KIND, &MAKER)
+
 std::unique_ptr<DeviceNode> make_device_attn2d(const IrNode& nd, const ParamOffset& offset, Ctx ctx);
 std::unique_ptr<DeviceNode> make_device_column(const IrNode& nd, const ParamOffset& offset, Ctx ctx);
 std::unique_ptr<DeviceNode> make_device_energy(const IrNode& nd, const ParamOffset& offset, Ctx ctx);

@@ -5,20 +5,10 @@
 #include "../core/formulas.h"
 #include "common.cuh"
 #include "kernels.cuh"
+#include "nn.cuh"
 
 namespace nm::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-int blocks(size_t n) {
-  const size_t b = (n + kThreads - 1) / kThreads;
-  return int(b < 65535 * 32 ? (b ? b : 1) : 65535 * 32);
-}
-
-// Grid-stride loop over [0, n)
-#define NM_FOR(i, n) \
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)
 
 template <Act A>
 __global__ void k_bias_act(float p, const float* alpha, float* z, const float* b, float* a,
@@ -29,15 +19,6 @@ __global__ void k_bias_act(float p, const float* alpha, float* z, const float* b
     z[i] = zi;
     a[i] = fm::act<A>(p, al, zi);
   }
-}
-
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // one warp per row: a = softmax(z + b)
@@ -181,7 +162,7 @@ void bias_act_forward(cudaStream_t s, Act f, float p, const float* alpha, float*
   } else {
     const size_t n = size_t(rows) * width;
     fm::with_act_host(f, [&](auto tag) {
-      k_bias_act<decltype(tag)::value><<<blocks(n), kThreads, 0, s>>>(p, alpha, z, b, a, n, width);
+      k_bias_act<decltype(tag)::value><<<grid_for(n), kThreads, 0, s>>>(p, alpha, z, b, a, n, width);
     });
   }
   NM_CUDA_LAUNCHED();
@@ -195,7 +176,7 @@ void act_backward(cudaStream_t s, Act f, float p, const float* alpha, const floa
   } else {
     const size_t n = size_t(rows) * width;
     fm::with_act_host(f, [&](auto tag) {
-      k_act_backward<decltype(tag)::value><<<blocks(n), kThreads, 0, s>>>(
+      k_act_backward<decltype(tag)::value><<<grid_for(n), kThreads, 0, s>>>(
           p, alpha, z, a, da, dz, f == Act::ReluParametric ? dalpha : nullptr, n);
     });
   }
@@ -213,32 +194,32 @@ void bias_grad(cudaStream_t s, const float* dz, float* db, int rows, int width) 
 
 void merge_forward(cudaStream_t s, MergeOp op, const float* u, const float* v, float* y, size_t n) {
   if (!n) return;
-  k_merge<<<blocks(n), kThreads, 0, s>>>(op, u, v, y, n);
+  k_merge<<<grid_for(n), kThreads, 0, s>>>(op, u, v, y, n);
   NM_CUDA_LAUNCHED();
 }
 
 void merge_backward(cudaStream_t s, MergeOp op, const float* u, const float* v, const float* dy,
                     float* du, float* dv, size_t n) {
   if (!n) return;
-  k_merge_backward<<<blocks(n), kThreads, 0, s>>>(op, u, v, dy, du, dv, n);
+  k_merge_backward<<<grid_for(n), kThreads, 0, s>>>(op, u, v, dy, du, dv, n);
   NM_CUDA_LAUNCHED();
 }
 
 void sgd(cudaStream_t s, float* p, const float* g, float rate, float wd, size_t n, const int* halt) {
-  k_sgd<<<blocks(n), kThreads, 0, s>>>(p, g, rate, wd, n, halt);
+  k_sgd<<<grid_for(n), kThreads, 0, s>>>(p, g, rate, wd, n, halt);
   NM_CUDA_LAUNCHED();
 }
 
 void momentum(cudaStream_t s, float* p, const float* g, float* m, float rate, float wd, float mu,
               bool first, size_t n, const int* halt) {
-  k_momentum<<<blocks(n), kThreads, 0, s>>>(p, g, m, rate, wd, mu, first, n, halt);
+  k_momentum<<<grid_for(n), kThreads, 0, s>>>(p, g, m, rate, wd, mu, first, n, halt);
   NM_CUDA_LAUNCHED();
 }
 
 void adam(cudaStream_t s, float* p, const float* g, float* m, float* v, float rate, float wd,
           float b1, float b2, float eps, float step, float sbc2, bool decoupled, size_t n,
           const int* halt) {
-  k_adam<<<blocks(n), kThreads, 0, s>>>(p, g, m, v, rate, wd, b1, b2, eps, step, sbc2, decoupled,
+  k_adam<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, rate, wd, b1, b2, eps, step, sbc2, decoupled,
                                         n, halt);
   NM_CUDA_LAUNCHED();
 }
@@ -246,19 +227,19 @@ void adam(cudaStream_t s, float* p, const float* g, float* m, float* v, float ra
 void clip_grad(cudaStream_t s, float* g, float* work, float clip, size_t n) {
   k_sumsq<<<kReduceParts, kThreads, 0, s>>>(g, work, n);
   NM_CUDA_LAUNCHED();
-  k_clip<<<blocks(n), kThreads, 0, s>>>(g, work, clip, n);
+  k_clip<<<grid_for(n), kThreads, 0, s>>>(g, work, clip, n);
   NM_CUDA_LAUNCHED();
 }
 
 void check_finite(cudaStream_t s, const float* x, size_t n, int* flag) {
   if (!n) return;
-  k_finite<<<blocks(n), kThreads, 0, s>>>(x, n, flag);
+  k_finite<<<grid_for(n), kThreads, 0, s>>>(x, n, flag);
   NM_CUDA_LAUNCHED();
 }
 
 void fill(cudaStream_t s, float* x, float v, size_t n) {
   if (!n) return;
-  k_fill<<<blocks(n), kThreads, 0, s>>>(x, v, n);
+  k_fill<<<grid_for(n), kThreads, 0, s>>>(x, v, n);
   NM_CUDA_LAUNCHED();
 }
 

@@ -5,19 +5,10 @@
 #include <string>
 
 #include "device_node.cuh"
+#include "nn.cuh"
 
 namespace nm::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-int grid(size_t n) {
-  const size_t b = (n + kThreads - 1) / kThreads;
-  return int(b < 65535 * 32 ? (b ? b : 1) : 65535 * 32);
-}
-
-#define NM_FOR(i, n) \
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < (n); i += size_t(gridDim.x) * blockDim.x)
 
 __device__ long token(float v, int V) {
   return v >= 0.f && v < float(V) && v == floorf(v) ? long(v) : -1;
@@ -59,13 +50,13 @@ class DeviceEmbed final : public DeviceNode {
   }
   void allocate(int) override {}
   void forward(const float* P, const float* x, float* y, int, int rows, float*) override {
-    k_embed<<<grid(size_t(rows) * C_ * D_), kThreads, 0, ctx_.stream>>>(
+    k_embed<<<grid_for(size_t(rows) * C_ * D_), kThreads, 0, ctx_.stream>>>(
         P + table_, pos_ ? P + posp_ : nullptr, x, y, rows, C_, D_, V_);
     NM_CUDA_LAUNCHED();
   }
   void backward(const float*, float* G, const float* x, const float* dy, float*, int, int rows,
                 float) override {
-    k_embed_backward<<<grid(size_t(rows) * C_ * D_), kThreads, 0, ctx_.stream>>>(
+    k_embed_backward<<<grid_for(size_t(rows) * C_ * D_), kThreads, 0, ctx_.stream>>>(
         G + table_, pos_ ? G + posp_ : nullptr, x, dy, rows, C_, D_, V_);
     NM_CUDA_LAUNCHED();
   }
@@ -137,14 +128,14 @@ class DevicePool final : public DeviceNode {
     if (op_ == PoolOp::Max) arg_.resize(size_t(batch) * D_);
   }
   void forward(const float*, const float* x, float* y, int row, int rows, float*) override {
-    k_pool<<<grid(size_t(rows) * D_), kThreads, 0, ctx_.stream>>>(
+    k_pool<<<grid_for(size_t(rows) * D_), kThreads, 0, ctx_.stream>>>(
         op_, x, y, arg_.ptr ? arg_.ptr + size_t(row) * D_ : nullptr, rows, C_, D_);
     NM_CUDA_LAUNCHED();
   }
   void backward(const float*, float*, const float*, const float* dy, float* dx, int row, int rows,
                 float) override {
     if (!dx) return;
-    k_pool_backward<<<grid(size_t(rows) * D_), kThreads, 0, ctx_.stream>>>(
+    k_pool_backward<<<grid_for(size_t(rows) * D_), kThreads, 0, ctx_.stream>>>(
         op_, dy, dx, arg_.ptr ? arg_.ptr + size_t(row) * D_ : nullptr, rows, C_, D_);
     NM_CUDA_LAUNCHED();
   }
@@ -165,5 +156,8 @@ std::unique_ptr<DeviceNode> make_device_embed(const IrNode& nd, const ParamOffse
 std::unique_ptr<DeviceNode> make_device_pool(const IrNode& nd, const ParamOffset&, Ctx ctx) {
   return std::make_unique<DevicePool>(nd, ctx);
 }
+
+NM_REGISTER_DEVICE_KIND(NodeKind::Embed, make_device_embed);
+NM_REGISTER_DEVICE_KIND(NodeKind::Pool, make_device_pool);
 
 }  // namespace nm::cuda

@@ -1,5 +1,5 @@
 // The energy block (HAMUX, extensions-math.md 1; docs/energy.md) on the GPU. CPU reference:
-// cpu/energy.cpp + cpu/lagrangian.h: same parameters, same row layout, same unrolled explicit
+// cpu/energy.cpp; the Lagrangians of both: core/lagrangian.h. Same parameters, same row layout, same unrolled explicit
 // Euler descent, same reverse mode through the unroll (every current and its vector-Jacobian
 // product written in closed form), same recorded energies.
 //
@@ -9,10 +9,11 @@
 // Matrix synapses (dense k = 2, hidden, attention, mixer) are GEMMs over all samples at once
 // (strided batched GEMMs for per-sample products); dense k ≥ 3, tensor and conv synapses are
 // gather kernels (one thread per output entry, energy_ops.cuh). Lagrangians are entry-wise
-// kernels or one warp per row (row kinds), in double as on the CPU (energy_lag.cuh). Parameter
+// kernels or one warp per row (row kinds), in double as on the CPU (core/lagrangian.h). Parameter
 // gradients are deterministic: GEMMs with beta 1 into G, column sums and block reductions, no
 // atomics (only the recorded energies use double atomics). Synapses recompute their hidden
-// state (h, scores) in backward from the saved activations, as the CPU does.
+// state (h, scores) in backward from the saved activations. (The CPU node also skips the
+// clamped layers' work and keeps the hidden synapse's per-step h and s: not done here yet.)
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -20,7 +21,7 @@
 #include <vector>
 
 #include "device_node.cuh"
-#include "energy_lag.cuh"
+#include "../core/lagrangian.h"
 #include "energy_node.cuh"
 #include "energy_ops.cuh"
 #include "neuromorph/errors.h"
@@ -29,7 +30,6 @@ namespace nm::cuda {
 namespace {
 
 using energy::ConvShape;
-using energy::DLag;
 using energy::Lg;
 using energy::MlShape;
 using energy::Slots;
@@ -74,6 +74,23 @@ __device__ double block_sum(double v) {
 }
 
 // ------------------------------------------------------------------ Lagrangian kernels
+// A Lagrangian as the kernels see it: kind, parameter, row width; `beta` (device) overrides p
+// when the layer learns its beta.
+struct DLag {
+  Lg k = Lg::Linear;
+  double p = 0;
+  int row = 1;
+  const float* beta = nullptr;
+  NM_HD bool rows() const { return energy::lg_rows(k); }
+  NM_HD double param() const { return beta ? double(*beta) : p; }
+};
+
+DLag to_device(const nm::energy::Lagrangian& l, const float* beta = nullptr) {
+  DLag d;
+  d.k = l.k, d.p = l.p, d.row = l.row, d.beta = beta;
+  return d;
+}
+
 // g = ∇L(x − b) over rows x n (b: n entries or null)
 __global__ void k_act_elem(DLag L, const float* x, const float* b, float* g, size_t total, int n) {
   const size_t i = NM_TID();
@@ -88,7 +105,7 @@ __global__ void k_act_row(DLag L, const float* x, const float* b, float* g, size
   const int lane = threadIdx.x % 32;
   if (w >= nrows) return;
   const size_t at = w * size_t(L.row);
-  energy::row_grad(L, x + at, b ? b + at % n : nullptr, g + at, L.row, lane, 32, WarpRed{});
+  energy::row_grad(L.k, L.param(), x + at, b ? b + at % n : nullptr, g + at, L.row, lane, 32, WarpRed{});
 }
 
 // J v with J = ∇²L(x − b) (g = ∇L there); v has row stride ldv. out = J v (when out), acc += J v
@@ -113,7 +130,7 @@ __global__ void k_jvp_row(DLag L, const float* x, const float* b, const float* g
   const int lane = threadIdx.x % 32;
   if (w >= nrows) return;
   const size_t at = w * size_t(L.row), r = at / n, c = at % n;
-  energy::row_jvp(L, x + at, b ? b + c : nullptr, g + at, v + r * ldv + c, out ? out + at : nullptr,
+  energy::row_jvp(L.k, L.param(), x + at, b ? b + c : nullptr, g + at, v + r * ldv + c, out ? out + at : nullptr,
                   acc ? acc + at : nullptr, dbeta ? dbeta + at : nullptr, L.row, lane, 32, WarpRed{});
 }
 
@@ -135,7 +152,7 @@ __global__ void k_energy_lag(DLag L, const float* x, const float* b, const float
       dot += double(energy::shifted(xr, br, i)) * g[size_t(r) * n + c0 + i];
   dot = red.sum(dot);
   if (L.rows()) {
-    val = energy::row_value(L, xr, br, width, lane, 32, red);
+    val = energy::row_value(L.k, L.param(), xr, br, width, lane, 32, red);
   } else {
     for (int i = lane; i < width; i += 32)
       val += energy::lg_l1(L.k, L.param(), energy::shifted(xr, br, i));
@@ -624,7 +641,7 @@ struct DTensor final : DSyn {
 // Q = g_q W_Q, K = g_k W_K (tokens x H·Z); S_h = Q_h K_hᵀ (per sample H x Nq x Nk); A = ∇L_h(S)
 // (rows of Nk); I_q = Σ_h A_h K_h W_Q,hᵀ, I_k = Σ_h A_hᵀ Q_h W_K,hᵀ; E = −Σ L_h(S).
 struct DAttention final : DSyn {
-  int H = 1, Z = 64, Nq = 1, Dq = 1, Nk = 1, Dk = 1;
+  int H = 0, Z = 0, Nq = 1, Dq = 1, Nk = 1, Dk = 1;  // H, Z: from the IR
   DLag lag;
   size_t WQ = 0, WK = 0;
   DeviceBuffer<float> Q, K, S, A, Ab, Sb, Cq, Ck, Cqb, Ckb, Qb, Kb;
@@ -708,7 +725,7 @@ struct DAttention final : DSyn {
 // Gm = g_aᵀ g_b (Da x Db per sample); M_yz = <W_yz, Gm>; s = ∇L_h(M) (rows of Z);
 // V = Σ_yz s_yz W_yz; I_a = g_b Vᵀ, I_b = g_a V; E = −Σ_y L_h(M_y).
 struct DMixer final : DSyn {
-  int Y = 1, Z = 16, N = 1, Da = 1, Db = 1;
+  int Y = 0, Z = 0, N = 1, Da = 1, Db = 1;  // Y, Z: from the IR
   DLag lag;
   size_t W = 0;
   DeviceBuffer<float> Gm, Mv, s, sb, Mb, V, Vb, Gb;
@@ -844,9 +861,7 @@ class EnergyDevice final : public DeviceNode {
     const int L = int(spec_.layers.size());
     for (const EnergyLayer& l : spec_.layers) {
       lags_.push_back(nm::energy::Lagrangian::make(l.lag.name, l.lag.p, l.shape.back()));
-      const Lg k = lags_.back().k;
-      if (l.learn_beta && k != Lg::Exp && k != Lg::Rexp && k != Lg::Tanh && k != Lg::Sigmoid &&
-          k != Lg::Softmax)
+      if (l.learn_beta && !energy::lg_has_beta(lags_.back().k))
         throw IRError("IR: layer '" + l.name + "' learns beta, but its Lagrangian '" + l.lag.name +
                       "' has none");
     }
@@ -1024,7 +1039,7 @@ class EnergyDevice final : public DeviceNode {
   }
   DLag dlag(const float* P, int l) const {
     const size_t b = beta_[size_t(l)];
-    return energy::to_device(lags_[size_t(l)], b == SIZE_MAX ? nullptr : P + b);
+    return to_device(lags_[size_t(l)], b == SIZE_MAX ? nullptr : P + b);
   }
   float* X(int t, int l, int row) const {
     return xs_.ptr + (size_t(t) * S_ + lofs_[size_t(l)]) * size_t(B_) + size_t(row) * size(l);
@@ -1087,10 +1102,8 @@ class EnergyDevice final : public DeviceNode {
   }
 
   std::unique_ptr<DSyn> make_synapse(const EnergySynapse& s, const ParamOffset& offset) const {
-    auto num = [&](const char* key, double dflt) {
-      auto it = s.num.find(key);
-      return it == s.num.end() ? dflt : it->second;
-    };
+    // every option is in the IR (core/validate.cpp checked it): no defaults here
+    auto num = [&](const char* key) { return s.num.at(key); };
     std::vector<int> sizes;
     for (int r : s.refs) sizes.push_back(spec_.layers[size_t(r)].size);
     auto tokens = [&](int ref, int* N, int* D) {
@@ -1099,13 +1112,13 @@ class EnergyDevice final : public DeviceNode {
       *N = spec_.layers[size_t(ref)].size / *D;
     };
     auto hidden_lag = [&](int row) {
-      return energy::to_device(nm::energy::Lagrangian::make(s.hidden.name, s.hidden.p, row));
+      return to_device(nm::energy::Lagrangian::make(s.hidden.name, s.hidden.p, row));
     };
     const std::string& nm_ = s.name;
     std::unique_ptr<DSyn> out;
     if (s.kind == "dense") {
       auto d = std::make_unique<DDense>();
-      d->has_bias = num("bias", 0) != 0;
+      d->has_bias = num("bias") != 0;
       d->ml = ml_shape(sizes, nm_);
       d->W = param(offset, nm_ + ".weight");
       if (d->has_bias) d->b = param(offset, nm_ + ".bias");
@@ -1116,16 +1129,16 @@ class EnergyDevice final : public DeviceNode {
       out = std::move(b);
     } else if (s.kind == "hidden") {
       auto h = std::make_unique<DHidden>();
-      h->M = int(num("units", 1));
-      h->norm = num("norm", 0) != 0;
+      h->M = int(num("units"));
+      h->norm = num("norm") != 0;
       h->lag = hidden_lag(h->M);
       for (size_t j = 0; j < sizes.size(); ++j)
         h->W.push_back(param(offset, nm_ + ".weight" + std::to_string(j)));
       out = std::move(h);
     } else if (s.kind == "tensor") {
       auto h = std::make_unique<DTensor>();
-      h->M = int(num("units", 1));
-      h->Y = int(num("heads", 1));
+      h->M = int(num("units"));
+      h->Y = int(num("heads"));
       h->lag = hidden_lag(h->M);
       std::vector<int> dims{h->Y * h->M};
       dims.insert(dims.end(), sizes.begin(), sizes.end());
@@ -1134,8 +1147,8 @@ class EnergyDevice final : public DeviceNode {
       out = std::move(h);
     } else if (s.kind == "attention") {
       auto a = std::make_unique<DAttention>();
-      a->H = int(num("heads", 1));
-      a->Z = int(num("qk", 64));
+      a->H = int(num("heads"));
+      a->Z = int(num("qk"));
       tokens(s.refs[0], &a->Nq, &a->Dq);
       tokens(s.refs[1], &a->Nk, &a->Dk);
       a->lag = hidden_lag(a->Nk);
@@ -1144,8 +1157,8 @@ class EnergyDevice final : public DeviceNode {
       out = std::move(a);
     } else if (s.kind == "mixer") {
       auto m = std::make_unique<DMixer>();
-      m->Y = int(num("heads", 1));
-      m->Z = int(num("qk", 16));
+      m->Y = int(num("heads"));
+      m->Z = int(num("qk"));
       int Nb;
       tokens(s.refs[0], &m->N, &m->Da);
       tokens(s.refs[1], &Nb, &m->Db);
@@ -1159,12 +1172,11 @@ class EnergyDevice final : public DeviceNode {
       if (a.size() != 3 || b.size() != 3) throw IRError("IR: conv '" + nm_ + "' needs HxWxC layers");
       ConvShape& cs = c->cs;
       cs.H1 = a[0], cs.W1 = a[1], cs.C1 = a[2], cs.H2 = b[0], cs.W2 = b[1], cs.C2 = b[2];
-      cs.k = int(num("kernel", 1)), cs.st = int(num("stride", 1)), cs.pad = int(num("pad", 0));
-      auto pit = s.name_opts.find("pool");
-      const std::string pool = pit == s.name_opts.end() ? "none" : pit->second;
+      cs.k = int(num("kernel")), cs.st = int(num("stride")), cs.pad = int(num("pad"));
+      const std::string& pool = s.name_opts.at("pool");
       cs.pool = pool == "avg" ? 1 : pool == "max" ? 2 : 0;
-      cs.win = int(num("window", 2));
-      cs.pst = int(num("pstride", cs.win));
+      cs.win = cs.pool ? int(num("window")) : 0;  // read with pooling only
+      cs.pst = cs.pool ? int(num("pstride")) : 0;
       cs.Hc = (cs.H1 + 2 * cs.pad - cs.k) / cs.st + 1;
       cs.Wc = (cs.W1 + 2 * cs.pad - cs.k) / cs.st + 1;
       const int ph = cs.pool ? (cs.Hc - cs.win) / cs.pst + 1 : cs.Hc;
@@ -1209,5 +1221,7 @@ void energy_set_start(DeviceNode* node, const std::vector<std::vector<float>>& s
   if (!e) throw StateError("not an energy block");
   e->set_start(states);
 }
+
+NM_REGISTER_DEVICE_KIND(NodeKind::Energy, make_device_energy);
 
 }  // namespace nm::cuda

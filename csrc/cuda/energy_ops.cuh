@@ -5,9 +5,11 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include "energy_lag.cuh"
+#include "../core/lagrangian.h"
 
 namespace nm::cuda::energy {
+
+using namespace nm::energy;  // the Lagrangians (core/lagrangian.h)
 
 // ------------------------------------------------------------------ multilinear maps
 // W has dims d_0 x ... x d_{k-1} (row-major); slot l holds one vector of d_l entries per sample
@@ -27,7 +29,7 @@ struct Slots {
 };
 
 // advance the multi-index over every slot but `skip1`, `skip2` (last slot fastest); false at the end
-NM_HD inline bool ml_next(const MlShape& s, int* idx, int skip1, int skip2) {
+NM_HD bool ml_next(const MlShape& s, int* idx, int skip1, int skip2) {
   for (int l = s.k - 1; l >= 0; --l) {
     if (l == skip1 || l == skip2) continue;
     if (++idx[l] < s.d[l]) return true;
@@ -36,14 +38,14 @@ NM_HD inline bool ml_next(const MlShape& s, int* idx, int skip1, int skip2) {
   return false;
 }
 
-NM_HD inline long long ml_flat(const MlShape& s, const int* idx) {
+NM_HD long long ml_flat(const MlShape& s, const int* idx) {
   long long f = 0;
   for (int l = 0; l < s.k; ++l) f += idx[l] * s.stride[l];
   return f;
 }
 
 // entry i of sample r of W contracted with every slot but j
-NM_HD inline float ml_contract(const MlShape& s, const float* W, const Slots& v, int j, int r, int i) {
+NM_HD float ml_contract(const MlShape& s, const float* W, const Slots& v, int j, int r, int i) {
   int idx[kMaxSlots] = {};
   idx[j] = i;
   float acc = 0;
@@ -58,7 +60,7 @@ NM_HD inline float ml_contract(const MlShape& s, const float* W, const Slots& v,
 
 // For out_j = contract(W, v, j) with upstream c_j (c.p[j] null: none), the weight gradient at
 // flat entry f summed over samples 0..rows-1: Σ_r Σ_j c_j ⊗ Π_{l≠j} v_l
-NM_HD inline float ml_wgrad(const MlShape& s, const Slots& v, const Slots& c, long long f, int rows) {
+NM_HD float ml_wgrad(const MlShape& s, const Slots& v, const Slots& c, long long f, int rows) {
   int idx[kMaxSlots];
   long long rest = f;
   for (int l = s.k - 1; l >= 0; --l) {
@@ -79,7 +81,7 @@ NM_HD inline float ml_wgrad(const MlShape& s, const Slots& v, const Slots& c, lo
 
 // ... and the gradient of slot i's vector at entry e of sample r:
 // Σ_{j≠i} W contracted with c_j in slot j and v elsewhere (slot i left open)
-NM_HD inline float ml_vgrad(const MlShape& s, const float* W, const Slots& v, const Slots& c, int i,
+NM_HD float ml_vgrad(const MlShape& s, const float* W, const Slots& v, const Slots& c, int i,
                             int r, int e) {
   float acc = 0;
   for (int j = 0; j < s.k; ++j) {
@@ -100,14 +102,14 @@ NM_HD inline float ml_vgrad(const MlShape& s, const float* W, const Slots& v, co
 // Layers HxWxC channel-minor; kernel (C2, C1, k, k); conv map Hc x Wc x C2; pooled H2 x W2 x C2.
 struct ConvShape {
   int H1 = 1, W1 = 1, C1 = 1, H2 = 1, W2 = 1, C2 = 1, k = 1, st = 1, pad = 0;
-  int pool = 0, win = 2, pst = 2, Hc = 1, Wc = 1;  // pool: 0 none, 1 avg, 2 max
+  int pool = 0, win = 0, pst = 0, Hc = 1, Wc = 1;  // pool: 0 none, 1 avg, 2 max
   NM_HD int n1() const { return H1 * W1 * C1; }
   NM_HD int n2() const { return H2 * W2 * C2; }
   NM_HD int csize() const { return Hc * Wc * C2; }
 };
 
 // conv map entry (i, j, c2) of one sample's x (H1 x W1 x C1)
-NM_HD inline float conv_at(const ConvShape& s, const float* K, const float* x, int i, int j, int c2) {
+NM_HD float conv_at(const ConvShape& s, const float* K, const float* x, int i, int j, int c2) {
   float y = 0;
   for (int u = 0; u < s.k; ++u)
     for (int v = 0; v < s.k; ++v) {
@@ -122,17 +124,17 @@ NM_HD inline float conv_at(const ConvShape& s, const float* K, const float* x, i
   return y;
 }
 
-NM_HD inline int imin(int a, int b) { return a < b ? a : b; }
+NM_HD int imin(int a, int b) { return a < b ? a : b; }
 
 // the first i >= 0 with x − i st < span (x >= 0)
-NM_HD inline int first_cover(int x, int span, int st) {
+NM_HD int first_cover(int x, int span, int st) {
   const int d = x - span + 1;
   return d > 0 ? (d + st - 1) / st : 0;
 }
 
 // convᵀ of one sample's map y (Hc x Wc x C2) at input entry (a, b, c1): the map cells (i, j)
 // whose window holds (a, b), i.e. 0 <= a + pad − i st < k
-NM_HD inline float conv_adj_at(const ConvShape& s, const float* K, const float* y, int a, int b, int c1) {
+NM_HD float conv_adj_at(const ConvShape& s, const float* K, const float* y, int a, int b, int c1) {
   float acc = 0;
   const int i_hi = imin(s.Hc - 1, (a + s.pad) / s.st), j_hi = imin(s.Wc - 1, (b + s.pad) / s.st);
   for (int i = first_cover(a + s.pad, s.k, s.st); i <= i_hi; ++i) {
@@ -147,7 +149,7 @@ NM_HD inline float conv_adj_at(const ConvShape& s, const float* K, const float* 
 }
 
 // argmax (flat index into the map) of pooled cell o = (i, j, c) of one sample's map m
-NM_HD inline int pool_arg(const ConvShape& s, const float* m, int o) {
+NM_HD int pool_arg(const ConvShape& s, const float* m, int o) {
   const int c = o % s.C2, j = (o / s.C2) % s.W2, i = o / (s.C2 * s.W2);
   int best = -1;
   for (int u = 0; u < s.win; ++u)
@@ -159,7 +161,7 @@ NM_HD inline int pool_arg(const ConvShape& s, const float* m, int o) {
 }
 
 // pooled cell o of one sample's map m (arg: that sample's argmaxes, max pooling only)
-NM_HD inline float pool_at(const ConvShape& s, const float* m, const int* arg, int o) {
+NM_HD float pool_at(const ConvShape& s, const float* m, const int* arg, int o) {
   if (s.pool == 0) return m[o];
   if (s.pool == 2) return m[arg[o]];
   const int c = o % s.C2, j = (o / s.C2) % s.W2, i = o / (s.C2 * s.W2);
@@ -171,7 +173,7 @@ NM_HD inline float pool_at(const ConvShape& s, const float* m, const int* arg, i
 
 // poolᵀ of one sample's pooled y at map entry at = (a, b, c): the pooled cells (i, j) whose
 // window holds (a, b), i.e. 0 <= a − i pst < win
-NM_HD inline float pool_adj_at(const ConvShape& s, const float* y, const int* arg, int at) {
+NM_HD float pool_adj_at(const ConvShape& s, const float* y, const int* arg, int at) {
   if (s.pool == 0) return y[at];
   const int c = at % s.C2, b = (at / s.C2) % s.Wc, a = at / (s.C2 * s.Wc);
   const int i_hi = imin(s.H2 - 1, a / s.pst), j_hi = imin(s.W2 - 1, b / s.pst);
@@ -190,7 +192,7 @@ NM_HD inline float pool_adj_at(const ConvShape& s, const float* y, const int* ar
 
 // one term of the kernel gradient entry (c2, c1, u, v) of <y, conv_K(x)> for one sample: map
 // cell q = i Wc + j
-NM_HD inline double conv_kgrad_term(const ConvShape& s, const float* y, const float* x, int c2, int c1,
+NM_HD double conv_kgrad_term(const ConvShape& s, const float* y, const float* x, int c2, int c1,
                                     int u, int v, int q) {
   const int i = q / s.Wc, j = q % s.Wc;
   const int a = i * s.st + u - s.pad, b = j * s.st + v - s.pad;

@@ -4,16 +4,10 @@
 #include "../core/formulas.h"
 #include "common.cuh"
 #include "kernels.cuh"
+#include "nn.cuh"
 
 namespace nm::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // target entry i of a group: e[i], or the one-hot of the group's class id
 __device__ float target(const float* e, float id, int i) { return e ? e[i] : float(i) == id ? 1.f : 0.f; }

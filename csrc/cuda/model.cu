@@ -9,6 +9,7 @@
 // divergence check raises a device flag that stops later updates, and the host reads the losses
 // and the flag once, at the end of the call. Built as the plugin libneuromorph_cuda, loaded on
 // demand (core/device.cpp).
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -388,17 +389,9 @@ class CudaModel final : public ModelBase {
   };
 
   static std::unique_ptr<DeviceNode> make_node(const IrNode& nd, const ParamOffset& off, Ctx ctx) {
-    switch (nd.kind) {
-      case NodeKind::Attn2d: return make_device_attn2d(nd, off, ctx);
-      case NodeKind::Column: return make_device_column(nd, off, ctx);
-      case NodeKind::Energy: return make_device_energy(nd, off, ctx);
-      case NodeKind::Neuron: return make_device_neuron(nd, off, ctx);
-      case NodeKind::Embed: return make_device_embed(nd, off, ctx);
-      case NodeKind::Pool: return make_device_pool(nd, off, ctx);
-      case NodeKind::Input: case NodeKind::Layer: case NodeKind::Output: case NodeKind::Merge:
-      case NodeKind::Split: case NodeKind::Tap: break;
-    }
-    throw IRError("IR: '" + nd.name + "' is not a structured node");
+    const DeviceMaker make = device_maker(nd.kind);
+    if (!make) throw DeviceError("the node '" + nd.name + "' is of a kind the CUDA backend does not run");
+    return make(nd, off, ctx);
   }
 
   cudaStream_t s() const { return compute_.s; }
@@ -618,21 +611,11 @@ class CudaModel final : public ModelBase {
 
   void forward_all(int rows) {
     if (!plan_.aux_nodes.empty()) aux_.zero(s());
-    if (!ir_.recurrent) {
-      for (int idx : ir_.order) forward_node(idx, 0, rows);
-      return;
-    }
-    for (int t = 0; t < rows; ++t)
-      for (int idx : ir_.order) forward_node(idx, t, 1);
+    plan_.forward_order(rows, [this](int idx, int row, int n) { forward_node(idx, row, n); });
   }
 
   void backward_all() {
-    if (!ir_.recurrent) {
-      for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, 0, R_);
-      return;
-    }
-    for (int t = R_ - 1; t >= 0; --t)
-      for (auto it = ir_.order.rbegin(); it != ir_.order.rend(); ++it) backward_node(*it, t, 1);
+    plan_.backward_order(R_, [this](int idx, int row, int n) { backward_node(idx, row, n); });
   }
 
   float* aux_of(int idx, int row) {
@@ -656,8 +639,7 @@ class CudaModel final : public ModelBase {
                          z, params_.ptr + L.b, val(idx, row), R, L.out);
         break;
       }
-      case NodeKind::Attn2d: case NodeKind::Column: case NodeKind::Energy: case NodeKind::Neuron:
-      case NodeKind::Embed: case NodeKind::Pool:
+      NM_STRUCT_KIND_CASES:
         nodes_[idx]->forward(params_.ptr, val(nd.inputs[0].node, row), val(idx, row), row, rows,
                              aux_of(idx, row));
         break;
@@ -665,7 +647,7 @@ class CudaModel final : public ModelBase {
         merge_forward(s(), nd.op, val(nd.inputs[0].node, row), read(nd.inputs[1], row),
                       val(idx, row), size_t(rows) * nd.width);
         break;
-      case NodeKind::Input: case NodeKind::Split: case NodeKind::Tap:
+      case NodeKind::Input: case NodeKind::Split: case NodeKind::Tap: case NodeKind::kCount:
         break;  // input: loaded; split/tap: aliases
     }
   }
@@ -697,8 +679,7 @@ class CudaModel final : public ModelBase {
                      vgrad(src, row), L.in);
         break;
       }
-      case NodeKind::Attn2d: case NodeKind::Column: case NodeKind::Energy: case NodeKind::Neuron:
-      case NodeKind::Embed: case NodeKind::Pool: {
+      NM_STRUCT_KIND_CASES: {
         const int src = nd.inputs[0].node;
         float* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         nodes_[idx]->backward(params_.ptr, grads_.ptr, val(src, row), vgrad(idx, row), du, row,
@@ -710,7 +691,7 @@ class CudaModel final : public ModelBase {
                        vgrad(idx, row), vgrad(nd.inputs[0].node, row), read_grad(nd.inputs[1], row),
                        size_t(rows) * nd.width);
         break;
-      case NodeKind::Input: case NodeKind::Split: case NodeKind::Tap:
+      case NodeKind::Input: case NodeKind::Split: case NodeKind::Tap: case NodeKind::kCount:
         break;
     }
   }
@@ -767,6 +748,11 @@ class CudaModel final : public ModelBase {
   Event staged_[2];
 };
 
+std::array<DeviceMaker, size_t(NodeKind::kCount)>& device_makers() {
+  static std::array<DeviceMaker, size_t(NodeKind::kCount)> makers{};
+  return makers;
+}
+
 __global__ void k_mark(int* flags, int k) {
   if (flags[1] && !flags[0]) flags[0] = k + 1;
 }
@@ -778,6 +764,16 @@ void CudaModel::mark_diverged(int k) {
 
 
 }  // namespace
+
+// Registration runs at plugin load, one kind per unit, before any model exists.
+bool register_device_kind(NodeKind kind, DeviceMaker make) {
+  device_makers()[size_t(kind)] = make;
+  return true;
+}
+DeviceMaker device_maker(NodeKind kind) {
+  return size_t(kind) < size_t(NodeKind::kCount) ? device_makers()[size_t(kind)] : nullptr;
+}
+
 }  // namespace nm::cuda
 
 // Plugin entry points (C linkage, looked up with dlsym by core/device.cpp).

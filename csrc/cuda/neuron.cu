@@ -1327,4 +1327,6 @@ std::unique_ptr<DeviceNode> make_device_neuron(const IrNode& nd, const ParamOffs
   return std::make_unique<NeuronDevice>(nd, offset, ctx);
 }
 
+NM_REGISTER_DEVICE_KIND(NodeKind::Neuron, make_device_neuron);
+
 }  // namespace nm::cuda

@@ -5,6 +5,7 @@
 
 #include "../core/ir.h"
 #include "../core/plan.h"
+#include "../core/struct_node.h"
 #include "check.h"
 #include "neuromorph/engine.h"
 
@@ -61,9 +62,26 @@ void hostile_variants() {
   CHECK(test::throws<IRError>([] { load_ir("[]"); }));
 }
 
+void every_kind_is_registered() {
+  int structured = 0;
+  for (int i = 0; i < int(NodeKind::kCount); ++i) {
+    const NodeKind k = NodeKind(i);
+    if (!is_struct_kind(k)) {
+      CHECK(registered_kind(k) == nullptr);
+      continue;
+    }
+    ++structured;
+    const KindEntry* e = registered_kind(k);
+    CHECK(e != nullptr);
+    if (e) CHECK(e->kind == k && e->f32 && e->f64 && e->name && *e->name);
+  }
+  CHECK(structured == 6);  // attn2d, column, energy, neuron, embed, pool
+}
+
 }  // namespace
 
 int main() {
+  every_kind_is_registered();
   plan_of_a_valid_ir();
   hostile_variants();
   return TEST_MAIN_RESULT();

@@ -2,11 +2,12 @@
 import argparse
 import os
 import sys
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m neuromorph")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--cmakedir", action="store_true",
@@ -15,7 +16,7 @@ def main(argv=None) -> int:
     g.add_argument("--version", action="store_true")
     args = p.parse_args(argv)
     if args.version:
-        from . import __version__
+        from .api import __version__
         print(__version__)
     else:
         print(os.path.join(HERE, "cmake" if args.cmakedir else "include"))

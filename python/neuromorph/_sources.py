@@ -27,7 +27,7 @@ def looks_like_path(src: str) -> bool:
     return bool(line) and "\n" not in line and ("(" not in line or line.endswith(".mdl"))
 
 
-def compile_source(src) -> "mdl.IR":
+def compile_source(src: object) -> "mdl.IR":
     """The IR of MDL text or of the .mdl file at a path (str or os.PathLike)."""
     if isinstance(src, os.PathLike) or (isinstance(src, str) and looks_like_path(src)):
         path = os.fspath(src)
@@ -56,7 +56,8 @@ def _shipped_hint(path: str) -> str:
     return ""
 
 
-def check_keywords(given: Iterable[str], optim: Callable, fn: str = "compile()") -> None:
+def check_keywords(given: Iterable[str], optim: Callable[..., object],
+                   fn: str = "compile()") -> None:
     """DataError naming `fn` and its keywords (dtype and those of `optim`, the validator of the
     optimizer settings) when `given` holds an unknown one; the validator's name stays private."""
     valid = ["dtype", *inspect.signature(optim).parameters]

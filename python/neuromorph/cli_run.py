@@ -3,13 +3,15 @@
 `run` compiles a model (an .mdl file or a shipped model's name), builds it and trains it with
 `neuromorph.fit` on a data file (`neuromorph.load_data`: .npz, .npy pair, CSV/TSV, folder of
 images), a text (`--text`, for a causal token model) or a synthetic task, printing the
-per-epoch history table; `generate` samples text from a saved token model. Argument parsing
-and exit statuses live in `mdl.cli`; this module is imported only when a command needs the
-engine. Errors: `UsageError` (exit 2) for what the user asked, NeuromorphError (exit 3) for
-data and engine failures, KeyboardInterrupt handled here (save, exit 130).
+per-epoch history table; `generate` samples text from a saved token model. The flags are
+defined in `neuromorph.cli` (the plug-in that adds these commands to `mdlc`), exit statuses
+and error classes in `mdl.cli`. Errors: `UsageError` (exit 2) for what the user asked,
+NeuromorphError (exit 3) for data and engine failures, KeyboardInterrupt handled here (save,
+exit 130).
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -17,16 +19,21 @@ import os
 import sys
 import time
 import warnings
+from typing import Any, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 import mdl
+from mdl.cli import EXIT_INTERRUPTED, DataFailure, UsageError, read_source
 
-from . import (build, compile_ir, evaluate, history, info, load, models, release, reset_state,
-               save, seed, train)
+from . import _core, models, training
+from .api import (build, compile_ir, evaluate, fit, history, info, load, release, reset_state,
+                  save, seed, train)
 from .data import data_kind, image_classes, load_data
+from ._sequence import SequenceSpec, sequence_spec
 from .errors import NeuromorphError, ShapeError
-from .generate import generate, sequence_spec
+from .generate import generate
 from .tasks import FORMAL_ALPHABET, formal_text, make_task
 from .text import (CharTokenizer, NGramModel, attach_tokenizer, bits_per_char, forget,
                    split_heldout, tokenizer_of, unigram_bits, windows)
@@ -34,46 +41,50 @@ from .text import (CharTokenizer, NGramModel, attach_tokenizer, bits_per_char, f
 
 def _model_file(arg: str) -> str:
     """An .mdl path as given, else the shipped model of that name (`mdlc run lstm-model`)."""
-    from mdl.cli import UsageError
     if arg == "-" or os.path.exists(arg):
         return arg
     try:
         return models.path(arg)
     except FileNotFoundError as e:
         if os.sep in arg or "/" in arg or arg.endswith(".mdl"):
-            return arg                           # a path: _read reports "cannot read"
+            return arg                           # a path: read_source reports "cannot read"
         raise UsageError(f"{arg} is neither a file nor a shipped model: {e}") from None
 
 
 def _need_matplotlib() -> None:
-    from mdl.cli import UsageError
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib, which is not installed: pip install "
                          "'neuromorph[plot]' (or pip install matplotlib)")
 
 
-def _check_flags(args) -> None:
+def _check_flags(args: argparse.Namespace) -> None:
     """Flag combinations argparse cannot see (each flag's own range is checked there)."""
-    from mdl.cli import UsageError
     if (args.x is not None or args.y is not None) and not args.data:
         raise UsageError("--x and --y name arrays or columns of --data, which is not given")
     if args.early_stopping is not None and args.validation_split is None:
         raise UsageError("--early-stopping watches the validation loss: give --validation-split "
                          "too")
     if args.metrics:
-        known = getattr(_training_module(), "METRICS", None)
-        unknown = [m for m in args.metrics if known is not None and m not in known]
+        known = training.METRICS
+        unknown = [m for m in args.metrics if m not in known]
         if unknown:
             raise UsageError(f"unknown metric {unknown[0]!r} in --metrics; the metrics are: "
                              f"{', '.join(sorted(known))}")
 
 
-def _training_module():
+def _distributed_start(args: argparse.Namespace) -> None:
+    """--distributed: MPI up (a usage error without mpi4py or a launcher); the ranks other
+    than 0 train silently, so the job prints one report."""
+    if not getattr(args, "distributed", False):
+        return
+    from mdl.cli import UsageError
+    from . import distributed
     try:
-        from . import training
-        return training
-    except ImportError:
-        return None
+        ctx = distributed.connect(True)
+    except (ImportError, NeuromorphError) as e:
+        raise UsageError(f"--distributed: {e}") from None
+    if ctx is not None and ctx.rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
 
 
 def _mean_baseline(e: np.ndarray, loss: str) -> str:
@@ -99,7 +110,6 @@ def _plot(losses: np.ndarray, path: str, title: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # checked before training (_need_matplotlib); a broken install
-        from mdl.cli import UsageError
         raise UsageError("--plot needs matplotlib, which did not import (pip install "
                          "'neuromorph[plot]'); the model trained and is unaffected") from None
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -118,7 +128,7 @@ def _plot(losses: np.ndarray, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _token_spec(doc: dict):
+def _token_spec(doc: dict[str, Any]) -> Optional[SequenceSpec]:
     """The SequenceSpec of a causal token model, or None for any other model."""
     try:
         return sequence_spec(doc)
@@ -126,23 +136,23 @@ def _token_spec(doc: dict):
         return None
 
 
-def run_command(args) -> int:
-    from mdl.cli import UsageError, _read
+def run_command(args: argparse.Namespace) -> int:
     _check_flags(args)
     if args.plot:
         _need_matplotlib()                       # before training, not after it
-    text, name = _read(_model_file(args.file))
+    text, name = read_source(_model_file(args.file))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ir = mdl.compile_text(text, name, warn=False)
     for w in ir.warnings:
         print(w.render(), file=sys.stderr)
+    _distributed_start(args)
     batch = args.batch_size or (5 if ir.recurrent else 16)
     text_file = args.text
     try:
         data_type = data_kind(args.data) if args.data else None
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
     if data_type == "text":
         if text_file:
             raise UsageError(f"--data {args.data} is text, and --text is given too: give one")
@@ -156,9 +166,9 @@ def run_command(args) -> int:
     if text_file or (spec is not None and not args.data):
         if spec is None:
             try:
-                sequence_spec(ir.doc)
-            except ShapeError as e:
-                raise UsageError(f"--text needs a causal token model: {e}") from None
+                spec = sequence_spec(ir.doc)        # raises: says why it is not one
+            except ShapeError as err:
+                raise UsageError(f"--text needs a causal token model: {err}") from None
         for flag in ("validation_split", "metrics", "early_stopping", "checkpoint"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag.replace('_', '-')} applies to --data and the synthetic "
@@ -170,9 +180,9 @@ def run_command(args) -> int:
     if not args.data and any(n["kind"] == "embed" for n in ir.doc["nodes"]):
         try:
             sequence_spec(ir.doc)
-        except ShapeError as e:
+        except ShapeError as err:
             raise UsageError(f"the model reads token ids (`embed`); the built-in task for "
-                             f"token ids trains a causal token model, which this is not ({e}); "
+                             f"token ids trains a causal token model, which this is not ({err}); "
                              f"give --data FILE") from None
     optimizer = args.optimizer or "sgd"
     lr = args.lr or (0.003 if optimizer in ("adam", "adamw") else 0.5 if ir.recurrent else 0.05)
@@ -187,6 +197,10 @@ def run_command(args) -> int:
         kind = "recurrent stream" if ir.recurrent else "batched"
         opt = "" if optimizer == "sgd" else f"{optimizer}, "
         header = [f"{name}: {kind} model, batch {batch}, {opt}learning rate {lr}; {desc}"]
+        if getattr(args, "distributed", False):  # the batch is each rank's shard
+            from . import distributed
+            header[0] = header[0].replace(f"batch {batch},", f"batch {batch} per rank x "
+                                          f"{distributed.size()} ranks,", 1)
         if not args.data:
             loss_name = ir.node(ir.doc["output"])["loss"]["name"]
             header.append(_mean_baseline(np.asarray(e), loss_name))
@@ -195,10 +209,10 @@ def run_command(args) -> int:
         release(h)
 
 
-def _run_data(args, h: int, recurrent: bool):
+def _run_data(args: argparse.Namespace, h: int,
+              recurrent: bool) -> tuple[npt.NDArray[Any], npt.NDArray[Any], str]:
     """(inputs, expected, description) of --data, shaped for model h; a seeded shuffle before
     a validation split of a non-recurrent model, so the held-out part is not one class."""
-    from mdl.cli import UsageError
     try:
         x, e = load_data(args.data, x=args.x, y=args.y, model=h)
     except (FileNotFoundError, ImportError) as err:
@@ -214,19 +228,20 @@ def _run_data(args, h: int, recurrent: bool):
     return x, e, desc
 
 
-def _train_and_report(args, h: int, x, e, name: str, recurrent: bool, header: list) -> int:
+def _train_and_report(args: argparse.Namespace, h: int, x: npt.NDArray[Any], e: npt.NDArray[Any],
+                      name: str, recurrent: bool, header: list[str]) -> int:
     """The header, fit, the history table, the final loss, --save and --plot.
 
     Ctrl-C from the header's first line on saves with --save and exits 130 (a test waits for
     that line before it sends SIGINT)."""
-    from . import fit
     start = time.perf_counter()
     try:
         print("\n".join(line for line in header if line), flush=True)
         hist = fit(h, x, e, epochs=args.epochs, shuffle=not recurrent,
                    verbosity=args.verbosity, validation_split=args.validation_split,
                    metrics=args.metrics, early_stopping=args.early_stopping,
-                   checkpoint=args.checkpoint)
+                   checkpoint=args.checkpoint,
+                   distributed=getattr(args, "distributed", False))
     except KeyboardInterrupt:
         return _interrupted(args, h)
     secs = time.perf_counter() - start
@@ -254,9 +269,8 @@ def _train_and_report(args, h: int, x, e, name: str, recurrent: bool, header: li
     return 0
 
 
-def _interrupted(args, h: int) -> int:
+def _interrupted(args: argparse.Namespace, h: int) -> int:
     """Ctrl-C during training: keep the finished batches, save them with --save, exit 130."""
-    from mdl.cli import EXIT_INTERRUPTED
     sys.stderr.flush()
     n = len(history(h))
     print(f"\n  interrupted (Ctrl-C) after {n} training batch{'es' * (n != 1)}", flush=True)
@@ -270,7 +284,8 @@ def _interrupted(args, h: int) -> int:
 _NGRAM_ORDER = 3
 
 
-def _run_text(args, ir, name: str, spec, batch: int, lr: float, optimizer: str) -> int:
+def _run_text(args: argparse.Namespace, ir: mdl.IR, name: str, spec: SequenceSpec, batch: int,
+              lr: float, optimizer: str) -> int:
     """`mdlc run --text`: train a causal token model on windows of C+1 characters.
 
     Every epoch cuts the windows from a random offset in [0, stride), shuffles them
@@ -279,7 +294,6 @@ def _run_text(args, ir, name: str, spec, batch: int, lr: float, optimizer: str) 
     Reports held-out bits per character (text.bits_per_char: non-overlapping windows of the
     tail) next to count baselines on the same characters.
     """
-    from mdl.cli import UsageError, _read
     C, V = spec.cells, spec.vocab
     stride = args.context_stride if args.context_stride is not None else C
     if stride < 1:
@@ -287,7 +301,7 @@ def _run_text(args, ir, name: str, spec, batch: int, lr: float, optimizer: str) 
     if not 0 <= args.heldout < 1:
         raise UsageError(f"--heldout must be a fraction in [0, 1), got {args.heldout}")
     if args.text:
-        corpus, _ = _read(args.text)
+        corpus, _ = read_source(args.text)
         source = args.text
         desc = f"text from {args.text}"
         if not corpus:
@@ -339,7 +353,8 @@ def _run_text(args, ir, name: str, spec, batch: int, lr: float, optimizer: str) 
                 xe, ye = windows(train_ids[int(rng.integers(stride)):], C, stride)
                 order = rng.permutation(len(xe))[:usable]
                 loss = train(h, xe[order].reshape(-1, batch, C),
-                             ye[order].reshape(-1, batch, C), verbosity=args.verbosity)
+                             ye[order].reshape(-1, batch, C), verbosity=args.verbosity,
+                             distributed=getattr(args, "distributed", False))
                 print(f"  epoch {epoch}/{args.epochs}: mean training loss {loss:.6g} nats "
                       f"({loss / math.log(2):.4f} bits per character)")
         except KeyboardInterrupt:
@@ -387,9 +402,8 @@ def _write_out(text: str) -> None:
         sys.stdout.buffer.write(text.encode("utf-8", "replace"))
 
 
-def generate_command(args) -> int:
+def generate_command(args: argparse.Namespace) -> int:
     """`mdlc generate MODEL.nm --prompt TEXT -n N`: print the prompt and its continuation."""
-    from mdl.cli import DataFailure, UsageError
     try:
         h = load(args.file)
     except FileNotFoundError as e:
@@ -407,7 +421,6 @@ def generate_command(args) -> int:
         except NeuromorphError as e:
             raise UsageError(f"the prompt does not fit the model's alphabet: {e}; the alphabet "
                              f"is {tok.chars!r}") from None
-        from . import _core
         spec = sequence_spec(json.loads(_core.ir_json(h)))
         if tok.vocab_size > spec.vocab:
             raise UsageError(f"{args.file}: its tokenizer has {tok.vocab_size} characters but "

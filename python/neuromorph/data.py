@@ -50,10 +50,12 @@ import io
 import json
 import math
 import os
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
+import numpy.typing as npt
 
+from ._checks import PathLike
 from .errors import DataError, ShapeError
 
 __all__ = ["load_data", "data_kind", "image_classes", "IMAGE_SUFFIXES", "TABLE_SUFFIXES"]
@@ -68,9 +70,9 @@ _TRUE, _FALSE = ("true", "yes"), ("false", "no")
 Columns = Union[None, int, str, Sequence[Union[int, str]]]
 
 
-def load_data(path, *, x: Columns = None, y: Columns = None, target: Columns = None,
+def load_data(path: PathLike, *, x: Columns = None, y: Columns = None, target: Columns = None,
               header: Optional[bool] = None, delimiter: Optional[str] = None,
-              model=None) -> tuple[np.ndarray, np.ndarray]:
+              model: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, expected) read from a data file or folder; formats in the module docstring.
 
     x, y: .npz array names; for a table the input and target columns (y and target are the
@@ -121,7 +123,7 @@ _KIND = {"images": "a folder of images", "npz": "an .npz file", "npy": "an .npy 
          "text": "a text file", "table": "a table"}
 
 
-def data_kind(path) -> str:
+def data_kind(path: PathLike) -> str:
     """"images", "npz", "npy", "table" or "text": how load_data reads `path`.
 
     FileNotFoundError when nothing is there; DataError for a file of no known kind."""
@@ -191,7 +193,7 @@ class _Where:
         return f"{self.path}: {what}sample {i}" + ("" if j is None else f", column {j}")
 
 
-def _finite(arr: np.ndarray, where: Callable, what: str) -> np.ndarray:
+def _finite(arr: np.ndarray, where: Callable[..., str], what: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         idx = np.argwhere(~np.isfinite(arr))[0]
         if arr.ndim <= 2:
@@ -221,12 +223,12 @@ def _as_inputs(arr: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- NumPy files
-def _npz(path: str, x, y):
+def _npz(path: str, x: Columns, y: Columns) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Where]:
     xk = "inputs" if x is None else x
     yk = "expected" if y is None else y
-    for k, flag in ((xk, "x"), (yk, "y")):
-        if not isinstance(k, str):
-            raise DataError(f"{path}: {flag}= names an array of the .npz file, got {k!r}")
+    if not isinstance(xk, str) or not isinstance(yk, str):
+        k, flag = (xk, "x") if not isinstance(xk, str) else (yk, "y")
+        raise DataError(f"{path}: {flag}= names an array of the .npz file, got {k!r}")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in (xk, yk) if k not in data.files]
@@ -244,9 +246,10 @@ def _npz(path: str, x, y):
     return _pair_arrays(xs, ys, path, xk, yk)
 
 
-def _read_array(data, key: str, path: str) -> np.ndarray:
+def _read_array(data: Any, key: str, path: str) -> np.ndarray:
     try:
-        return data[key]
+        arr: np.ndarray = data[key]
+        return arr
     except ValueError as e:
         if "pickle" in str(e):
             raise DataError(f"{path}: array {key!r} holds Python objects (pickled), not numbers: "
@@ -254,7 +257,8 @@ def _read_array(data, key: str, path: str) -> np.ndarray:
         raise
 
 
-def _npy(path: str, x, y):
+def _npy(path: str, x: Columns,
+         y: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Where]:  # y: the targets' path
     if x is not None:
         raise DataError(f"{path}: an .npy file holds one array; x= applies to .npz files (the "
                         f"inputs are {path} itself)")
@@ -280,7 +284,7 @@ def _npy(path: str, x, y):
 
 
 def _pair_arrays(xs: np.ndarray, ys: np.ndarray, path: str, xk: str, yk: str,
-                 ypath: Optional[str] = None):
+                 ypath: Optional[str] = None) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Where]:
     """Checked arrays of an .npz file (keys xk, yk) or an .npy pair (path, ypath)."""
     ypath = ypath or path
     xs, ys = _numeric(xs, path, xk or "inputs"), _numeric(ys, ypath, yk or "expected")
@@ -329,7 +333,7 @@ def _delimiter(path: str, sample: str, given: Optional[str]) -> Optional[str]:
     return None
 
 
-def _rows(path: str, delim: Optional[str]):
+def _rows(path: str, delim: Optional[str]) -> Iterator[tuple[int, list[str]]]:
     """(physical line number, cells) of every non-blank, non-comment row."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -355,7 +359,8 @@ def _rows(path: str, delim: Optional[str]):
         raise DataError(f"{path}:{reader.line_num}: {e}") from None
 
 
-def _table(path: str, xcols, ycols, header: Optional[bool], delimiter: Optional[str]):
+def _table(path: str, xcols: Any, ycols: Any, header: Optional[bool],  # Columns, then lists
+           delimiter: Optional[str]) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Where]:
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             sample = f.read(65536)
@@ -411,20 +416,21 @@ def _table(path: str, xcols, ycols, header: Optional[bool], delimiter: Optional[
     return values[:, xcols].astype(np.float32), values[:, ycols].astype(np.float32), where
 
 
-def _columns(spec, names: Optional[list[str]], width: int, path: str, what: str) -> list[int]:
+def _columns(spec: Columns, names: Optional[list[str]], width: int, path: str,
+             what: str) -> list[int]:
     if isinstance(spec, str):
-        items: list = [s.strip() for s in spec.split(",")] if "," in spec and \
+        items: list[Any] = [s.strip() for s in spec.split(",")] if "," in spec and \
             (names is None or spec not in names) else [spec]
     elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         items = [int(spec)]
     else:
         try:
-            items = list(spec)
+            items = list(spec)  # type: ignore[arg-type]  # anything else: TypeError, reported
         except TypeError:
             raise DataError(f"{path}: {what} columns are names or indices, got {spec!r}") from None
     if not items:
         raise DataError(f"{path}: no {what} columns given")
-    out = []
+    out: list[int] = []
     listing = (f"the columns are {', '.join(repr(n) for n in names)}" if names
                else f"the table has no header and {width} columns (0 .. {width - 1})")
     for item in items:
@@ -432,15 +438,15 @@ def _columns(spec, names: Optional[list[str]], width: int, path: str, what: str)
             j = names.index(item)
         else:
             try:
-                j = int(item) if not isinstance(item, bool) else None
+                k = int(item) if not isinstance(item, bool) else None
             except (TypeError, ValueError):
-                j = None
-            if j is None:
+                k = None
+            if k is None:
                 raise DataError(f"{path}: no column named {item!r} ({listing})")
-            if not -width <= j < width:
-                raise DataError(f"{path}: {what} column index {j} is out of range ({listing}; "
+            if not -width <= k < width:
+                raise DataError(f"{path}: {what} column index {k} is out of range ({listing}; "
                                 f"indices count from 0, negative ones from the end)")
-            j %= width
+            j = k % width
         if j in out:
             raise DataError(f"{path}: {what} column {item!r} is named twice")
         out.append(j)
@@ -448,14 +454,14 @@ def _columns(spec, names: Optional[list[str]], width: int, path: str, what: str)
 
 
 # ---------------------------------------------------------------------------- images
-def image_classes(folder) -> list[str]:
+def image_classes(folder: PathLike) -> list[str]:
     """The class names of an image folder (its sorted sub-folders): label i is the i-th."""
     folder = os.fspath(folder)
     return sorted(d for d in os.listdir(folder)
                   if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
 
 
-def _images(folder: str):
+def _images(folder: str) -> tuple[npt.NDArray[Any], npt.NDArray[Any], list[str]]:
     classes = image_classes(folder)
     if not classes:
         raise DataError(f"{folder} holds no class folders: a folder of images is FOLDER/CLASS/"
@@ -493,12 +499,12 @@ def _images(folder: str):
         pictures.append(pic)
     arrays = [_pixels(p, grey) for p in pictures]
     x = np.stack(arrays).reshape(len(arrays), -1)
-    e = np.zeros((len(labels), len(classes)), dtype=np.float32)
-    e[np.arange(len(labels)), labels] = 1.0
-    return x, e, classes
+    onehot = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    onehot[np.arange(len(labels)), labels] = 1.0
+    return x, onehot, classes
 
 
-def _pixels(pic, grey: bool) -> np.ndarray:
+def _pixels(pic: Any, grey: bool) -> np.ndarray:  # pic: a PIL.Image
     """One image as float32 in [0, 1]: (H, W) grey or (H, W, 3) RGB."""
     if pic.mode.startswith("I"):
         arr = np.asarray(pic, dtype=np.float64)
@@ -510,7 +516,7 @@ def _pixels(pic, grey: bool) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- model shaping
-def _model_io(model) -> tuple[int, int, int, str]:
+def _model_io(model: Any) -> tuple[int, int, int, str]:  # a handle or a Model
     """(input width, output width, output cells, output loss) of a handle or Model."""
     from . import _core
     h = getattr(model, "handle", model)
@@ -523,7 +529,8 @@ def _model_io(model) -> tuple[int, int, int, str]:
             out["loss"]["name"])
 
 
-def _fit_model(x: np.ndarray, e: np.ndarray, model, where: _Where):
+def _fit_model(x: np.ndarray, e: np.ndarray, model: Any,
+               where: _Where) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     n_in, n_out, cells, loss = _model_io(model)
     ywhere = where.y
     path = where.path

@@ -5,108 +5,33 @@ one id per cell (an `embed` node, or an `attn2d` with `vocab`) over C cells and 
 is `cells C` with a softmax over the same vocabulary, causally masked. `sequence_spec` reads
 that shape off the IR and says what is missing when a model does not fit.
 
-This module only drives the engine's forward pass (nm.predict) and samples; it trains
-nothing and knows nothing of characters (`neuromorph.text` maps text to ids).
+This module only drives the engine's forward pass (`training.predict`) and samples; it
+trains nothing and knows nothing of characters (`neuromorph.text` maps text to ids). What a
+token model is (`sequence_spec`) lives in `neuromorph._sequence`, shared with `text`.
 """
 from __future__ import annotations
 
 import json
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
-from .errors import DataError, ShapeError, StateError
+from . import _core
+from ._checks import check_handle
+from ._sequence import SequenceSpec, sequence_spec
+from .errors import DataError, StateError
 from .text import as_ids
+from .training import SHUFFLE, predict
 
 __all__ = ["generate", "sequence_spec", "SequenceSpec"]
 
-_NEEDS = ("generate needs a causal token model: the input feeds only an `embed` node (or an "
-          "`attn2d` with `vocab`) over C cells, and the output is `(y, V, cells C, <softmax>, "
-          "...)` with V the embed's vocab")
 
-
-@dataclass(frozen=True)
-class SequenceSpec:
-    """What generation needs to know of a token model."""
-    cells: int     # C: ids per sample, one per cell
-    vocab: int     # V: the ids read (0 .. V-1) and the softmax width per cell
-    embed: str     # the node that reads the ids
-    output: str    # the output node
-
-
-def sequence_spec(doc: dict) -> SequenceSpec:
-    """The (cells, vocab) of a causal token model's IR document; ShapeError if it is not one.
-
-    Checked: not recurrent; every node reading the input holds one id per cell (`embed`, or
-    `attn2d` with `vocab`) over all C input values; the output has `cells C`, a softmax, and
-    per-cell width equal to the vocabulary; no node mixes later cells into earlier ones
-    (`attn2d` needs `mask raster`, `neuron` needs `causal 1`; `column`, `energy`, mixing
-    `pool`s and dense layers without `cells` are refused).
-    """
-    if doc.get("recurrent"):
-        raise ShapeError("generate needs a non-recurrent model; this one has delayed edges")
-    nodes = {n["name"]: n for n in doc["nodes"]}
-    x = nodes[doc["input"]]
-    readers = [n for n in doc["nodes"] if any(i["node"] == x["name"] for i in n["inputs"])]
-    vocab, C, embed = None, x["width"], None
-    for n in readers:
-        st = n.get("struct") or {}
-        v = (st.get("options") or {}).get("vocab")
-        if n["kind"] not in ("embed", "attn2d") or v is None:
-            raise ShapeError(f"{_NEEDS}; node `{n['name']}` ({n['kind']}) reads the input "
-                             f"as numbers, not token ids")
-        cells = math.prod(st["shape"])
-        if cells != C:
-            raise ShapeError(f"{_NEEDS}; `{n['name']}` has {cells} cells but the input has "
-                             f"{C} values")
-        vocab = int(v) if vocab is None else min(vocab, int(v))
-        embed = embed or n["name"]
-    if embed is None:
-        raise ShapeError(f"{_NEEDS}; nothing reads the input `{x['name']}`")
-    out = nodes[doc["output"]]
-    act = (out.get("activation") or {}).get("name")
-    if out.get("cells") != C:
-        raise ShapeError(f"{_NEEDS}; the output `{out['name']}` has no `cells {C}`"
-                         + (f" (it has cells {out['cells']})" if out.get("cells") else ""))
-    if act != "softmax":
-        raise ShapeError(f"{_NEEDS}; the output `{out['name']}` has <{act}>, not <softmax>")
-    per_cell = out["width"] // C
-    if per_cell != vocab:
-        raise ShapeError(f"{_NEEDS}; the output predicts {per_cell} ids per cell but "
-                         f"`{embed}` reads a vocabulary of {vocab}")
-    if C > 1:
-        for n in doc["nodes"]:
-            why = _mixes_cells(n)
-            if why:
-                raise ShapeError(f"generate needs a causal model (each cell sees only itself and "
-                                 f"earlier cells); `{n['name']}` {why}")
-    return SequenceSpec(cells=C, vocab=vocab, embed=embed, output=out["name"])
-
-
-def _mixes_cells(node: dict) -> Optional[str]:
-    """Why a node lets later cells reach earlier ones, or None."""
-    kind = node["kind"]
-    opts = (node.get("struct") or {}).get("options") or {}
-    if kind == "attn2d" and opts.get("mask") != "raster":
-        return "attends to every neighbour: give it `mask raster`"
-    if kind == "neuron" and not opts.get("causal"):
-        return "attends to every token: give it `causal 1`"
-    if kind == "column":
-        return "(a column sheet) attends across all cells"
-    if kind == "energy":
-        return "(an energy block) couples all of its units"
-    if kind == "pool" and opts.get("op") != "first":
-        return f"pools cells with op {opts.get('op')}"
-    if kind == "layer" and not node.get("cells"):
-        return "is a dense layer over all cells: give it `cells C` to make it position-wise"
-    return None
-
-
-def generate(h: int, prompt_ids, n: int, temperature: float = 1.0,
-             top_k: Optional[int] = None, seed=None, vocab: Optional[int] = None) -> np.ndarray:
+def generate(h: int, prompt_ids: npt.ArrayLike, n: int, temperature: float = 1.0,
+             top_k: Optional[int] = None, seed: Union[int, np.random.Generator, None] = None,
+             vocab: Optional[int] = None) -> npt.NDArray[np.int64]:
     """n new token ids continuing prompt_ids, sampled from the model (an int64 array).
 
     The prompt fills the first cells of the window (cells after it hold id 0, which a causal
@@ -126,9 +51,7 @@ def generate(h: int, prompt_ids, n: int, temperature: float = 1.0,
     The model must be a built causal token model (sequence_spec says what that means);
     otherwise ShapeError. Bad arguments raise DataError.
     """
-    import neuromorph as nm
-    from . import _core
-    info = nm.info(h)                                   # HandleError for a bad handle
+    info = _core.info(check_handle(h))                  # HandleError for a bad handle
     if not info["built"]:
         raise StateError(f"model {h} is not built: call neuromorph.build({h}) first")
     spec = sequence_spec(json.loads(_core.ir_json(int(h))))
@@ -136,18 +59,21 @@ def generate(h: int, prompt_ids, n: int, temperature: float = 1.0,
     temperature = _temperature(temperature)
     limit = spec.vocab if vocab is None else _vocab(vocab, spec.vocab)
     top_k = _top_k(top_k, limit)
-    rng = _rng(seed, nm)
+    rng = _rng(seed)
     prompt = as_ids(prompt_ids, spec.vocab, "prompt_ids")
     C = spec.cells
 
     def next_distribution(window: np.ndarray, last: int) -> np.ndarray:
-        y = nm.predict(h, window[None, :])
+        y = predict(h, window[None, :])
         return np.asarray(y[0], dtype=np.float64).reshape(C, spec.vocab)[last, :limit]
 
     return _sample_loop(next_distribution, C, prompt, n, temperature, top_k, rng)
 
 
-def _sample_loop(next_distribution, C: int, prompt: np.ndarray, n: int, temperature: float,
+_Next = Callable[[npt.NDArray[np.int64], int], npt.NDArray[np.float64]]  # (window, cell) -> p
+
+
+def _sample_loop(next_distribution: _Next, C: int, prompt: np.ndarray, n: int, temperature: float,
                  top_k: Optional[int], rng: np.random.Generator) -> np.ndarray:
     """The generation loop, given next_distribution(window (C,), last filled cell) -> p (V,)."""
     context = deque(prompt.tolist() if len(prompt) else [0], maxlen=C)
@@ -182,20 +108,20 @@ def _sample(p: np.ndarray, temperature: float, top_k: Optional[int],
     return int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), len(p) - 1))
 
 
-def _count(n) -> int:
+def _count(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise DataError(f"n (how many ids to generate) must be an integer >= 0, got {n!r}")
     return int(n)
 
 
-def _temperature(t) -> float:
+def _temperature(t: Any) -> float:
     if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) \
             or not math.isfinite(t) or t < 0:
         raise DataError(f"temperature must be a finite number >= 0 (0: greedy), got {t!r}")
     return float(t)
 
 
-def _top_k(k, vocab: int) -> Optional[int]:
+def _top_k(k: object, vocab: int) -> Optional[int]:
     if k is None:
         return None
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= vocab:
@@ -204,16 +130,16 @@ def _top_k(k, vocab: int) -> Optional[int]:
     return int(k)
 
 
-def _vocab(v, model_vocab: int) -> int:
+def _vocab(v: object, model_vocab: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= model_vocab:
         raise DataError(f"vocab must be None or an integer in 1 .. {model_vocab} (the model's "
                         f"vocabulary), got {v!r}")
     return int(v)
 
 
-def _rng(seed, nm) -> np.random.Generator:
+def _rng(seed: object) -> np.random.Generator:
     if seed is None:
-        return nm._SHUFFLE[0]
+        return SHUFFLE[0]
     if isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

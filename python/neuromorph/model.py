@@ -26,21 +26,19 @@ import shutil
 import subprocess
 import sys
 import weakref
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
-from . import _core
+from . import _core, api
+from ._checks import Data, PathLike
 from .errors import NeuromorphError
-from .text import attach_tokenizer, tokenizer_of
+from .text import CharTokenizer, attach_tokenizer, tokenizer_of
+from .training import History
 from .text import forget as _forget_tokenizer
 
 _DOT_TIMEOUT_S = 10.0  # a graph the size of ours renders in well under a second
-
-
-def _nm():
-    import neuromorph
-    return neuromorph
 
 
 class SummaryText(str):
@@ -86,9 +84,9 @@ class Model:
     `release()`, to free the engine's memory at a known point.
     """
 
-    def __init__(self, mdl, batch_size: int, learning_rate: float, *, dtype: str = "float32",
-                 **optimizer):
-        self._handle = _nm().compile(mdl, batch_size, learning_rate, dtype=dtype, **optimizer)
+    def __init__(self, mdl: PathLike, batch_size: int, learning_rate: float, *,
+                 dtype: str = "float32", **optimizer: Any) -> None:
+        self._handle = api.compile(mdl, batch_size, learning_rate, dtype=dtype, **optimizer)
         self._finalizer = weakref.finalize(self, _release_quietly, self._handle)
 
     @classmethod
@@ -124,7 +122,7 @@ class Model:
         neuromorph.DeviceError
             ``device="cuda"`` without a usable GPU or CUDA backend, or a model it cannot run.
         """
-        _nm().build(self._handle, threads=threads, device=device)
+        api.build(self._handle, threads=threads, device=device)
         return self
 
     def to(self, device: str) -> "Model":
@@ -132,7 +130,7 @@ class Model:
 
         Returns ``self``. Raises `neuromorph.DeviceError` when the device cannot take it.
         """
-        _nm().to_device(self._handle, device)
+        api.to_device(self._handle, device)
         return self
 
     def release(self) -> None:
@@ -144,12 +142,12 @@ class Model:
     def __enter__(self) -> "Model":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
     # ------------------------------------------------------------------ training
-    def fit(self, inputs, expected, epochs: int = 1, shuffle: bool = False,
-            verbosity: int = 1, **options) -> Any:
+    def fit(self, inputs: Data, expected: Data, epochs: int = 1, shuffle: bool = False,
+            verbosity: int = 1, **options: Any) -> History:
         """Train: one optimizer step per batch, `epochs` passes over the data.
 
         Parameters
@@ -166,7 +164,8 @@ class Model:
         **options
             Keywords of `neuromorph.fit`: ``validation=(x, y)``, ``validation_split``,
             ``metrics=["accuracy", ...]``, ``early_stopping=patience``, ``checkpoint=path``,
-            ``check_finite``.
+            ``check_finite``, ``distributed=True`` (data-parallel under ``mpiexec -n K``,
+            docs/distributed.md).
 
         Returns
         -------
@@ -185,10 +184,10 @@ class Model:
         KeyboardInterrupt
             Ctrl-C; the model keeps every finished step.
         """
-        return _nm().fit(self._handle, inputs, expected, epochs=epochs, shuffle=shuffle,
+        return api.fit(self._handle, inputs, expected, epochs=epochs, shuffle=shuffle,
                          verbosity=verbosity, **options)
 
-    def predict(self, inputs) -> np.ndarray:
+    def predict(self, inputs: Data) -> npt.NDArray[Any]:
         """The model's outputs for `inputs`, without training.
 
         ``(N, in)`` inputs (any N >= 1) give ``(N, out)``; ``(n_batches, B, in)`` give
@@ -196,52 +195,53 @@ class Model:
         start from zeros). Raises `neuromorph.StateError` if not built, `neuromorph.ShapeError`
         or `neuromorph.DataError` for bad inputs.
         """
-        return _nm().predict(self._handle, inputs)
+        return api.predict(self._handle, inputs)
 
-    def evaluate(self, inputs, expected) -> float:
+    def evaluate(self, inputs: Data, expected: Data) -> float:
         """The mean batch loss on (inputs, expected), parameters unchanged (recurrent state
         advances). Same shapes and errors as `fit`."""
-        return _nm().evaluate(self._handle, inputs, expected)
+        return api.evaluate(self._handle, inputs, expected)
 
-    def gradients(self, inputs, expected) -> tuple:
+    def gradients(self, inputs: Data,
+                  expected: Data) -> tuple[float, dict[str, npt.NDArray[Any]]]:
         """``(loss, {parameter name: gradient array})`` for one batch, without an update.
 
         Raises `neuromorph.ShapeError` when the data is not exactly one batch.
         """
-        return _nm().gradients(self._handle, inputs, expected)
+        return api.gradients(self._handle, inputs, expected)
 
     def reset_state(self) -> None:
         """Zero the recurrent state (the values delayed edges read at the next sample)."""
-        _nm().reset_state(self._handle)
+        api.reset_state(self._handle)
 
     @property
-    def history(self) -> np.ndarray:
+    def history(self) -> npt.NDArray[np.float64]:
         """Every training batch loss since `build()` or `load()`, in order (a 1-D array)."""
-        return _nm().history(self._handle)
+        return api.history(self._handle)
 
     @property
-    def loss_parts(self) -> dict:
+    def loss_parts(self) -> dict[str, npt.NDArray[np.float64]]:
         """Per-batch training loss split into its parts: ``{"loss", "output", <aux losses>}``
         of 1-D arrays, with ``loss = output + auxiliaries``."""
-        return _nm().history(self._handle, parts=True)
+        return api.history(self._handle, parts=True)
 
-    def energy(self, inputs, block: Optional[str] = None) -> np.ndarray:
+    def energy(self, inputs: npt.ArrayLike, block: Optional[str] = None) -> np.ndarray:
         """An energy block's energy along its descent, per sample: an ``(N, steps + 1)`` array.
 
         `block` names the block (default: the model's first). Raises `neuromorph.ShapeError`
         when the model has no such block. See `neuromorph.energy`.
         """
-        return _nm().energy(self._handle, inputs, block)
+        return api.energy(self._handle, inputs, block)
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Statistics of the last forward pass: ``"<node>.count"`` (neurons visited per sample)
         for each neuron node."""
-        return _nm().stats(self._handle)
+        return api.stats(self._handle)
 
     # ------------------------------------------------------------------ text
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Optional[CharTokenizer]:
         """The model's `CharTokenizer` (set here, or restored by `load`), or None.
 
         Setting it attaches the tokenizer, which `save` then stores in the model file; set
@@ -250,11 +250,13 @@ class Model:
         return tokenizer_of(self._handle)
 
     @tokenizer.setter
-    def tokenizer(self, tok) -> None:
+    def tokenizer(self, tok: Optional[CharTokenizer]) -> None:
         attach_tokenizer(self._handle, tok)
 
-    def generate(self, prompt, n: int, temperature: float = 1.0, top_k: Optional[int] = None,
-                 seed=None):
+    def generate(self, prompt: Union[str, npt.ArrayLike], n: int, temperature: float = 1.0,
+                 top_k: Optional[int] = None,
+                 seed: Union[int, np.random.Generator, None] = None
+                 ) -> Union[str, npt.NDArray[np.int64]]:
         """Continue `prompt` by `n` sampled tokens (see `neuromorph.generate.generate`).
 
         Parameters
@@ -297,46 +299,47 @@ class Model:
 
     # ------------------------------------------------------------------ parameters, files
     @property
-    def params(self) -> dict:
+    def params(self) -> dict[str, npt.NDArray[Any]]:
         """Copies of every parameter: ``{"<node>.weight": (out, in), "<node>.bias": (out,), ...}``.
 
         Raises `neuromorph.StateError` if the model is not built.
         """
-        return _nm().get_params(self._handle)
+        return api.get_params(self._handle)
 
-    def load_params(self, params: dict) -> None:
+    def load_params(self, params: dict[str, npt.ArrayLike]) -> None:
         """Set some or all parameters from ``{name: array}``; everything is checked first.
 
         Raises `neuromorph.ShapeError` (unknown name, wrong shape) or `neuromorph.DataError`
         (non-numbers, NaN/inf), leaving the model unchanged.
         """
-        _nm().set_params(self._handle, params)
+        api.set_params(self._handle, params)
 
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the model (parameters, recurrent and optimizer state, IR, tokenizer) to one
         safetensors file at `path`, atomically. `Model.load` reads it back."""
-        _nm().save(self._handle, path)
+        api.save(self._handle, path)
 
     @classmethod
-    def load(cls, path, device: str = "cpu") -> "Model":
+    def load(cls, path: PathLike, device: str = "cpu") -> "Model":
         """A built `Model` from a file written by `save`, on `device` ("cpu" or "cuda").
 
         Raises ``FileNotFoundError`` for a missing file and `neuromorph.ModelFileError` for a
         corrupt or foreign one.
         """
-        return cls._from_handle(_nm().load(path, device=device))
+        return cls._from_handle(api.load(path, device=device))
 
     # ------------------------------------------------------------------ description
     @property
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """Batch size, input/output widths, dtype, device, learning rate, steps taken, whether
         built and recurrent, and the parameter shapes (``"params"``: [(name, shape), ...])."""
-        return _nm().info(self._handle)
+        return api.info(self._handle)
 
     @property
-    def ir(self) -> dict:
+    def ir(self) -> dict[str, Any]:
         """The model's IR document (docs/ir.md) as a dict: nodes, edges, output, ..."""
-        return json.loads(_core.ir_json(self._handle))
+        doc: dict[str, Any] = json.loads(_core.ir_json(self._handle))
+        return doc
 
     def summary(self, *, quiet: bool = False) -> str:
         """Print a table of the nodes and return its text.
@@ -418,7 +421,7 @@ class Model:
                 f"{info['dtype']} {state}>")
 
 
-def _node_rows(ir: dict, info: dict) -> list[dict]:
+def _node_rows(ir: dict[str, Any], info: dict[str, Any]) -> list[dict[str, Any]]:
     """One dict per IR node: name, kind, width, shape (cells or struct grid), function,
     inputs and parameter count (the parameters named "<node>.*")."""
     counts: dict[str, int] = {}
@@ -445,14 +448,14 @@ def _node_rows(ir: dict, info: dict) -> list[dict]:
     return rows
 
 
-def _totals(ir: dict, info: dict, total: int) -> str:
+def _totals(ir: dict[str, Any], info: dict[str, Any], total: int) -> str:
     delayed = sum(e["delayed"] for e in ir["edges"])
     return (f"{total} parameters; {delayed} delayed edge{'s' if delayed != 1 else ''}"
             f" ({'recurrent' if ir['recurrent'] else 'not recurrent'}); batch "
             f"{info['batch_size']}, {info['dtype']}, {'built' if info['built'] else 'not built'}")
 
 
-def _graph_svg(ir: dict) -> str:
+def _graph_svg(ir: dict[str, Any]) -> str:
     """The graph as inline SVG from `mdlc dot` text through Graphviz, or "" when `dot` is
     missing, slow or fails (the HTML view then shows the table alone)."""
     exe = shutil.which("dot")
@@ -483,6 +486,6 @@ def _release_quietly(handle: int) -> None:
     and tokenizer); a handle already released that way is not an error here."""
     _forget_tokenizer(handle)
     try:
-        _nm().release(handle)
+        api.release(handle)
     except Exception:  # already released through the handle API: nothing to do
         pass

@@ -12,13 +12,18 @@ key=value records whose queries must be answered from earlier in the line.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Any, Callable, Optional
 
-_SQUASH = {"sigmoid": lambda t: 1 / (1 + np.exp(-t)), "tanh": np.tanh,
+import numpy as np
+import numpy.typing as npt
+
+_SQUASH: dict[str, Callable[[Any], Any]] = {
+    "sigmoid": lambda t: 1 / (1 + np.exp(-t)), "tanh": np.tanh,
            "softmax": lambda t: np.exp(t) / np.exp(t).sum(-1, keepdims=True)}
 
 
-def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
+def make_task(ir_doc: dict[str, Any], batch: int, n_batches: int,
+              seed: int = 0) -> tuple[npt.NDArray[Any], npt.NDArray[Any], str]:
     """(inputs, expected, description) with shapes (n_batches, batch, width)."""
     rng = np.random.default_rng(seed)
     nodes = {n["name"]: n for n in ir_doc["nodes"]}
@@ -63,13 +68,16 @@ def make_task(ir_doc: dict, batch: int, n_batches: int, seed: int = 0):
         if loss in ("hinge", "huber_modified"):
             y, desc = np.where(t >= 0, 1.0, -1.0), "±1 labels of a random teacher network"
         else:
-            y = _SQUASH.get(act, lambda v: v)(t)
+            squash = _SQUASH.get(act)
+            y = squash(t) if squash is not None else t
             desc = "regression on a random teacher network"
-    shape = lambda a: a.reshape(n_batches, batch, -1).astype(np.float32)
+    def shape(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return a.reshape(n_batches, batch, -1).astype(np.float32)
     return shape(x), shape(y), desc
 
 
-def _seed_task(ir_doc: dict, N: int, seed: int):
+def _seed_task(ir_doc: dict[str, Any], N: int,
+               seed: int) -> Optional[tuple[npt.NDArray[Any], npt.NDArray[Any], str]]:
     """The built-in data of the seed models of MDL.md section 7, or None:
     a token model (embed over C cells -> ... -> `cells C` softmax) learns formal_text;
     a column classifier of 8x8 images into 10 classes learns datasets.digits; an energy block
@@ -105,12 +113,12 @@ def _seed_task(ir_doc: dict, N: int, seed: int):
     return None
 
 
-def _first_after_input(ir_doc: dict):
+def _first_after_input(ir_doc: dict[str, Any]) -> Optional[dict[str, Any]]:
     first = [n for n in ir_doc["nodes"] if n["inputs"] and n["inputs"][0]["node"] == ir_doc["input"]]
     return first[0] if len(first) == 1 else None
 
 
-def _sequence_node(ir_doc: dict):
+def _sequence_node(ir_doc: dict[str, Any]) -> Optional[tuple[int, int]]:
     """(T, D) when the node after the input is a neuron node."""
     node = _first_after_input(ir_doc)
     if node is None or node["kind"] != "neuron":
@@ -118,7 +126,8 @@ def _sequence_node(ir_doc: dict):
     return node["struct"]["shape"][0], node["struct"]["options"]["dim"]
 
 
-def sequence_task(T: int, D: int, n: int, rng):
+def sequence_task(T: int, D: int, n: int,
+                  rng: np.random.Generator) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Noisy one-hot tokens over D >= 2 symbols; label 1 when symbol 0 outnumbers symbol 1."""
     sym = rng.integers(0, D, (n, T))
     x = np.eye(D)[sym] + rng.normal(0, 0.1, (n, T, D))
@@ -126,7 +135,7 @@ def sequence_task(T: int, D: int, n: int, rng):
     return x.reshape(n, T * D), np.eye(2)[label]
 
 
-def _grid_node(ir_doc: dict):
+def _grid_node(ir_doc: dict[str, Any]) -> Optional[tuple[int, int, int]]:
     """(H, W, channels) when the node after the input is a 2-D attn2d or column node."""
     first = [n for n in ir_doc["nodes"] if n["inputs"] and n["inputs"][0]["node"] == ir_doc["input"]]
     if len(first) != 1 or "struct" not in first[0] or len(first[0]["struct"]["shape"]) != 2:
@@ -140,7 +149,8 @@ def _grid_node(ir_doc: dict):
     return H, W, st["in_width"] // (H * W)
 
 
-def grid_task(H: int, W: int, n: int, rng, channels: int = 0):
+def grid_task(H: int, W: int, n: int, rng: np.random.Generator,
+              channels: int = 0) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Sparse random bit grids; label 1 when some row holds two adjacent 1s (about half do).
 
     channels 0: one value (the bit, a token id) per cell; channels c >= 2: the bit one-hot in

@@ -20,11 +20,15 @@ import json
 import math
 import os
 import struct
-from typing import Optional
+from typing import Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
-from .errors import DataError, ModelFileError, ShapeError
+from . import _core
+from ._sequence import sequence_spec
+from .errors import DataError, HandleError, ModelFileError, ShapeError
+from .training import predict
 
 __all__ = ["CharTokenizer", "windows", "split_heldout", "bits_per_char", "NGramModel",
            "unigram_bits", "attach_tokenizer", "tokenizer_of", "forget", "metadata_for",
@@ -63,7 +67,7 @@ class CharTokenizer:
         """A tokenizer whose id i is chars[i] (distinct characters, in the order given)."""
         if not isinstance(chars, str) or not chars:
             raise DataError("a tokenizer alphabet must be a non-empty str")
-        seen: set = set()
+        seen: set[str] = set()
         for i, c in enumerate(chars):
             if c in seen:
                 raise DataError(f"a tokenizer alphabet must not repeat characters; {c!r} at "
@@ -98,7 +102,7 @@ class CharTokenizer:
                             f"alphabet of {self.vocab_size} characters")
         return self._order[pos_c].astype(np.int64)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: npt.ArrayLike) -> str:
         """The text of a sequence of ids (ints or integral numbers in 0 .. vocab_size - 1)."""
         arr = as_ids(ids, self.vocab_size, "ids")
         chars = self._chars
@@ -110,7 +114,7 @@ class CharTokenizer:
                           ensure_ascii=True)
 
     @classmethod
-    def from_json(cls, text) -> "CharTokenizer":
+    def from_json(cls, text: Union[str, bytes]) -> "CharTokenizer":
         """The tokenizer of a `to_json()` text; DataError for anything else."""
         try:
             doc = json.loads(text)
@@ -122,9 +126,10 @@ class CharTokenizer:
         if doc.get("version") != 1:
             raise DataError(f"tokenizer version {doc.get('version')!r} is not supported "
                             f"(this version reads 1)")
-        return cls.from_chars(doc.get("chars"))
+        chars: Any = doc.get("chars")  # from_chars checks it is a str
+        return cls.from_chars(chars)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, CharTokenizer) and other._chars == self._chars
 
     def __hash__(self) -> int:
@@ -138,7 +143,7 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size}, chars={shown!r})"
 
 
-def as_ids(ids, vocab: int, name: str = "ids") -> np.ndarray:
+def as_ids(ids: npt.ArrayLike, vocab: int, name: str = "ids") -> np.ndarray:
     """`ids` as a 1-D int64 array, each integral and in 0 .. vocab - 1 (DataError otherwise)."""
     if isinstance(ids, (str, bytes)):
         raise DataError(f"{name} must be a sequence of integer ids, got {type(ids).__name__}")
@@ -169,7 +174,8 @@ def as_ids(ids, vocab: int, name: str = "ids") -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- windows
-def windows(ids, C: int, stride: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def windows(ids: npt.ArrayLike, C: int,
+            stride: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Training pairs from an id sequence: windows of C+1 consecutive ids.
 
     Window k starts at k * stride (default stride C: windows overlap in one id, so every id
@@ -186,7 +192,7 @@ def windows(ids, C: int, stride: Optional[int] = None) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(win[:, :C]), np.ascontiguousarray(win[:, 1:])
 
 
-def split_heldout(ids, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def split_heldout(ids: npt.ArrayLike, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """(train, held_out): the held-out part is the last round(len * fraction) ids."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
             or not 0 <= fraction < 1:
@@ -196,11 +202,12 @@ def split_heldout(ids, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     return arr[:len(arr) - k], arr[len(arr) - k:]
 
 
-def bits_per_char(h: int, ids, C: Optional[int] = None, batch: Optional[int] = None) -> float:
+def bits_per_char(h: int, ids: npt.ArrayLike, C: Optional[int] = None,
+                  batch: Optional[int] = None) -> float:
     """A token model's bits per character on an id sequence (e.g. a held-out tail).
 
     The sequence is cut into non-overlapping windows of C+1 ids (`windows(ids, C)`); the
-    model predicts every window at once (nm.predict), and the score is the mean of
+    model predicts every window at once (`neuromorph.predict`), and the score is the mean of
     -log2 p(target) over every cell of every window. So the scored characters are
     ids[1 : n*C + 1], each exactly once: the first id (no context) and a remainder shorter
     than a window are not scored; a character at cell c was predicted from the c+1 ids
@@ -210,8 +217,6 @@ def bits_per_char(h: int, ids, C: Optional[int] = None, batch: Optional[int] = N
     one predict call (default 256; memory only, the result does not depend on it).
     The model must be a token model as `neuromorph.generate` needs (ShapeError otherwise).
     """
-    import neuromorph as nm
-    from .generate import sequence_spec
     spec = sequence_spec(_ir(h))
     if C is None:
         C = spec.cells
@@ -224,7 +229,7 @@ def bits_per_char(h: int, ids, C: Optional[int] = None, batch: Optional[int] = N
         raise DataError(f"bits_per_char needs at least {C + 1} ids (one window), got {len(arr)}")
     total = 0.0
     for k in range(0, len(x), batch):
-        p = nm.predict(h, x[k:k + batch]).reshape(-1, C, spec.vocab)
+        p = predict(h, x[k:k + batch]).reshape(-1, C, spec.vocab)
         t = y[k:k + batch]
         picked = np.take_along_axis(p, t[:, :, None], axis=2)[:, :, 0].astype(np.float64)
         if not np.isfinite(picked).all():
@@ -233,12 +238,15 @@ def bits_per_char(h: int, ids, C: Optional[int] = None, batch: Optional[int] = N
     return total / y.size
 
 
-def _ir(h: int) -> dict:
-    from . import _core
-    return json.loads(_core.ir_json(int(h)))
+def _ir(h: int) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(_core.ir_json(int(h)))
+    return doc
 
 
 # ---------------------------------------------------------------------------- baselines
+_Table = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # sorted codes, their counts
+
+
 class NGramModel:
     """A count model of order n over ids 0 .. vocab_size - 1, for scale next to a network.
 
@@ -264,11 +272,11 @@ class NGramModel:
         if self.vocab_size ** self.n >= 1 << 62:
             raise DataError(f"an order-{self.n} model over {self.vocab_size} ids is too large "
                             f"to index (vocab_size ** n must be below 2**62)")
-        self._grams: list = []     # per order k: (sorted k-gram codes, counts)
-        self._ctx: list = []       # per order k: (sorted context codes, totals)
+        self._grams: list[_Table] = []   # per order k: (sorted k-gram codes, counts)
+        self._ctx: list[_Table] = []     # per order k: (sorted context codes, totals)
         self._total = 0
 
-    def fit(self, ids) -> "NGramModel":
+    def fit(self, ids: npt.ArrayLike) -> "NGramModel":
         """Count every k-gram (k = 1 .. n) of the sequence; replaces earlier counts."""
         arr = as_ids(ids, self.vocab_size, "ids")
         if len(arr) == 0:
@@ -297,14 +305,15 @@ class NGramModel:
         return codes
 
     @staticmethod
-    def _lookup(table: tuple, keys: np.ndarray) -> np.ndarray:
+    def _lookup(table: _Table,
+                keys: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         sorted_keys, values = table
         if len(sorted_keys) == 0:
             return np.zeros(len(keys))
         pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
         return np.where(sorted_keys[pos] == keys, values[pos], 0).astype(np.float64)
 
-    def probabilities(self, ids) -> np.ndarray:
+    def probabilities(self, ids: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """P(ids[t] | the ids before it) for every t, float64."""
         if not self._grams:
             raise DataError("the n-gram model has not been fitted: call fit(ids) first")
@@ -319,9 +328,9 @@ class NGramModel:
             den = self._lookup(self._ctx[k - 1], codes // V)
             tail = p[k - 1:]
             p = np.concatenate([p[:k - 1], (num + prior * tail) / (den + prior)])
-        return p
+        return np.asarray(p, dtype=np.float64)
 
-    def bits_per_char(self, ids) -> float:
+    def bits_per_char(self, ids: npt.ArrayLike) -> float:
         """Mean -log2 P(id | context) over every id of the sequence."""
         p = self.probabilities(ids)
         if len(p) == 0:
@@ -329,13 +338,14 @@ class NGramModel:
         return float(-np.log2(p).mean())
 
 
-def unigram_bits(train_ids, test_ids, V: int, alpha: float = 1.0) -> float:
+def unigram_bits(train_ids: npt.ArrayLike, test_ids: npt.ArrayLike, V: int,
+                 alpha: float = 1.0) -> float:
     """Bits per id of the test ids under add-alpha character frequencies of the train ids."""
     return NGramModel(1, V, alpha).fit(train_ids).bits_per_char(test_ids)
 
 
 # ---------------------------------------------------------------------------- model files
-_TOKENIZERS: dict = {}   # handle -> CharTokenizer
+_TOKENIZERS: dict[int, CharTokenizer] = {}   # handle -> CharTokenizer
 
 
 def attach_tokenizer(h: int, tok: Optional[CharTokenizer]) -> None:
@@ -364,7 +374,7 @@ def metadata_for(h: int) -> list[tuple[str, str]]:
     return [] if tok is None else [("tokenizer", tok.to_json())]
 
 
-def read_file_metadata(path) -> dict:
+def read_file_metadata(path: Union[str, "os.PathLike[str]"]) -> dict[str, str]:
     """The `__metadata__` dict (str -> str) of a safetensors file such as a saved model.
 
     Reads only the header: 8 bytes little-endian length, then that many bytes of JSON. A
@@ -397,7 +407,7 @@ def read_file_metadata(path) -> dict:
     return dict(meta)
 
 
-def tokenizer_from_metadata(meta: dict) -> Optional[CharTokenizer]:
+def tokenizer_from_metadata(meta: dict[str, str]) -> Optional[CharTokenizer]:
     """The tokenizer stored in file metadata (read_file_metadata), or None if there is none.
 
     A "tokenizer" entry that does not describe a tokenizer raises ModelFileError.
@@ -411,13 +421,13 @@ def tokenizer_from_metadata(meta: dict) -> Optional[CharTokenizer]:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _positive_int(value, name: str) -> int:
+def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise DataError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
-def _int_sequence(ids, name: str) -> np.ndarray:
+def _int_sequence(ids: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
     """A 1-D int64 array of integral values (any range)."""
     if isinstance(ids, (str, bytes)):
         raise DataError(f"{name} must be a sequence of integer ids, got {type(ids).__name__}")
@@ -435,8 +445,7 @@ def _int_sequence(ids, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _handle(h) -> int:
+def _handle(h: object) -> int:
     if isinstance(h, bool) or not isinstance(h, (int, np.integer)):
-        from .errors import HandleError
         raise HandleError(f"a model handle is an int returned by compile(), got {type(h).__name__}")
     return int(h)

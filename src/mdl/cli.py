@@ -1,15 +1,17 @@
-"""`mdlc`, the command-line compiler.
+"""`mdlc`, the command-line compiler, and the command line's plug-in point for the engine.
 
     mdlc check FILE...                      exit 0: all compile; 1: an error; 2: usage
     mdlc compile FILE [-o OUT] [--emit STAGE]
     mdlc dot FILE [-o OUT]
-    mdlc run MODEL [--data FILE [--x KEY] [--y KEY] | --text F.txt] [--epochs N] ...
-    mdlc generate MODEL.nm --prompt TEXT -n N [--temperature T] [--top-k K] [--seed S]
     mdlc --version
 
-`run` and `generate` need the `neuromorph` engine (imported only by them: this module never
-imports `neuromorph` at load time). `-` as FILE reads standard input; `run` also takes the
-name of a shipped model (`mdlc run lstm-model`). Diagnostics go to stderr.
+The commands that need the engine (`run`, `generate`, `sweep`) are not defined here: packages
+register them under the entry-point group `mdl.commands` (neuromorph's is `neuromorph.cli`),
+a module with `add_commands(subparsers)` and `version_line()`. They are loaded only when the
+command line asks for something besides check/compile/dot, so this package never imports the
+engine (and `mdlc check` works without it). A plug-in reads sources with `read_source`,
+raises `UsageError`/`DataFailure` and builds flags with `int_at_least`, `real` and `names`.
+`-` as FILE reads standard input. Diagnostics go to stderr.
 
 Exit status: 0 ok; 1 a compile error; 2 a usage error (bad flags or values, a missing file,
 a missing optional package); 3 a data or runtime error (a NeuromorphError: unreadable or
@@ -24,7 +26,7 @@ import math
 import os
 import sys
 import warnings
-from typing import Optional
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 from .diagnostics import MDLError
 from .errors import NeuromorphError
@@ -41,7 +43,23 @@ class DataFailure(Exception):
     """Data or a file that cannot be used although it exists (besides NeuromorphError): exit 3."""
 
 
-def _read(path: str) -> tuple[str, str]:
+PLUGIN_GROUP = "mdl.commands"
+OWN_COMMANDS = ("check", "compile", "dot")
+
+
+class CommandPlugin(Protocol):
+    """What a module registered under the entry-point group `mdl.commands` provides."""
+
+    def add_commands(self, sub: Any) -> None:
+        """Add sub-commands to `sub` (argparse sub-parsers), each with `set_defaults(fn=...)`,
+        fn(args) returning the exit status."""
+
+    def version_line(self) -> str:
+        """One line for `mdlc --version` (the plug-in's version)."""
+
+
+def read_source(path: str) -> tuple[str, str]:
+    """(text, name) of a source file, `-` for standard input; UsageError when unreadable."""
     if path == "-":
         return sys.stdin.read(), "<stdin>"
     try:
@@ -53,8 +71,8 @@ def _read(path: str) -> tuple[str, str]:
         raise UsageError(f"cannot read {path}: not UTF-8 text") from None
 
 
-def _compile(path: str, stop_after: str = "ir"):
-    text, name = _read(path)
+def _compile(path: str, stop_after: str = "ir") -> Any:
+    text, name = read_source(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = compile_text(text, name, stop_after=stop_after, warn=False)
@@ -74,7 +92,7 @@ def _write(text: str, out: Optional[str]) -> None:
             raise UsageError(f"cannot write {out}: {e.strerror}") from None
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
@@ -87,63 +105,75 @@ def cmd_check(args) -> int:
     return status
 
 
-def cmd_compile(args) -> int:
+def cmd_compile(args: argparse.Namespace) -> int:
     result = _compile(args.file, args.emit)
     text = result.to_json() if args.emit == "ir" else json.dumps(result, indent=2)
     _write(text + "\n", args.output)
     return 0
 
 
-def cmd_dot(args) -> int:
+def cmd_dot(args: argparse.Namespace) -> int:
     from .dot import to_dot
     _write(to_dot(_compile(args.file)), args.output)
     return 0
 
 
-def cmd_run(args) -> int:
-    try:
-        from neuromorph.cli_run import run_command
-    except ImportError as e:
-        raise UsageError(f"`mdlc run` needs the neuromorph engine, which did not import: {e}")
-    return run_command(args)
+_LOADED: Optional[list[tuple[str, Union[CommandPlugin, Exception]]]] = None
 
 
-def cmd_generate(args) -> int:
-    try:
-        from neuromorph.cli_run import generate_command
-    except ImportError as e:
-        raise UsageError(f"`mdlc generate` needs the neuromorph engine, which did not import: {e}")
-    return generate_command(args)
+def plugins() -> list[tuple[str, Union[CommandPlugin, Exception]]]:
+    """(name, module) of each `mdl.commands` plug-in, or (name, the error) for one that did
+    not import; loaded once."""
+    global _LOADED
+    if _LOADED is None:
+        from importlib.metadata import entry_points
+        _LOADED = []
+        for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+            try:
+                _LOADED.append((ep.name, ep.load()))
+            except Exception as e:  # a broken engine is reported, never raised
+                _LOADED.append((ep.name, e))
+    return _LOADED
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def version_text() -> str:
-    """What `mdlc --version` prints: the compiler's version and IR version, and the engine's
-    (imported here, lazily, so that the compiler alone still answers)."""
+    """What `mdlc --version` prints: the compiler's version and IR version, and each
+    plug-in's line (the engine's), or why it is not available."""
     from . import __version__
     lines = [f"mdlc {__version__} (the mdl compiler), writes IR version {IR_VERSION}"]
-    try:
-        import neuromorph
-        info = neuromorph.build_info()
-        cuda = "with CUDA" if info.get("cuda_built") else "without CUDA"
-        lines.append(f"neuromorph {neuromorph.__version__} (the engine), reads IR version "
-                     f"{info.get('ir_version')}, {cuda}")
-    except Exception as e:  # any failure to load the engine is reported, never raised
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        lines.append(f"neuromorph: the engine is not available ({first})")
+    found = plugins()
+    for name, plugin in found:
+        if isinstance(plugin, Exception):
+            lines.append(f"{name}: the engine is not available ({_first_line(plugin)})")
+        else:
+            try:
+                lines.append(plugin.version_line())
+            except Exception as e:
+                lines.append(f"{name}: the engine is not available ({_first_line(e)})")
+    if not found:
+        lines.append("neuromorph: the engine is not available (not installed: no "
+                     f"`{PLUGIN_GROUP}` entry point)")
     return "\n".join(lines) + "\n"
 
 
 class _Version(argparse.Action):
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help="print the versions of mdlc, the engine and the IR, and exit"):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS,
+                 help: str = "print the versions of mdlc, the engine and the IR, and exit"):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
         sys.stdout.write(version_text())
         parser.exit(0)
 
 
-def _int_at_least(lo: int):
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= lo."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -156,8 +186,9 @@ def _int_at_least(lo: int):
     return parse
 
 
-def _real(lo: float, hi: Optional[float] = None, lo_open: bool = False, hi_open: bool = True,
-          what: str = ""):
+def real(lo: float, hi: Optional[float] = None, lo_open: bool = False, hi_open: bool = True,
+         what: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number in the range (`what` says it in words)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -172,17 +203,15 @@ def _real(lo: float, hi: Optional[float] = None, lo_open: bool = False, hi_open:
     return parse
 
 
-def _names(text: str) -> list:
-    names = [t.strip() for t in text.split(",")]
-    if not all(names):
+def names(text: str) -> list[str]:
+    """An argparse type: comma-separated names."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
+    return parts
 
 
-_POSITIVE = _real(0.0, lo_open=True, what="a positive number")
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mdlc", description="The Neuromorph MDL compiler.",
                                 epilog="exit status: 0 ok, 1 compile error, 2 usage error, "
                                 "3 data or runtime error, 130 interrupted")
@@ -201,79 +230,44 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE")
     c.add_argument("-o", "--output", metavar="OUT")
     c.set_defaults(fn=cmd_dot)
-    c = sub.add_parser("run", help="train a model on a data file (.npz, .npy, CSV/TSV, a "
-                       "folder of images), a text, or a built-in synthetic task")
-    c.add_argument("file", metavar="MODEL", help="an .mdl file, or the name of a shipped model "
-                   "(lstm-model, readme-model, ...: neuromorph.models.names())")
-    c.add_argument("--data", metavar="FILE", help="training data (neuromorph.load_data): .npz "
-                   "(arrays `inputs` and `expected`, or --x/--y), X.npy with --y Y.npy, a CSV/TSV "
-                   "table (target columns --y, default the last), or a folder of images per "
-                   "class; a text file trains as --text")
-    c.add_argument("--x", metavar="KEY", help="--data: the inputs' array in an .npz, or a "
-                   "table's input columns (names or 0-based indices, comma-separated; default "
-                   "every column that is not a target)")
-    c.add_argument("--y", metavar="KEY", help="--data: the expected values' array in an .npz, "
-                   "the .npy file of the expected values, or a table's target columns (names or "
-                   "0-based indices, comma-separated; default the last column)")
-    c.add_argument("--text", metavar="FILE", help="UTF-8 text for a causal token model (an "
-                   "`embed` over C cells, output `cells C` with a softmax): trains on windows "
-                   "of C+1 characters, reports held-out bits per character")
-    c.add_argument("--context-stride", type=_int_at_least(1), default=None, metavar="S",
-                   help="--text: start a window every S characters (default C: every "
-                   "character is a target once per epoch; 1: every window)")
-    c.add_argument("--heldout", type=_real(0.0, 1.0, what="a fraction in [0, 1)"), default=0.1,
-                   metavar="F", help="--text: the fraction of the text, at its end, held out for "
-                   "bits per character (default 0.1)")
-    c.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw"), default=None,
-                   help="default sgd; adam with --text or a token model")
-    c.add_argument("--epochs", type=_int_at_least(1), default=5, metavar="N")
-    c.add_argument("--batch-size", type=_int_at_least(1), default=None, metavar="B",
-                   help="default 16 (5 for a recurrent model)")
-    c.add_argument("--lr", type=_POSITIVE, default=None, metavar="LR", help="learning rate "
-                   "(default 0.05 for sgd, 0.5 for a recurrent model, 0.003 for adam)")
-    c.add_argument("--seed", type=_int_at_least(0), default=0)
-    c.add_argument("--batches", type=_int_at_least(1), default=2000,
-                   help="synthetic task size in batches")
-    c.add_argument("--validation-split", type=_real(0.0, 1.0, lo_open=True,
-                   what="a fraction in (0, 1)"), default=None, metavar="F",
-                   help="hold out this fraction of the data (after a seeded shuffle, except "
-                   "for a recurrent model's stream) and report the validation loss each epoch")
-    c.add_argument("--metrics", type=_names, default=None, metavar="M,...",
-                   help="metrics reported each epoch, e.g. accuracy,bits_per_char")
-    c.add_argument("--early-stopping", type=_int_at_least(1), default=None, metavar="PATIENCE",
-                   help="stop when the validation loss has not improved for PATIENCE epochs "
-                   "(needs --validation-split)")
-    c.add_argument("--checkpoint", metavar="PATH", help="save the model here after every epoch "
-                   "that improves the (validation) loss (neuromorph.fit's checkpoint=)")
-    c.add_argument("--verbosity", type=int, choices=(0, 1, 2), default=1,
-                   help="0 silent, 1 progress bar on a terminal, 2 a line per batch")
-    c.add_argument("--save", metavar="OUT.nm", help="save the trained model (neuromorph.load "
-                   "reads it); Ctrl-C saves what has been trained")
-    c.add_argument("--plot", metavar="LOSS.png", help="plot the loss per batch (needs "
-                   "matplotlib: pip install 'neuromorph[plot]')")
-    c.set_defaults(fn=cmd_run)
-    c = sub.add_parser("generate", help="sample text from a token model saved by "
-                       "`mdlc run --text ... --save`")
-    c.add_argument("file", metavar="MODEL.nm")
-    c.add_argument("--prompt", default="", help="text to continue (characters of the "
-                   "model's alphabet; default: empty)")
-    c.add_argument("-n", type=_int_at_least(1), default=200, metavar="N",
-                   help="characters to generate")
-    c.add_argument("--temperature", type=_real(0.0, what="a number >= 0"), default=1.0,
-                   metavar="T",
-                   help="1: the model's distribution; lower: more likely characters; 0: greedy")
-    c.add_argument("--top-k", type=_int_at_least(1), default=None, metavar="K",
-                   help="sample only among the K most likely characters")
-    c.add_argument("--seed", type=_int_at_least(0), default=None, help="for a reproducible sample")
-    c.set_defaults(fn=cmd_generate)
+    if with_plugins:
+        for _, plugin in plugins():
+            if not isinstance(plugin, Exception):
+                plugin.add_commands(sub)
     return p
+
+
+def commands(parser: argparse.ArgumentParser) -> list[str]:
+    """The sub-command names of an `mdlc` parser (the compiler's and the plug-ins')."""
+    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]
+
+
+def _unavailable(argv: Sequence[str]) -> Optional[str]:
+    """Why the command asked for is missing: a plug-in that did not load (else None)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    failed = [(n, e) for n, e in plugins() if isinstance(e, Exception)]
+    if command is None or not failed:
+        return None
+    name, err = failed[0]
+    return (f"`mdlc {command}` is not a compiler command; the engine's commands come from "
+            f"{name}, which did not import: {_first_line(err)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one command; returns the exit status (argparse exits 2 itself on bad flags)."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with_plugins = not (argv and argv[0] in OWN_COMMANDS)  # the compiler alone: no engine
+    parser = _parser(with_plugins)
+    if with_plugins and argv and not argv[0].startswith("-") and argv[0] not in commands(parser):
+        why = _unavailable(argv)
+        if why:
+            print(f"mdlc: error: {why}", file=sys.stderr)
+            return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
-        return args.fn(args)
+        code: int = args.fn(args)
+        return code
     except MDLError as e:          # a NeuromorphError too: caught first
         print(str(e), file=sys.stderr)
         return EXIT_COMPILE
@@ -300,7 +294,7 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    # `python -m mdl.cli`: run the importable module, so that the UsageError raised by
-    # neuromorph.cli_run (imported from mdl.cli) is the class main() catches
+    # `python -m mdl.cli`: run the importable module, so that the UsageError raised by a
+    # plug-in (which imports mdl.cli) is the class main() catches
     from mdl.cli import entry as _entry
     _entry()

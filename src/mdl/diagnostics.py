@@ -23,7 +23,7 @@ class Span:
     col: int
     end_col: int
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, int]:
         return {"line": self.line, "col": self.col, "end_col": self.end_col}
 
 

@@ -1,6 +1,8 @@
 """Graphviz `dot` text of a compiled model: delayed edges dashed, branches clustered."""
 from __future__ import annotations
 
+from typing import Any
+
 from .ir import IR
 
 _SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "circle",
@@ -8,7 +10,7 @@ _SHAPES = {"input": "invhouse", "output": "house", "layer": "box", "merge": "cir
            "energy": "doubleoctagon", "embed": "component", "pool": "trapezium"}
 
 
-def _label(n: dict) -> str:
+def _label(n: dict[str, Any]) -> str:
     if n["kind"] in ("layer", "output"):
         width = (f"{n['cells']} cells x {n['width'] // n['cells']}" if n.get("cells")
                  else str(n["width"]))

@@ -43,7 +43,9 @@ NEURON = {"tau": Opt("num", 1.0, lo=0, lo_open=True), "bias": Opt("flag", 0),
 # Lagrangians whose parameter is an inverse temperature beta (`learn beta` may train it)
 BETA_LAGRANGIANS = tuple(k for k, v in LAGRANGIANS.items() if v[0] == "beta")
 SYN_MAX = 1 << 24  # any integer option of a synapse (the engine's bound, csrc/core/validate.cpp)
-SYNAPSES: dict[str, tuple[tuple[int, Optional[int]], dict[str, Opt], Optional[tuple[str, list]]]] = {
+# kind -> ((min, max) layers joined, option table, default Lagrangian (name, params) or None)
+SYNAPSES: dict[str, tuple[tuple[int, Optional[int]], dict[str, Opt],
+                         Optional[tuple[str, list[float]]]]] = {
     # kind: ((min refs, max refs), options, default hidden Lagrangian or None = takes none)
     "dense": ((2, None), {"bias": Opt("flag", 0)}, None),
     "bias": ((1, 1), {}, None),
@@ -71,19 +73,19 @@ SYNAPSES: dict[str, tuple[tuple[int, Optional[int]], dict[str, Opt], Optional[tu
 @dataclass
 class EnergyInfo:
     options: dict[str, Any]
-    layers: list[dict] = field(default_factory=list)
-    synapses: list[dict] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    synapses: list[dict[str, Any]] = field(default_factory=list)
     in_width: Optional[int] = None
     out_width: Optional[int] = None
     member_spans: list[tuple[str, Span]] = field(default_factory=list)
     params: int = 0  # parameters the engine declares for the block
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"options": self.options, "layers": self.layers, "synapses": self.synapses,
                 "in_width": self.in_width}
 
 
-def _lagrangian(func: ast.Func, rep: Reporter, where: str) -> Optional[dict]:
+def _lagrangian(func: ast.Func, rep: Reporter, where: str) -> Optional[dict[str, Any]]:
     name = func.name
     if name in NOT_CONVEX:
         rep.error(f"`{name}` {NOT_CONVEX[name]}, so it has no convex Lagrangian and cannot be "
@@ -109,6 +111,7 @@ def _lagrangian(func: ast.Func, rep: Reporter, where: str) -> Optional[dict]:
         rep.error(f"`{name}` needs its parameter {pname}", func.span, f"write `<{name}, 2>`")
         return None
     value = func.params[0] if func.params else default
+    assert value is not None  # no parameter and no default: reported above
     problem = real_problem(value)
     if problem:
         text = rep.source.text_at(func.param_spans[0])
@@ -128,7 +131,7 @@ def _lagrangian(func: ast.Func, rep: Reporter, where: str) -> Optional[dict]:
 
 
 def _opts(words: list[ast.Words], table: dict[str, Opt], what: str, rep: Reporter,
-          anchor: Span) -> Optional[dict]:
+          anchor: Span) -> Optional[dict[str, Any]]:
     opts: dict[str, Any] = {}
     seen: dict[str, Span] = {}
     ok = True
@@ -170,9 +173,10 @@ def _opts(words: list[ast.Words], table: dict[str, Opt], what: str, rep: Reporte
 
 def _shape(w: ast.Words, rep: Reporter) -> Optional[list[int]]:
     a = w.atoms[0]
-    dims = [int_literal(t) for t in a.text.split("x")]
+    literals = [int_literal(t) for t in a.text.split("x")]
+    dims = [d for d in literals if d is not None]
     if len(w.atoms) != 1 or a.kind not in ("shape", "number") \
-            or any(d is None for d in dims) or a.text.startswith(("-", "+")):
+            or len(dims) != len(literals) or a.text.startswith(("-", "+")):
         value = float(a.text) if len(w.atoms) == 1 and a.kind == "number" else math.nan
         hint = (f"write the size as an integer, `{int(value)}`"
                 if 1 <= value <= MAX_WIDTH and value == int(value) else
@@ -191,7 +195,7 @@ def _shape(w: ast.Words, rep: Reporter) -> Optional[list[int]]:
 def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
     """Validate an energy block; None when it has errors (already reported)."""
     opts = _opts(node.options, BLOCK, "an energy block", rep, node.name_span)
-    layers: dict[str, dict] = {}
+    layers: dict[str, dict[str, Any]] = {}
     broken: set[str] = set()  # layers with errors: synapses naming them add no second error
     info = EnergyInfo(opts or {})
     syn_nodes = []
@@ -239,7 +243,8 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
                           "index": len(layers), "clamp": lopts.get("clamp"),
                           "learn_beta": int(lopts.get("learn") == "beta")}
         if clamp_given:
-            info.member_spans.append(("clamp:" + m.name, _option_span(words[1:], "clamp")))
+            info.member_spans.append(("clamp:" + m.name,
+                                      _option_span(words[1:], "clamp") or m.name_span))
     if not layers:
         if broken:
             return None
@@ -269,7 +274,7 @@ def check_energy(node: ast.Energy, rep: Reporter) -> Optional[EnergyInfo]:
     if opts is not None:
         ok = _outs(node, opts, layers, names, rep) and ok
         ok = _clamps(node, opts, info, rep) and ok
-    if not ok:
+    if not ok or opts is None:
         return None
     size = sum(l["size"] for l in info.layers)
     values += 2 * (opts["steps"] + 2) * size  # states and gradients of every step, kept
@@ -296,7 +301,8 @@ def _option_span(words: list[ast.Words], key: str) -> Optional[Span]:
     return None
 
 
-def _outs(node: ast.Energy, opts: dict, layers: dict, index: NameIndex, rep: Reporter) -> bool:
+def _outs(node: ast.Energy, opts: dict[str, Any], layers: dict[str, dict[str, Any]],
+          index: NameIndex, rep: Reporter) -> bool:
     """`out a b ...`: the output is the concatenation of these layers' activations."""
     out = opts.pop("out", None)
     if out is None:
@@ -320,7 +326,7 @@ def _outs(node: ast.Energy, opts: dict, layers: dict, index: NameIndex, rep: Rep
     return ok
 
 
-def _clamps(node: ast.Energy, opts: dict, info: EnergyInfo, rep: Reporter) -> bool:
+def _clamps(node: ast.Energy, opts: dict[str, Any], info: EnergyInfo, rep: Reporter) -> bool:
     """Which layers are held at the block's input. The first layer follows the block's
     `clamp` unless it says otherwise itself; any other layer is clamped by its own `clamp 1`."""
     block_span = _option_span(node.options, "clamp")
@@ -340,8 +346,8 @@ def _clamps(node: ast.Energy, opts: dict, info: EnergyInfo, rep: Reporter) -> bo
     return True
 
 
-def _synapse(m: ast.Paren, layers: dict, names: NameIndex, broken: set,
-             rep: Reporter) -> Optional[dict]:
+def _synapse(m: ast.Paren, layers: dict[str, dict[str, Any]], names: NameIndex, broken: set[str],
+             rep: Reporter) -> Optional[dict[str, Any]]:
     words = m.words
     head = words[0]
     if len(head.atoms) != 2:
@@ -404,7 +410,8 @@ def _synapse(m: ast.Paren, layers: dict, names: NameIndex, broken: set,
     return syn
 
 
-def _synapse_footprint(syn: dict, layers: dict[int, dict]) -> tuple[int, int]:
+def _synapse_footprint(syn: dict[str, Any],
+                       layers: dict[int, dict[str, Any]]) -> tuple[int, int]:
     """(values per sample, parameters) of a synapse, as the engine declares them
     (csrc/cpu/energy.cpp); products stop growing past the bounds."""
     refs = [layers[r] for r in syn["refs"]]
@@ -429,12 +436,13 @@ def _synapse_footprint(syn: dict, layers: dict[int, dict]) -> tuple[int, int]:
     return sizes[1], b["shape"][2] * a["shape"][2] * o["kernel"] ** 2
 
 
-def _tokens(layer: dict) -> int:
+def _tokens(layer: dict[str, Any]) -> int:
     shape = layer["shape"]
     return 1 if len(shape) == 1 else math.prod(shape[:-1])
 
 
-def _conv_fits(m, refs, o, span, rep: Reporter) -> bool:
+def _conv_fits(m: ast.Paren, refs: list[dict[str, Any]], o: dict[str, Any], span: Span,
+               rep: Reporter) -> bool:
     a, b = refs
     if len(a["shape"]) != 3 or len(b["shape"]) != 3:
         rep.error(f"a conv synapse joins two HxWxC layers; `{a['name']}` is "
@@ -451,12 +459,10 @@ def _conv_fits(m, refs, o, span, rep: Reporter) -> bool:
     if oh < 1 or ow < 1:
         rep.error(f"kernel {k} does not fit `{a['name']}` ({H}x{W}) with pad {p}", span)
         return False
+    w = o["window"]
+    ps = o.setdefault("pstride", w)  # written even without pooling: the IR holds every value
     if o["pool"] != "none":
-        w = o["window"]
-        ps = o.setdefault("pstride", w)
         oh, ow = (oh - w) // ps + 1, (ow - w) // ps + 1
-    else:
-        o.pop("pstride", None)
     if [oh, ow] != b["shape"][:2]:
         rep.error(f"the conv of `{a['name']}` gives a {oh}x{ow} map, but `{b['name']}` is "
                   f"{b['shape'][0]}x{b['shape'][1]}", span,

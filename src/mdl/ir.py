@@ -13,9 +13,11 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+import os
+from typing import Any, Literal, Optional, Union, overload
 
 from . import ast, passes
+from .fnchecks import Fn, check_header
 from .diagnostics import Diagnostic, MDLError, MDLWarning, Reporter, Source, Span
 from .parser import parse
 
@@ -27,10 +29,13 @@ IR_VERSIONS_READ = (1, 2, 3)
 STAGES = ("parse", "resolve", "structure", "widths", "delays", "ir")
 
 
+JSON = dict[str, Any]  # a JSON object: the IR document and its parts
+
+
 class IR:
     """A compiled model: `doc` is the JSON-ready IR dict; `warnings` the diagnostics."""
 
-    def __init__(self, doc: dict, warnings_: list[Diagnostic]):
+    def __init__(self, doc: JSON, warnings_: list[Diagnostic]):
         self.doc = doc
         self.warnings = warnings_
 
@@ -39,30 +44,32 @@ class IR:
 
     @property
     def recurrent(self) -> bool:
-        return self.doc["recurrent"]
+        return bool(self.doc["recurrent"])
 
     @property
-    def nodes(self) -> list[dict]:
-        return self.doc["nodes"]
+    def nodes(self) -> list[JSON]:
+        nodes: list[JSON] = self.doc["nodes"]
+        return nodes
 
-    def node(self, name: str) -> dict:
-        for n in self.doc["nodes"]:
+    def node(self, name: str) -> JSON:
+        for n in self.nodes:
             if n["name"] == name or n.get("alias") == name:
                 return n
         raise KeyError(name)
 
-    def edges(self) -> list[dict]:
-        return self.doc["edges"]
+    def edges(self) -> list[JSON]:
+        edges: list[JSON] = self.doc["edges"]
+        return edges
 
     def __repr__(self) -> str:
         return f"<mdl.IR {len(self.nodes)} nodes, recurrent={self.recurrent}>"
 
 
-def _fn(f: Optional[passes.Fn]) -> Optional[dict]:
+def _fn(f: Optional[Fn]) -> Optional[JSON]:
     return f.to_json() if f else None
 
 
-def _node_json(n: passes.GNode) -> dict:
+def _node_json(n: passes.GNode) -> JSON:
     d: dict[str, Any] = {"name": n.name, "kind": n.kind, "width": n.width,
                          "loc": {"line": n.span.line, "col": n.span.col}}
     inputs = []
@@ -70,6 +77,7 @@ def _node_json(n: passes.GNode) -> dict:
         inputs.append({"node": n.pred.name, "delayed": False})
     if n.kind == "merge":
         d["op"] = n.op
+        assert n.target is not None  # resolved: a merge without its target is an error
         inputs.append({"node": n.target.name, "delayed": n.delayed})
     d["inputs"] = inputs
     if n.activation:
@@ -89,20 +97,21 @@ def _node_json(n: passes.GNode) -> dict:
     return d
 
 
-def _edges(g: passes.Graph) -> list[dict]:
-    edges = []
+def _edges(g: passes.Graph) -> list[JSON]:
+    edges: list[JSON] = []
     for n in g.nodes:
         if n.pred is not None:
             kind = "branch" if n.pred.kind == "split" and n.owner and n.owner[0] is n.pred \
                 else "chain"
             edges.append({"from": n.pred.name, "to": n.name, "kind": kind, "delayed": False})
         if n.kind == "merge":
+            assert n.target is not None
             edges.append({"from": n.target.name, "to": n.name, "kind": "merge",
                           "delayed": n.delayed})
     return edges
 
 
-def build_ir(g: passes.Graph) -> dict:
+def build_ir(g: passes.Graph) -> JSON:
     src = g.model.source
     return {
         "format": IR_FORMAT,
@@ -120,9 +129,9 @@ def build_ir(g: passes.Graph) -> dict:
     }
 
 
-def _ast_json(model: ast.Model) -> dict:
+def _ast_json(model: ast.Model) -> JSON:
     """The AST as JSON-ready dicts and lists, built with a stack (no recursion)."""
-    root: list = [None]
+    root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any]] = [(model, root, 0)]
     while stack:
         x, parent, key = stack.pop()
@@ -134,7 +143,7 @@ def _ast_json(model: ast.Model) -> dict:
                     stack.append((getattr(x, f.name), d, f.name))
             parent[key] = d
         elif isinstance(x, list):
-            items: list = [None] * len(x)
+            items: list[Any] = [None] * len(x)
             stack.extend((item, items, i) for i, item in enumerate(x))
             parent[key] = items
         elif isinstance(x, float) and not math.isfinite(x):
@@ -142,13 +151,14 @@ def _ast_json(model: ast.Model) -> dict:
             # has no infinity, so the parse view names it "inf" / "-inf"
         else:
             parent[key] = x
-    return root[0]
+    out: JSON = root[0]
+    return out
 
 
-def _graph_json(g: passes.Graph, stage: str) -> dict:
+def _graph_json(g: passes.Graph, stage: str) -> JSON:
     nodes = []
     for n in g.nodes:
-        d = {"name": n.name, "kind": n.kind, "pred": n.pred.name if n.pred else None}
+        d: JSON = {"name": n.name, "kind": n.kind, "pred": n.pred.name if n.pred else None}
         if n.kind == "merge":
             d["target"] = n.target.name if n.target else None
         if stage in ("widths", "delays"):
@@ -156,14 +166,25 @@ def _graph_json(g: passes.Graph, stage: str) -> dict:
         if stage == "delays" and n.kind == "merge":
             d["delayed"] = n.delayed
         nodes.append(d)
-    out = {"stage": stage, "nodes": nodes}
+    out: JSON = {"stage": stage, "nodes": nodes}
     if stage == "delays":
         out["order"] = [n.name for n in g.order]
     return out
 
 
+@overload
+def compile_text(text: str, filename: str = ..., stop_after: Literal["ir"] = ...,
+                 warn: bool = ...) -> IR: ...
+@overload
+def compile_text(text: str, filename: str = ..., *, stop_after: str,
+                 warn: bool = ...) -> Union[IR, JSON]: ...
+@overload
+def compile_text(text: str, filename: str, stop_after: str,
+                 warn: bool = ...) -> Union[IR, JSON]: ...
+
+
 def compile_text(text: str, filename: str = "<string>", stop_after: str = "ir",
-                 warn: bool = True):
+                 warn: bool = True) -> Union[IR, JSON]:
     """Compile MDL text. Returns an `IR` (or a stage's JSON dict with `stop_after`).
 
     Raises `MDLError` listing every error found. Warnings are attached to the IR and,
@@ -193,7 +214,8 @@ def compile_text(text: str, filename: str = "<string>", stop_after: str = "ir",
 _GC_PAUSE_CHARS = 50_000
 
 
-def _compile(text: str, filename: str, stop_after: str):
+def _compile(text: str, filename: str,
+             stop_after: str) -> tuple[Union[IR, JSON], Optional[Reporter]]:
     """(the IR or a stage's JSON view, the reporter) or MDLError."""
     model = parse(text, filename)
     if stop_after == "parse":
@@ -203,7 +225,7 @@ def _compile(text: str, filename: str, stop_after: str):
     if stop_after == "resolve":
         rep.raise_if_errors()
         return _graph_json(g, "resolve"), None
-    passes.check_functions(g, rep)
+    check_header(g, rep)
     passes.structure(g, rep)
     passes.widths(g, rep)
     rep.raise_if_errors()
@@ -217,7 +239,16 @@ def _compile(text: str, filename: str, stop_after: str):
     return IR(build_ir(g), rep.warnings), rep
 
 
-def compile_file(path, stop_after: str = "ir", warn: bool = True):
+@overload
+def compile_file(path: Union[str, os.PathLike[str]], stop_after: Literal["ir"] = ...,
+                 warn: bool = ...) -> IR: ...
+@overload
+def compile_file(path: Union[str, os.PathLike[str]], stop_after: str,
+                 warn: bool = ...) -> Union[IR, JSON]: ...
+
+
+def compile_file(path: Union[str, os.PathLike[str]], stop_after: str = "ir",
+                 warn: bool = True) -> Union[IR, JSON]:
     """Compile the MDL file at `path` (diagnostics name the file). A file that is not UTF-8
     is an `MDLError` located at its first bad byte."""
     data = Path(path).read_bytes()
@@ -240,7 +271,7 @@ def _not_utf8(data: bytes, err: UnicodeDecodeError, filename: str) -> Diagnostic
                       "save the model as UTF-8", source)
 
 
-def load_ir(doc_or_json) -> IR:
+def load_ir(doc_or_json: Union[str, bytes, JSON]) -> IR:
     """Wrap an IR dict or JSON text (e.g. written by `mdlc compile`) after checking its version."""
     doc = json.loads(doc_or_json) if isinstance(doc_or_json, (str, bytes)) else doc_or_json
     if not isinstance(doc, dict) or doc.get("format") != IR_FORMAT:

@@ -10,10 +10,11 @@ import functools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, Optional, Union
 
 import lark
-from lark import Transformer_NonRecursive, v_args
+from lark import Token, Transformer_NonRecursive, v_args
+from lark.tree import Meta
 
 from . import ast
 from .diagnostics import Diagnostic, MDLError, Source, Span
@@ -48,22 +49,22 @@ def _parser() -> lark.Lark:
                      maybe_placeholders=False)
 
 
-def _span(tok) -> Span:
+def _span(tok: Any) -> Span:  # a lark Token: its positions are set (propagate_positions)
     end = tok.end_column if tok.end_line == tok.line else tok.column + len(str(tok).split("\n")[0])
     return Span(tok.line, tok.column, end)
 
 
-def _meta_span(meta) -> Span:
+def _meta_span(meta: Meta) -> Span:
     end = meta.end_column if meta.end_line == meta.line else meta.column + 1
     return Span(meta.line, meta.column, end)
 
 
-def _number(tok) -> float:
+def _number(tok: Token) -> float:
     return float(str(tok))
 
 
 @v_args(inline=True)
-class _Build(Transformer_NonRecursive):
+class _Build(Transformer_NonRecursive):  # type: ignore[type-arg]  # lark's generic is untyped here
     """One small method per rule; returns `mdl.ast` dataclasses (iteratively: no recursion
     however deep the tree)."""
 
@@ -71,51 +72,51 @@ class _Build(Transformer_NonRecursive):
         super().__init__()
         self.source = source
 
-    def start(self, header, chain):
+    def start(self, header: ast.Header, chain: list[ast.Node]) -> ast.Model:
         return ast.Model(header, chain, self.source, self.source.end_span())
 
     @v_args(meta=True, inline=True)
-    def header(self, meta, weight, bias):
+    def header(self, meta: Meta, weight: ast.Init, bias: ast.Init) -> ast.Header:
         return ast.Header(weight, bias, _meta_span(meta))
 
-    def init(self, name, *params):
+    def init(self, name: Token, *params: Token) -> ast.Init:
         return ast.Init(str(name), _span(name), [_number(p) for p in params],
                         [_span(p) for p in params])
 
-    def chain(self, *nodes):
+    def chain(self, *nodes: ast.Node) -> list[ast.Node]:
         return list(nodes)
 
-    def branch(self, *nodes):
+    def branch(self, *nodes: ast.Node) -> list[ast.Node]:
         return list(nodes)
 
     @v_args(meta=True, inline=True)
-    def paren(self, meta, name, *fields):
+    def paren(self, meta: Meta, name: Token, *fields: Union[ast.Words, ast.Func]) -> ast.Paren:
         return ast.Paren(str(name), _span(name), list(fields), _meta_span(meta))
 
-    def words(self, *toks):
+    def words(self, *toks: Token) -> ast.Words:
         kinds = {"NUMBER": "number", "SHAPE": "shape", "NAME": "name"}
         return ast.Words([ast.Atom(kinds[t.type], str(t), _span(t)) for t in toks])
 
     @v_args(meta=True, inline=True)
-    def func(self, meta, name, *params):
+    def func(self, meta: Meta, name: Token, *params: Token) -> ast.Func:
         return ast.Func(str(name), _span(name), [_number(p) for p in params],
                         [_span(p) for p in params], _meta_span(meta))
 
     @v_args(meta=True, inline=True)
-    def merge(self, meta, name, target, op):
+    def merge(self, meta: Meta, name: Token, target: Token, op: Token) -> ast.Merge:
         return ast.Merge(str(name), _span(name), str(target), _span(target), str(op),
                          _span(op), _meta_span(meta))
 
     @v_args(meta=True, inline=True)
-    def split(self, meta, name, *branches):
+    def split(self, meta: Meta, name: Token, *branches: list[ast.Node]) -> ast.Split:
         return ast.Split(str(name), _span(name), list(branches), _meta_span(meta))
 
     @v_args(meta=True, inline=True)
-    def tap(self, meta, name, alias):
+    def tap(self, meta: Meta, name: Token, alias: Token) -> ast.Tap:
         return ast.Tap(str(name), _span(name), str(alias), _span(alias), _meta_span(meta))
 
     @v_args(meta=True, inline=True)
-    def energy(self, meta, name, _kw, *rest):
+    def energy(self, meta: Meta, name: Token, _kw: Token, *rest: Any) -> ast.Energy:
         options = [r for r in rest if isinstance(r, ast.Words)]
         members = [r for r in rest if isinstance(r, ast.Paren)]
         return ast.Energy(str(name), _span(name), options, members, _meta_span(meta))
@@ -183,7 +184,7 @@ def _encoding_error(source: Source) -> Optional[Diagnostic]:
                       source)
 
 
-def _expected_words(expected) -> str:
+def _expected_words(expected: Iterable[str]) -> str:
     words = sorted({_TERMINAL_WORDS.get(e, f"`{e}`") for e in expected})
     if len(words) == 1:
         return words[0]
@@ -211,10 +212,10 @@ def _syntax_diagnostic(err: lark.exceptions.UnexpectedInput, source: Source) -> 
                           span, "start the model with `/xavier, zero/`", source)
     if tok.type in ("VBAR", "RSQB") and {"LPAR", "LSQB", "LBRACE"} <= set(expected):
         before = source.line(tok.line)[: tok.column - 1].rstrip()
-        hint = ("put a node in the branch, or remove the `|`" if before.endswith("|")
+        branch_hint = ("put a node in the branch, or remove the `|`" if before.endswith("|")
                 else "a split holds at least one branch: `[s, (a, 4, <relu>)]`")
         return Diagnostic("error", "empty branch: every branch of a split holds at least one node",
-                          span, hint, source)
+                          span, branch_hint, source)
     in_header = "(" not in source.text[: _offset(source, tok)]
     hint = ("the header is `/weight_init, bias_init/`, e.g. `/xavier, zero/`" if in_header
             else None)
@@ -222,9 +223,10 @@ def _syntax_diagnostic(err: lark.exceptions.UnexpectedInput, source: Source) -> 
                       span, hint, source)
 
 
-def _offset(source: Source, tok) -> int:
-    return sum(len(x) + 1 for x in source.text.split("\n", tok.line - 1)[: tok.line - 1]) \
-        + tok.column - 1
+def _offset(source: Source, tok: Any) -> int:  # a lark Token, as _span
+    line: int = tok.line
+    column: int = tok.column
+    return sum(len(x) + 1 for x in source.text.split("\n", line - 1)[: line - 1]) + column - 1
 
 
 def _first_token_diagnostic(source: Source) -> Optional[Diagnostic]:
@@ -273,7 +275,7 @@ class _Bail(Exception):
 def _tokens(text: str) -> list[tuple[str, str, int, int]]:
     """(kind, text, line, col) of every token; kind is NAME, NUMBER, SHAPE or the punctuation
     character. Lines count "\n" only, columns every character, as Lark does."""
-    out = []
+    out: list[tuple[str, str, int, int]] = []
     append = out.append
     newlines = [m.start() for m in re.finditer("\n", text)]
     newlines.append(len(text) + 1)
@@ -298,11 +300,14 @@ def _tokens(text: str) -> list[tuple[str, str, int, int]]:
     return out
 
 
-def _tspan(tok) -> Span:
+_Tok = tuple[str, str, int, int]  # (kind, text, line, col)
+
+
+def _tspan(tok: _Tok) -> Span:
     return Span(tok[2], tok[3], tok[3] + len(tok[1]))
 
 
-def _outer(first, last) -> Span:
+def _outer(first: _Tok, last: _Tok) -> Span:
     """The span of a construct from token `first` to token `last` (as `_meta_span`)."""
     end = last[3] + len(last[1]) if last[2] == first[2] else first[3] + 1
     return Span(first[2], first[3], end)
@@ -315,7 +320,7 @@ class _Fast:
         self.i = 0
         self.source = source
 
-    def take(self, kind: str):
+    def take(self, kind: str) -> _Tok:
         tok = self.toks[self.i]
         if tok[0] != kind:
             raise _Bail()
@@ -347,11 +352,12 @@ class _Fast:
         return ast.Init(name[1], _tspan(name), [float(p[1]) for p in params],
                         [_tspan(p) for p in params])
 
-    def chain(self) -> list:
+    def chain(self) -> list[ast.Node]:
         """node* to the end; splits by an explicit stack of open frames."""
-        top: list = []
+        top: list[ast.Node] = []
         cur = top
-        frames: list[tuple[tuple, tuple, list, list]] = []  # (`[`, name, branches, parent list)
+        # (`[`, name, branches, parent list) of each open split
+        frames: list[tuple[_Tok, _Tok, list[list[ast.Node]], list[ast.Node]]] = []
         while True:
             kind = self.peek()
             if kind == "(":
@@ -369,7 +375,7 @@ class _Fast:
                         self.peek(2) == "]" or (self.peek(2) == "," and self.peek(3) == "]")):
                     cur.append(self.tap(opener, name))
                 elif nxt in ("(", "{", "["):
-                    branch: list = []
+                    branch: list[ast.Node] = []
                     frames.append((opener, name, [branch], cur))
                     cur = branch
                 else:
@@ -393,7 +399,7 @@ class _Fast:
     def paren(self) -> ast.Paren:
         first = self.take("(")
         name = self.take("NAME")
-        fields: list = []
+        fields: list[Union[ast.Words, ast.Func]] = []
         while self.peek() == ",":
             self.i += 1
             if self.peek() == "<":
@@ -436,7 +442,7 @@ class _Fast:
         return ast.Merge(name[1], _tspan(name), target[1], _tspan(target), op[1], _tspan(op),
                          _outer(first, last))
 
-    def tap(self, opener, name) -> ast.Tap:
+    def tap(self, opener: _Tok, name: _Tok) -> ast.Tap:
         self.take("[")
         alias = self.take("NAME")
         if self.peek() == ",":
@@ -445,7 +451,7 @@ class _Fast:
         last = self.take("]")
         return ast.Tap(name[1], _tspan(name), alias[1], _tspan(alias), _outer(opener, last))
 
-    def energy(self, opener, name) -> ast.Energy:
+    def energy(self, opener: _Tok, name: _Tok) -> ast.Energy:
         self.take("NAME")  # `energy`
         options = []
         while True:
@@ -472,7 +478,8 @@ def _parse_lark(text: str, source: Source) -> ast.Model:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as err:
         raise MDLError([_syntax_diagnostic(err, source)]) from None
-    return _Build(source).transform(tree)
+    model: ast.Model = _Build(source).transform(tree)
+    return model
 
 
 def parse(text: str, filename: str = "<string>") -> ast.Model:

@@ -1,44 +1,37 @@
 """Named compiler passes over the model graph (MDL.md section 2).
 
 resolve    -> flatten the AST into graph nodes, unique names, merge targets
-functions  -> initialisers, activations and losses: known, right slot, parameters
-structure  -> one input first, one output last on the main chain, branch ends merged
+header     -> the header's weight and bias initialisers: known, right slot, parameters
+structure  -> classify each node (its kind's activation, loss and options are checked here,
+              through `_check_fn` and `structs.check_struct`); one input first, one output
+              last on the main chain, branch ends merged
 widths     -> every value's width; merge operands equal
 delays     -> delayed edges by the depth-first rule of MDL.md 2.1, then the
               execution order (a topological order of the same-step edges)
 
 Each pass records errors in a `Reporter` and keeps going where it can, so
-independent mistakes are reported together. Extension node kinds are
-recognised here and rejected with a clear message until their issues land.
+independent mistakes are reported together. The function tables are in `functions.py`, the
+node kinds with options (`STRUCT_KINDS`) and their tables in `structs.py`.
 """
 from __future__ import annotations
 
 import heapq
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from . import ast
 from .diagnostics import NameIndex, Reporter, Span, did_you_mean
-from .functions import (ACTIVATIONS, BIAS_INITS, LOSSES, MERGE_OPS, WEIGHT_INITS, FnSpec,
-                        slot_of)
+from .fnchecks import Fn, _a, _check_fn, check_header
+from .functions import ACTIVATIONS, LOSSES, MERGE_OPS
 from .energy import EnergyInfo, check_energy
 from .limits import (MAX_CELLS, MAX_INT, MAX_PARAMS, MAX_VALUE_WIDTH, MAX_WIDTH, capped_prod,
-                     int_literal, real_hint, real_problem, show)
+                     int_literal, show)
 from .structs import (MLP_ACTIVATIONS, PLAIN_KINDS, STRUCT_KINDS, StructInfo, brief,
                       check_struct, describe)
 
 _WIDTH_RE = re.compile(r"[1-9][0-9]*")
 _SHAPE_RE = re.compile(r"[1-9][0-9]*(x[1-9][0-9]*)*")
-
-
-@dataclass
-class Fn:
-    name: str
-    params: list[float]
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "params": self.params}
 
 
 @dataclass(eq=False)
@@ -48,7 +41,7 @@ class GNode:
     name: str
     kind: str  # input | layer | output | merge | split | tap | attn2d | column | unknown
     span: Span
-    ast: object = field(repr=False)
+    ast: Any = field(repr=False)  # the ast.Node it came from (Paren, Merge, ...: see `kind`)
     index: int = 0
     pred: Optional["GNode"] = None
     next: Optional["GNode"] = None
@@ -78,7 +71,7 @@ class Graph:
     nodes: list[GNode] = field(default_factory=list)
     by_name: dict[str, GNode] = field(default_factory=dict)
     main: list[GNode] = field(default_factory=list)
-    header: dict = field(default_factory=dict)
+    header: dict[str, Fn] = field(default_factory=dict)
     order: list[GNode] = field(default_factory=list)
     has_input: bool = False  # set by `structure` when it classifies a node as the input
 
@@ -102,7 +95,8 @@ def resolve(model: ast.Model, rep: Reporter) -> Graph:
         else:
             defined[name] = span
 
-    def add(node, pred: Optional[GNode], owner) -> GNode:
+    def add(node: ast.Node, pred: Optional[GNode],
+            owner: Optional[tuple[GNode, int]]) -> GNode:
         gn = _make_node(node, rep)
         gn.index, gn.pred, gn.owner = len(g.nodes), pred, owner
         g.nodes.append(gn)
@@ -121,7 +115,7 @@ def resolve(model: ast.Model, rep: Reporter) -> Graph:
     # index, the GNodes made so far, the predecessor, the owner). A split's branches are walked
     # before the node after it, as a recursive walk would.
     g.main = []
-    stack: list[list] = [[model.chain, 0, g.main, None, None]]
+    stack: list[list[Any]] = [[model.chain, 0, g.main, None, None]]
     while stack:
         frame = stack[-1]
         chain, i, out, pred, owner = frame
@@ -147,7 +141,7 @@ def resolve(model: ast.Model, rep: Reporter) -> Graph:
     return g
 
 
-def _make_node(node, rep: Reporter) -> GNode:
+def _make_node(node: ast.Node, rep: Reporter) -> GNode:
     if isinstance(node, ast.Merge):
         return GNode(node.name, "merge", node.name_span, node, op=node.op)
     if isinstance(node, ast.Split):
@@ -173,106 +167,13 @@ def _resolve_merge(g: Graph, m: GNode, rep: Reporter, names: Optional[NameIndex]
     target = g.by_name.get(node.target)
     if target is None:
         rep.error(f"unknown merge target `{node.target}`", node.target_span,
-                  did_you_mean(node.target, names))
+                  did_you_mean(node.target, names) if names is not None else None)
         return
     m.target = target
     target.consumers.append(m)
 
 
 # --------------------------------------------------------------------------- functions
-
-def _check_fn(func: ast.Func, slot: str, table: dict[str, FnSpec], rep: Reporter) -> Optional[Fn]:
-    spec = table.get(func.name)
-    if spec is None:
-        other = slot_of(func.name)
-        if other:
-            rep.error(f"`{func.name}` is {_a(other)}, not {_a(slot)}", func.name_span,
-                      _slot_hint(slot))
-        else:
-            rep.error(f"unknown {slot} `{func.name}`", func.name_span,
-                      did_you_mean(func.name, table) or _slot_hint(slot))
-        return None
-    if len(func.params) > 1:
-        rep.error(f"`{func.name}` takes at most one parameter, got {len(func.params)}",
-                  func.param_spans[1], "remove the extra parameters")
-        return None
-    if not _reals_ok(func.name, func.params, func.param_spans, rep):
-        return None
-    if func.params and not spec.params:
-        if not spec.ignores_param:
-            p = func.params[0]
-            rep.warn(f"`{func.name}` takes no parameter; `{p:g}` is ignored", func.param_spans[0])
-        return Fn(func.name, [])
-    params = spec.fill(func.params)
-    if func.name == "huber" and params[0] <= 0:
-        rep.error(f"huber's delta must be positive, got {params[0]:g}", func.param_spans[0])
-    return Fn(func.name, params)
-
-
-def _reals_ok(name: str, params: list[float], spans: list[Span], rep: Reporter) -> bool:
-    """Every real parameter finite and within MAX_REAL (limits.py); reported if not."""
-    ok = True
-    for p, span in zip(params, spans):
-        problem = real_problem(p)
-        if problem:
-            text = rep.source.text_at(span)
-            rep.error(f"`{name}`'s parameter `{brief(text)}` {problem}", span, real_hint(p))
-            ok = False
-    return ok
-
-
-def _a(noun: str) -> str:
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
-
-
-def _slot_hint(slot: str) -> str:
-    table = {"activation": ACTIVATIONS, "loss": LOSSES, "weight initialiser": WEIGHT_INITS,
-             "bias initialiser": BIAS_INITS}[slot]
-    plural = "losses" if slot == "loss" else slot + "s"
-    return f"{plural} are: " + ", ".join(table)
-
-
-def check_header(g: Graph, rep: Reporter) -> None:
-    h = g.model.header
-    for key, init, slot, table in (("weight_init", h.weight, "weight initialiser", WEIGHT_INITS),
-                                   ("bias_init", h.bias, "bias initialiser", BIAS_INITS)):
-        spec = table.get(init.name)
-        if spec is None:
-            other = slot_of(init.name)
-            msg = (f"`{init.name}` is {_a(other)}, not {_a(slot)}" if other
-                   else f"unknown {slot} `{init.name}`")
-            hint = did_you_mean(init.name, table) if not other else None
-            rep.error(msg, init.name_span, hint or _slot_hint(slot))
-            continue
-        n = len(init.params)
-        if n < spec.required or n > len(spec.params):
-            if not spec.params:
-                takes = "no parameters"
-            else:
-                want = (f"{len(spec.params)}" if spec.required == len(spec.params)
-                        else f"{spec.required} to {len(spec.params)}")
-                takes = (f"{want} parameter{'s' if want != '1' else ''} "
-                         f"({' '.join(spec.params)})")
-            span = init.param_spans[len(spec.params)] if n > len(spec.params) else init.name_span
-            rep.error(f"`{init.name}` takes {takes}, got {n}", span,
-                      f"write `{init.name}{''.join(' ' + p for p in spec.params)}`"
-                      if spec.params else f"write `{init.name}`")
-            continue
-        if not _reals_ok(init.name, init.params, init.param_spans, rep):
-            continue
-        params = spec.fill(init.params)
-        _check_init_domain(init, params, rep)
-        g.header[key] = Fn(init.name, params)
-
-
-def _check_init_domain(init: ast.Init, p: list[float], rep: Reporter) -> None:
-    if init.name == "uniform" and not p[0] < p[1]:
-        rep.error(f"uniform needs a < b, got {p[0]:g} and {p[1]:g}", init.param_spans[1],
-                  "write the lower bound first")
-    if init.name in ("normal", "const_uneven") and p[1] < 0:
-        rep.error(f"{init.name}'s standard deviation must not be negative, got {p[1]:g}",
-                  init.param_spans[1])
-
 
 # --------------------------------------------------------------------------- structure
 
@@ -369,7 +270,7 @@ def _classify_paren(g: Graph, gn: GNode, is_first: bool, is_last: bool, rep: Rep
                   "remove the loss, or move this node to the end of the main chain")
 
 
-def _layer_options(gn: GNode, words: list, rep: Reporter) -> None:
+def _layer_options(gn: GNode, words: list[ast.Words], rep: Reporter) -> None:
     """`cells C` (an INT or a SHAPE), the one option of a layer or output (MDL.md 7)."""
     for w in words:
         key = w.atoms[0]
@@ -393,7 +294,7 @@ def _layer_options(gn: GNode, words: list, rep: Reporter) -> None:
             rep.error(f"`cells` takes a positive count or a shape such as `8x8`, got {got}",
                       w.span, "write `cells 64` or `cells 8x8`")
             continue
-        count = capped_prod((int_literal(d) for d in value.text.split("x")), MAX_CELLS)
+        count = capped_prod((int_literal(d) or 0 for d in value.text.split("x")), MAX_CELLS)
         if count > MAX_CELLS:
             rep.error(f"`cells {brief(value.text)}` is more than {MAX_CELLS} cells", value.span)
             continue
@@ -455,6 +356,7 @@ def _check_width(gn: GNode, rep: Reporter) -> Optional[int]:
         rep.error(f"width of `{gn.name}` must be a positive integer, got {what}", w.span)
         return None
     value = int_literal(text)
+    assert value is not None  # _WIDTH_RE matched
     if value > MAX_WIDTH:
         rep.error(f"width of `{gn.name}` is {show(value, MAX_INT)}; the largest width is "
                   f"{MAX_WIDTH}", w.span)
@@ -544,6 +446,7 @@ def widths(g: Graph, rep: Reporter) -> None:
         if m.kind != "merge" or m.target is None or m.width is None or m.target.width is None:
             continue
         if m.width != m.target.width:
+            assert m.pred is not None  # a merge reads its chain predecessor
             src = _producer(m.pred).name
             rep.error(f"merge `{m.name}` combines `{src}` (width {m.width}) with "
                       f"`{m.ast.target}` (width {m.target.width}); merge operands must have "
@@ -691,7 +594,3 @@ def _after_trainable(g: Graph) -> set[int]:
                 seen.add(id(u))
                 todo.append(u)
     return seen
-
-
-def check_functions(g: Graph, rep: Reporter) -> None:
-    check_header(g, rep)

@@ -109,7 +109,7 @@ class StructInfo:
     out_width: Optional[int] = None
     params: int = 0  # parameters the engine declares for the node
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "shape": self.shape, "options": self.options,
                 "in_width": self.in_width}
 
@@ -120,8 +120,9 @@ def _shape(w: ast.Words, name: str, rep: Reporter) -> Optional[list[int]]:
                   f"`{' '.join(a.text for a in w.atoms)}`", w.span, "write the shape as INTxINT")
         return None
     text = w.atoms[0].text
-    dims = [int_literal(t) for t in text.split("x")]
-    if not dims or any(d is None or d < 1 for d in dims) \
+    literals = [int_literal(t) for t in text.split("x")]
+    dims = [d for d in literals if d is not None]
+    if not dims or len(dims) != len(literals) or any(d < 1 for d in dims) \
             or (w.atoms[0].kind == "number" and "." in text):
         rep.error(f"the shape of `{name}` must be positive integers, got `{brief(text)}`", w.span)
         return None
@@ -176,7 +177,8 @@ def _value(key: str, spec: Opt, atom: ast.Atom, rep: Reporter) -> Any:
     return int(v) if integral else v
 
 
-def _options(node: ast.Paren, kind: str, rep: Reporter) -> tuple[dict, dict[str, Span], bool]:
+def _options(node: ast.Paren, kind: str,
+             rep: Reporter) -> tuple[dict[str, Any], dict[str, Span], bool]:
     table = TABLES[kind]
     opts: dict[str, Any] = {}
     spans: dict[str, Span] = {}
@@ -302,11 +304,12 @@ def _fits(node: ast.Paren, info: StructInfo, rep: Reporter) -> bool:
     return True
 
 
-def _span(spans: dict, key: str, node: ast.Paren) -> Span:
-    return spans.get(key, node.words[1].span)
+def _span(spans: dict[str, Span], key: str, node: ast.Paren) -> Span:
+    span: Span = spans.get(key, node.words[1].span)
+    return span
 
 
-def _check_attn2d(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+def _check_attn2d(node: ast.Paren, info: StructInfo, spans: dict[str, Span], rep: Reporter) -> bool:
     o, shape = info.options, info.shape
     if len(shape) != 2:
         rep.error(f"an attn2d grid is HxW, got a shape of rank {len(shape)}", node.words[1].span,
@@ -338,7 +341,7 @@ def _check_attn2d(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
     return ok
 
 
-def _geometry(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+def _geometry(node: ast.Paren, info: StructInfo, spans: dict[str, Span], rep: Reporter) -> bool:
     o, shape = info.options, info.shape
     rank_default = {1: None, 2: "grid", 3: "stack"}
     want = {"grid": 2, "stack": 3, "sphere": 1, "none": 1}
@@ -367,7 +370,7 @@ def _geometry(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> 
     return True
 
 
-def _check_column(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+def _check_column(node: ast.Paren, info: StructInfo, spans: dict[str, Span], rep: Reporter) -> bool:
     if not _geometry(node, info, spans, rep):
         return False
     o, shape = info.options, info.shape
@@ -401,7 +404,7 @@ def _a(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + f"`{kind}`"
 
 
-def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict[str, Span], rep: Reporter) -> bool:
     o, shape = info.options, info.shape
     if len(shape) != 1:
         rep.error(f"a neuron section takes a sequence length T, got a shape of rank {len(shape)}",
@@ -440,9 +443,10 @@ def _check_neuron(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
     return ok
 
 
-def _cells_by_dim(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> Optional[int]:
+def _cells_by_dim(node: ast.Paren, info: StructInfo, spans: dict[str, Span],
+                  rep: Reporter) -> Optional[int]:
     """The cells × dim value width of an embed/pool node, or None (reported) when too wide."""
-    cells, dim = math.prod(info.shape), info.options["dim"]
+    cells, dim = math.prod(info.shape), int(info.options["dim"])
     if cells * dim > MAX_VALUE_WIDTH:
         rep.error(f"`{node.name}` has {cells} cells × dim {dim} = {cells * dim} values; the most "
                   f"is {MAX_VALUE_WIDTH}", _span(spans, "dim", node))
@@ -450,13 +454,13 @@ def _cells_by_dim(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter)
     return cells * dim
 
 
-def _check_embed(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+def _check_embed(node: ast.Paren, info: StructInfo, spans: dict[str, Span], rep: Reporter) -> bool:
     width = _cells_by_dim(node, info, spans, rep)
     info.in_width, info.out_width = math.prod(info.shape), width
     return width is not None
 
 
-def _check_pool(node: ast.Paren, info: StructInfo, spans: dict, rep: Reporter) -> bool:
+def _check_pool(node: ast.Paren, info: StructInfo, spans: dict[str, Span], rep: Reporter) -> bool:
     width = _cells_by_dim(node, info, spans, rep)
     info.in_width, info.out_width = width, info.options["dim"]
     return width is not None

@@ -17,6 +17,14 @@ namespace nm {
 
 enum class DType { F32, F64 };
 
+// Data-parallel training (docs/distributed.md): sums a buffer over every rank of a job, in
+// place. Made by the MPI plugin's loader (csrc/mpi/reducer.h); the engine links no MPI.
+class GradReducer {
+ public:
+  virtual ~GradReducer() = default;
+  virtual void sum(void* buf, size_t n, DType dtype) = 0;  // throws Error when MPI fails
+};
+
 struct ParamInfo {
   std::string name;            // "<layer>.weight" | "<layer>.bias" | "<layer>.alpha"
   std::vector<int64_t> shape;  // weight (out, in); bias (out,); alpha ()
@@ -73,6 +81,15 @@ class ModelBase {
   virtual bool accepts_device_data() const { return false; }
   virtual void set_device_data(bool on) {
     if (on) throw DeviceError("this model runs on the CPU: its data must be host memory");
+  }
+  // Data-parallel training: with a reducer, train() sums each batch's loss and gradient arena
+  // over the ranks, this rank's share scaled by `weight` (its rows / the global batch's rows),
+  // between backward and the optimizer step; null turns it off. Backends without it refuse.
+  virtual void set_grad_reducer(std::shared_ptr<GradReducer> reducer, double weight) {
+    (void)weight;
+    if (reducer)
+      throw DeviceError("data-parallel training (distributed=True) runs models on the CPU in "
+                        "this version; this model runs on '" + device() + "'");
   }
   // Gradient of one batch's loss, into the gradient arena; no update, state unchanged.
   virtual double compute_gradients(const void* x, const void* e) = 0;

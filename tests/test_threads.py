@@ -1,0 +1,44 @@
+"""The engine's worker threads (cpu/threads.h, build(threads=N)): 1 and 2 threads give the same
+training to 1e-6, and a fixed number of threads gives bit-identical runs (chunks are cut by
+index and reductions combine partials in chunk order)."""
+import numpy as np
+import pytest
+
+import neuromorph as nm
+
+MODELS = [
+    # wide elementwise work (chunked over threads), PReLU slope reduction, Adam + clipping
+    ("/he, zero/ (x, 64) (a, 512, <relu_parametric, 0.1>) (b, 256, <gelu>) "
+     "(y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=0.5)),
+    ("/xavier, zero/ (x, 32) (a, 400, <tanh>) (y, 300, <softmax>, <mse>)", dict(optimizer="momentum")),
+    ("/xavier, zero/ (x, 32) (a, 400, <swish>) (y, 8, <linear>, <mse>)", {}),
+]
+
+
+def _run(text, opts, threads):
+    h = nm.compile(text, 96, 0.01, **opts)
+    nm.seed(5)
+    nm.build(h, threads=threads)
+    rng = np.random.default_rng(0)
+    w, o = nm.info(h)["input_width"], nm.info(h)["output_width"]
+    x = rng.normal(size=(6, 96, w)).astype(np.float32)
+    e = np.eye(o, dtype=np.float32)[rng.integers(0, o, (6, 96))]
+    nm.train(h, x, e, verbosity=0)
+    out = nm.history(h), nm.get_params(h)
+    nm.release(h)
+    return out
+
+
+@pytest.mark.parametrize("text,opts", MODELS, ids=["prelu-adam-clip", "softmax-mse-momentum", "swish-sgd"])
+def test_one_and_two_threads_agree_and_two_are_deterministic(text, opts):
+    try:
+        one = _run(text, opts, 1)
+        two = _run(text, opts, 2)
+        again = _run(text, opts, 2)
+    finally:
+        nm._core.set_threads(1)
+    np.testing.assert_allclose(two[0], one[0], rtol=1e-6)
+    for k, v in one[1].items():
+        np.testing.assert_allclose(two[1][k], v, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(again[1][k], two[1][k])
+    np.testing.assert_array_equal(again[0], two[0])
