@@ -166,9 +166,10 @@ class EnergyNet(nn.Module):
     the block's output g_y = softmax(x_y^T) feeds a dense 10-way softmax head. Autograd through
     the unroll. Forms (the same function, different FLOPs):
       `all`     every step computes every layer's current, the clamped one's discarded (HAMUX's
-                generic dE/dg), as the engine does;
+                generic dE/dg);
       `moving`  only the moving layer's current (the clamped visible current is skipped);
-      `hoisted` also g_v W_v once outside the loop (g_v never changes while clamped).
+      `hoisted` also g_v W_v once outside the loop (g_v never changes while clamped): the
+                engine's schedule.
     """
 
     def __init__(self, nv, ny, units, steps, dt, form="moving"):
