@@ -87,15 +87,17 @@ def info(h: int) -> dict[str, Any]:
 def build(h: int, threads: Optional[int] = None, device: str = "cpu") -> int:
     """Allocate and initialise the model's parameters and buffers; returns the handle.
 
-    device="cuda" puts the model on the GPU (float32, dense non-recurrent models in this
-    version; see docs/cuda.md): same initial parameters as on the CPU for the same seed, and
-    every other call (train, predict, get/set_params, save) works unchanged. A build without the
-    CUDA backend, a machine without a GPU, or a model the GPU backend cannot run raise
-    DeviceError saying which.
+    device="cuda" puts the model on the GPU (float32, every node kind; see docs/cuda.md): same
+    initial parameters as on the CPU for the same seed, and every other call (train, predict,
+    get/set_params, save) works unchanged; train/predict also take data already on the GPU (CuPy
+    arrays, PyTorch CUDA tensors) without a copy. A build without the CUDA backend or a machine
+    without a GPU raise DeviceError saying which.
 
-    `threads` sets how many threads large matrix products may use (process-wide). Products
-    below ~16M multiply-adds always run on one thread, where waking more only costs (chosen
-    by measurement, docs/performance.md). The default is 1 thread.
+    `threads` sets how many threads the engine may use (process-wide): large matrix products
+    (below ~16M multiply-adds they stay on one thread, where waking more only costs; chosen by
+    measurement, docs/performance.md) and the engine's own loops (activations, softmax rows, the
+    optimizer update), cut into chunks by index so results are the same for a fixed number of
+    threads. The default is 1 thread.
     """
     h = check_handle(h)
     if threads is not None:
