@@ -18,7 +18,10 @@ pip install --no-deps --quiet --target "$work/site" \
   -Ccmake.define.NM_BUILD_TESTS=ON \
   -Cbuild-dir="$work/build" . >&2
 # the engine's C++ unit tests (csrc/tests: op tables, IR validator, plan), sanitized too
+# (the engine finds OpenBLAS through its install RPATH; the build tree's test programs need the path)
+blas_dir="$(python -c 'import scipy_openblas32 as s; print(s.get_lib_dir())' 2>/dev/null || true)"
 ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  LD_LIBRARY_PATH="$blas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   ctest --test-dir "$work/build" --output-on-failure >&2
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
