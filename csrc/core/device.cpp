@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "neuromorph/errors.h"
+#include "plugin.h"
 
 namespace nm {
 namespace {
@@ -24,28 +25,13 @@ struct Plugin {
   std::string error;
 };
 
-std::string own_dir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&cuda_available), &info) && info.dli_fname) {
-    std::string path = info.dli_fname;
-    auto slash = path.rfind('/');
-    if (slash != std::string::npos) return path.substr(0, slash + 1);
-  }
-  return "";
-}
-
 Plugin& plugin() {
   static Plugin p;
   static std::once_flag once;
   std::call_once(once, [] {
 #if NM_CUDA_BUILT
-    const std::string path = own_dir() + "libneuromorph_cuda.so";
-    p.lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!p.lib) {
-      const char* e = dlerror();
-      p.error = std::string("cannot load the CUDA backend (") + (e ? e : path.c_str()) + ")";
-      return;
-    }
+    p.lib = open_plugin("libneuromorph_cuda.so", "CUDA backend", &p.error);
+    if (!p.lib) return;
     p.count = reinterpret_cast<int (*)(char*, int)>(dlsym(p.lib, "nm_cuda_device_count"));
     p.name = reinterpret_cast<void (*)(char*, int)>(dlsym(p.lib, "nm_cuda_device_name"));
     p.create = reinterpret_cast<ModelBase* (*)(const char*, int, double, const OptimConfig*)>(
@@ -60,6 +46,23 @@ Plugin& plugin() {
 }
 
 }  // namespace
+
+void* open_plugin(const std::string& file, const std::string& what, std::string* error) {
+  std::string dir;
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&open_plugin), &info) && info.dli_fname) {
+    const std::string self = info.dli_fname;
+    const size_t slash = self.rfind('/');
+    if (slash != std::string::npos) dir = self.substr(0, slash + 1);
+  }
+  const std::string path = dir + file;
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    const char* e = dlerror();
+    *error = "cannot load the " + what + " (" + (e ? e : path.c_str()) + ")";
+  }
+  return lib;
+}
 
 bool cuda_built() { return NM_CUDA_BUILT != 0; }
 

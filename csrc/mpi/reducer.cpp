@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "../core/plugin.h"
 #include "neuromorph/errors.h"
 
 namespace nm {
@@ -24,27 +25,12 @@ struct Plugin {
   std::string error;
 };
 
-std::string own_dir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&mpi_reducer), &info) && info.dli_fname) {
-    std::string path = info.dli_fname;
-    auto slash = path.rfind('/');
-    if (slash != std::string::npos) return path.substr(0, slash + 1);
-  }
-  return "";
-}
-
 Plugin& plugin() {
   static Plugin p;
   static std::once_flag once;
   std::call_once(once, [] {
-    const std::string path = own_dir() + "libneuromorph_mpi.so";
-    p.lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!p.lib) {
-      const char* e = dlerror();
-      p.error = std::string("cannot load the MPI plugin (") + (e ? e : path.c_str()) + ")";
-      return;
-    }
+    p.lib = open_plugin("libneuromorph_mpi.so", "MPI plugin", &p.error);
+    if (!p.lib) return;
     p.open = reinterpret_cast<decltype(p.open)>(dlsym(p.lib, "nm_mpi_open"));
     p.sum = reinterpret_cast<decltype(p.sum)>(dlsym(p.lib, "nm_mpi_allreduce_sum"));
     p.close = reinterpret_cast<decltype(p.close)>(dlsym(p.lib, "nm_mpi_close"));
