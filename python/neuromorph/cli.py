@@ -1,10 +1,11 @@
-"""The engine's commands of `mdlc`: `run`, `generate` and `sweep` (a plug-in of `mdl.cli`).
+"""The engine's commands of `mdlc`: `run`, `generate`, `sweep` and `report` (a plug-in of
+`mdl.cli`).
 
 `mdl.cli` is the compiler's command line and never imports the engine; it loads this module
 through the entry point `neuromorph` of the group `mdl.commands` (pyproject.toml), calls
 `add_commands` to add these sub-commands to its parser and `version_line` for `--version`.
-This module holds the flags only; the commands run in `neuromorph.cli_run` and
-`neuromorph.sweep`. Exit statuses and error classes are `mdl.cli`'s.
+This module holds the flags only; the commands run in `neuromorph.cli_run`,
+`neuromorph.sweep` and `neuromorph.report`. Exit statuses and error classes are `mdl.cli`'s.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def version_line() -> str:
 
 
 def add_commands(sub: Any) -> None:
-    """Add `run`, `generate` and `sweep` to mdlc's sub-parsers."""
+    """Add `run`, `generate`, `sweep` and `report` to mdlc's sub-parsers."""
     c = sub.add_parser("run", help="train a model on a data file (.npz, .npy, CSV/TSV, a "
                        "folder of images), a text, or a built-in synthetic task")
     c.add_argument("file", metavar="MODEL", help="an .mdl file, or the name of a shipped model "
@@ -98,6 +99,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--seed", type=int_at_least(0), default=None, help="for a reproducible sample")
     c.set_defaults(fn=generate_command)
     _sweep_parser(sub)
+    _report_parser(sub)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -150,3 +152,31 @@ def _sweep_parser(sub: Any) -> None:
     c.add_argument("--trials", type=int_at_least(1), default=None, metavar="N",
                    help="--search: number of trials")
     c.set_defaults(fn=cmd_sweep)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_command
+    code: int = report_command(args)
+    return code
+
+
+def _report_parser(sub: Any) -> None:
+    """`mdlc report` (neuromorph.report; docs/inspect.md)."""
+    c = sub.add_parser("report", help="write one self-contained HTML page about a saved model: "
+                       "summary, graph, training curves and pictures of what its nodes do "
+                       "(pictures need 'neuromorph[plot]')")
+    c.add_argument("file", metavar="MODEL", help="a model file saved by `mdlc run --save` or "
+                   "neuromorph.save; an .mdl file or a shipped model's name gives the report "
+                   "of the untrained model")
+    c.add_argument("--data", metavar="FILE", help="draw the pictures from the first samples of "
+                   "this data file, read as `mdlc run --data` reads it (default: synthetic "
+                   "inputs of the model's shape)")
+    c.add_argument("--x", metavar="KEY", help="--data: the inputs' array or columns")
+    c.add_argument("--y", metavar="KEY", help="--data: the expected values' array or columns")
+    c.add_argument("-o", "--output", default="report.html", metavar="OUT.html",
+                   help="where to write the page (default report.html)")
+    c.add_argument("--samples", type=int_at_least(1), default=32, metavar="N",
+                   help="how many samples to inspect (default 32)")
+    c.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="for the synthetic inputs and an .mdl model's initial parameters")
+    c.set_defaults(fn=cmd_report)

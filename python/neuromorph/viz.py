@@ -201,7 +201,8 @@ def _draw_values(fig: "Figure", column: Inspected, values: _Floats, cmap: str, t
             mappable = ax.imshow(values[ids], cmap=cmap, vmin=lo, vmax=hi)
             for (i, j), c in np.ndenumerate(ids):
                 if text is not None:
-                    ax.text(j, i, text[int(c)], ha="center", va="center", fontsize=8)
+                    ax.text(j, i, text[int(c)], ha="center", va="center", fontsize=11,
+                            fontweight="bold", color="white", path_effects=_outline())
                 if mark is not None and c == mark:
                     ax.add_patch(_square(j, i))
             ax.set_xticks([])
@@ -226,6 +227,11 @@ def _draw_values(fig: "Figure", column: Inspected, values: _Floats, cmap: str, t
     if mappable is not None and colorbar:
         fig.colorbar(mappable, ax=list(axes), shrink=0.8)
     return axes
+
+
+def _outline() -> list[Any]:
+    from matplotlib import patheffects
+    return [patheffects.withStroke(linewidth=2, foreground="black")]
 
 
 def _square(j: int, i: int) -> Any:
