@@ -376,6 +376,27 @@ def test_energy_trajectory_and_neuron_stats_match_the_cpu():
 
 
 @needs_gpu
+def test_inspect_on_the_gpu_matches_the_cpu():
+    """A GPU model is inspected on a CPU copy: the same arrays, and the GPU model unchanged."""
+    for path in (ROOT / "models" / "columnformer-classifier.mdl",
+                 ROOT / "models" / "hamux-completion.mdl"):
+        hs = _both(path, 4)
+        try:
+            x, _ = _data(hs["cpu"], np.random.default_rng(0), 2, 4)
+            before = nm.get_params(hs["cuda"])
+            rc, rg = (nm.inspect(hs[d], x.reshape(-1, x.shape[-1])) for d in ("cpu", "cuda"))
+            for node in rc:
+                for k in rc[node]:
+                    _close(rg[node][k], rc[node][k], f"{node}.{k}")
+            assert nm.info(hs["cuda"])["device"] == "cuda"
+            for k, v in nm.get_params(hs["cuda"]).items():
+                np.testing.assert_array_equal(v, before[k])
+        finally:
+            for h in hs.values():
+                nm.release(h)
+
+
+@needs_gpu
 @pytest.mark.parametrize("lib", ["torch", "cupy"])
 def test_data_already_on_the_device_trains_in_place(lib):
     """Inputs held by CuPy or PyTorch on the GPU are read in place and train exactly as the same

@@ -295,6 +295,30 @@ PYBIND11_MODULE(_core, m) {
     std::copy(e.begin(), e.end(), out.mutable_data());
     return out;
   });
+  m.def("inspect", [](int h, const std::vector<std::string>& nodes, const py::array& x, int last) {
+    auto ref = nm::registry_get(h);
+    ModelBase& mm = *ref;
+    std::vector<nm::InspectArray> got;
+    if (f64(mm)) {
+      Arr<double> xa(x);
+      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+      py::gil_scoped_release nogil;
+      got = mm.inspect(nodes, xa.data(), int(n), last);
+    } else {
+      Arr<float> xa(x);
+      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+      py::gil_scoped_release nogil;
+      got = mm.inspect(nodes, xa.data(), int(n), last);
+    }
+    py::list out;
+    for (nm::InspectArray& a : got) {
+      std::vector<ssize_t> shape(a.shape.begin(), a.shape.end());
+      py::array_t<double> v(shape);
+      std::copy(a.data.begin(), a.data.end(), v.mutable_data());
+      out.append(py::make_tuple(a.name, std::string(1, a.type), a.per_sample, v));
+    }
+    return out;
+  });
   m.def("stats", [](int h) {
     auto ref = nm::registry_get(h);
     py::dict d;

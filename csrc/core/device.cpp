@@ -116,4 +116,10 @@ std::unique_ptr<ModelBase> move_model(const ModelBase& src, const std::string& d
   return moved;
 }
 
+// A backend without its own recording (the GPU) is inspected on a CPU copy of itself.
+std::vector<InspectArray> ModelBase::inspect(const std::vector<std::string>& nodes, const void* x,
+                                             int n, int last) {
+  return move_model(*this, "cpu")->inspect(nodes, x, n, last);
+}
+
 }  // namespace nm

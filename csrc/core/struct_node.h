@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -16,6 +17,46 @@
 #include "rng.h"
 
 namespace nm {
+
+// What nm.inspect asks a node to show (docs/inspect.md): named arrays in double, either one row
+// per sample of the batch (`sample`) or one fixed array for the node (`fixed`). A node records
+// only while a probe is set, so train / predict pay one pointer test per forward.
+struct Probe {
+  struct Array {
+    std::vector<int64_t> shape;  // without the sample dimension for per-sample arrays
+    bool per_sample = true;
+    char type = 'f';            // the values' kind for numpy: 'f' real, 'i' integer, 'b' bool
+    std::vector<double> data;   // per sample: batch rows of prod(shape) each
+  };
+  int batch = 0;
+  std::map<std::string, Array> arrays;
+  // The area of batch row `r` in per-sample array `key` (zero-filled at first use).
+  double* sample(const std::string& key, const std::vector<int64_t>& shape, int r, char type = 'f') {
+    return slot(key, shape, true, type) + size_t(r) * count(shape);
+  }
+  // The node's fixed array `key` (written once; later calls return the same area).
+  double* fixed(const std::string& key, const std::vector<int64_t>& shape, char type = 'f') {
+    return slot(key, shape, false, type);
+  }
+  static size_t count(const std::vector<int64_t>& shape) {
+    size_t n = 1;
+    for (int64_t s : shape) n *= size_t(s);
+    return n;
+  }
+
+ private:
+  double* slot(const std::string& key, const std::vector<int64_t>& shape, bool per_sample, char type) {
+    auto [it, fresh] = arrays.try_emplace(key);
+    Array& a = it->second;
+    if (fresh) {
+      a.shape = shape, a.per_sample = per_sample, a.type = type;
+      a.data.assign(count(shape) * (per_sample ? size_t(batch) : 1), 0.0);
+    } else if (a.shape != shape || a.per_sample != per_sample) {
+      throw StateError("probe: array '" + key + "' recorded with two shapes");
+    }
+    return a.data.data();
+  }
+};
 
 template <class T>
 class StructNode {
@@ -44,6 +85,11 @@ class StructNode {
   virtual void set_drawn(const std::vector<std::vector<double>>& v) { (void)v; }
   // Name of the auxiliary loss this node adds to the training loss, or "" for none.
   virtual std::string aux_name() const { return ""; }
+  // nm.inspect: while set (non-null), forwards record what the node shows (docs/inspect.md).
+  void set_probe(Probe* probe) { probe_ = probe; }
+
+ protected:
+  Probe* probe_ = nullptr;
 };
 
 // Distances between a column sheet's columns (N x N), from its shape, geometry and offset.
@@ -84,9 +130,5 @@ std::unique_ptr<StructNode<T>> make_struct(const IrNode& nd) {
 // A neuron node's activation count per sample of its last forward; empty for other nodes.
 template <class T>
 std::vector<double> neuron_counts(StructNode<T>* node);
-// While sink is set, an energy block's forwards write each sample's energies E^0..E^T into it
-// (sample-major, steps+1 per sample); null stops. Throws StateError for other nodes.
-template <class T>
-void energy_record(StructNode<T>* node, std::vector<double>* sink, int* steps);
 
 }  // namespace nm

@@ -305,6 +305,26 @@ class Attn2dNode final : public StructNode<T> {
     return int(v);
   }
 
+  // nm.inspect (docs/inspect.md): the attention of block application c, (heads, cells, slots)
+  // per sample, and the grid's windows.
+  void record(int c, const T* A, int row, int rows) {
+    Probe& pr = *this->probe_;
+    const int Wn = grid_.Wn;
+    const std::vector<int64_t> shape{int64_t(L_) * I_, heads_, S_, Wn};
+    for (int b = 0; b < rows; ++b) {
+      double* out = pr.sample("attention", shape, row + b) + size_t(c) * heads_ * S_ * Wn;
+      for (int s = 0; s < S_; ++s)
+        for (int h = 0; h < heads_; ++h)
+          for (int w = 0; w < Wn; ++w)
+            out[(size_t(h) * S_ + s) * Wn + w] = double(A[((size_t(b) * S_ + s) * heads_ + h) * Wn + w]);
+    }
+    double* win = pr.fixed("window", {S_, Wn}, 'i');
+    double* mask = pr.fixed("mask", {S_, Wn}, 'b');
+    for (size_t i = 0; i < grid_.nb.size(); ++i) win[i] = grid_.nb[i], mask[i] = grid_.nb[i] >= 0;
+    double* hw = pr.fixed("grid", {2}, 'i');
+    hw[0] = H_, hw[1] = W_;
+  }
+
   void block_forward(const T* P, const Block& b, int c, T* X, int row, int rows) {
     const int R = rows * S_;
     T* u = u_.data();
@@ -326,6 +346,7 @@ class Attn2dNode final : public StructNode<T> {
       attn2d::rope(grid_, k, rows, false);
     }
     attn2d::window_forward(grid_, q, k, v, sv(c, kP, row), ctx, rows);
+    if (this->probe_) record(c, sv(c, kP, row), row, rows);
     const T* add = ctx;
     if (proj_) {
       nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, u, R, d_, d_);

@@ -14,8 +14,9 @@
 
 namespace nm {
 
-// Distances between the columns of a sheet (N x N, row-major), extensions-math.md 3e.
-std::vector<double> column_distances(const StructSpec& st) {
+// Where the columns of a sheet sit (extensions-math.md 3e): grid (0, i, j), stack
+// (layer * offset, i, j), sphere a Fibonacci lattice of area 1 per column; none: empty.
+std::vector<std::array<double, 3>> column_positions(const StructSpec& st) {
   const std::string& geo = st.str("geometry");
   const double off = st.get("offset");
   std::vector<std::array<double, 3>> p;
@@ -34,6 +35,14 @@ std::vector<double> column_distances(const StructSpec& st) {
       p.push_back({R * rho * std::cos(n * golden), R * rho * std::sin(n * golden), R * z});
     }
   }
+  return p;
+}
+
+// Distances between the columns of a sheet (N x N, row-major), extensions-math.md 3e.
+std::vector<double> column_distances(const StructSpec& st) {
+  const std::string& geo = st.str("geometry");
+  const double off = st.get("offset");
+  const std::vector<std::array<double, 3>> p = column_positions(st);
   int N = 1;
   for (int s : st.shape) N *= s;
   std::vector<double> D(size_t(N) * N, 0.0);
@@ -66,6 +75,8 @@ class ColumnNode final : public StructNode<T> {
     if (d_ % heads_ || kq_ % heads_ || nin_ > N_ || nout_ > N_ || lambda_ < 0)
       throw IRError("IR: inconsistent column options at '" + name_ + "'");
     D_ = column_distances(st);
+    place_ = column_positions(st);
+    shape_ = st.shape;
     const double pw = st.get("power");
     double mean = 0;
     wire_.resize(D_.size());
@@ -156,6 +167,7 @@ class ColumnNode final : public StructNode<T> {
           for (size_t i = 0; i < nin; ++i) X[b * nd + i] += x[b * nin + i];
       step_forward(P, t, X, row, rows, aux);
     }
+    if (this->probe_) record_response(X, row, rows);
     const size_t nout = size_t(nout_) * d_;
     for (int b = 0; b < rows; ++b) std::memcpy(y + b * nout, X + b * nd + (nd - nout), sizeof(T) * nout);
   }
@@ -184,6 +196,36 @@ class ColumnNode final : public StructNode<T> {
   enum { kXhat1, kRstd1, kU1, kQ, kK, kV, kA, kCtx, kXhat2, kRstd2, kZ1, kA1, kTensors };
   T* sv(int t, int k, int row) { return sv_[size_t(t) * kTensors + k].at(row); }
 
+  // nm.inspect (docs/inspect.md): attention between columns and the wiring terms per step and
+  // head, each column's final state, and the sheet's geometry.
+  void record_attention(int t, int h, const T* A, int r) {
+    Probe& pr = *this->probe_;
+    const size_t NN = size_t(N_) * N_;
+    double* out = pr.sample("attention", {T_, heads_, N_, N_}, r) + (size_t(t) * heads_ + h) * NN;
+    double c = 0;
+    for (size_t i = 0; i < NN; ++i) out[i] = double(A[i]), c += wire_[i] * double(A[i]);
+    pr.sample("wiring", {T_, heads_}, r)[t * heads_ + h] = lambda_ / (double(T_) * heads_ * N_) * c;
+  }
+  void record_response(const T* X, int row, int rows) {
+    Probe& pr = *this->probe_;
+    const size_t nd = size_t(N_) * d_;
+    for (int b = 0; b < rows; ++b) {
+      double* out = pr.sample("response", {N_, d_}, row + b);
+      for (size_t i = 0; i < nd; ++i) out[i] = double(X[b * nd + i]);
+    }
+    double* pos = pr.fixed("position", {N_, 3});
+    if (place_.empty()) {  // geometry none: the columns in index order along a line
+      for (int n = 0; n < N_; ++n) pos[3 * n + 2] = n;
+    } else {
+      for (int n = 0; n < N_; ++n)
+        for (int c = 0; c < 3; ++c) pos[3 * n + c] = place_[n][c];
+    }
+    double* sh = pr.fixed("shape", {int64_t(shape_.size())}, 'i');
+    for (size_t i = 0; i < shape_.size(); ++i) sh[i] = shape_[i];
+    std::copy(D_.begin(), D_.end(), pr.fixed("distance", {N_, N_}));
+    std::copy(wire_.begin(), wire_.end(), pr.fixed("wire", {N_, N_}));
+  }
+
   void step_forward(const T* P, int t, T* X, int row, int rows, double* aux) {
     const int R = rows * N_;
     const size_t nd = size_t(N_) * d_, NN = size_t(N_) * N_;
@@ -206,6 +248,7 @@ class ColumnNode final : public StructNode<T> {
                      k + b * size_t(N_) * kq_ + h * kh_, kq_, T(0), Ab, N_);
         for (size_t i = 0; i < NN; ++i) Ab[i] += P[bias_ + i];
         nn::softmax_rows(Ab, N_, N_);
+        if (this->probe_) record_attention(t, h, Ab, row + b);
         cpu::gemm<T>(false, false, N_, dvh_, N_, T(1), Ab, N_, v + b * nd + h * dvh_, d_, T(0),
                      ctx + b * nd + h * dvh_, d_);
         if (lambda_ > 0) {
@@ -291,6 +334,8 @@ class ColumnNode final : public StructNode<T> {
   bool vproj_, skip_, pos_, inject_;
   double sigma_, lambda_;
   std::vector<double> D_, wire_;
+  std::vector<std::array<double, 3>> place_;  // for nm.inspect
+  std::vector<int> shape_;
   size_t g1_ = 0, b1_ = 0, wq_ = 0, bq_ = 0, wk_ = 0, wv_ = 0, wo_ = 0, bias_ = 0, g2_ = 0, b2_ = 0,
          w1_ = 0, c1_ = 0, w2_ = 0, pe_ = 0;
   std::vector<nn::Saved<T>> sv_;

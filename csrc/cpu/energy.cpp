@@ -884,7 +884,7 @@ class EnergyNode final : public StructNode<T> {
       }
       activations(P, t + 1, row, rows, false);
     }
-    if (record_) trajectory(P, row, rows);
+    if (this->probe_) record(P, row, rows);
     size_t off = 0;  // y: the out layers' activations side by side
     for (int o : spec_.outs) {
       const size_t n = spec_.layers[o].size;
@@ -980,9 +980,6 @@ class EnergyNode final : public StructNode<T> {
     }
   }
 
-  // Energies E^0..E^T per sample of the next forwards (rows x (steps+1)), while set.
-  void record(std::vector<double>* sink) { record_ = sink; }
-  int steps() const { return spec_.steps; }
 
  private:
   using nn_saved = std::vector<T>;
@@ -1046,26 +1043,45 @@ class EnergyNode final : public StructNode<T> {
       if (bias_[l] != SIZE_MAX) G[bias_[l] + i % spec_.layers[l].size] -= jv[i];
     }
   }
-  void trajectory(const T* P, int row, int rows) {
+  // nm.inspect (docs/inspect.md): every layer's state and activation and every energy term at
+  // each step t = 0..T, per sample; the total is what nm.energy reports.
+  void record(const T* P, int row, int rows) {
+    Probe& pr = *this->probe_;
     const int Tn = spec_.steps;
+    const int64_t K = Tn + 1;
+    std::vector<double> E(rows), Es(rows);
     for (int t = 0; t <= Tn; ++t) {
-      std::vector<double> E(rows, 0.0);
+      std::fill(E.begin(), E.end(), 0.0);
       for (size_t l = 0; l < spec_.layers.size(); ++l) {
-        const size_t n = spec_.layers[l].size;
+        const EnergyLayer& ly = spec_.layers[l];
+        const size_t n = ly.size;
         const T* u = shifted(P, t, int(l), row, rows);
         const T* g = Gv(t, int(l), row);
+        const T* x = X(t, int(l), row);
         for (int r = 0; r < rows; ++r) {
+          double* xs = pr.sample("state." + ly.name, {K, int64_t(n)}, row + r) + t * n;
+          double* gs = pr.sample("activation." + ly.name, {K, int64_t(n)}, row + r) + t * n;
           double dot = 0;
-          for (size_t i = 0; i < n; ++i) dot += double(u[r * n + i]) * g[r * n + i];
-          E[r] += dot - lags_[l].value(u + r * n, n);
+          for (size_t i = 0; i < n; ++i) {
+            xs[i] = double(x[r * n + i]), gs[i] = double(g[r * n + i]);
+            dot += double(u[r * n + i]) * g[r * n + i];
+          }
+          const double e = dot - lags_[l].value(u + r * n, n);
+          pr.sample("energy." + ly.name, {K}, row + r)[t] = e;
+          E[r] += e;
         }
       }
       for (size_t s = 0; s < syns_.size(); ++s) {
         CPtrs<T> g;
         for (int ref : spec_.synapses[s].refs) g.push_back(Gv(t, ref, row));
-        syns_[s]->energy(P, g, E.data(), rows);
+        std::fill(Es.begin(), Es.end(), 0.0);
+        syns_[s]->energy(P, g, Es.data(), rows);
+        for (int r = 0; r < rows; ++r) {
+          pr.sample("energy." + spec_.synapses[s].name, {K}, row + r)[t] = Es[r];
+          E[r] += Es[r];
+        }
       }
-      for (int r = 0; r < rows; ++r) (*record_)[size_t(row + r) * (Tn + 1) + t] = E[r];
+      for (int r = 0; r < rows; ++r) pr.sample("energy", {K}, row + r)[t] = E[r];
     }
   }
 
@@ -1155,22 +1171,11 @@ class EnergyNode final : public StructNode<T> {
   std::vector<char> want_;
   CPtrs<T> gp_, ibp_;
   Ptrs<T> Ip_, gbp_;
-  std::vector<double>* record_ = nullptr;
 };
 
 }  // namespace
 
 // The energy kind, registered for the plan and the CPU executor (core/struct_node.h).
 NM_REGISTER_KIND(NodeKind::Energy, "energy", EnergyNode);
-
-template <class T>
-void energy_record(StructNode<T>* node, std::vector<double>* sink, int* steps) {
-  auto* e = dynamic_cast<EnergyNode<T>*>(node);
-  if (!e) throw StateError("not an energy block");
-  e->record(sink);
-  if (steps) *steps = e->steps();
-}
-template void energy_record<float>(StructNode<float>*, std::vector<double>*, int*);
-template void energy_record<double>(StructNode<double>*, std::vector<double>*, int*);
 
 }  // namespace nm

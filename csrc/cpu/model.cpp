@@ -98,30 +98,83 @@ class Model final : public ModelBase {
 
   std::vector<double> energy_trajectory(const std::string& block, const void* x, int n,
                                         int* steps) override {
-    need_built();
     int idx = -1;
     for (size_t i = 0; i < ir_.nodes.size(); ++i)
       if (ir_.nodes[i].name == block && ir_.nodes[i].kind == NodeKind::Energy) idx = int(i);
     if (idx < 0) throw ShapeError("the model has no energy block named '" + block + "'");
-    std::vector<double> sink, out;
+    for (InspectArray& a : inspect({block}, x, n, 0))
+      if (a.name == block + ".energy") {
+        *steps = int(a.shape.at(1)) - 1;
+        return std::move(a.data);
+      }
+    throw StateError("energy block '" + block + "' recorded no energy");
+  }
+
+  std::vector<InspectArray> inspect(const std::vector<std::string>& names, const void* x,
+                                    int n, int last) override {
+    need_built();
+    std::vector<int> idx;
+    for (const std::string& name : names) {
+      int found = -1;
+      for (size_t i = 0; i < ir_.nodes.size(); ++i)
+        if (ir_.nodes[i].name == name) found = int(i);
+      if (found < 0) throw ShapeError("the model has no node named '" + name + "'");
+      idx.push_back(found);
+    }
+    if (names.empty())
+      for (size_t i = 0; i < ir_.nodes.size(); ++i) idx.push_back(int(i));
+    std::vector<Probe> probes(idx.size());
+    std::vector<InspectArray> out;
+    std::map<std::string, size_t> at;  // name -> index in out
+    auto append = [&](const std::string& name, const Probe::Array& a) {
+      auto [it, fresh] = at.try_emplace(name, out.size());
+      if (fresh) {
+        InspectArray r{name, a.shape, a.type, a.per_sample, {}};
+        if (a.per_sample) r.shape.insert(r.shape.begin(), 0);
+        out.push_back(std::move(r));
+      }
+      InspectArray& r = out[it->second];
+      if (!a.per_sample) {
+        r.data = a.data;
+        return;
+      }
+      r.shape[0] += B_;
+      r.data.insert(r.data.end(), a.data.begin(), a.data.end());
+    };
     training(false);
-    std::vector<T> carry = carry_;  // the model is not changed: recurrent state restored after
+    const std::vector<T> carry = carry_;  // the model is not changed: state and stats restored
+    const std::map<int, std::vector<double>> stats = stats_;
+    auto detach = [&] {
+      for (int i : idx)
+        if (structs_[i]) structs_[i]->set_probe(nullptr);
+      carry_ = carry;
+      stats_ = stats;
+    };
     try {
       for (int k = 0; k < n; ++k) {
-        energy_record(structs_[idx].get(), &sink, steps);
-        sink.assign(size_t(B_) * (*steps + 1), 0.0);
-        load_input(batch_ptr(x, k, in_w()));
-        forward_all();
-        out.insert(out.end(), sink.begin(), sink.end());
-        commit_carry();
+        for (size_t p = 0; p < idx.size(); ++p) {
+          probes[p] = Probe{};
+          probes[p].batch = B_;
+          if (structs_[idx[p]]) structs_[idx[p]]->set_probe(&probes[p]);
+        }
+        const int rows = k == n - 1 && last > 0 && last < B_ ? last : B_;
+        load_input(batch_ptr(x, k, in_w()), rows);
+        forward_all(rows);
+        for (size_t p = 0; p < idx.size(); ++p) {
+          const std::string& name = ir_.nodes[idx[p]].name;
+          const Slot& s = slots_[slot_of_[idx[p]]];
+          Probe::Array y{{int64_t(s.width)}, true, 'f', {}};
+          y.data.assign(&vals_[s.off], &vals_[s.off] + size_t(B_) * s.width);
+          append(name + ".output", y);
+          for (const auto& [key, a] : probes[p].arrays) append(name + "." + key, a);
+        }
+        commit_carry(rows);
       }
     } catch (...) {
-      energy_record<T>(structs_[idx].get(), nullptr, nullptr);
-      carry_ = carry;
+      detach();
       throw;
     }
-    energy_record<T>(structs_[idx].get(), nullptr, nullptr);
-    carry_ = carry;
+    detach();
     return out;
   }
 

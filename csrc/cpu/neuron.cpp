@@ -157,6 +157,7 @@ class NeuronNode final : public StructNode<T> {
     Call& call = calls_[row];
     if (S_ == 1) {
       section_forward(P, sec_[0], call.sec[0], x, y, row, rows);
+      if (this->probe_) record(P, call, row, rows);
       return;
     }
     call.cat.assign(size_t(rows) * td, T(0));
@@ -179,6 +180,7 @@ class NeuronNode final : public StructNode<T> {
                    call.comb_n.data(), rows * T_, D_, 1);
     nn::act_forward(act_, act_p_, call.comb_n.data(), y, size_t(rows) * td);
     call.comb_y.assign(y, y + size_t(rows) * td);
+    if (this->probe_) record(P, call, row, rows);
   }
 
   void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
@@ -236,6 +238,42 @@ class NeuronNode final : public StructNode<T> {
     std::vector<SecCall> sec;
     std::vector<T> cat, comb_z, comb_xhat, comb_rstd, comb_n, comb_y;
   };
+
+  // nm.inspect (docs/inspect.md): each sample's route per section (neurons in visiting order,
+  // -1 after the end), the voltage at each, the router's scores of the entry candidates, and
+  // the neighbour lists.
+  void record(const T* P, Call& call, int row, int rows) {
+    Probe& pr = *this->probe_;
+    const size_t sd = size_t(T_) * Ds_;
+    const int nentry = A_ ? A_ : N_;
+    for (int b = 0; b < rows; ++b) {
+      double* route = pr.sample("route", {S_, N_}, row + b, 'i');
+      double* volt = pr.sample("voltage", {S_, N_}, row + b);
+      double* score = pr.sample("scores", {S_, nentry}, row + b);
+      double* count = pr.sample("count", {}, row + b);
+      *count = 0;
+      for (int s = 0; s < S_; ++s) {
+        const SecCall& sc = call.sec[s];
+        const std::vector<int>& path = sc.path[b];
+        for (int d = 0; d < N_; ++d) {
+          const bool on = d < int(path.size());
+          route[s * N_ + d] = on ? path[d] : -1;
+          volt[s * N_ + d] = on && d < int(sc.volt[b].size()) ? double(sc.volt[b][d]) : NAN;
+        }
+        *count += double(route_ == kBatch ? sc.depth : int(path.size()));
+        for (int n = 0; n < nentry; ++n)
+          score[s * nentry + n] = double(voltage(P, sec_[s].neurons[n], &sc.in[0][b * sd]));
+      }
+    }
+    double* nb = pr.fixed("neighbors", {S_, N_, K_}, 'i');
+    double* att = pr.fixed("attentive", {N_}, 'b');
+    for (int s = 0; s < S_; ++s)
+      for (int n = 0; n < N_; ++n) {
+        const std::vector<int>& v = sec_[s].neurons[n].nbrs;
+        for (int k = 0; k < K_; ++k) nb[(size_t(s) * N_ + n) * K_ + k] = k < int(v.size()) ? v[k] : -1;
+        att[n] = sec_[s].neurons[n].attentive;
+      }
+  }
 
   // --------------------------------------------------------------- cells
   // drop: this cell is in a neuron body, where `dropout` applies while training

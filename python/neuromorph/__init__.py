@@ -28,7 +28,7 @@ from ._checks import finite as _finite
 from ._checks import optim as _optim
 from ._checks import output as _output
 from .api import (__version__, build, build_info, compile, compile_ir, cuda_available, energy,
-                  evaluate, fit, get_params, gradients, history, info, load, predict, release,
+                  evaluate, fit, get_params, gradients, history, info, inspect, load, predict, release,
                   reset_state, save, seed, set_params, stats, to_device, train)
 from .data import load_data
 from .errors import (DataError, DeviceError, DivergedError, HandleError, IRError,
@@ -44,7 +44,7 @@ from .training import History
 
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save", "load",
-           "history", "energy", "stats", "cuda_available", "to_device", "Model", "generate",
+           "history", "energy", "stats", "inspect", "cuda_available", "to_device", "Model", "generate",
            "text",
            "NeuromorphError", "HandleError", "StateError", "ShapeError", "DataError", "IRError",
            "DeviceError", "OutOfMemoryError", "ModelFileError", "DivergedError", "fit", "History",

@@ -17,8 +17,8 @@ import numpy.typing as npt
 
 from . import _blas  # noqa: F401  (loads the OpenBLAS library before the engine)
 from . import _core, _sources, distributed, text, training
-from ._checks import (OUTPUTS, Data, PathLike, as_batches, built_model, check_handle, check_int,
-                      optim)
+from ._checks import (OUTPUTS, Data, PathLike, as_batches, as_numbers, built_model, check_handle,
+                      check_int, optim)
 from .errors import DataError, DeviceError, ModelFileError, ShapeError
 from .training import History, predict
 
@@ -27,7 +27,7 @@ _Losses = npt.NDArray[np.float64]  # one loss per batch
 __version__ = _core.version()
 __all__ = ["compile", "compile_ir", "seed", "build", "train", "evaluate", "predict", "gradients",
            "reset_state", "get_params", "set_params", "release", "info", "build_info", "save",
-           "load", "history", "energy", "stats", "cuda_available", "to_device", "fit",
+           "load", "history", "energy", "stats", "inspect", "cuda_available", "to_device", "fit",
            "__version__"]
 
 
@@ -219,6 +219,50 @@ def stats(h: int) -> dict[str, Any]:
     "<node>.count" for each neuron node, the activation count (neurons visited) of each sample
     of the last batch. Not part of the graph; no gradient."""
     return _core.stats(check_handle(h))
+
+
+def inspect(h: int, inputs: npt.ArrayLike,
+            nodes: Union[str, list[str], None] = None) -> dict[str, dict[str, np.ndarray]]:
+    """Look inside the model: one forward pass in inference mode over `inputs` (any number of
+    samples, (N, input width), or one sample as a vector) that records, per requested node
+    (default: every node), {"output": (N, width), ...} and what its kind shows: attn2d attention
+    weights and windows, column attention, responses and sheet geometry, an energy block's
+    states and energy terms at every descent step, a neuron section's routes and router scores.
+    Keys and shapes: docs/inspect.md. Nothing is changed (parameters, optimizer and recurrent
+    state, `stats`), and train/predict record nothing. A GPU model is inspected on a CPU copy."""
+    h, meta = built_model(h)
+    names = [n["name"] for n in json.loads(_core.ir_json(h))["nodes"]]
+    if nodes is None:
+        wanted: list[str] = []
+    else:
+        wanted = [nodes] if isinstance(nodes, str) else list(nodes)
+        for n in wanted:
+            if not isinstance(n, str) or n not in names:
+                raise ShapeError(f"nodes: no node named {n!r}; the model has: {', '.join(names)}")
+        if not wanted:
+            raise ShapeError("nodes: an empty list names no node (None inspects every node)")
+    arr = as_numbers(inputs, "inputs")
+    width, B = meta["input_width"], meta["batch_size"]
+    if arr.ndim == 1 and arr.shape[0] == width:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[1:] == (B, width):
+        arr = arr.reshape(-1, width)
+    if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] == 0:
+        raise ShapeError(f"inputs must have shape (N, {width}) with N >= 1 (or one sample of "
+                         f"{width} numbers); got {arr.shape}")
+    N = arr.shape[0]
+    pad = -N % B  # a partial last batch runs as predict runs it (the padding is never read)
+    if pad:
+        arr = np.concatenate([arr, np.repeat(arr[-1:], pad, axis=0)])
+    dt = np.float64 if meta["dtype"] == "float64" else np.float32
+    x, _ = as_batches(arr, "inputs", width, B, dt)
+    out: dict[str, dict[str, np.ndarray]] = {n: {} for n in (wanted or names)}
+    types = {"f": np.float64, "i": np.int64, "b": np.bool_}
+    for full, kind, per_sample, values in _core.inspect(h, wanted, x, N % B):
+        node = max((n for n in out if full.startswith(n + ".")), key=len)
+        v = values[:N] if per_sample else values
+        out[node][full[len(node) + 1:]] = v.astype(types[kind]) if kind != "f" else v
+    return out
 
 
 def evaluate(h: int, inputs: Data, expected: Data) -> float:

@@ -31,6 +31,16 @@ struct ParamInfo {
   size_t offset = 0, size = 0; // in the parameter arena
 };
 
+// One array of nm.inspect: "<node>.<key>", its shape (the sample dimension first when per
+// sample), its kind for numpy ('f' real, 'i' integer, 'b' bool) and its values.
+struct InspectArray {
+  std::string name;
+  std::vector<int64_t> shape;
+  char type = 'f';
+  bool per_sample = true;
+  std::vector<double> data;
+};
+
 class ModelBase {
  public:
   virtual ~ModelBase() = default;
@@ -60,6 +70,12 @@ class ModelBase {
   virtual std::vector<std::pair<std::string, std::vector<double>>> node_stats() = 0;
   virtual std::vector<double> energy_trajectory(const std::string& block, const void* x, int n,
                                                 int* steps) = 0;
+  // nm.inspect (docs/inspect.md): one inference forward over n batches of x that records, for
+  // each named node (every node when `nodes` is empty), "<node>.output" and what its kind
+  // shows; the last batch holds `last` samples (0: a full batch), as predict_rows runs it.
+  // The model is not changed. This default inspects a CPU copy (the GPU backend).
+  virtual std::vector<InspectArray> inspect(const std::vector<std::string>& nodes, const void* x,
+                                            int n, int last = 0);
   virtual void evaluate(const void* x, const void* e, int n_batches, double* losses) = 0;
   virtual void predict(const void* x, int n_batches, void* y) = 0;
   // Outputs of n >= 1 samples x (n, in) into y (n, out), any n (no padding by the caller):
