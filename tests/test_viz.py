@@ -259,3 +259,58 @@ def test_out_of_range_indices_name_the_range():
         viz.topographic_map(col, labels[:5])
     with pytest.raises(DataError, match=r"class_names: expected 3 names, got 1"):
         viz.topographic_map(col, labels, class_names=["x"])
+
+
+# ---------------------------------------------------------------------------- real models
+needs_inspect = pytest.mark.skipif(not hasattr(nm, "inspect") and not hasattr(nm.api, "inspect"),
+                                   reason="this engine has no nm.inspect yet")
+
+
+def _inspect(h, x, nodes=None):
+    return (getattr(nm, "inspect", None) or nm.api.inspect)(h, x, nodes=nodes)
+
+
+def _built(name: str, batch: int = 4) -> int:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # genesis-lm's documented causal-routing warning
+        h = nm.compile(nm.models.path(name), batch, 0.01)
+    nm.seed(0)
+    return nm.build(h)
+
+
+@needs_inspect
+def test_pictures_of_real_inspected_models():
+    from neuromorph.datasets import completion, digits
+    h = _built("columnformer-classifier")
+    x, labels = digits(12, seed=1)
+    col = _inspect(h, x, "cortex")["cortex"]
+    _png(viz.topographic_map(col, labels))
+    _png(viz.column_attention(col, column_id=5))
+    assert -1 <= viz.smoothness(col, labels) <= 1
+    assert len(viz.neighbours(col)) == 2 * 4 * 3  # the 4x4 sheet's grid links
+    nm.release(h)
+
+    h = _built("heptapod-lm")
+    ids = RNG.integers(0, 96, (3, 64)).astype(float)
+    grid = _inspect(h, ids, "grid")["grid"]
+    fig = viz.grid_attention(grid, (4, 4))
+    assert np.asarray(fig.axes[0].images[0].get_array()).sum() == pytest.approx(1.0, abs=1e-5)
+    _png(fig)
+    nm.release(h)
+
+    h = _built("hamux-completion")
+    xs, _, _ = completion(4, seed=2)
+    mem = _inspect(h, xs, "memory")["memory"]
+    fig = viz.energy_descent(mem, sample=2)
+    np.testing.assert_allclose(fig.axes[0].lines[-1].get_ydata(), nm.energy(h, xs)[2],
+                               rtol=1e-4, atol=1e-4)
+    _png(fig)
+    _png(viz.state_trajectory(mem))
+    nm.release(h)
+
+    h = _built("genesis-lm")
+    brain = _inspect(h, ids, "brain")["brain"]
+    for n in range(3):
+        _png(viz.routing(brain, sample=n))
+    nm.release(h)

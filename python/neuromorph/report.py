@@ -58,7 +58,7 @@ figcaption { font-size: .85em; color: #555; max-width: 640px; }
 img { max-width: 100%; } pre { background: #f8f8f8; padding: .5em; overflow-x: auto; }
 .note { color: #666; font-style: italic; }
 .top { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
-.top > section { flex: 1 1 420px; min-width: 0; }
+.top > section { flex: 1 1 460px; min-width: 0; overflow-x: auto; }
 #graph svg { max-width: 100%; max-height: 640px; height: auto; width: auto; }
 """
 

@@ -468,8 +468,9 @@ def routing(neuron: Inspected, sample: int = 0, section: int = 0) -> "Figure":
     ax.set_ylim(-1.5, 1.5)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(f"route of sample {n}, section {p}: {len(chain)} of {M} neurons "
-                 f"(entry {chain[0] if chain else '-'}; orange: entry scores)", fontsize=9)
+    ax.set_title(f"sample {n}, section {p}: {len(chain)} of {M} neurons visited\n"
+                 f"entry {chain[0] if chain else '-'} (red ring); entry scores in orange",
+                 fontsize=9)
     return fig
 
 
