@@ -11,7 +11,6 @@
 
 #include "../cpu/gemm.h"
 #include "../cpu/threads.h"
-#include "../cpu/attn2d.h"
 #include "../mpi/reducer.h"
 #include "neuromorph/device.h"
 #include "neuromorph/engine.h"
@@ -249,31 +248,6 @@ PYBIND11_MODULE(_core, m) {
     c.min_lr = o["min_lr"].cast<double>();
     return nm::registry_add(
         nm::make_model(ir, batch, lr, use_f64 ? nm::DType::F64 : nm::DType::F32, c));
-  });
-  // Kernel hooks for tests against the reference cases (float64, one sample).
-  m.def("_attn2d_window", [](py::array_t<double, py::array::c_style | py::array::forcecast> q,
-                             py::array_t<double, py::array::c_style | py::array::forcecast> k,
-                             py::array_t<double, py::array::c_style | py::array::forcecast> v,
-                             int H, int W, int heads, int r, bool raster) {
-    if (q.size() != k.size() || q.size() != v.size() || H < 1 || W < 1 || heads < 1 || r < 0 ||
-        q.size() % (ssize_t(H) * W * heads))
-      throw nm::ShapeError("q, k, v must each hold H*W*heads*dh numbers");
-    const int dh = int(q.size() / (ssize_t(H) * W * heads));
-    py::array_t<double> out(q.size());
-    const nm::attn2d::Grid grid(H, W, heads, dh, r, raster);
-    std::vector<double> P(size_t(H) * W * heads * grid.Wn);
-    nm::attn2d::window_forward(grid, q.data(), k.data(), v.data(), P.data(), out.mutable_data(), 1);
-    return out;
-  });
-  m.def("_attn2d_rope", [](py::array_t<double, py::array::c_style | py::array::forcecast> x, int H,
-                           int W, int heads, bool inverse) {
-    if (H < 1 || W < 1 || heads < 1 || x.size() % (ssize_t(H) * W * heads * 4))
-      throw nm::ShapeError("x must hold H*W*heads*dh numbers with dh divisible by 4");
-    py::array_t<double> out(x.size());
-    std::copy(x.data(), x.data() + x.size(), out.mutable_data());
-    const nm::attn2d::Grid grid(H, W, heads, int(x.size() / (ssize_t(H) * W * heads)), 0, false);
-    nm::attn2d::rope(grid, out.mutable_data(), 1, inverse);
-    return out;
   });
   m.def("energy", [](int h, const std::string& block, const py::array& x) {
     auto ref = nm::registry_get(h);

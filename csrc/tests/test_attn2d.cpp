@@ -1,0 +1,167 @@
+// The attn2d kernels (cpu/attn2d.h) against independent references (extensions-math.md 2):
+// the closed-form 3x3 case, dense softmax attention (plain and causal) when the window covers
+// the grid, the clipped neighbourhood and translation equivariance, and 2D RoPE's reference
+// rotation, relative positions and inverse. Float64, one sample.
+#include <cmath>
+#include <vector>
+
+#include "../core/rng.h"
+#include "../cpu/attn2d.h"
+#include "check.h"
+
+using namespace nm;
+using Vec = std::vector<double>;
+
+namespace {
+
+Vec window(const Vec& q, const Vec& k, const Vec& v, int H, int W, int heads, int r, bool raster) {
+  const int dh = int(q.size()) / (H * W * heads);
+  const attn2d::Grid g(H, W, heads, dh, r, raster);
+  Vec out(q.size()), P(size_t(H) * W * heads * g.Wn);
+  attn2d::window_forward(g, q.data(), k.data(), v.data(), P.data(), out.data(), 1);
+  return out;
+}
+
+Vec rope(Vec x, int H, int W, int heads, bool inverse) {
+  const attn2d::Grid g(H, W, heads, int(x.size()) / (H * W * heads), 0, false);
+  attn2d::rope(g, x.data(), 1, inverse);
+  return x;
+}
+
+Vec normal(Rng& rng, size_t n) {
+  Vec x(n);
+  for (double& a : x) a = rng.normal();
+  return x;
+}
+
+// Dense softmax attention over all S cells; causal: key j is seen by query i iff j <= i.
+Vec dense(const Vec& q, const Vec& k, const Vec& v, int S, int heads, bool causal) {
+  const int d = int(q.size()) / S, dh = d / heads;
+  Vec out(q.size(), 0.0);
+  for (int h = 0; h < heads; ++h)
+    for (int i = 0; i < S; ++i) {
+      Vec s(S, -INFINITY);
+      double m = -INFINITY, sum = 0;
+      for (int j = 0; j < S && (!causal || j <= i); ++j) {
+        double a = 0;
+        for (int c = 0; c < dh; ++c) a += q[i * d + h * dh + c] * k[j * d + h * dh + c];
+        s[j] = a / std::sqrt(double(dh));
+        m = std::max(m, s[j]);
+      }
+      for (double& a : s) sum += (a = std::exp(a - m));
+      for (int j = 0; j < S; ++j)
+        for (int c = 0; c < dh; ++c) out[i * d + h * dh + c] += s[j] / sum * v[j * d + h * dh + c];
+    }
+  return out;
+}
+
+double max_diff(const Vec& a, const Vec& b) {
+  double m = a.size() == b.size() ? 0.0 : INFINITY;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+void closed_form() {  // extensions-math.md 2: x = (i-1, j-1) on a 3x3 grid
+  Vec x;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) x.push_back(i - 1), x.push_back(j - 1);
+  const Vec out = window(x, x, x, 3, 3, 1, 1, false);
+  const double A = out[2 * 8];  // cell (2, 2) gives (A, A)
+  CHECK_NEAR(A, 0.669762, 1e-6);
+  CHECK_NEAR(A, 1 / (1 + std::exp(-1 / std::sqrt(2.0))), 1e-12);  // σ(1/√2)
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      CHECK_NEAR(out[2 * (i * 3 + j)], (i - 1) * A, 1e-12);
+      CHECK_NEAR(out[2 * (i * 3 + j) + 1], (j - 1) * A, 1e-12);
+    }
+  const Vec wide = window(x, x, x, 3, 3, 1, 2, false);
+  CHECK_NEAR(wide[0], -0.43595, 1e-5);
+  CHECK_NEAR(wide[1], -0.43595, 1e-5);
+}
+
+void wide_window_is_dense_attention() {
+  Rng rng(0);
+  const int shapes[][3] = {{3, 4, 1}, {4, 2, 2}, {1, 5, 1}, {2, 2, 1}};
+  for (const auto& s : shapes) {
+    const int H = s[0], W = s[1], heads = s[2], n = H * W * 4 * heads;
+    const Vec q = normal(rng, n), k = normal(rng, n), v = normal(rng, n);
+    CHECK(max_diff(window(q, k, v, H, W, heads, std::max(H, W), false), dense(q, k, v, H * W, heads, false)) < 1e-12);
+    const Vec causal = dense(q, k, v, H * W, heads, true);
+    CHECK(max_diff(Vec(causal.begin(), causal.begin() + 4 * heads), Vec(v.begin(), v.begin() + 4 * heads)) < 1e-12);
+    CHECK(max_diff(window(q, k, v, H, W, heads, std::max(H, W), true), causal) < 1e-12);
+  }
+}
+
+void clipped_and_translation_equivariant() {
+  Rng rng(1);
+  const int H = 6, W = 6, d = 3;
+  const Vec x = normal(rng, H * W * d);
+  const Vec out = window(x, x, x, H, W, 1, 1, false);
+  const int cells[][2] = {{0, 0}, {2, 3}, {5, 1}};
+  for (const auto& c : cells) {  // softmax over the clipped 3x3 neighbourhood
+    const int i = c[0], j = c[1];
+    std::vector<int> nb;
+    for (int a = std::max(0, i - 1); a <= std::min(H - 1, i + 1); ++a)
+      for (int b = std::max(0, j - 1); b <= std::min(W - 1, j + 1); ++b) nb.push_back(a * W + b);
+    Vec s;
+    double m = -INFINITY, sum = 0;
+    for (int n : nb) {
+      double a = 0;
+      for (int t = 0; t < d; ++t) a += x[n * d + t] * x[(i * W + j) * d + t];
+      s.push_back(a / std::sqrt(double(d)));
+      m = std::max(m, s.back());
+    }
+    for (double& a : s) sum += (a = std::exp(a - m));
+    for (int t = 0; t < d; ++t) {
+      double want = 0;
+      for (size_t q = 0; q < nb.size(); ++q) want += s[q] / sum * x[nb[q] * d + t];
+      CHECK_NEAR(out[(i * W + j) * d + t], want, 1e-12);
+    }
+  }
+  Vec shifted(x.size());  // rolled by (1, 1): interior cells move with it
+  for (int i = 0; i < H; ++i)
+    for (int j = 0; j < W; ++j)
+      for (int t = 0; t < d; ++t) shifted[(((i + 1) % H) * W + (j + 1) % W) * d + t] = x[(i * W + j) * d + t];
+  const Vec out2 = window(shifted, shifted, shifted, H, W, 1, 1, false);
+  for (int i = 1; i < 4; ++i)
+    for (int j = 1; j < 4; ++j)
+      for (int t = 0; t < d; ++t) CHECK_NEAR(out2[((i + 1) * W + j + 1) * d + t], out[(i * W + j) * d + t], 1e-12);
+}
+
+double dot(const Vec& a, int i, const Vec& b, int j, int dh) {
+  double s = 0;
+  for (int c = 0; c < dh; ++c) s += a[i * dh + c] * b[j * dh + c];
+  return s;
+}
+
+void rope_reference_and_relative_positions() {
+  Vec q(3 * 3 * 4, 0.0);
+  q[(1 * 3 + 0) * 4] = 1;  // [1, 0, 0, 0] at (1, 0)
+  const Vec rot = rope(q, 3, 3, 1, false);
+  CHECK_NEAR(rot[12], 0.540302, 1e-6);
+  CHECK_NEAR(rot[13], 0.841471, 1e-6);
+  CHECK_NEAR(rot[14], 0.0, 1e-12);
+  CHECK_NEAR(rot[15], 0.0, 1e-12);
+  CHECK_NEAR(rot[12], std::cos(1.0), 1e-12);  // · the key [1, 0, 0, 0] at (0, 0): cos(1)
+  Rng rng(2);
+  const int H = 5, W = 4, dh = 8;
+  const Vec qv = normal(rng, dh), kv = normal(rng, dh);
+  Vec Q0, K0;
+  for (int s = 0; s < H * W; ++s) Q0.insert(Q0.end(), qv.begin(), qv.end()), K0.insert(K0.end(), kv.begin(), kv.end());
+  const Vec Q = rope(Q0, H, W, 1, false), K = rope(K0, H, W, 1, false);
+  auto at = [&](int i, int j) { return i * W + j; };
+  CHECK_NEAR(dot(Q, at(1, 0), K, at(0, 0), dh), dot(Q, at(2, 1), K, at(1, 1), dh), 1e-12);  // same offset
+  CHECK_NEAR(dot(Q, at(4, 3), K, at(2, 1), dh), dot(Q, at(2, 2), K, at(0, 0), dh), 1e-12);
+  CHECK(std::abs(dot(Q, at(1, 0), K, at(0, 0), dh) - dot(Q, at(1, 0), K, at(1, 1), dh)) > 1e-6);
+  CHECK(max_diff(rope(Q, H, W, 1, true), Q0) < 1e-12);
+}
+
+}  // namespace
+
+int main() {
+  closed_form();
+  wide_window_is_dense_attention();
+  clipped_and_translation_equivariant();
+  rope_reference_and_relative_positions();
+  return TEST_MAIN_RESULT();
+}
