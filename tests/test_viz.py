@@ -128,15 +128,18 @@ def test_topographic_map_and_column_attention_each_geometry(geometry):
 
 def test_preferences_are_mean_norms_per_class():
     col, labels = column_dict("grid", classes=2)
-    prefs = viz.preferences(col, labels)
     norm = np.linalg.norm(col["response"], axis=2)
-    assert prefs.shape == (20, 2)
-    np.testing.assert_allclose(prefs[:, 1], norm[labels == 1].mean(0))
-    # one-hot labels, and a class with no samples: the column's mean (never preferred)
-    onehot = np.eye(3)[labels]
-    p3 = viz.preferences(col, onehot)
-    np.testing.assert_allclose(p3[:, 2], norm.mean(0))
+    raw = viz.preferences(col, labels, relative=False)
+    assert raw.shape == (20, 2)
+    np.testing.assert_allclose(raw[:, 1], norm[labels == 1].mean(0))
+    # relative: less the class's mean over the columns
+    prefs = viz.preferences(col, labels)
+    np.testing.assert_allclose(prefs, raw - raw.mean(0))
+    # one-hot labels, and a class with no samples: the column's mean over the others
+    p3 = viz.preferences(col, np.eye(3)[labels])
     np.testing.assert_allclose(p3[:, :2], prefs)
+    np.testing.assert_allclose(p3[:, 2], prefs.mean(1))
+    assert (viz.preferred(col, labels) != 2).all()
 
 
 def test_neighbours_by_geometry():

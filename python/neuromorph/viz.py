@@ -100,34 +100,40 @@ def _labels(labels: npt.ArrayLike, n: int) -> npt.NDArray[np.int64]:
     return ids
 
 
-def preferences(column: Inspected, labels: npt.ArrayLike,
-                classes: Optional[int] = None) -> _Floats:
-    """(C, K): each column's mean response norm over the samples of each class.
+def preferences(column: Inspected, labels: npt.ArrayLike, classes: Optional[int] = None,
+                relative: bool = True) -> _Floats:
+    """(C, K): how strongly each column responds to each class: the mean norm of its response
+    over the samples of that class, less (`relative`, the default) that class's mean over
+    all columns, so a class that drives every column (more ink, a larger input) is not what
+    every column "prefers".
 
     `column` is a `column` node's entry of nm.inspect, `labels` the class of each inspected
-    sample (ids, or one-hot rows). A class with no samples gets the column's overall mean,
-    so it never looks preferred."""
+    sample (ids, or one-hot rows). A class with no samples gets the column's mean over the
+    other classes, so it never stands out."""
     _need(column, ("response",), "column")
     resp = _array(column, "response", 3, "column").astype(np.float64)  # (N, C, d)
     ids = _labels(labels, resp.shape[0])
     if classes is None and np.ndim(labels) == 2:
         classes = np.shape(labels)[1]  # one-hot rows say how many classes there are
     k = int(classes) if classes is not None else int(ids.max()) + 1 if len(ids) else 0
-    if k < 1 or (len(ids) and ids.max() >= k):
+    if k < 1 or not len(ids) or ids.max() >= k:
         raise DataError(f"classes={classes} does not cover the labels (largest id "
                         f"{ids.max() if len(ids) else None})")
     norm = np.linalg.norm(resp, axis=2)  # (N, C)
-    out = np.tile(norm.mean(0), (k, 1)).T
-    for c in range(k):
-        if np.any(ids == c):
-            out[:, c] = norm[ids == c].mean(0)
+    present = [c for c in range(k) if np.any(ids == c)]
+    out = np.zeros((norm.shape[1], k))
+    out[:, present] = np.stack([norm[ids == c].mean(0) for c in present], 1)
+    if relative:
+        out[:, present] -= out[:, present].mean(0, keepdims=True)
+    empty = [c for c in range(k) if c not in present]
+    out[:, empty] = out[:, present].mean(1, keepdims=True)
     return out
 
 
-def preferred(column: Inspected, labels: npt.ArrayLike,
-              classes: Optional[int] = None) -> npt.NDArray[np.int64]:
+def preferred(column: Inspected, labels: npt.ArrayLike, classes: Optional[int] = None,
+              relative: bool = True) -> npt.NDArray[np.int64]:
     """(C,): each column's preferred class (the arg-max of `preferences`)."""
-    return np.asarray(preferences(column, labels, classes).argmax(1), dtype=np.int64)
+    return np.asarray(preferences(column, labels, classes, relative).argmax(1), dtype=np.int64)
 
 
 def neighbours(column: Inspected) -> list[tuple[int, int]]:
