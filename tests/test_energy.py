@@ -273,7 +273,8 @@ def test_conv_options_are_validated_in_the_ir():
     doc, node = _energy_ir(CONV.format(out="2x2x1", pool=", pool avg, window 2"))
     opts = node["energy"]["synapses"][0]["options"]
     for key, value, msg in [("pstride", None, "has no option 'pstride'"),
-                            ("pool", "median", "unknown value 'median'"),
+                            ("pool", "median",
+                             r"'pool': value 'median' \(expected one of none, avg, max\)"),
                             ("window", 3, "does not fit its layers")]:
         saved = dict(opts)
         if value is None:

@@ -23,6 +23,14 @@ const char* const kLossNames[] = {"mse", "mae", "mape", "huber", "huber_modified
 const char* const kMergeNames[] = {"additive", "multiplicative", "average"};
 const char* const kWeightNames[] = {"xavier", "he", "lecun", "uniform", "normal", "orthogonal"};
 const char* const kBiasNames[] = {"zero", "const_flat", "const_uneven"};
+const char* const kLgNames[] = {"linear", "relu", "repu", "exp", "rexp", "tanh", "sigmoid",
+                                "softmax", "layernorm", "spherical", "ghostmax", "relu_leaky",
+                                "elu", "selu"};
+const char* const kSynNames[] = {"dense", "bias", "hidden", "tensor", "attention", "mixer", "conv"};
+const char* const kPoolNames[] = {"none", "avg", "max"};
+static_assert(std::size(kLgNames) == size_t(Lg::kCount), "a Lagrangian without its IR name");
+static_assert(std::size(kSynNames) == size_t(SynKind::kCount), "a synapse kind without its IR name");
+static_assert(std::size(kPoolNames) == size_t(PoolOp::kCount), "a pooling without its IR name");
 static_assert(std::size(kActNames) == size_t(Act::kCount), "activation table misses an op");
 static_assert(std::size(kLossNames) == size_t(Loss::kCount), "loss table misses an op");
 static_assert(std::size(kMergeNames) == size_t(MergeOp::kCount), "merge table misses an op");
@@ -31,9 +39,12 @@ static_assert(std::size(kBiasNames) == size_t(BiasInit::kCount), "bias table mis
 
 template <class E, size_t N>
 E lookup(const char* const (&names)[N], const std::string& s, const char* what) {
-  for (size_t i = 0; i < N; ++i)
+  std::string known;
+  for (size_t i = 0; i < N; ++i) {
     if (s == names[i]) return E(i);
-  throw IRError(std::string("IR: unknown ") + what + " '" + s + "'");
+    known += (i ? ", " : "") + std::string(names[i]);
+  }
+  throw IRError(std::string("IR: unknown ") + what + " '" + s + "' (expected one of " + known + ")");
 }
 
 const json& need(const json& j, const char* key, const std::string& where) {
@@ -91,6 +102,8 @@ StructSpec struct_of(const json& j, const std::string& where) {
 LagSpec lag_of(const json& j, const std::string& where) {
   LagSpec l;
   l.name = need(j, "name", where).get<std::string>();
+  // relu_parametric is the leaky form with its slope alpha
+  l.kind = l.name == "relu_parametric" ? Lg::Leaky : lookup<Lg>(kLgNames, l.name, "Lagrangian");
   auto p = params_of(j, where);
   l.p = p.empty() ? 0.0 : p[0];
   return l;
@@ -140,7 +153,7 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
   for (const auto& js : need(j, "synapses", where)) {
     EnergySynapse s;
     s.name = need(js, "name", where).get<std::string>();
-    s.kind = need(js, "kind", s.name).get<std::string>();
+    s.kind = lookup<SynKind>(kSynNames, need(js, "kind", s.name).get<std::string>(), "synapse kind");
     for (const auto& r : need(js, "refs", s.name)) {
       int idx = as_int(r, s.name);
       if (idx < 0 || idx >= int(e.layers.size()))
@@ -149,7 +162,10 @@ EnergySpec energy_of(const json& j, const std::string& where, int* in_width) {
     }
     for (auto it = need(js, "options", s.name).begin(); it != js["options"].end(); ++it) {
       if (it->is_number()) s.num[it.key()] = it->get<double>();
-      else s.name_opts[it.key()] = it->get<std::string>();
+      else if (it.key() == "pool")
+        s.pool = lookup<PoolOp>(kPoolNames, it->get<std::string>(),
+                                ("synapse '" + s.name + "' option 'pool': value").c_str());
+      else throw IRError("IR: synapse '" + s.name + "' has an unknown option '" + it.key() + "'");
     }
     if (js.contains("hidden")) {
       s.has_hidden = true;

@@ -54,8 +54,17 @@ struct StructSpec {
 };
 
 // An energy block (IR v2 "energy"): neuron layers and the synapses that join them.
+// An energy layer's Lagrangian (extensions-math.md 1b; core/lagrangian.h), a synapse's kind and
+// a conv synapse's pooling: parsed from the IR's names once, in core/ir.cpp (kLgNames,
+// kSynNames, kPoolNames); the backends switch on them and never read a name.
+enum class Lg { Linear, Relu, Repu, Exp, Rexp, Tanh, Sigmoid, Softmax, LayerNorm, Spherical,
+                Ghostmax, Leaky, Elu, Selu, kCount };
+enum class SynKind { Dense, Bias, Hidden, Tensor, Attention, Mixer, Conv, kCount };
+enum class PoolOp { None, Avg, Max, kCount };
+
 struct LagSpec {
-  std::string name;  // linear, relu, repu, exp, rexp, tanh, sigmoid, softmax, layernorm, ...
+  std::string name;  // as written in the IR (for messages)
+  Lg kind = Lg::Linear;
   double p = 0;      // its parameter (beta, n, gamma, slope, alpha), when it has one
 };
 struct EnergyLayer {
@@ -70,10 +79,11 @@ struct EnergyLayer {
   LagSpec lag;
 };
 struct EnergySynapse {
-  std::string name, kind;  // dense, bias, hidden, tensor, attention, mixer, conv
+  std::string name;
+  SynKind kind = SynKind::Dense;
   std::vector<int> refs;   // indices into EnergySpec::layers
-  std::map<std::string, double> num;
-  std::map<std::string, std::string> name_opts;
+  std::map<std::string, double> num;  // every numeric option (the compiler writes them all)
+  PoolOp pool = PoolOp::None;         // conv only
   bool has_hidden = false;
   LagSpec hidden;
 };

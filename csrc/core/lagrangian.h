@@ -18,12 +18,12 @@
 #include <vector>
 
 #include "formulas.h"  // NM_HD
+#include "ir.h"
 #include "neuromorph/errors.h"
 
 namespace nm::energy {
 
-enum class Lg { Linear, Relu, Repu, Exp, Rexp, Tanh, Sigmoid, Softmax, LayerNorm, Spherical,
-                Ghostmax, Leaky, Elu, Selu, kCount };
+using ::nm::Lg;  // the kinds are IR facts (core/ir.h)
 
 constexpr double kEps = 1e-5;
 constexpr double kSeluAlpha = 1.6732632423543772, kSeluScale = 1.0507009873554805;
@@ -297,20 +297,6 @@ NM_HD double row_value(Lg k, double p, const T* x, const T* b, int D, int lane, 
   return 0;
 }
 
-// ------------------------------------------------------------------ host only
-// The IR's name of a Lagrangian (the compiler's names; relu_parametric is the leaky form with
-// its slope alpha). IRError for an unknown name.
-inline Lg lg_of(const std::string& name) {
-  static const char* names[] = {"linear", "relu", "repu", "exp", "rexp", "tanh", "sigmoid",
-                                "softmax", "layernorm", "spherical", "ghostmax", "relu_leaky",
-                                "elu", "selu"};
-  static_assert(std::size(names) == size_t(Lg::kCount), "Lagrangian table misses one");
-  if (name == "relu_parametric") return Lg::Leaky;
-  for (size_t i = 0; i < std::size(names); ++i)
-    if (name == names[i]) return Lg(i);
-  throw IRError("IR: unknown Lagrangian '" + name + "'");
-}
-
 template <Lg K>
 using LgTag = std::integral_constant<Lg, K>;
 
@@ -343,9 +329,9 @@ struct Lagrangian {
   double p = 0;  // beta | n | gamma | slope | alpha
   int row = 1;   // row width for row kinds
 
-  static Lagrangian make(const std::string& name, double p, int row) {
+  static Lagrangian make(Lg kind, double p, int row) {
     Lagrangian l;
-    l.k = lg_of(name), l.p = p, l.row = row;
+    l.k = kind, l.p = p, l.row = row;
     return l;
   }
   bool rows() const { return lg_rows(k); }

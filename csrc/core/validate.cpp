@@ -162,16 +162,24 @@ void pool(const Check& c, const IrNode& nd) {
   c.need(nd.st.in_width == C * d && nd.width == d, "widths do not match cells x dim -> dim");
 }
 
-const std::set<std::string> kLagBeta = {"exp", "rexp", "tanh", "sigmoid", "softmax"};
+// The Lagrangians with a beta (a layer may learn it).
+bool has_beta(Lg k) {
+  return k == Lg::Exp || k == Lg::Rexp || k == Lg::Tanh || k == Lg::Sigmoid || k == Lg::Softmax;
+}
 
 void lagrangian(const Check& c, const LagSpec& l, const std::string& what) {
-  static const std::set<std::string> none = {"linear", "relu", "ghostmax", "selu"};
-  static const std::set<std::string> nonneg = {"layernorm", "spherical", "relu_leaky",
-                                               "relu_parametric", "elu"};
-  if (none.count(l.name)) return;
-  if (l.name == "repu") return void(c.real(l.p, 1, 64, true, what + " repu's n"));
-  if (kLagBeta.count(l.name)) return void(c.real(l.p, 0, 1e6, true, what + " beta"));
-  if (nonneg.count(l.name)) return void(c.real(l.p, 0, 1e6, false, what + " parameter"));
+  switch (l.kind) {
+    case Lg::Linear: case Lg::Relu: case Lg::Ghostmax: case Lg::Selu:
+      return;
+    case Lg::Repu:
+      return void(c.real(l.p, 1, 64, true, what + " repu's n"));
+    case Lg::Exp: case Lg::Rexp: case Lg::Tanh: case Lg::Sigmoid: case Lg::Softmax:
+      return void(c.real(l.p, 0, 1e6, true, what + " beta"));
+    case Lg::LayerNorm: case Lg::Spherical: case Lg::Leaky: case Lg::Elu:
+      return void(c.real(l.p, 0, 1e6, false, what + " parameter"));
+    case Lg::kCount:
+      break;
+  }
   c.fail(what + " has an unknown Lagrangian '" + l.name + "'");
 }
 
@@ -191,19 +199,15 @@ void synapse_options(const Check& c, const EnergySpec& e, const EnergySynapse& s
     const EnergyLayer& l = e.layers[size_t(ref)];
     return l.size / l.shape.back();
   };
-  if (s.kind == "dense") num("bias", 0, 1);
-  if (s.kind == "hidden") num("units", 1, kBig), num("norm", 0, 1);
-  if (s.kind == "tensor") num("units", 1, kBig), num("heads", 1, kBig);
-  if (s.kind == "attention" || s.kind == "mixer") num("heads", 1, kBig), num("qk", 1, kBig);
-  if (s.kind == "mixer" && s.refs.size() == 2)
+  if (s.kind == SynKind::Dense) num("bias", 0, 1);
+  if (s.kind == SynKind::Hidden) num("units", 1, kBig), num("norm", 0, 1);
+  if (s.kind == SynKind::Tensor) num("units", 1, kBig), num("heads", 1, kBig);
+  if (s.kind == SynKind::Attention || s.kind == SynKind::Mixer) num("heads", 1, kBig), num("qk", 1, kBig);
+  if (s.kind == SynKind::Mixer && s.refs.size() == 2)
     c.need(tokens(s.refs[0]) == tokens(s.refs[1]), w + " joins layers of unequal token counts");
-  if (s.kind != "conv" || s.refs.size() != 2) return;
+  if (s.kind != SynKind::Conv || s.refs.size() != 2) return;
   const int k = num("kernel", 1, kBig), st = num("stride", 1, kBig), pad = num("pad", 0, kBig);
-  auto it = s.name_opts.find("pool");
-  c.need(it != s.name_opts.end(), w + " has no option 'pool'");
-  c.need(it->second == "none" || it->second == "avg" || it->second == "max",
-         w + " option 'pool' has an unknown value '" + it->second + "'");
-  const bool pool = it->second != "none";  // window and pstride: read with pooling only
+  const bool pool = s.pool != PoolOp::None;  // window and pstride: read with pooling only
   const int win = pool ? num("window", 1, kBig) : 1, pst = pool ? num("pstride", 1, kBig) : 1;
   const auto &a = e.layers[size_t(s.refs[0])].shape, &b = e.layers[size_t(s.refs[1])].shape;
   c.need(a.size() == 3 && b.size() == 3, w + " needs HxWxC layers");
@@ -225,20 +229,19 @@ void energy(const Check& c, const IrNode& nd) {
     c.need(total <= kMaxValues, "the layers are too large");
     c.real(l.tau, 0, 1e6, true, "layer '" + l.name + "' tau");
     lagrangian(c, l.lag, "layer '" + l.name + "'");
-    c.need(!l.learn_beta || kLagBeta.count(l.lag.name), "layer '" + l.name + "' learns a beta it does not have");
+    c.need(!l.learn_beta || has_beta(l.lag.kind), "layer '" + l.name + "' learns a beta it does not have");
   }
-  static const std::set<std::string> kinds = {"dense", "bias", "hidden", "tensor", "attention", "mixer", "conv"};
   for (const EnergySynapse& s : e.synapses) {
     const std::string w = "synapse '" + s.name + "'";
-    c.need(kinds.count(s.kind) > 0, w + " has an unknown kind '" + s.kind + "'");
     const size_t n = s.refs.size();
-    const bool ok = s.kind == "dense" ? n >= 2 : s.kind == "bias" ? n == 1
-                  : (s.kind == "hidden" || s.kind == "tensor") ? n >= 1 : n == 2;
+    const bool ok = s.kind == SynKind::Dense ? n >= 2 : s.kind == SynKind::Bias ? n == 1
+                  : (s.kind == SynKind::Hidden || s.kind == SynKind::Tensor) ? n >= 1 : n == 2;
     c.need(ok, w + " joins the wrong number of layers (" + std::to_string(n) + ")");
     for (const auto& [key, v] : s.num)
       c.integer(v, 0, int64_t(1) << 24, w + " option '" + key + "'");
     synapse_options(c, e, s, w);
-    const bool hidden = s.kind == "hidden" || s.kind == "tensor" || s.kind == "attention" || s.kind == "mixer";
+    const bool hidden = s.kind == SynKind::Hidden || s.kind == SynKind::Tensor ||
+                        s.kind == SynKind::Attention || s.kind == SynKind::Mixer;
     c.need(hidden == s.has_hidden, w + (hidden ? " needs" : " takes no") + " hidden Lagrangian");
     if (s.has_hidden) lagrangian(c, s.hidden, w);
   }

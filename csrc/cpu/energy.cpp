@@ -784,7 +784,7 @@ class EnergyNode final : public StructNode<T> {
       : name_(nd.name), spec_(nd.en), in_w_(nd.st.in_width), out_w_(nd.width) {
     for (const EnergyLayer& l : spec_.layers) {
       const int row = l.shape.back();
-      lags_.push_back(Lagrangian::make(l.lag.name, l.lag.p, row));
+      lags_.push_back(Lagrangian::make(l.lag.kind, l.lag.p, row));
       if (l.learn_beta && !energy::lg_has_beta(lags_.back().k))
         throw IRError("IR: layer '" + l.name + "' learns beta, but its Lagrangian '" + l.lag.name +
                       "' has none");
@@ -1096,33 +1096,44 @@ class EnergyNode final : public StructNode<T> {
       *N = spec_.layers[ref].size / *D;
     };
     std::unique_ptr<Synapse<T>> out;
-    if (s.kind == "dense") {
+    switch (s.kind) {
+    case SynKind::Dense: {
       auto d = std::make_unique<Dense<T>>();
       d->has_bias = num("bias") != 0;
       out = std::move(d);
-    } else if (s.kind == "bias") {
+      break;
+    }
+    case SynKind::Bias: {
       out = std::make_unique<BiasSyn<T>>();
-    } else if (s.kind == "hidden") {
+      break;
+    }
+    case SynKind::Hidden: {
       auto h = std::make_unique<Hidden<T>>();
       h->M = int(num("units"));
       h->norm = num("norm") != 0;
-      h->lag = Lagrangian::make(s.hidden.name, s.hidden.p, h->M);
+      h->lag = Lagrangian::make(s.hidden.kind, s.hidden.p, h->M);
       out = std::move(h);
-    } else if (s.kind == "tensor") {
+      break;
+    }
+    case SynKind::Tensor: {
       auto h = std::make_unique<Tensor<T>>();
       h->M = int(num("units"));
       h->Y = int(num("heads"));
-      h->lag = Lagrangian::make(s.hidden.name, s.hidden.p, h->M);
+      h->lag = Lagrangian::make(s.hidden.kind, s.hidden.p, h->M);
       out = std::move(h);
-    } else if (s.kind == "attention") {
+      break;
+    }
+    case SynKind::Attention: {
       auto a = std::make_unique<Attention<T>>();
       a->H = int(num("heads"));
       a->Z = int(num("qk"));
       tokens(s.refs[0], &a->Nq, &a->Dq);
       tokens(s.refs[1], &a->Nk, &a->Dk);
-      a->lag = Lagrangian::make(s.hidden.name, s.hidden.p, a->Nk);
+      a->lag = Lagrangian::make(s.hidden.kind, s.hidden.p, a->Nk);
       out = std::move(a);
-    } else if (s.kind == "mixer") {
+      break;
+    }
+    case SynKind::Mixer: {
       auto m = std::make_unique<Mixer<T>>();
       m->Y = int(num("heads"));
       m->Z = int(num("qk"));
@@ -1130,16 +1141,17 @@ class EnergyNode final : public StructNode<T> {
       tokens(s.refs[0], &m->N, &m->Da);
       tokens(s.refs[1], &Nb, &m->Db);
       if (Nb != m->N) throw IRError("IR: mixer '" + s.name + "' joins layers of unequal token counts");
-      m->lag = Lagrangian::make(s.hidden.name, s.hidden.p, m->Z);
+      m->lag = Lagrangian::make(s.hidden.kind, s.hidden.p, m->Z);
       out = std::move(m);
-    } else if (s.kind == "conv") {
+      break;
+    }
+    case SynKind::Conv: {
       auto c = std::make_unique<Conv<T>>();
       const auto &a = spec_.layers[s.refs[0]].shape, &b = spec_.layers[s.refs[1]].shape;
       if (a.size() != 3 || b.size() != 3) throw IRError("IR: conv '" + s.name + "' needs HxWxC layers");
       c->H1 = a[0], c->W1 = a[1], c->C1 = a[2], c->H2 = b[0], c->W2 = b[1], c->C2 = b[2];
       c->k = int(num("kernel")), c->st = int(num("stride")), c->pad = int(num("pad"));
-      const std::string& pool = s.name_opts.at("pool");
-      c->pool = pool == "avg" ? 1 : pool == "max" ? 2 : 0;
+      c->pool = s.pool == PoolOp::Avg ? 1 : s.pool == PoolOp::Max ? 2 : 0;
       c->win = c->pool ? int(num("window")) : 0;  // read with pooling only
       c->pst = c->pool ? int(num("pstride")) : 0;
       c->Hc = (c->H1 + 2 * c->pad - c->k) / c->st + 1;
@@ -1148,8 +1160,10 @@ class EnergyNode final : public StructNode<T> {
       const int pw = c->pool ? (c->Wc - c->win) / c->pst + 1 : c->Wc;
       if (ph != c->H2 || pw != c->W2) throw IRError("IR: conv '" + s.name + "' does not fit its layers");
       out = std::move(c);
-    } else {
-      throw IRError("IR: unknown synapse kind '" + s.kind + "'");
+      break;
+    }
+    case SynKind::kCount:
+      throw IRError("IR: synapse '" + s.name + "' of no known kind");
     }
     out->name = s.name;
     out->sizes = sizes;

@@ -860,7 +860,7 @@ class EnergyDevice final : public DeviceNode {
       : name_(nd.name), spec_(nd.en), in_w_(nd.st.in_width), out_w_(nd.width), ctx_(ctx) {
     const int L = int(spec_.layers.size());
     for (const EnergyLayer& l : spec_.layers) {
-      lags_.push_back(nm::energy::Lagrangian::make(l.lag.name, l.lag.p, l.shape.back()));
+      lags_.push_back(nm::energy::Lagrangian::make(l.lag.kind, l.lag.p, l.shape.back()));
       if (l.learn_beta && !energy::lg_has_beta(lags_.back().k))
         throw IRError("IR: layer '" + l.name + "' learns beta, but its Lagrangian '" + l.lag.name +
                       "' has none");
@@ -1112,22 +1112,27 @@ class EnergyDevice final : public DeviceNode {
       *N = spec_.layers[size_t(ref)].size / *D;
     };
     auto hidden_lag = [&](int row) {
-      return to_device(nm::energy::Lagrangian::make(s.hidden.name, s.hidden.p, row));
+      return to_device(nm::energy::Lagrangian::make(s.hidden.kind, s.hidden.p, row));
     };
     const std::string& nm_ = s.name;
     std::unique_ptr<DSyn> out;
-    if (s.kind == "dense") {
+    switch (s.kind) {
+    case SynKind::Dense: {
       auto d = std::make_unique<DDense>();
       d->has_bias = num("bias") != 0;
       d->ml = ml_shape(sizes, nm_);
       d->W = param(offset, nm_ + ".weight");
       if (d->has_bias) d->b = param(offset, nm_ + ".bias");
       out = std::move(d);
-    } else if (s.kind == "bias") {
+      break;
+    }
+    case SynKind::Bias: {
       auto b = std::make_unique<DBias>();
       b->b = param(offset, nm_ + ".bias");
       out = std::move(b);
-    } else if (s.kind == "hidden") {
+      break;
+    }
+    case SynKind::Hidden: {
       auto h = std::make_unique<DHidden>();
       h->M = int(num("units"));
       h->norm = num("norm") != 0;
@@ -1135,7 +1140,9 @@ class EnergyDevice final : public DeviceNode {
       for (size_t j = 0; j < sizes.size(); ++j)
         h->W.push_back(param(offset, nm_ + ".weight" + std::to_string(j)));
       out = std::move(h);
-    } else if (s.kind == "tensor") {
+      break;
+    }
+    case SynKind::Tensor: {
       auto h = std::make_unique<DTensor>();
       h->M = int(num("units"));
       h->Y = int(num("heads"));
@@ -1145,7 +1152,9 @@ class EnergyDevice final : public DeviceNode {
       h->ml = ml_shape(dims, nm_);
       h->W = param(offset, nm_ + ".weight");
       out = std::move(h);
-    } else if (s.kind == "attention") {
+      break;
+    }
+    case SynKind::Attention: {
       auto a = std::make_unique<DAttention>();
       a->H = int(num("heads"));
       a->Z = int(num("qk"));
@@ -1155,7 +1164,9 @@ class EnergyDevice final : public DeviceNode {
       a->WQ = param(offset, nm_ + ".query");
       a->WK = param(offset, nm_ + ".key");
       out = std::move(a);
-    } else if (s.kind == "mixer") {
+      break;
+    }
+    case SynKind::Mixer: {
       auto m = std::make_unique<DMixer>();
       m->Y = int(num("heads"));
       m->Z = int(num("qk"));
@@ -1166,15 +1177,16 @@ class EnergyDevice final : public DeviceNode {
       m->lag = hidden_lag(m->Z);
       m->W = param(offset, nm_ + ".weight");
       out = std::move(m);
-    } else if (s.kind == "conv") {
+      break;
+    }
+    case SynKind::Conv: {
       auto c = std::make_unique<DConv>();
       const auto &a = spec_.layers[size_t(s.refs[0])].shape, &b = spec_.layers[size_t(s.refs[1])].shape;
       if (a.size() != 3 || b.size() != 3) throw IRError("IR: conv '" + nm_ + "' needs HxWxC layers");
       ConvShape& cs = c->cs;
       cs.H1 = a[0], cs.W1 = a[1], cs.C1 = a[2], cs.H2 = b[0], cs.W2 = b[1], cs.C2 = b[2];
       cs.k = int(num("kernel")), cs.st = int(num("stride")), cs.pad = int(num("pad"));
-      const std::string& pool = s.name_opts.at("pool");
-      cs.pool = pool == "avg" ? 1 : pool == "max" ? 2 : 0;
+      cs.pool = s.pool == PoolOp::Avg ? 1 : s.pool == PoolOp::Max ? 2 : 0;
       cs.win = cs.pool ? int(num("window")) : 0;  // read with pooling only
       cs.pst = cs.pool ? int(num("pstride")) : 0;
       cs.Hc = (cs.H1 + 2 * cs.pad - cs.k) / cs.st + 1;
@@ -1184,8 +1196,10 @@ class EnergyDevice final : public DeviceNode {
       if (ph != cs.H2 || pw != cs.W2) throw IRError("IR: conv '" + nm_ + "' does not fit its layers");
       c->K = param(offset, nm_ + ".kernel");
       out = std::move(c);
-    } else {
-      throw IRError("IR: unknown synapse kind '" + s.kind + "'");
+      break;
+    }
+    case SynKind::kCount:
+      throw IRError("IR: synapse '" + s.name + "' of no known kind");
     }
     out->name = s.name;
     out->sizes = sizes;
