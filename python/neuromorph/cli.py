@@ -175,8 +175,8 @@ def _report_parser(sub: Any) -> None:
     c.add_argument("--y", metavar="KEY", help="--data: the expected values' array or columns")
     c.add_argument("-o", "--output", default="report.html", metavar="OUT.html",
                    help="where to write the page (default report.html)")
-    c.add_argument("--samples", type=int_at_least(1), default=32, metavar="N",
-                   help="how many samples to inspect (default 32)")
+    c.add_argument("--samples", type=int_at_least(1), default=64, metavar="N",
+                   help="how many samples to inspect (default 64)")
     c.add_argument("--seed", type=int_at_least(0), default=0,
                    help="for the synthetic inputs and an .mdl model's initial parameters")
     c.set_defaults(fn=cmd_report)

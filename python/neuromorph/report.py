@@ -32,10 +32,12 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core, api, models, viz
-from .data import load_data
-from .errors import DataError, NeuromorphError
+from ._sequence import sequence_spec
+from .data import data_kind, load_data
+from .errors import DataError, NeuromorphError, ShapeError
 from .model import _graph_svg, _node_rows
-from .tasks import make_task
+from .tasks import formal_text, make_task
+from .text import tokenizer_of, windows
 from .training import predict
 
 if TYPE_CHECKING:
@@ -58,7 +60,8 @@ figcaption { font-size: .85em; color: #555; max-width: 640px; }
 img { max-width: 100%; } pre { background: #f8f8f8; padding: .5em; overflow-x: auto; }
 .note { color: #666; font-style: italic; }
 .top { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
-.top > section { flex: 1 1 460px; min-width: 0; overflow-x: auto; }
+.top > section { flex: 2 1 360px; min-width: 0; overflow-x: auto; }
+.top > #summary { flex: 3 1 560px; }
 #graph svg { max-width: 100%; max-height: 640px; height: auto; width: auto; }
 """
 
@@ -133,12 +136,7 @@ def _summary(name: str, opened: str, ir: dict[str, Any], info: dict[str, Any],
              h: int) -> str:
     counts = _param_counts(ir, info)
     kinds = sorted({n["kind"] for n in ir["nodes"]})
-    tok = None
-    try:
-        from .text import tokenizer_of
-        tok = tokenizer_of(h)
-    except NeuromorphError:  # pragma: no cover - a handle we just opened
-        pass
+    tok = tokenizer_of(h)
     facts = [("model", name), ("opened from", opened), ("node kinds", ", ".join(kinds)),
              ("nodes", len(ir["nodes"])), ("parameters", f"{sum(counts.values()):,}"),
              ("dtype", info["dtype"]), ("batch size", info["batch_size"]),
@@ -217,15 +215,42 @@ def _classes(ir: dict[str, Any], expected: Optional[npt.NDArray[Any]], h: int,
     return predict(h, x).argmax(1).astype(np.int64), "the class the model predicts"
 
 
+def _token_windows(h: int, ir: dict[str, Any], text: str, samples: int,
+                   where: str) -> tuple[npt.NDArray[Any], str]:
+    """Windows of a text encoded by the model's own tokenizer (a token model saved by
+    `mdlc run --text ... --save`); DataError for a character outside its alphabet."""
+    tok = tokenizer_of(h)
+    if tok is None:
+        raise DataError(f"{where} is text: a report reads text only for a token model saved "
+                        f"with its tokenizer (`mdlc run MODEL --text FILE --save OUT.nm`)")
+    C = sequence_spec(ir).cells
+    x, _ = windows(tok.encode(text), C)
+    if not len(x):
+        raise DataError(f"{where} holds fewer than {C + 1} characters: no window to inspect")
+    return x[:samples].astype(np.float64), f"the first {min(samples, len(x))} windows of {C} " \
+        f"characters of {where}, encoded by the model's tokenizer"
+
+
 def _inputs(h: int, ir: dict[str, Any], info: dict[str, Any], data: Optional[str],
             samples: int, seed: int, x_key: Optional[str], y_key: Optional[str]) -> _Inputs:
     width = info["input_width"]
     expected: Optional[npt.NDArray[Any]] = None
-    if data is not None:
+    if data is not None and data_kind(data) == "text":
+        with open(data, encoding="utf-8") as f:
+            x, what = _token_windows(h, ir, f.read(), samples, os.path.basename(data))
+    elif data is not None:
         x, e = load_data(data, x=x_key, y=y_key, model=h)
         x, expected = x.reshape(-1, width)[:samples], np.asarray(e)
         expected = expected.reshape(-1, expected.shape[-1])[:samples]
         what = f"the first {len(x)} samples of {os.path.basename(data)}"
+    elif (tok := tokenizer_of(h)) is not None:  # a text model: the built-in text, its ids
+        try:
+            x, what = _token_windows(h, ir, formal_text((samples + 1) * width + 1, seed),
+                                     samples, "the built-in formal text")
+        except (DataError, ShapeError):  # its alphabet lacks the formal text's symbols
+            ids = min(_vocab(ir) or tok.vocab_size, tok.vocab_size)
+            x = np.random.default_rng(seed).integers(0, ids, (samples, width)).astype(float)
+            what = f"{samples} random token-id sequences (ids 0..{ids - 1})"
     else:
         batch = info["batch_size"]
         try:
@@ -250,9 +275,10 @@ def _column_pictures(d: dict[str, Any], inp: _Inputs) -> list[str]:
     if inp.classes is not None and len(np.unique(inp.classes)) > 1:
         s = viz.smoothness(d, inp.classes)
         out.append(_figure_html(viz.topographic_map(d, inp.classes), (
-            f"each column's preferred class ({inp.class_source}; the class whose samples give "
-            f"the column its largest mean response norm); smoothness {s:.3f} = mean cosine "
-            f"similarity of neighbouring columns' class preferences")))
+            f"each column's preferred class ({inp.class_source}; the class whose samples raise "
+            f"the column's mean response norm most above the sheet's mean for that class); "
+            f"smoothness {s:.3f} = mean cosine similarity of neighbouring columns' class "
+            f"preferences (near 0 for a map with no spatial order)")))
     C = np.asarray(d["position"]).shape[0]
     centre = C // 2
     out.append(_figure_html(viz.column_attention(d), "attention between columns, sample 0, "
@@ -292,7 +318,8 @@ def _neuron_pictures(d: dict[str, Any], inp: _Inputs) -> list[str]:
         inp.notes.append(f"neurons visited per sample: mean {count.mean():.3g}")
     return [_figure_html(viz.routing(d, section=p), f"the route of sample 0 through section "
                          f"{p}: visited neurons in order (red arrows), the voltage at each "
-                         f"visited neuron, the router's entry scores (orange)")
+                         f"visited neuron, the router's entry scores (orange); right: how "
+                         f"often each neuron is visited and entered over all samples")
             for p in range(min(P, 2))]
 
 
@@ -338,7 +365,7 @@ def _pictures(h: int, ir: dict[str, Any], inp: Optional[_Inputs], why_not: str) 
 
 # ---------------------------------------------------------------------------- the page
 def build_report(model_path: str, data: Optional[str] = None, out: str = "report.html", *,
-                 samples: int = 32, seed: int = 0, x: Optional[str] = None,
+                 samples: int = 64, seed: int = 0, x: Optional[str] = None,
                  y: Optional[str] = None) -> str:
     """Write the HTML report of a model to `out` and return its path.
 

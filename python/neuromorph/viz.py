@@ -420,7 +420,8 @@ def routing(neuron: Inspected, sample: int = 0, section: int = 0) -> "Figure":
     """One sample's route through a neuron section: the neurons on a circle (attentive ones
     ringed, entry candidates labelled with the router's score), neighbour links in grey,
     the visited chain as numbered arrows (entry first), each visited neuron coloured by the
-    voltage at its input."""
+    voltage at its input; beside it, how often each neuron is visited and entered over all
+    the inspected samples of that section."""
     _need(neuron, _NEURON, "neuron")
     route = _array(neuron, "route", 3, "neuron").astype(np.int64)  # (N, P, M)
     volt = _array(neuron, "voltage", 3, "neuron").astype(np.float64)
@@ -437,8 +438,8 @@ def routing(neuron: Inspected, sample: int = 0, section: int = 0) -> "Figure":
     angle = np.pi / 2 - 2 * np.pi * np.arange(M) / M
     xy = np.stack([np.cos(angle), np.sin(angle)], 1)
     X, Y = xy[:, 0], xy[:, 1]
-    fig = _figure(5.6, 5.2)
-    ax = fig.add_subplot()
+    fig = _figure(10.0, 5.0)
+    ax, bars = fig.subplots(1, 2, width_ratios=[1.25, 1])
     for m in range(M):
         for q in nbrs[p, m]:
             if 0 <= q < M:
@@ -477,7 +478,25 @@ def routing(neuron: Inspected, sample: int = 0, section: int = 0) -> "Figure":
     ax.set_title(f"sample {n}, section {p}: {len(chain)} of {M} neurons visited\n"
                  f"entry {chain[0] if chain else '-'} (red ring); entry scores in orange",
                  fontsize=9)
+    _visit_bars(bars, route[:, p], M)
     return fig
+
+
+def _visit_bars(ax: "Axes", route: npt.NDArray[np.int64], M: int) -> None:
+    """How often each neuron is visited, and entered, over all samples of one section."""
+    N = len(route)
+    visits = np.array([np.sum(np.any(route == m, axis=1)) for m in range(M)]) / N
+    entered = np.array([np.sum(route[:, 0] == m) for m in range(M)]) / N
+    ax.bar(np.arange(M), visits, color="tab:blue", alpha=0.45, label="visited")
+    ax.bar(np.arange(M), entered, color="tab:red", width=0.5, label="entered")
+    ax.set_xticks(np.arange(M))
+    ax.set_xlabel("neuron")
+    ax.set_ylabel("fraction of samples")
+    ax.set_ylim(0, 1.05)
+    length = (route >= 0).sum(1)
+    ax.set_title(f"over all {N} samples: chain length {length.mean():.2g} "
+                 f"({length.min()}-{length.max()})", fontsize=9)
+    ax.legend(fontsize=8)
 
 
 # ---------------------------------------------------------------------------- training
