@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "../core/struct_node.h"
 #include "../cpu/gemm.h"
 #include "../cpu/threads.h"
 #include "../mpi/reducer.h"
@@ -223,6 +224,17 @@ PYBIND11_MODULE(_core, m) {
     d["ir_version"] = nm::kIrVersion;
     d["cuda_compiler_found"] = nm::cuda_compiler_found();
     d["cuda_built"] = nm::cuda_built();
+    return d;
+  });
+  // The IR names the engine reads, per table, and the structured kinds registered by their
+  // units (tests/test_registry.py checks them against the compiler's tables).
+  m.def("tables", [] {
+    py::dict d;
+    for (const auto& [table, names] : nm::ir_tables()) d[py::str(table)] = names;
+    std::vector<std::string> kinds;
+    for (int k = 0; k < int(nm::NodeKind::kCount); ++k)
+      if (const nm::KindEntry* e = nm::registered_kind(nm::NodeKind(k))) kinds.push_back(e->name);
+    d["registered_kinds"] = kinds;
     return d;
   });
   m.def("seed", [](uint64_t s) { nm::seed(s); });

@@ -23,6 +23,9 @@ const char* const kLossNames[] = {"mse", "mae", "mape", "huber", "huber_modified
 const char* const kMergeNames[] = {"additive", "multiplicative", "average"};
 const char* const kWeightNames[] = {"xavier", "he", "lecun", "uniform", "normal", "orthogonal"};
 const char* const kBiasNames[] = {"zero", "const_flat", "const_uneven"};
+const char* const kKindNames[] = {"input", "layer", "output", "merge", "split", "tap", "attn2d",
+                                  "column", "energy", "neuron", "embed", "pool"};
+static_assert(std::size(kKindNames) == size_t(NodeKind::kCount), "a node kind without its IR name");
 const char* const kLgNames[] = {"linear", "relu", "repu", "exp", "rexp", "tanh", "sigmoid",
                                 "softmax", "layernorm", "spherical", "ghostmax", "relu_leaky",
                                 "elu", "selu"};
@@ -73,16 +76,7 @@ std::vector<double> params_of(const json& fn, const std::string& where) {
   return p;
 }
 
-NodeKind kind_of(const std::string& s) {
-  static const std::map<std::string, NodeKind> kinds = {
-      {"input", NodeKind::Input}, {"layer", NodeKind::Layer}, {"output", NodeKind::Output},
-      {"merge", NodeKind::Merge}, {"split", NodeKind::Split}, {"tap", NodeKind::Tap},
-      {"attn2d", NodeKind::Attn2d}, {"column", NodeKind::Column}, {"energy", NodeKind::Energy},
-      {"neuron", NodeKind::Neuron}, {"embed", NodeKind::Embed}, {"pool", NodeKind::Pool}};
-  auto it = kinds.find(s);
-  if (it == kinds.end()) throw IRError("IR: unknown node kind '" + s + "'");
-  return it->second;
-}
+NodeKind kind_of(const std::string& s) { return lookup<NodeKind>(kKindNames, s, "node kind"); }
 
 StructSpec struct_of(const json& j, const std::string& where) {
   StructSpec st;
@@ -314,6 +308,15 @@ IrModel load_ir(const std::string& text) {
   validate_ir(m);
   m.json = text;
   return m;
+}
+
+std::vector<std::pair<std::string, std::vector<std::string>>> ir_tables() {
+  auto list = [](const auto& names) { return std::vector<std::string>(std::begin(names), std::end(names)); };
+  return {{"node_kinds", list(kKindNames)},       {"activations", list(kActNames)},
+          {"losses", list(kLossNames)},           {"merges", list(kMergeNames)},
+          {"weight_inits", list(kWeightNames)},   {"bias_inits", list(kBiasNames)},
+          {"lagrangians", list(kLgNames)},        {"synapses", list(kSynNames)},
+          {"pools", list(kPoolNames)}};
 }
 
 }  // namespace nm

@@ -125,6 +125,10 @@ struct IrModel {
   std::string json;  // the document as loaded
 };
 
+// The IR names the engine reads, table by table (node_kinds, activations, losses, merges,
+// weight_inits, bias_inits, lagrangians, synapses, pools), in enum order: for the test that the
+// compiler's tables and the engine's agree (tests/test_registry.py).
+std::vector<std::pair<std::string, std::vector<std::string>>> ir_tables();
 IrModel load_ir(const std::string& json_text);  // throws IRError; validated (validate_ir)
 // The one IR validator (core/validate.cpp): every rule the plan and the ops rely on.
 void validate_ir(const IrModel& m);

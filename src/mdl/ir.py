@@ -20,6 +20,7 @@ from . import ast, passes
 from .fnchecks import Fn, check_header
 from .diagnostics import Diagnostic, MDLError, MDLWarning, Reporter, Source, Span
 from .parser import parse
+from .structs import STRUCT_KINDS
 
 IR_FORMAT = "neuromorph-ir"
 IR_VERSION = 3
@@ -27,6 +28,10 @@ IR_VERSION = 3
 # clamp, several out layers and learned beta
 IR_VERSIONS_READ = (1, 2, 3)
 STAGES = ("parse", "resolve", "structure", "widths", "delays", "ir")
+# Every node kind an IR document can hold (the engine's table: csrc/core/ir.cpp kKindNames;
+# tests/test_registry.py checks that they agree)
+GRAPH_KINDS = ("input", "layer", "output", "merge", "split", "tap")
+NODE_KINDS = GRAPH_KINDS + STRUCT_KINDS + ("energy",)
 
 
 JSON = dict[str, Any]  # a JSON object: the IR document and its parts
