@@ -1,7 +1,8 @@
 #!/bin/sh
 # The README's "See inside a model" tour: train each seed model briefly on the data the package
-# makes, write its report, and (with Chromium installed) the screenshot docs/report-<model>.png.
-#   sh examples/report_tour.sh [OUT_DIR]          # ~40 s on 2 cores
+# makes, write its report, and (with Chromium installed) its screenshot OUT_DIR/report-<model>.png
+# (the ones in docs/ were made so).
+#   sh examples/report_tour.sh [OUT_DIR]          # under a minute on 2 cores
 set -e
 out=${1:-tour}
 mkdir -p "$out"

@@ -181,6 +181,12 @@ def test_mdlc_report_errors(tmp_path, capsys):
     assert main(["report", str(bad), "-o", str(tmp_path / "r.html")]) == 3
     assert not (tmp_path / "r.html").exists()
     assert main(["report", "readme-model", "-o", str(tmp_path / "no" / "r.html")]) == 2
+    assert "there is no folder" in capsys.readouterr().err
+    text = tmp_path / "t.txt"
+    text.write_text("some text, long enough " * 10, encoding="utf-8")
+    assert main(["report", "readme-model", "--data", str(text), "-o",
+                 str(tmp_path / "r.html")]) == 3
+    assert "only for a token model saved with its tokenizer" in capsys.readouterr().err
 
 
 def test_untrained_source_model_and_escaping(tmp_path):

@@ -409,6 +409,9 @@ def report_command(args: argparse.Namespace) -> int:
     from mdl.cli import UsageError
     if (args.x is not None or args.y is not None) and not args.data:
         raise UsageError("--x and --y name arrays or columns of --data, which is not given")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"cannot write {args.output}: there is no folder {folder}")
     try:
         out = build_report(args.file, args.data, args.output, samples=args.samples,
                            seed=args.seed, x=args.x, y=args.y)
