@@ -102,9 +102,7 @@ NM_HD T deriv(T p, T alpha, T z, T a) {
 
 // Every activation, once: the dispatchers below expand it (a missing enumerator fails the
 // build through -Werror=switch).
-#define NM_EVERY_ACT(X) X(Sigmoid) X(Tanh) X(Relu) X(Linear) X(BinaryStep) X(ReluLeaky) \
-  X(ReluParametric) X(Elu) X(Selu) X(Softmax) X(Swish) X(Gelu) X(GeluErf)
-#define NM_ACT_CASE(a) case Act::a: return fn(ActTag<Act::a>{});
+#define NM_ACT_CASE(a, name) case Act::a: return fn(ActTag<Act::a>{});
 
 // Calls fn(ActTag<f>{}) with the activation as a compile-time constant: loops written inside fn
 // get one specialised (vectorisable) body per activation. with_act runs on host and device;
@@ -112,7 +110,7 @@ NM_HD T deriv(T p, T alpha, T z, T a) {
 template <class Fn>
 NM_HD decltype(auto) with_act(Act f, Fn&& fn) {
   switch (f) {
-    NM_EVERY_ACT(NM_ACT_CASE)
+    NM_ACTIVATIONS(NM_ACT_CASE)
     case Act::kCount: break;
   }
   return fn(ActTag<Act::kCount>{});  // not an activation: the identity
@@ -120,7 +118,7 @@ NM_HD decltype(auto) with_act(Act f, Fn&& fn) {
 template <class Fn>
 inline decltype(auto) with_act_host(Act f, Fn&& fn) {
   switch (f) {
-    NM_EVERY_ACT(NM_ACT_CASE)
+    NM_ACTIVATIONS(NM_ACT_CASE)
     case Act::kCount: break;
   }
   return fn(ActTag<Act::kCount>{});

@@ -15,11 +15,10 @@ namespace {
 
 using json = nlohmann::json;
 
-const char* const kActNames[] = {"sigmoid", "tanh", "relu", "linear", "binary_step", "relu_leaky",
-                                 "relu_parametric", "elu", "selu", "softmax", "swish", "gelu",
-                                 "gelu_erf"};
-const char* const kLossNames[] = {"mse", "mae", "mape", "huber", "huber_modified",
-                                  "cross_entropy", "hinge"};
+#define NM_IR_NAME(e, name) name,
+const char* const kActNames[] = {NM_ACTIVATIONS(NM_IR_NAME)};
+const char* const kLossNames[] = {NM_LOSSES(NM_IR_NAME)};
+#undef NM_IR_NAME
 const char* const kMergeNames[] = {"additive", "multiplicative", "average"};
 const char* const kWeightNames[] = {"xavier", "he", "lecun", "uniform", "normal", "orthogonal"};
 const char* const kBiasNames[] = {"zero", "const_flat", "const_uneven"};

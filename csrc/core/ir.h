@@ -27,10 +27,22 @@ constexpr bool is_struct_kind(NodeKind k) {
   return false;
 }
 
-// One op list; tables indexed by these enums static_assert their size against kCount.
-enum class Act { Sigmoid, Tanh, Relu, Linear, BinaryStep, ReluLeaky, ReluParametric, Elu, Selu,
-                 Softmax, Swish, Gelu, GeluErf, kCount };
-enum class Loss { Mse, Mae, Mape, Huber, HuberModified, CrossEntropy, Hinge, kCount };
+// One op list each: every activation and loss as X(enumerator, IR name). The enums, the IR's
+// name tables (core/ir.cpp) and the dispatch (core/formulas.h: with_act) are made from these
+// lists, so a new op is one line here and its formula (docs/extending.md).
+#define NM_ACTIVATIONS(X)                                                                      \
+  X(Sigmoid, "sigmoid") X(Tanh, "tanh") X(Relu, "relu") X(Linear, "linear")                    \
+  X(BinaryStep, "binary_step") X(ReluLeaky, "relu_leaky") X(ReluParametric, "relu_parametric") \
+  X(Elu, "elu") X(Selu, "selu") X(Softmax, "softmax") X(Swish, "swish") X(Gelu, "gelu")         \
+  X(GeluErf, "gelu_erf")
+#define NM_LOSSES(X)                                                                           \
+  X(Mse, "mse") X(Mae, "mae") X(Mape, "mape") X(Huber, "huber")                                 \
+  X(HuberModified, "huber_modified") X(CrossEntropy, "cross_entropy") X(Hinge, "hinge")
+#define NM_ENUMERATOR(e, name) e,
+enum class Act { NM_ACTIVATIONS(NM_ENUMERATOR) kCount };
+enum class Loss { NM_LOSSES(NM_ENUMERATOR) kCount };
+#undef NM_ENUMERATOR
+// Tables indexed by the enums below static_assert their size against kCount.
 enum class MergeOp { Additive, Multiplicative, Average, kCount };
 enum class WeightInit { Xavier, He, Lecun, Uniform, Normal, Orthogonal, kCount };
 enum class BiasInit { Zero, ConstFlat, ConstUneven, kCount };
