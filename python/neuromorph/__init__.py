@@ -16,7 +16,7 @@ the object interface in `neuromorph.model`.
 from __future__ import annotations
 
 from . import _blas  # noqa: F401  (loads the OpenBLAS library before the engine: first)
-from . import _sources, models, text, training
+from . import _sources, models, text, training, viz  # viz: matplotlib loads on first picture
 # private names, the same objects as before the split: tests read the per-handle records
 from ._checks import OUTPUTS as _OUTPUTS
 from ._checks import as_batches as _as_batches
@@ -28,8 +28,8 @@ from ._checks import finite as _finite
 from ._checks import optim as _optim
 from ._checks import output as _output
 from .api import (__version__, build, build_info, compile, compile_ir, cuda_available, energy,
-                  evaluate, fit, get_params, gradients, history, info, inspect, load, predict, release,
-                  reset_state, save, seed, set_params, stats, to_device, train)
+                  evaluate, fit, get_params, gradients, history, info, inspect, load, predict,
+                  release, reset_state, save, seed, set_params, stats, to_device, train)
 from .data import load_data
 from .errors import (DataError, DeviceError, DivergedError, HandleError, IRError,
                      ModelFileError, NeuromorphError, OutOfMemoryError, ShapeError, StateError)
