@@ -12,6 +12,12 @@ MODELS = [
      "(y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=0.5)),
     ("/xavier, zero/ (x, 32) (a, 400, <tanh>) (y, 300, <softmax>, <mse>)", dict(optimizer="momentum")),
     ("/xavier, zero/ (x, 32) (a, 400, <swish>) (y, 8, <linear>, <mse>)", {}),
+    # structured kinds: attn2d's per-sample window attention and RoPE, its layer norms over
+    # rows and its MLP activations on the worker threads; a column sheet's per-column norms
+    ("/xavier, zero/ (x, 512) (g, attn2d, 8x8, dim 8, heads 2, window 1, depth 2, mask raster, "
+     "<gelu>) (y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam")),
+    ("/xavier, zero/ (x, 256) (c, column, 4x4, dim 16, qk 8, mlp 256, depth 2, wiring 0.1, <gelu>) "
+     "(y, 10, <softmax>, <cross_entropy>)", {}),
 ]
 
 
@@ -29,7 +35,8 @@ def _run(text, opts, threads):
     return out
 
 
-@pytest.mark.parametrize("text,opts", MODELS, ids=["prelu-adam-clip", "softmax-mse-momentum", "swish-sgd"])
+@pytest.mark.parametrize("text,opts", MODELS, ids=["prelu-adam-clip", "softmax-mse-momentum", "swish-sgd",
+                                              "attn2d", "column"])
 def test_one_and_two_threads_agree_and_two_are_deterministic(text, opts):
     try:
         one = _run(text, opts, 1)

@@ -325,6 +325,13 @@ class Attn2dNode final : public StructNode<T> {
     hw[0] = H_, hw[1] = W_;
   }
 
+  // fn(first sample, count) over chunks of the `rows` samples, on the engine's worker threads
+  // (cpu/threads.h); the chunks depend on the thread count only, and samples never mix.
+  template <class F>
+  void per_sample(int rows, F&& fn) {
+    cpu::parallel_for(size_t(rows), 1, [&](int, size_t b0, size_t b1) { fn(b0, int(b1 - b0)); });
+  }
+
   void block_forward(const T* P, const Block& b, int c, T* X, int row, int rows) {
     const int R = rows * S_;
     T* u = u_.data();
@@ -341,11 +348,15 @@ class Attn2dNode final : public StructNode<T> {
     } else {
       for (T* t : {q, k, v}) std::memcpy(t, u, sizeof(T) * R * d_);
     }
-    if (rope_) {
-      attn2d::rope(grid_, q, rows, false);
-      attn2d::rope(grid_, k, rows, false);
-    }
-    attn2d::window_forward(grid_, q, k, v, sv(c, kP, row), ctx, rows);
+    T* A = sv(c, kP, row);
+    per_sample(rows, [&](size_t b0, int n) {  // samples are independent: chunks of samples
+      const size_t o = b0 * S_ * d_;
+      if (rope_) {
+        attn2d::rope(grid_, q + o, n, false);
+        attn2d::rope(grid_, k + o, n, false);
+      }
+      attn2d::window_forward(grid_, q + o, k + o, v + o, A + b0 * S_ * heads_ * grid_.Wn, ctx + o, n);
+    });
     if (this->probe_) record(c, sv(c, kP, row), row, rows);
     const T* add = ctx;
     if (proj_) {
@@ -366,31 +377,31 @@ class Attn2dNode final : public StructNode<T> {
     const size_t n = size_t(R) * d_;
     T *u = u_.data(), *du = du_.data(), *dh = dhid_.data();
     // MLP: X += W2 act(W1 LN2(X) + c1) + c2
-    std::fill(dh, dh + size_t(R) * hid_, T(0));
-    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, dh, R, hid_, d_);
+    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, dh, R, hid_, d_, true);
     nn::act_backward(act_, act_p_, sv(c, kZ1, row), sv(c, kA1, row), dh, dh, size_t(R) * hid_);
     nn::ln_apply(sv(c, kXhat2, row), P + b.g2, P + b.b2, u, R, d_, 1);
-    std::fill(du, du + n, T(0));
-    nn::linear_backward(u, P + b.w1, dh, G + b.w1, G + b.c1, du, R, d_, hid_);
+    nn::linear_backward(u, P + b.w1, dh, G + b.w1, G + b.c1, du, R, d_, hid_, true);
     nn::ln_backward(sv(c, kXhat2, row), sv(c, kRstd2, row), P + b.g2, du, gX, G + b.g2, G + b.b2,
                     R, d_, 1);
     // attention: X += Wo LA(rope(Wq u), rope(Wk u), Wv u), u = LN1(X)
     T* dctx = dctx_.data();
     if (proj_) {
-      std::fill(dctx, dctx + n, T(0));
-      nn::linear_backward(sv(c, kCtx, row), P + b.wo, gX, G + b.wo, (T*)nullptr, dctx, R, d_, d_);
+      nn::linear_backward(sv(c, kCtx, row), P + b.wo, gX, G + b.wo, (T*)nullptr, dctx, R, d_, d_, true);
     } else {
       std::memcpy(dctx, gX, sizeof(T) * n);
     }
     T *dq = dq_.data(), *dk = dk_.data(), *dv = dv_.data();
     for (T* t : {dq, dk, dv}) std::fill(t, t + n, T(0));
-    attn2d::window_backward(grid_, sv(c, kQ, row), sv(c, kK, row), sv(c, kV, row), sv(c, kP, row),
-                            dctx, dq, dk, dv, rows);
-    if (rope_) {
-      attn2d::rope(grid_, dq, rows, true);
-      attn2d::rope(grid_, dk, rows, true);
-    }
-    std::fill(du, du + n, T(0));
+    const T *q = sv(c, kQ, row), *k = sv(c, kK, row), *v = sv(c, kV, row), *A = sv(c, kP, row);
+    per_sample(rows, [&](size_t b0, int m) {  // a sample's gradients come from that sample only
+      const size_t o = b0 * S_ * d_;
+      attn2d::window_backward(grid_, q + o, k + o, v + o, A + b0 * S_ * heads_ * grid_.Wn, dctx + o,
+                              dq + o, dk + o, dv + o, m);
+      if (rope_) {
+        attn2d::rope(grid_, dq + o, m, true);
+        attn2d::rope(grid_, dk + o, m, true);
+      }
+    });
     if (proj_) {
       nn::ln_apply(sv(c, kXhat1, row), P + b.g1, P + b.b1, u, R, d_, 1);
       T* dqkv = qkv_.data();
@@ -399,7 +410,7 @@ class Attn2dNode final : public StructNode<T> {
         std::memcpy(dqkv + size_t(r) * 3 * d_ + d_, dk + size_t(r) * d_, sizeof(T) * d_);
         std::memcpy(dqkv + size_t(r) * 3 * d_ + 2 * d_, dv + size_t(r) * d_, sizeof(T) * d_);
       }
-      nn::linear_backward(u, P + b.wq, dqkv, G + b.wq, (T*)nullptr, du, R, d_, 3 * d_);
+      nn::linear_backward(u, P + b.wq, dqkv, G + b.wq, (T*)nullptr, du, R, d_, 3 * d_, true);
     } else {
       for (size_t i = 0; i < n; ++i) du[i] = dq[i] + dk[i] + dv[i];
     }

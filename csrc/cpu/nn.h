@@ -14,16 +14,30 @@
 #include "gemm.h"
 #include "ops.h"
 #include "simd.h"
+#include "threads.h"
 
 namespace nm::nn {
 
 constexpr double kLnEps = 1e-5;
+// Elementwise and per-row work runs on the engine's worker threads (cpu/threads.h) in chunks cut
+// by index alone, so the results do not depend on the thread count; below these sizes it stays
+// on the calling thread.
+constexpr size_t kElemGrain = size_t(1) << 14;
+inline size_t row_grain(int d) { return kElemGrain / size_t(std::max(d, 1)) + 1; }
 
 // y[rows, d] = g ⊙ LN(x) + b; g, b hold G groups of d (row r uses group r % G; G = 1: shared).
 // Saves xhat[rows, d] and rstd[rows].
 template <class T>
 void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int rows, int d, int G) {
-  if constexpr (std::is_same_v<T, float>) return simd::ln_forward(x, g, b, xhat, rstd, y, rows, d, G);
+  if constexpr (std::is_same_v<T, float>) {
+    // chunks start at a multiple of G, so each chunk's rows use the groups from the first
+    const size_t units = (size_t(rows) + G - 1) / G;
+    cpu::parallel_for(units, row_grain(d * G), [&](int, size_t u0, size_t u1) {
+      const size_t r0 = u0 * G, r1 = std::min(size_t(rows), u1 * G), o = r0 * d;
+      simd::ln_forward(x + o, g, b, xhat + o, rstd + r0, y + o, int(r1 - r0), d, G);
+    });
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     const T* xr = x + size_t(r) * d;
     T mean = 0, var = 0;  // T sums: the float engine's rows are short (a cell's features)
@@ -92,15 +106,15 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, 
       for (int o = 0; o < out; ++o) y[size_t(r) * out + o] += b[o];
 }
 
-// dW += dy^T x ; db += Σ dy ; dx += dy W (dx may be null)
+// dW += dy^T x ; db += Σ dy ; dx += dy W (dx may be null; set_dx: dx = dy W, no zeroing first)
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int in,
-                     int out) {
+                     int out, bool set_dx = false) {
   cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
   if (db)
     for (int r = 0; r < rows; ++r)
       for (int o = 0; o < out; ++o) db[o] += dy[size_t(r) * out + o];
-  if (dx) cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(1), dx, in);
+  if (dx) cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(set_dx ? 0 : 1), dx, in);
 }
 
 // Untied per-column linear map: x (rows, N, in), W (N, out, in), b (N, out) or null -> y (rows,
@@ -135,14 +149,20 @@ void columns_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, 
 // Elementwise activation (never softmax / PReLU here: the compiler rejects them in an MLP).
 template <class T>
 void act_forward(Act f, double p, const T* z, T* a, size_t n) {
-  if constexpr (std::is_same_v<T, float>) simd::act_forward(f, float(p), 0.0f, z, a, n);
+  if constexpr (std::is_same_v<T, float>)
+    cpu::parallel_for(n, f == Act::Softmax ? n : kElemGrain, [&](int, size_t b, size_t e) {
+      simd::act_forward(f, float(p), 0.0f, z + b, a + b, e - b);
+    });
   else ops::act_forward<T>(f, T(p), T(0), z, a, 1, int(n));
 }
 
 // dz = da ⊙ f'(z) (overwrites dz)
 template <class T>
 void act_backward(Act f, double p, const T* z, const T* a, const T* da, T* dz, size_t n) {
-  if constexpr (std::is_same_v<T, float>) simd::act_backward(f, float(p), 0.0f, z, a, da, dz, nullptr, n);
+  if constexpr (std::is_same_v<T, float>)
+    cpu::parallel_for(n, f == Act::Softmax ? n : kElemGrain, [&](int, size_t b, size_t e) {
+      simd::act_backward(f, float(p), 0.0f, z + b, a + b, da + b, dz + b, nullptr, e - b);
+    });
   else ops::act_backward<T>(f, T(p), T(0), z, a, da, dz, nullptr, 1, int(n));
 }
 
