@@ -554,8 +554,13 @@ class Model final : public ModelBase {
   void act_fwd(const IrNode& nd, const LayerPlan& L, const T* z, T* a, int rows) {
     if (nd.act == Act::Softmax || !kFast) {  // rows
       parallel_for(size_t(rows), kChunk / size_t(L.out) + 1, [&](int, size_t b, size_t e) {
-        ops::act_forward(nd.act, T(nd.act_param), alpha(L), z + b * L.out, a + b * L.out,
-                         int(e - b), L.out);
+        if constexpr (kFast) {  // the vectorised softmax of the float engine
+          std::memcpy(a + b * L.out, z + b * L.out, sizeof(T) * (e - b) * L.out);
+          simd::softmax_rows(a + b * L.out, int(e - b), L.out);
+        } else {
+          ops::act_forward(nd.act, T(nd.act_param), alpha(L), z + b * L.out, a + b * L.out,
+                           int(e - b), L.out);
+        }
       });
       return;
     }
@@ -600,6 +605,17 @@ class Model final : public ModelBase {
     const int C = out.cells, n = out.width / C;
     const double scale = 1.0 / (double(R_) * C);
     double total = 0;
+    if (class_ids_ && out.loss == Loss::CrossEntropy)  // the class's entry only, no one-hot rows
+      for (int r = 0; r < R_; ++r) {
+        const T* a = val(ir_.output, r);
+        double sample = 0;
+        for (int c = 0; c < C; ++c)
+          sample += ops::xent_class(a + size_t(c) * n, class_id(e[size_t(r) * C + c], r, c),
+                                    want_grad ? vgrad(ir_.output, r) + size_t(c) * n : nullptr, n,
+                                    scale, fused_xent_);
+        total += sample / C;
+      }
+    else
     for (int r = 0; r < R_; ++r) {
       const T* a = val(ir_.output, r);
       const T* er = class_ids_ ? one_hot(e + size_t(r) * C, r) : e + size_t(r) * out.width;
@@ -664,15 +680,16 @@ class Model final : public ModelBase {
     const IrNode& out = ir_.nodes[ir_.output];
     const int C = out.cells, n = out.width / C;
     onehot_.assign(size_t(out.width), T(0));
-    for (int c = 0; c < C; ++c) {
-      const T v = ids[c];
-      if (!(v >= 0 && v < n) || v != std::floor(v))
-        throw DataError("expected class id " + fmt_num(double(v)) + " at batch " +
-                        std::to_string(batch_) + ", sample " + std::to_string(r) + ", cell " +
-                        std::to_string(c) + " is not an integer in 0.." + std::to_string(n - 1));
-      onehot_[size_t(c) * n + size_t(v)] = T(1);
-    }
+    for (int c = 0; c < C; ++c) onehot_[size_t(c) * n + size_t(class_id(ids[c], r, c))] = T(1);
     return onehot_.data();
+  }
+  int class_id(T v, int r, int c) const {  // an expected class id, checked
+    const int n = ir_.nodes[ir_.output].width / ir_.nodes[ir_.output].cells;
+    if (!(v >= 0 && v < n) || v != std::floor(v))
+      throw DataError("expected class id " + fmt_num(double(v)) + " at batch " +
+                      std::to_string(batch_) + ", sample " + std::to_string(r) + ", cell " +
+                      std::to_string(c) + " is not an integer in 0.." + std::to_string(n - 1));
+    return int(v);
   }
   static std::string fmt_num(double v) {
     char buf[32];

@@ -113,6 +113,23 @@ template <class T> void loss_backward(Loss l, double p, const T* r, const T* e, 
   for (int i = 0; i < n; ++i) dr[i] = T(k * fm::loss_grad(l, p, double(r[i]), double(e[i])));
 }
 
+// Cross-entropy of one row a[n] against class `id` (a one-hot target without building it):
+// the loss -log a[id] (clamped as loss_term clamps), and with dz the gradient scaled by `scale`:
+// softmax-fused dz = scale (a - onehot), else dL/da = -scale / a[id] at the class only.
+template <class T> double xent_class(const T* a, int id, T* dz, int n, double scale, bool fused) {
+  const double p = double(a[id]);
+  const double loss = fm::loss_term(Loss::CrossEntropy, 0.0, p, 1.0);
+  if (!dz) return loss;
+  if (fused) {
+    for (int i = 0; i < n; ++i) dz[i] = T(scale * double(a[i]));
+    dz[id] = T(fm::softmax_xent_grad(p, 1.0, 1.0, scale));
+  } else {
+    for (int i = 0; i < n; ++i) dz[i] = T(0);
+    dz[id] = T(scale * fm::loss_grad(Loss::CrossEntropy, 0.0, p, 1.0));
+  }
+  return loss;
+}
+
 // Softmax output with cross-entropy, fused: dz = scale * (a * sum(e) - e), exact for any e.
 template <class T> void softmax_xent_backward(const T* a, const T* e, T* dz, int n, double scale) {
   double se = 0;
