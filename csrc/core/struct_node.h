@@ -127,8 +127,9 @@ std::unique_ptr<StructNode<T>> make_struct(const IrNode& nd) {
   else return k->f64(nd);
 }
 
-// A neuron node's activation count per sample of its last forward; empty for other nodes.
+// A neuron node's activation count per sample of its last forward call, into out[0..rows) (the
+// rows of that call); node must be a neuron node. No allocation: it runs after every forward.
 template <class T>
-std::vector<double> neuron_counts(StructNode<T>* node);
+void neuron_counts(StructNode<T>* node, double* out);
 
 }  // namespace nm

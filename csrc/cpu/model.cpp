@@ -75,6 +75,8 @@ class Model final : public ModelBase {
     aux_.assign(aux_nodes_.size() * size_t(B_), 0.0);
     for (auto& sn : structs_)
       if (sn) sn->allocate(B_);
+    for (size_t i = 0; i < ir_.nodes.size(); ++i)  // neuron nodes' counts of the last forward
+      if (ir_.nodes[i].kind == NodeKind::Neuron) stats_[int(i)].assign(size_t(B_), 0.0);
     steps_ = 0;
     initialise(seed);
     built_ = true;
@@ -460,11 +462,7 @@ class Model final : public ModelBase {
           if (aux_nodes_[a] == idx) aux = &aux_[a * B_ + row];
         structs_[idx]->forward(params_.data(), val(nd.inputs[0].node, row), val(idx, row), row,
                                rows, aux);
-        if (nd.kind == NodeKind::Neuron) {
-          const std::vector<double> c = neuron_counts(structs_[idx].get());
-          stats_[idx].resize(B_);
-          std::copy(c.begin(), c.end(), stats_[idx].begin() + row);
-        }
+        if (nd.kind == NodeKind::Neuron) neuron_counts(structs_[idx].get(), &stats_[idx][size_t(row)]);
         break;
       }
       case NodeKind::Merge:

@@ -702,13 +702,12 @@ class NeuronNode final : public StructNode<T> {
 NM_REGISTER_KIND(NodeKind::Neuron, "neuron", NeuronNode);
 
 template <class T>
-std::vector<double> neuron_counts(StructNode<T>* node) {
-  auto* n = dynamic_cast<NeuronNode<T>*>(node);
-  if (!n) return {};
+void neuron_counts(StructNode<T>* node, double* out) {
+  auto* n = static_cast<NeuronNode<T>*>(node);
   const auto first = n->counts().begin() + n->last_row();
-  return std::vector<double>(first, first + n->last_rows());
+  std::copy(first, first + n->last_rows(), out);
 }
-template std::vector<double> neuron_counts<float>(StructNode<float>*);
-template std::vector<double> neuron_counts<double>(StructNode<double>*);
+template void neuron_counts<float>(StructNode<float>*, double*);
+template void neuron_counts<double>(StructNode<double>*, double*);
 
 }  // namespace nm
