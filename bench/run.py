@@ -417,6 +417,14 @@ def case_twin(case, shape, text, batch, x, e, make_twin, forms, tx, tt, lossf, b
     nm.build(h, threads=OPTS.threads)
     extra, notes = {"params_ours": n_params_ours(h)}, [note] if note else []
     fns = {"ours": lambda: nm.train(h, x, e, verbosity=0)}
+    if OPTS.threads > 1:  # the thread speed-up, measured in this run (threads are process-wide)
+        def one_thread():
+            nm._core.set_threads(1)
+            try:
+                nm.train(h, x, e, verbosity=0)
+            finally:
+                nm._core.set_threads(OPTS.threads)
+        fns["ours_1_thread"] = one_thread
     if torch is not None:
         extra["params_torch"] = None
         for form in forms:
@@ -443,6 +451,9 @@ def case_twin(case, shape, text, batch, x, e, make_twin, forms, tx, tt, lossf, b
     finally:
         nm.release(h)
     ours, theirs = med.pop("ours"), None
+    if "ours_1_thread" in med:
+        one = med.pop("ours_1_thread")
+        extra.update(ours_1_thread_us=round(one, 1), speedup_vs_1_thread=round(one / ours, 2))
     if torch is not None:
         for f in forms:
             extra[f"torch_{f}_us"] = round(med[f], 1) if f in med else None

@@ -44,6 +44,7 @@ WORKER = textwrap.dedent('''
     import neuromorph as nm
 
     mode, out, dtype, optimizer, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+    device = sys.argv[6]
     from mpi4py import MPI
     rank = MPI.COMM_WORLD.Get_rank()
     MLP = "/xavier,zero/ (x, 6) (h, 16, <tanh>) (h2, 8, <relu>) (y, 3, <softmax>, <cross_entropy>)"
@@ -62,7 +63,7 @@ WORKER = textwrap.dedent('''
         MLP = open(nm.models.path("neuron-model")).read().replace("route sample", "route batch")
     nm.seed(rank * 11)                       # rank 1 builds other parameters: broadcast fixes it
     h = nm.compile(MLP, 4, 0.1, dtype=dtype, **opt)
-    nm.build(h)
+    nm.build(h, device=device)
     if mode == "routebatch":
         x, e = np.zeros((n, nm.info(h)["input_width"])), np.zeros((n, nm.info(h)["output_width"]))
     if mode == "raise" and rank == 1:
@@ -89,13 +90,13 @@ def _env() -> dict:
 
 
 def _launch(tmp_path, mode, dtype="float64", optimizer="sgd", n=STEPS * 2 * B, ranks=2,
-            tag="run", check=True):
+            tag="run", check=True, device="cpu"):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = str(tmp_path / tag)
     start = time.time()
     done = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(script), mode, out,
-                           dtype, optimizer, str(n)], capture_output=True, text=True,
+                           dtype, optimizer, str(n), device], capture_output=True, text=True,
                           timeout=TIMEOUT_S, env=_env())
     done.elapsed = time.time() - start
     if check:
@@ -103,7 +104,7 @@ def _launch(tmp_path, mode, dtype="float64", optimizer="sgd", n=STEPS * 2 * B, r
     return out, done
 
 
-def _single(dtype, optimizer, n=STEPS * 2 * B):
+def _single(dtype, optimizer, n=STEPS * 2 * B, device="cpu"):
     """The reference: one process, batch 2B, seed 0, the same data."""
     opt = {"sgd": {}, "adam": {"optimizer": "adam", "grad_clip": 0.05}}[optimizer]
     rng = np.random.default_rng(7)
@@ -111,7 +112,7 @@ def _single(dtype, optimizer, n=STEPS * 2 * B):
     e = np.eye(3)[rng.integers(0, 3, size=n)]
     nm.seed(0)
     h = nm.compile(MLP, 2 * B, 0.1, dtype=dtype, **opt)
-    nm.build(h)
+    nm.build(h, device=device)
     hist = nm.fit(h, x, e, verbosity=0)
     params = nm.get_params(h)
     nm.release(h)
@@ -139,6 +140,26 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path, dtype, optimi
         scale = max(1.0, float(np.max(np.abs(value))))
         assert np.max(np.abs(r0[name] - value)) <= tol * scale, name
     assert (tmp_path / "run.nm").exists()  # written once, by rank 0
+
+
+HAVE_GPU = nm.cuda_available()[0]
+
+
+@needs_mpi
+@pytest.mark.skipif(not HAVE_GPU, reason="no CUDA device")
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_gpu_models_train_data_parallel_on_the_host_path(tmp_path, optimizer):
+    """Two ranks of a GPU model (both on the one device here) sum their gradients through host
+    memory: equal to one GPU process on the global batch, and the ranks bit-identical."""
+    out, _ = _launch(tmp_path, "train", "float32", optimizer, device="cuda")
+    r0, r1 = _load(out, 0), _load(out, 1)
+    for k in r0:
+        assert np.array_equal(r0[k], r1[k]), k
+    want, losses = _single("float32", optimizer, device="cuda")
+    np.testing.assert_allclose(r0["losses"], losses, rtol=1e-4)
+    for name, value in want.items():
+        scale = max(1.0, float(np.max(np.abs(value))))
+        assert np.max(np.abs(r0[name] - value)) <= 1e-4 * scale, name
 
 
 @needs_mpi

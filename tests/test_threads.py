@@ -18,6 +18,9 @@ MODELS = [
      "<gelu>) (y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam")),
     ("/xavier, zero/ (x, 256) (c, column, 4x4, dim 16, qk 8, mlp 256, depth 2, wiring 0.1, <gelu>) "
      "(y, 10, <softmax>, <cross_entropy>)", {}),
+    # a sheet large enough that its (sample, head) attention pairs run on the worker threads
+    ("/xavier, zero/ (x, 512) (c, column, 16x16, dim 8, heads 2, qk 8, mlp 8, depth 1, in 64, "
+     "wiring 0.1, <gelu>) (y, 10, <softmax>, <cross_entropy>)", {}),
 ]
 
 
@@ -36,7 +39,7 @@ def _run(text, opts, threads):
 
 
 @pytest.mark.parametrize("text,opts", MODELS, ids=["prelu-adam-clip", "softmax-mse-momentum", "swish-sgd",
-                                              "attn2d", "column"])
+                                              "attn2d", "column", "column-heads"])
 def test_one_and_two_threads_agree_and_two_are_deterministic(text, opts):
     try:
         one = _run(text, opts, 1)

@@ -226,6 +226,21 @@ class ColumnNode final : public StructNode<T> {
     std::copy(wire_.begin(), wire_.end(), pr.fixed("wire", {N_, N_}));
   }
 
+  // fn(sample, head, chunk) for every (sample, head) pair of the `rows` samples: on the engine's
+  // worker threads in contiguous chunks (cpu/threads.h) when the attention is large enough to
+  // pay, each product then on its own thread; in order on the caller while a probe records.
+  template <class F>
+  void per_head(int rows, F&& fn) {
+    const size_t pairs = size_t(rows) * heads_;
+    const size_t work = size_t(N_) * N_ * size_t(kh_ + dvh_ + 4);
+    const size_t grain = this->probe_ ? pairs : std::max<size_t>(1, (size_t(1) << 20) / work);
+    auto run = [&](int chunk, size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) fn(int(i / heads_), int(i % heads_), chunk);
+    };
+    if (pairs < 2 * grain || cpu::pool_threads() < 2) return run(0, 0, pairs);
+    cpu::blas_single_threaded([&] { cpu::parallel_for(pairs, grain, run); });
+  }
+
   void step_forward(const T* P, int t, T* X, int row, int rows, double* aux) {
     const int R = rows * N_;
     const size_t nd = size_t(N_) * d_, NN = size_t(N_) * N_;
@@ -241,8 +256,9 @@ class ColumnNode final : public StructNode<T> {
     }
     T* ctx = vproj_ ? sv(t, kCtx, row) : do_.data();
     const double wscale = lambda_ / (double(T_) * heads_ * N_);
-    for (int b = 0; b < rows; ++b)
-      for (int h = 0; h < heads_; ++h) {
+    std::vector<double>& wire = wpart_;  // each (sample, head)'s wiring sum, added in order
+    wire.assign(size_t(rows) * heads_, 0.0);
+    per_head(rows, [&](int b, int h, int) {
         T* Ab = A + (size_t(b) * heads_ + h) * NN;
         cpu::gemm<T>(false, true, N_, N_, kh_, scale, q + b * size_t(N_) * kq_ + h * kh_, kq_,
                      k + b * size_t(N_) * kq_ + h * kh_, kq_, T(0), Ab, N_);
@@ -254,9 +270,12 @@ class ColumnNode final : public StructNode<T> {
         if (lambda_ > 0) {
           double c = 0;
           for (size_t i = 0; i < NN; ++i) c += wire_[i] * double(Ab[i]);
-          aux[b] += wscale * c;
+          wire[size_t(b) * heads_ + h] = c;
         }
-      }
+    });
+    if (lambda_ > 0)
+      for (int b = 0; b < rows; ++b)
+        for (int h = 0; h < heads_; ++h) aux[b] += wscale * wire[size_t(b) * heads_ + h];
     const T* o = ctx;
     if (vproj_) {
       nn::columns_forward(ctx, P + wo_, (const T*)nullptr, da_.data(), rows, N_, d_, d_);
@@ -302,12 +321,20 @@ class ColumnNode final : public StructNode<T> {
     std::fill(du, du + n, T(0));
     T* dv = vproj_ ? u2 : du;
     if (vproj_) std::fill(dv, dv + n, T(0));
-    T *dq = dq_.data(), *dk = dk_.data(), *dS = ds_.data();
+    T *dq = dq_.data(), *dk = dk_.data();
     std::fill(dq, dq + size_t(rows) * N_ * kq_, T(0));
     std::fill(dk, dk + size_t(rows) * N_ * kq_, T(0));
     const T wscale = T(aux_scale * lambda_ / (double(T_) * heads_ * N_));
-    for (int b = 0; b < rows; ++b)
-      for (int h = 0; h < heads_; ++h) {
+    // per chunk of (sample, head) pairs: its own score-gradient scratch and its own sum of the
+    // bias gradient, added to G in chunk order (the same result for a fixed thread count)
+    const int chunks = std::max(1, cpu::pool_threads());
+    if (ds_.size() < size_t(chunks) * NN) ds_.assign(size_t(chunks) * NN, T(0));
+    if (gbias_.size() < size_t(chunks) * NN) gbias_.assign(size_t(chunks) * NN, T(0));
+    std::vector<char> used(size_t(chunks), 0);
+    per_head(rows, [&](int b, int h, int chunk) {
+        T* dS = ds_.data() + size_t(chunk) * NN;
+        T* gb_bias = gbias_.data() + size_t(chunk) * NN;
+        if (!used[size_t(chunk)]) std::fill(gb_bias, gb_bias + NN, T(0)), used[size_t(chunk)] = 1;
         const T* Ab = A + (size_t(b) * heads_ + h) * NN;
         const T* gb = dctx + b * nd + h * dvh_;
         cpu::gemm<T>(false, true, N_, N_, dvh_, T(1), gb, d_, v + b * nd + h * dvh_, d_, T(0), dS, N_);
@@ -315,11 +342,14 @@ class ColumnNode final : public StructNode<T> {
         if (lambda_ > 0)
           for (size_t i = 0; i < NN; ++i) dS[i] += wscale * T(wire_[i]);
         nn::softmax_rows_backward(Ab, dS, N_, N_);
-        for (size_t i = 0; i < NN; ++i) G[bias_ + i] += dS[i];
+        for (size_t i = 0; i < NN; ++i) gb_bias[i] += dS[i];
         const size_t qo = b * size_t(N_) * kq_ + h * kh_;
         cpu::gemm<T>(false, false, N_, kh_, N_, scale, dS, N_, k + qo, kq_, T(1), dq + qo, kq_);
         cpu::gemm<T>(true, false, N_, kh_, N_, scale, dS, N_, q + qo, kq_, T(1), dk + qo, kq_);
-      }
+    });
+    for (int c = 0; c < chunks; ++c)
+      if (used[size_t(c)])
+        for (size_t i = 0; i < NN; ++i) G[bias_ + i] += gbias_[size_t(c) * NN + i];
     if (vproj_) nn::columns_backward(u, P + wv_, dv, G + wv_, (T*)nullptr, du, rows, N_, d_, d_);
     nn::columns_backward(u, P + wq_, dq, G + wq_, G + bq_, du, rows, N_, d_, kq_);
     nn::columns_backward(u, P + wk_, dk, G + wk_, (T*)nullptr, du, rows, N_, d_, kq_);
@@ -339,7 +369,8 @@ class ColumnNode final : public StructNode<T> {
   size_t g1_ = 0, b1_ = 0, wq_ = 0, bq_ = 0, wk_ = 0, wv_ = 0, wo_ = 0, bias_ = 0, g2_ = 0, b2_ = 0,
          w1_ = 0, c1_ = 0, w2_ = 0, pe_ = 0;
   std::vector<nn::Saved<T>> sv_;
-  std::vector<T> x_, gx_, u_, du_, da_, do_, dq_, dk_, dh_, ds_;
+  std::vector<T> x_, gx_, u_, du_, da_, do_, dq_, dk_, dh_, ds_, gbias_;
+  std::vector<double> wpart_;
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // BLAS-backed dense products (see gemm.h). Small products stay on the scalar ops, where a
 // BLAS call's fixed cost would dominate.
+#include <atomic>
 #include "gemm.h"
 
 #include <algorithm>
@@ -25,8 +26,10 @@ constexpr int kSmallRows = 16;
 constexpr double kThreadMin = double(1 << 24);
 int g_threads = 1;   // what build(threads=N) asked for
 int g_active = -1;   // what OpenBLAS is set to now
+std::atomic<bool> g_pinned{false};  // inside blas_single_threaded: leave OpenBLAS at 1 thread
 
 void use_threads(double work) {
+  if (g_pinned.load(std::memory_order_relaxed)) return;
   int want = work >= kThreadMin ? g_threads : 1;
   if (want != g_active) {
     scipy_openblas_set_num_threads(want);
@@ -44,6 +47,25 @@ void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const 
 }  // namespace
 
 bool have_blas() { return NM_HAVE_BLAS != 0; }
+
+void blas_single_threaded(const std::function<void()>& fn) {
+#if NM_HAVE_BLAS
+  if (g_active != 1) {
+    scipy_openblas_set_num_threads(1);
+    g_active = 1;
+  }
+  g_pinned = true;
+  try {
+    fn();
+  } catch (...) {
+    g_pinned = false;
+    throw;
+  }
+  g_pinned = false;
+#else
+  fn();
+#endif
+}
 
 void set_blas_threads(int n) {
 #if NM_HAVE_BLAS

@@ -122,6 +122,17 @@ class CudaModel final : public ModelBase {
     R_ = rows;
   }
   void set_check_finite(bool on) override { check_finite_ = on; }
+  // Data-parallel training on the host path (docs/distributed.md): the loss parts and the
+  // gradient arena go through host memory to the MPI reducer between backward and the update.
+  void set_grad_reducer(std::shared_ptr<GradReducer> reducer, double weight) override {
+    if (reducer && ir_.recurrent)
+      throw DataError("data-parallel training splits each batch across ranks, but this model is "
+                      "recurrent: its samples form one time-ordered stream");
+    if (reducer && !(weight >= 0 && weight <= 1))
+      throw DataError("a rank's share of the global batch must be in [0, 1]");
+    reducer_ = std::move(reducer);
+    weight_ = weight;
+  }
   void set_class_targets(bool on) override {
     const IrNode& o = ir_.nodes[ir_.output];
     if (on && (o.loss != Loss::CrossEntropy || o.cells < 2))
@@ -179,11 +190,12 @@ class CudaModel final : public ModelBase {
       const float* xk = data.x(k);
       const float* ek = data.e(k);
       step(xk, ek, true, step_losses_.ptr + size_t(k) * np, k);
+      if (reducer_) all_reduce(step_losses_.ptr + size_t(k) * np, np, k, stop);
       update();
       ++steps_;
       commit_carry(R_);
       ++done;
-      if (stop && stop->load(std::memory_order_relaxed)) break;
+      if (reducer_ ? stop_all_ : (stop && stop->load(std::memory_order_relaxed))) break;
     }
     finish(losses, parts, done, np);
     if (diverged_at_ >= 0) {
@@ -553,12 +565,43 @@ class CudaModel final : public ModelBase {
       batch_loss(s(), group_loss_.ptr, R_ * o.cells, aux_.ptr, int(plan_.aux_nodes.size()), B_, R_, out);
       if (want_grad) backward_all();
     }
-    if (want_grad && check_finite_) {
+    if (want_grad && check_finite_ && !reducer_) {  // distributed: after the sum (all_reduce)
       check_finite(s(), out, 1, flags_.ptr + 1);
       check_finite(s(), grads_.ptr, plan_.n_params, flags_.ptr + 1);
       mark_diverged(k);
     }
   }
+
+  // ---- distributed (begin): the host path of data-parallel training, as the CPU executor's
+  // all_reduce (cpu/model.cpp): this rank's weighted loss parts and the stop flag first (a
+  // non-finite global loss stops every rank at the same batch), then the weighted gradient
+  // arena; every rank then holds the same sums and takes the same update.
+  void all_reduce(float* out, size_t np, int k, const std::atomic<bool>* stop) {
+    std::vector<float> local(np);
+    download(local.data(), out, np);
+    std::vector<double> red(np + 1);
+    for (size_t i = 0; i < np; ++i) red[i] = weight_ * double(local[i]);
+    red[np] = stop && stop->load(std::memory_order_relaxed) ? 1.0 : 0.0;
+    reducer_->sum(red.data(), red.size(), DType::F64);
+    stop_all_ = red[np] > 0;
+    if (check_finite_ && !std::isfinite(red[0]))
+      throw Diverged("training diverged at batch " + std::to_string(k) + ": the loss summed over "
+                     "the ranks is not finite. The model holds its state from before this batch");
+    for (size_t i = 0; i < np; ++i) local[i] = float(red[i]);
+    upload(out, local.data(), np);  // the global loss parts, as finish() reports them
+    const size_t n = plan_.n_params;
+    host_grads_.resize(n);
+    download(host_grads_.data(), grads_.ptr, n);
+    if (weight_ != 1)
+      for (float& g : host_grads_) g *= float(weight_);
+    reducer_->sum(host_grads_.data(), n, DType::F32);
+    upload(grads_.ptr, host_grads_.data(), n);
+    if (check_finite_) {  // the summed gradient: the same verdict on every rank
+      check_finite(s(), grads_.ptr, n, flags_.ptr + 1);
+      mark_diverged(k);
+    }
+  }
+  // ---- distributed (end)
 
   // flags[0] = first diverged batch + 1 once flags[1] was raised
   void mark_diverged(int k);
@@ -735,6 +778,10 @@ class CudaModel final : public ModelBase {
   bool built_ = false, class_ids_ = false, check_finite_ = true, device_data_ = false;
   bool has_embed_ = false, use_fused_ = false;
   int diverged_at_ = -1;
+  std::shared_ptr<GradReducer> reducer_;  // distributed: sums loss parts and gradients over ranks
+  double weight_ = 1;                     // this rank's rows / the global batch's rows
+  bool stop_all_ = false;                 // a rank was interrupted: every rank stops here
+  std::vector<float> host_grads_;         // the host copy of the gradient arena for the sum
   FusedMlp fused_;
   Stream compute_, copy_;
   Blas blas_;
