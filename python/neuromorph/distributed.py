@@ -180,9 +180,6 @@ def setup(ctx: Optional[Context], h: int, meta: dict[str, Any],
                         f"voltage (`route batch`), so a rank's shard would route differently "
                         f"from the global batch; use `route sample` or `route gate`, or train "
                         f"in one process")
-    if meta.get("device", "cpu") != "cpu":
-        raise DeviceError("distributed=True runs models on the CPU in this version (a GPU model "
-                          "would need NCCL or a host copy of its gradients); build on 'cpu'")
     mine = _fingerprint(h, meta, n_samples)
     every = comm.allgather(mine)
     for rank, theirs in enumerate(every):
