@@ -175,4 +175,12 @@ std::vector<double> Plan::initial_params(uint64_t seed,
   return P;
 }
 
+void check_data_parallel(const IrModel& ir, double weight) {
+  if (ir.recurrent)
+    throw DataError("data-parallel training splits each batch across ranks, but this model is "
+                    "recurrent: its samples form one time-ordered stream");
+  if (!(weight >= 0 && weight <= 1))
+    throw DataError("a rank's share of the global batch must be in [0, 1]");
+}
+
 }  // namespace nm

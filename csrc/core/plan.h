@@ -89,4 +89,9 @@ class Plan {
   std::vector<std::unique_ptr<StructNode<double>>> kinds_;  // layout and initialisation only
 };
 
+// Data-parallel training (docs/distributed.md) splits each batch across ranks: refused for a
+// recurrent model (its samples are one stream); a rank's share of the batch lies in [0, 1].
+// The check of both executors' set_grad_reducer.
+void check_data_parallel(const IrModel& ir, double weight);
+
 }  // namespace nm

@@ -251,11 +251,7 @@ class Model final : public ModelBase {
   }
   void set_check_finite(bool on) override { check_finite_ = on; }
   void set_grad_reducer(std::shared_ptr<GradReducer> reducer, double weight) override {
-    if (reducer && ir_.recurrent)
-      throw DataError("data-parallel training splits each batch across ranks, but this model is "
-                      "recurrent: its samples form one time-ordered stream");
-    if (reducer && !(weight >= 0 && weight <= 1))
-      throw DataError("a rank's share of the global batch must be in [0, 1]");
+    if (reducer) check_data_parallel(ir_, weight);
     reducer_ = std::move(reducer);
     weight_ = weight;
     reduced_.assign(3 + aux_nodes_.size(), 0.0);  // + the stop flag, last

@@ -125,11 +125,7 @@ class CudaModel final : public ModelBase {
   // Data-parallel training on the host path (docs/distributed.md): the loss parts and the
   // gradient arena go through host memory to the MPI reducer between backward and the update.
   void set_grad_reducer(std::shared_ptr<GradReducer> reducer, double weight) override {
-    if (reducer && ir_.recurrent)
-      throw DataError("data-parallel training splits each batch across ranks, but this model is "
-                      "recurrent: its samples form one time-ordered stream");
-    if (reducer && !(weight >= 0 && weight <= 1))
-      throw DataError("a rank's share of the global batch must be in [0, 1]");
+    if (reducer) check_data_parallel(ir_, weight);
     reducer_ = std::move(reducer);
     weight_ = weight;
   }
