@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 import warnings
 from typing import Any, Optional
 
@@ -123,6 +124,9 @@ def _install_abort_hook(comm: Any) -> None:
             previous(kind, value, tb)
             sys.stderr.write(f"neuromorph: rank {comm.Get_rank()} failed; aborting the job\n")
             sys.stderr.flush()
+            # the launcher forwards a rank's output through a pipe: give it a moment before the
+            # abort tears the job down, or the traceback above can be lost (seen under load)
+            time.sleep(0.3)
         finally:
             comm.Abort(1)
     sys.excepthook = hook
