@@ -267,3 +267,40 @@ def test_float32_model_matches_float64():
     finally:
         nm.release(a)
         nm.release(b)
+
+
+def test_column_attention_reproduces_the_output():
+    """One step of a 3x3 sheet, two heads, value = the normed input, with a residual: the
+    recorded attention equals a numpy softmax of q·k/√kh + bias per head, and with it a numpy
+    step (attention read-out, then the per-column MLP) reproduces the recorded response and
+    the node's output."""
+    src = ("/xavier, zero/\n(x, 36)\n(c, column, 3x3, dim 4, heads 2, qk 4, mlp 3, depth 1, "
+           "skip 1, wiring 0.2, <tanh>)\n(y, 2, <linear>, <mse>)\n")
+    h = built(src)
+    try:
+        x = inputs(h, 4)
+        rec = nm.inspect(h, x, "c")["c"]
+        p = {k[2:]: v for k, v in nm.get_params(h).items() if k.startswith("c.")}
+        X = x.reshape(4, 9, 4)
+        u = layer_norm(X, p["norm1.weight"], p["norm1.bias"])          # per-column gammas
+        q = np.einsum("ncd,bnd->bnc", p["query.weight"], u) + p["query.bias"]
+        k = np.einsum("ncd,bnd->bnc", p["key.weight"], u)
+        A = np.zeros((4, 2, 9, 9))
+        ctx = np.zeros_like(X)
+        for hd in range(2):
+            s = q[:, :, 2 * hd:2 * hd + 2] @ k[:, :, 2 * hd:2 * hd + 2].transpose(0, 2, 1)
+            s = s / np.sqrt(2.0) + p["attn_bias"]
+            e = np.exp(s - s.max(-1, keepdims=True))
+            A[:, hd] = e / e.sum(-1, keepdims=True)
+            ctx[:, :, 2 * hd:2 * hd + 2] = A[:, hd] @ u[:, :, 2 * hd:2 * hd + 2]
+        np.testing.assert_allclose(rec["attention"][:, 0], A, rtol=1e-10, atol=1e-12)
+        X1 = X + ctx
+        u2 = layer_norm(X1, p["norm2.weight"], p["norm2.bias"])
+        hid = np.tanh(np.einsum("nmd,bnd->bnm", p["mlp1.weight"], u2) + p["mlp1.bias"])
+        X2 = X1 + np.einsum("ndm,bnm->bnd", p["mlp2.weight"], hid)
+        np.testing.assert_allclose(rec["response"], X2, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(rec["output"], X2.reshape(4, 36), rtol=1e-10, atol=1e-12)
+        lam_terms = 0.2 / (1 * 2 * 9) * np.einsum("ij,bhij->bh", rec["wire"], A)
+        np.testing.assert_allclose(rec["wiring"][:, 0], lam_terms, rtol=1e-10)
+    finally:
+        nm.release(h)
