@@ -304,3 +304,23 @@ def test_column_attention_reproduces_the_output():
         np.testing.assert_allclose(rec["wiring"][:, 0], lam_terms, rtol=1e-10)
     finally:
         nm.release(h)
+
+
+def test_a_recording_too_large_for_memory_is_a_typed_error(monkeypatch):
+    """Checked from one batch before recording N samples: a clear OutOfMemoryError, not a
+    process the OS kills midway; the model is left as it was."""
+    h = built(MODELS / "column_grid.mdl")
+    try:
+        x = inputs(h, 12)
+        before = nm.get_params(h)
+        real = nm.api.os.sysconf
+        monkeypatch.setattr(nm.api.os, "sysconf",
+                            lambda name: 1 if name == "SC_AVPHYS_PAGES" else real(name))
+        with pytest.raises(nm.OutOfMemoryError, match=r"recording 12 samples .* fewer samples"):
+            nm.inspect(h, x)
+        monkeypatch.undo()
+        for k, v in nm.get_params(h).items():
+            np.testing.assert_array_equal(v, before[k])
+        assert nm.inspect(h, x)["c"]["attention"].shape[0] == 12
+    finally:
+        nm.release(h)

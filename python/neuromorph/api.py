@@ -19,7 +19,7 @@ from . import _blas  # noqa: F401  (loads the OpenBLAS library before the engine
 from . import _core, _sources, distributed, text, training
 from ._checks import (OUTPUTS, Data, PathLike, as_batches, as_numbers, built_model, check_handle,
                       check_int, optim)
-from .errors import DataError, DeviceError, ModelFileError, ShapeError
+from .errors import DataError, DeviceError, ModelFileError, OutOfMemoryError, ShapeError
 from .training import History, predict
 
 _Losses = npt.NDArray[np.float64]  # one loss per batch
@@ -256,6 +256,8 @@ def inspect(h: int, inputs: npt.ArrayLike,
         arr = np.concatenate([arr, np.repeat(arr[-1:], pad, axis=0)])
     dt = np.float64 if meta["dtype"] == "float64" else np.float32
     x, _ = as_batches(arr, "inputs", width, B, dt)
+    if len(x) > 1:  # what one batch records, times the batches, must fit in memory
+        _fits_in_memory(_core.inspect(h, wanted, x[:1], 0), B, N)
     out: dict[str, dict[str, np.ndarray]] = {n: {} for n in (wanted or names)}
     types = {"f": np.float64, "i": np.int64, "b": np.bool_}
     for full, kind, per_sample, values in _core.inspect(h, wanted, x, N % B):
@@ -263,6 +265,22 @@ def inspect(h: int, inputs: npt.ArrayLike,
         v = values[:N] if per_sample else values
         out[node][full[len(node) + 1:]] = v.astype(types[kind]) if kind != "f" else v
     return out
+
+
+def _fits_in_memory(one_batch: list[tuple[str, str, bool, np.ndarray]], B: int, N: int) -> None:
+    """OutOfMemoryError before a recording of N samples that would not fit (the engine's copy
+    and numpy's are both alive at the end), instead of a process the OS kills midway."""
+    per_sample = sum(v.nbytes for _, _, each, v in one_batch if each) / B
+    need = 2 * per_sample * N
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: no check
+        return
+    if need > 0.8 * free:
+        raise OutOfMemoryError(
+            f"inspect: recording {N} samples takes about {need / 2**30:.1f} GiB "
+            f"({per_sample / 2**20:.2f} MiB per sample), more than the {free / 2**30:.1f} GiB "
+            f"of memory free; pass fewer samples, or name the nodes to record (nodes=...)")
 
 
 def evaluate(h: int, inputs: Data, expected: Data) -> float:
