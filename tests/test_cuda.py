@@ -2,6 +2,7 @@
 that need a device skip. On a GPU machine: every op's forward and backward against the CPU
 backend, example models training to the same losses, device-independent model files."""
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -373,6 +374,27 @@ def test_energy_trajectory_and_neuron_stats_match_the_cpu():
         finally:
             for h in hs.values():
                 nm.release(h)
+
+
+@needs_gpu
+def test_drawn_start_states_move_with_the_model():
+    """`init normal` start states come from the build's seed: a model moved to the GPU and
+    back, and its CPU copy for inspect, start the descent from the same states."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = nm.compile(ROOT / "tests" / "gpu_models" / "energy_init_normal.mdl", 4, 0.01)
+    nm.seed(9)
+    nm.build(h)
+    x = np.random.default_rng(0).normal(size=(8, nm.info(h)["input_width"]))
+    want = nm.predict(h, x)
+    try:
+        nm.to_device(h, "cuda")
+        _close(nm.predict(h, x), want, "on the GPU")
+        _close(nm.inspect(h, x)["done"]["output"], want, "inspect of the GPU model")
+        nm.to_device(h, "cpu")
+        np.testing.assert_allclose(nm.predict(h, x), want, rtol=1e-5, atol=1e-6)
+    finally:
+        nm.release(h)
 
 
 @needs_gpu

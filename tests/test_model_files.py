@@ -90,6 +90,9 @@ def test_every_single_bit_flip_is_refused(tmp_path):
     ("learning_rate", "0x1p3", "not a finite decimal number"),
     ("learning_rate", "inf", "not a finite decimal number"),
     ("steps", "-1000", "is not a number"),
+    ("build_seed", "-1", "build_seed must be an unsigned 64-bit integer, got '-1'"),
+    ("build_seed", "18446744073709551616", "unsigned 64-bit integer"),
+    ("build_seed", "", "unsigned 64-bit integer"),
 ])
 def test_numbers_are_parsed_strictly(tmp_path, field, value, match):
     _, path = _saved(tmp_path)

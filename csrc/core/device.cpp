@@ -97,7 +97,7 @@ std::unique_ptr<ModelBase> move_model(const ModelBase& src, const std::string& d
       device == "cuda" ? make_cuda_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.optimizer())
                        : make_model(src.ir_json(), src.batch_size(), src.learning_rate(), src.dtype(),
                                     src.optimizer());
-  moved->build(0);
+  moved->build(src.build_seed());  // the same drawn start states (`init normal`)
   const size_t es = src.dtype() == DType::F64 ? 8 : 4;
   std::vector<unsigned char> buf;
   for (const auto& p : src.params()) {

@@ -233,7 +233,8 @@ void save_model(const ModelBase& m, const std::string& path,
                {"learning_rate", number(m.learning_rate())},
                {"dtype", m.dtype() == DType::F64 ? "float64" : "float32"},
                {"optimizer", optim_json(m.optimizer()).dump()},
-               {"steps", std::to_string(m.steps())}};
+               {"steps", std::to_string(m.steps())},
+               {"build_seed", std::to_string(m.build_seed())}};
   for (const auto& kv : metadata)
     if (kv.first != kCrcKey) meta[kv.first] = kv.second;
   meta[kCrcKey] = kCrcPlaceholder;  // filled in below with the CRC of the whole file
@@ -401,6 +402,15 @@ std::unique_ptr<ModelBase> load_model(const std::string& path) {
   const int batch = int(strict_int(meta_str(meta, "batch_size", path), 1, 1 << 30, "batch_size", path));
   const double lr = strict_real(meta_str(meta, "learning_rate", path), "learning_rate", path);
   const long steps = long(strict_int(meta_str(meta, "steps", path), 0, 1LL << 53, "steps", path));
+  uint64_t seed = 0;
+  if (meta.contains("build_seed")) {
+    const std::string s = meta_str(meta, "build_seed", path);
+    if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos ||
+        (s.size() == 20 && s > "18446744073709551615"))
+      throw FileError(path + ": build_seed must be an unsigned 64-bit integer, got '" +
+                      s.substr(0, 40) + "'");
+    seed = std::stoull(s);
+  }
   json oj;
   try {
     oj = json::parse(meta_str(meta, "optimizer", path));
@@ -436,7 +446,10 @@ std::unique_ptr<ModelBase> load_model(const std::string& path) {
   }
   if (at != data_size)
     throw FileError(path + ": " + std::to_string(data_size - at) + " bytes after the last tensor");
-  m->build(0);  // allocate; every value below is overwritten
+  // allocate; every value below is overwritten, and the seed redraws the fixed tensors a node
+  // draws at build (`init normal` start states; files without it were written by builds of 0
+  // or hold no such tensors)
+  m->build(seed);
   // Stream the data in chunks of at most 1 MiB straight into the new model: the load's peak
   // is the model plus one chunk (the file is never held whole).
   const size_t chunk = (size_t(1) << 20) / esize;

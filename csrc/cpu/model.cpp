@@ -63,7 +63,9 @@ class Model final : public ModelBase {
   long steps() const override { return steps_; }
   void set_steps(long steps) override { steps_ = steps; }
 
+  uint64_t build_seed() const override { return seed_; }
   void build(uint64_t seed) override {
+    seed_ = seed;
     params_.assign(n_params_, T(0));
     grads_.assign(n_params_, T(0));
     vals_.assign(n_vals_, T(0));
@@ -726,6 +728,7 @@ class Model final : public ModelBase {
   const bool fused_xent_, has_structs_;
   std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
+  uint64_t seed_ = 0;                                    // of the last build (build_seed)
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward
   std::vector<double> aux_;                              // (aux node, sample) this batch
   double aux_total_ = 0;

@@ -138,7 +138,9 @@ class CudaModel final : public ModelBase {
   void set_device_data(bool on) override { device_data_ = on; }
   bool accepts_device_data() const override { return true; }
 
+  uint64_t build_seed() const override { return seed_; }
   void build(uint64_t seed) override {
+    seed_ = seed;
     const size_t n = plan_.n_params;
     params_.resize(n);
     grads_.resize(n);
@@ -774,6 +776,7 @@ class CudaModel final : public ModelBase {
   bool built_ = false, class_ids_ = false, check_finite_ = true, device_data_ = false;
   bool has_embed_ = false, use_fused_ = false;
   int diverged_at_ = -1;
+  uint64_t seed_ = 0;  // of the last build (build_seed)
   std::shared_ptr<GradReducer> reducer_;  // distributed: sums loss parts and gradients over ranks
   double weight_ = 1;                     // this rank's rows / the global batch's rows
   bool stop_all_ = false;                 // a rank was interrupted: every rank stops here

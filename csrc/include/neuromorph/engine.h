@@ -54,6 +54,10 @@ class ModelBase {
   virtual const std::string& ir_json() const = 0;
 
   virtual void build(uint64_t seed) = 0;
+  // The seed of the last build. Besides the initial parameters it fixes the tensors a node
+  // draws once and never trains (an energy block's `init normal` start states), so a copy of
+  // the model (save/load, a move between devices) is built with it to hold the same ones.
+  virtual uint64_t build_seed() const { return 0; }
   // Buffers hold elements of dtype(): x (n, B, in), e (n, B, out), y (n, B, out).
   // train/evaluate write each batch's mean loss to losses[n]. train stops after the current
   // batch once *stop is set, and returns the number of batches it trained.
