@@ -259,19 +259,19 @@ class ColumnNode final : public StructNode<T> {
     std::vector<double>& wire = wpart_;  // each (sample, head)'s wiring sum, added in order
     wire.assign(size_t(rows) * heads_, 0.0);
     per_head(rows, [&](int b, int h, int) {
-        T* Ab = A + (size_t(b) * heads_ + h) * NN;
-        cpu::gemm<T>(false, true, N_, N_, kh_, scale, q + b * size_t(N_) * kq_ + h * kh_, kq_,
-                     k + b * size_t(N_) * kq_ + h * kh_, kq_, T(0), Ab, N_);
-        for (size_t i = 0; i < NN; ++i) Ab[i] += P[bias_ + i];
-        nn::softmax_rows(Ab, N_, N_);
-        if (this->probe_) record_attention(t, h, Ab, row + b);
-        cpu::gemm<T>(false, false, N_, dvh_, N_, T(1), Ab, N_, v + b * nd + h * dvh_, d_, T(0),
-                     ctx + b * nd + h * dvh_, d_);
-        if (lambda_ > 0) {
-          double c = 0;
-          for (size_t i = 0; i < NN; ++i) c += wire_[i] * double(Ab[i]);
-          wire[size_t(b) * heads_ + h] = c;
-        }
+      T* Ab = A + (size_t(b) * heads_ + h) * NN;
+      cpu::gemm<T>(false, true, N_, N_, kh_, scale, q + b * size_t(N_) * kq_ + h * kh_, kq_,
+                   k + b * size_t(N_) * kq_ + h * kh_, kq_, T(0), Ab, N_);
+      for (size_t i = 0; i < NN; ++i) Ab[i] += P[bias_ + i];
+      nn::softmax_rows(Ab, N_, N_);
+      if (this->probe_) record_attention(t, h, Ab, row + b);
+      cpu::gemm<T>(false, false, N_, dvh_, N_, T(1), Ab, N_, v + b * nd + h * dvh_, d_, T(0),
+                   ctx + b * nd + h * dvh_, d_);
+      if (lambda_ > 0) {
+        double c = 0;
+        for (size_t i = 0; i < NN; ++i) c += wire_[i] * double(Ab[i]);
+        wire[size_t(b) * heads_ + h] = c;
+      }
     });
     if (lambda_ > 0)
       for (int b = 0; b < rows; ++b)
@@ -332,20 +332,20 @@ class ColumnNode final : public StructNode<T> {
     if (gbias_.size() < size_t(chunks) * NN) gbias_.assign(size_t(chunks) * NN, T(0));
     std::vector<char> used(size_t(chunks), 0);
     per_head(rows, [&](int b, int h, int chunk) {
-        T* dS = ds_.data() + size_t(chunk) * NN;
-        T* gb_bias = gbias_.data() + size_t(chunk) * NN;
-        if (!used[size_t(chunk)]) std::fill(gb_bias, gb_bias + NN, T(0)), used[size_t(chunk)] = 1;
-        const T* Ab = A + (size_t(b) * heads_ + h) * NN;
-        const T* gb = dctx + b * nd + h * dvh_;
-        cpu::gemm<T>(false, true, N_, N_, dvh_, T(1), gb, d_, v + b * nd + h * dvh_, d_, T(0), dS, N_);
-        cpu::gemm<T>(true, false, N_, dvh_, N_, T(1), Ab, N_, gb, d_, T(1), dv + b * nd + h * dvh_, d_);
-        if (lambda_ > 0)
-          for (size_t i = 0; i < NN; ++i) dS[i] += wscale * T(wire_[i]);
-        nn::softmax_rows_backward(Ab, dS, N_, N_);
-        for (size_t i = 0; i < NN; ++i) gb_bias[i] += dS[i];
-        const size_t qo = b * size_t(N_) * kq_ + h * kh_;
-        cpu::gemm<T>(false, false, N_, kh_, N_, scale, dS, N_, k + qo, kq_, T(1), dq + qo, kq_);
-        cpu::gemm<T>(true, false, N_, kh_, N_, scale, dS, N_, q + qo, kq_, T(1), dk + qo, kq_);
+      T* dS = ds_.data() + size_t(chunk) * NN;
+      T* gb_bias = gbias_.data() + size_t(chunk) * NN;
+      if (!used[size_t(chunk)]) std::fill(gb_bias, gb_bias + NN, T(0)), used[size_t(chunk)] = 1;
+      const T* Ab = A + (size_t(b) * heads_ + h) * NN;
+      const T* gb = dctx + b * nd + h * dvh_;
+      cpu::gemm<T>(false, true, N_, N_, dvh_, T(1), gb, d_, v + b * nd + h * dvh_, d_, T(0), dS, N_);
+      cpu::gemm<T>(true, false, N_, dvh_, N_, T(1), Ab, N_, gb, d_, T(1), dv + b * nd + h * dvh_, d_);
+      if (lambda_ > 0)
+        for (size_t i = 0; i < NN; ++i) dS[i] += wscale * T(wire_[i]);
+      nn::softmax_rows_backward(Ab, dS, N_, N_);
+      for (size_t i = 0; i < NN; ++i) gb_bias[i] += dS[i];
+      const size_t qo = b * size_t(N_) * kq_ + h * kh_;
+      cpu::gemm<T>(false, false, N_, kh_, N_, scale, dS, N_, k + qo, kq_, T(1), dq + qo, kq_);
+      cpu::gemm<T>(true, false, N_, kh_, N_, scale, dS, N_, q + qo, kq_, T(1), dk + qo, kq_);
     });
     for (int c = 0; c < chunks; ++c)
       if (used[size_t(c)])
