@@ -110,11 +110,12 @@ def test_cells_loss_is_the_mean_over_cells_of_the_per_cell_loss():
     nm.release(h)
 
 
-def test_class_id_targets_equal_one_hot_targets_and_train_the_same():
+@pytest.mark.parametrize("act", ["softmax", "sigmoid"])  # fused softmax-CE, and plain CE
+def test_class_id_targets_equal_one_hot_targets_and_train_the_same(act):
     rng = np.random.default_rng(6)
     x = rng.normal(size=(12, 8))
     ids = rng.integers(0, 3, (12, 4))
-    text = "/xavier, zero/ (x, 8) (a, 8, <tanh>) (y, 3, cells 4, <softmax>, <cross_entropy>)"
+    text = f"/xavier, zero/ (x, 8) (a, 8, <tanh>) (y, 3, cells 4, <{act}>, <cross_entropy>)"
     results = []
     for e in (ids, np.eye(3)[ids].reshape(12, 12), ids.astype(np.float64)):
         h = _build(text, 4, dtype="float32", seed=11)
