@@ -249,6 +249,9 @@ def test_shapes_and_choices():
             nm.inspect(h, np.zeros((3, 7)))
         with pytest.raises(nm.ShapeError, match="empty list"):
             nm.inspect(h, x, [])
+        for bad in (5, b"e", ["e", 3], {"e"}):
+            with pytest.raises(nm.DataError, match="a node name or a list of node names"):
+                nm.inspect(h, x, bad)
         with pytest.raises(nm.DataError, match="NaN"):
             nm.inspect(h, np.full((2, 12), np.nan))
     finally:

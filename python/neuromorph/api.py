@@ -235,7 +235,13 @@ def inspect(h: int, inputs: npt.ArrayLike,
     if nodes is None:
         wanted: list[str] = []
     else:
-        wanted = [nodes] if isinstance(nodes, str) else list(nodes)
+        if isinstance(nodes, str):
+            wanted = [nodes]
+        elif isinstance(nodes, (list, tuple)) and all(isinstance(n, str) for n in nodes):
+            wanted = list(nodes)
+        else:
+            raise DataError(f"nodes must be a node name or a list of node names, got "
+                            f"{nodes!r:.80}")
         for n in wanted:
             if not isinstance(n, str) or n not in names:
                 raise ShapeError(f"nodes: no node named {n!r}; the model has: {', '.join(names)}")
