@@ -195,6 +195,20 @@ py::object run_predict(ModelBase& m, const py::object& x) {
 
 bool f64(const ModelBase& m) { return m.dtype() == nm::DType::F64; }
 
+// fn(data, n_batches) on x as whole input batches of the model's dtype (checked), without the
+// GIL: the reading calls that take host batches only (energy, inspect).
+template <class F>
+auto with_input_batches(ModelBase& mm, const py::array& x, F&& fn) {
+  auto run = [&](auto typed) {
+    using T = decltype(typed);
+    Arr<T> xa(x);
+    const ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
+    py::gil_scoped_release nogil;
+    return fn(static_cast<const void*>(xa.data()), int(n));
+  };
+  return f64(mm) ? run(double{}) : run(float{});
+}
+
 py::dict params_dict(ModelBase& m, bool grad) {
   py::dict d;
   for (const auto& p : m.params()) {
@@ -265,18 +279,9 @@ PYBIND11_MODULE(_core, m) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
     int steps = 0;
-    std::vector<double> e;
-    if (f64(mm)) {
-      Arr<double> xa(x);
-      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      py::gil_scoped_release nogil;
-      e = mm.energy_trajectory(block, xa.data(), int(n), &steps);
-    } else {
-      Arr<float> xa(x);
-      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      py::gil_scoped_release nogil;
-      e = mm.energy_trajectory(block, xa.data(), int(n), &steps);
-    }
+    const std::vector<double> e = with_input_batches(mm, x, [&](const void* data, int n) {
+      return mm.energy_trajectory(block, data, n, &steps);
+    });
     py::array_t<double> out({ssize_t(e.size() / (steps + 1)), ssize_t(steps + 1)});
     std::copy(e.begin(), e.end(), out.mutable_data());
     return out;
@@ -284,18 +289,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("inspect", [](int h, const std::vector<std::string>& nodes, const py::array& x, int last) {
     auto ref = nm::registry_get(h);
     ModelBase& mm = *ref;
-    std::vector<nm::InspectArray> got;
-    if (f64(mm)) {
-      Arr<double> xa(x);
-      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      py::gil_scoped_release nogil;
-      got = mm.inspect(nodes, xa.data(), int(n), last);
-    } else {
-      Arr<float> xa(x);
-      ssize_t n = expect(xa, mm.input_width(), mm.batch_size(), "inputs");
-      py::gil_scoped_release nogil;
-      got = mm.inspect(nodes, xa.data(), int(n), last);
-    }
+    std::vector<nm::InspectArray> got = with_input_batches(mm, x, [&](const void* data, int n) {
+      return mm.inspect(nodes, data, n, last);
+    });
     py::list out;
     for (nm::InspectArray& a : got) {
       std::vector<ssize_t> shape(a.shape.begin(), a.shape.end());

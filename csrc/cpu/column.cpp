@@ -330,7 +330,8 @@ class ColumnNode final : public StructNode<T> {
     const int chunks = std::max(1, cpu::pool_threads());
     if (ds_.size() < size_t(chunks) * NN) ds_.assign(size_t(chunks) * NN, T(0));
     if (gbias_.size() < size_t(chunks) * NN) gbias_.assign(size_t(chunks) * NN, T(0));
-    std::vector<char> used(size_t(chunks), 0);
+    std::vector<char>& used = used_;
+    used.assign(size_t(chunks), 0);
     per_head(rows, [&](int b, int h, int chunk) {
       T* dS = ds_.data() + size_t(chunk) * NN;
       T* gb_bias = gbias_.data() + size_t(chunk) * NN;
@@ -371,6 +372,7 @@ class ColumnNode final : public StructNode<T> {
   std::vector<nn::Saved<T>> sv_;
   std::vector<T> x_, gx_, u_, du_, da_, do_, dq_, dk_, dh_, ds_, gbias_;
   std::vector<double> wpart_;
+  std::vector<char> used_;  // backward: which chunks summed a bias gradient
 };
 
 }  // namespace

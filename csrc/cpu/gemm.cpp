@@ -48,22 +48,15 @@ void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const 
 
 bool have_blas() { return NM_HAVE_BLAS != 0; }
 
-void blas_single_threaded(const std::function<void()>& fn) {
+void blas_pin(bool on) {
 #if NM_HAVE_BLAS
-  if (g_active != 1) {
+  if (on && g_active != 1) {
     scipy_openblas_set_num_threads(1);
     g_active = 1;
   }
-  g_pinned = true;
-  try {
-    fn();
-  } catch (...) {
-    g_pinned = false;
-    throw;
-  }
-  g_pinned = false;
+  g_pinned = on;
 #else
-  fn();
+  (void)on;
 #endif
 }
 

@@ -2,16 +2,26 @@
 // the scalar reference ops below it or when the build has no BLAS. Same contract as
 // ops::dense_forward / ops::dense_backward, which stay the oracle.
 #pragma once
-#include <functional>
 #include <cstddef>
 
 namespace nm::cpu {
 
 bool have_blas();
 void set_blas_threads(int n);  // threads for large products (process-wide); no-op without BLAS
+void blas_pin(bool on);  // for blas_single_threaded: OpenBLAS held at 1 thread while on
 // Runs fn with every BLAS product on the thread that issues it: for products issued from the
 // engine's worker threads (cpu/threads.h) side by side, which must not also wake BLAS threads.
-void blas_single_threaded(const std::function<void()>& fn);
+template <class F>
+void blas_single_threaded(F&& fn) {
+  blas_pin(true);
+  try {
+    fn();
+  } catch (...) {
+    blas_pin(false);
+    throw;
+  }
+  blas_pin(false);
+}
 
 // z[rows, out] = u[rows, in] . W[out, in]^T + b[out]
 template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out);

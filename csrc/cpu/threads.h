@@ -15,5 +15,12 @@ int pool_threads();
 // below min_per_chunk * 2 or one thread is set. Returns the number of chunks.
 int parallel_for(size_t n, size_t min_per_chunk,
                  const std::function<void(int chunk, size_t begin, size_t end)>& fn);
+// The same for any callable, held by reference: a lambda with several captures would make
+// the std::function above allocate, and these loops run inside the train step.
+template <class F>
+int parallel_for(size_t n, size_t min_per_chunk, const F& fn) {
+  return parallel_for(n, min_per_chunk,
+                      std::function<void(int, size_t, size_t)>(std::cref(fn)));
+}
 
 }  // namespace nm::cpu
