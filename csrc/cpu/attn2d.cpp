@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -43,26 +44,43 @@ Grid::Grid(int h, int w, int nheads, int hdim, int radius, bool mask)
       cs[size_t(p) * m + kk] = std::cos(ang);
       sn[size_t(p) * m + kk] = std::sin(ang);
     }
+  csf.assign(cs.begin(), cs.end());
+  snf.assign(sn.begin(), sn.end());
+}
+
+template <> const double* Grid::cosines<double>() const { return cs.data(); }
+template <> const double* Grid::sines<double>() const { return sn.data(); }
+template <> const float* Grid::cosines<float>() const { return csf.data(); }
+template <> const float* Grid::sines<float>() const { return snf.data(); }
+
+// a · b over n values in 8 independent lanes: vectorises without reassociating a float sum
+template <class T>
+NM_INLINE T dot(const T* a, const T* b, int n) {
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[c + l] * b[c + l];
+  T s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; c < n; ++c) s += a[c] * b[c];
+  return s;
 }
 
 template <class T>
-NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const T* v, T* P, T* out,
-                                   int rows) {
+NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const T* v, int ld, T* P,
+                                   T* out, int rows) {
   const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const T scale = T(1.0 / std::sqrt(double(dh)));
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
+      const size_t cell = size_t(b) * S;
       for (int h = 0; h < heads; ++h) {
-        const T* qs = q + (size_t(b) * S + s) * d + h * dh;
-        T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
+        const T* qs = q + (cell + s) * ld + h * dh;
+        T* p = P + ((cell + s) * heads + h) * Wn;
         T m = -INFINITY;
         for (int w = 0; w < Wn; ++w) {
           if (win[w] < 0) continue;
-          const T* ks = k + (size_t(b) * S + win[w]) * d + h * dh;
-          T acc = 0;
-          for (int c = 0; c < dh; ++c) acc += qs[c] * ks[c];
-          p[w] = acc * scale;
+          p[w] = dot(qs, k + (cell + win[w]) * ld + h * dh, dh) * scale;
           m = std::max(m, p[w]);
         }
         T sum = 0;
@@ -71,21 +89,22 @@ NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const 
           sum += p[w];
         }
         const T inv = T(1) / sum;
-        T* o = out + (size_t(b) * S + s) * d + h * dh;
+        T* o = out + (cell + s) * d + h * dh;
         for (int c = 0; c < dh; ++c) o[c] = 0;
         for (int w = 0; w < Wn; ++w) {
           if (win[w] < 0) continue;
           p[w] *= inv;
-          const T* vs = v + (size_t(b) * S + win[w]) * d + h * dh;
-          for (int c = 0; c < dh; ++c) o[c] += p[w] * vs[c];
+          const T pw = p[w];
+          const T* vs = v + (cell + win[w]) * ld + h * dh;
+          for (int c = 0; c < dh; ++c) o[c] += pw * vs[c];
         }
       }
     }
 }
 
 template <class T>
-NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const T* v, const T* P,
-                                    const T* dout, T* dq, T* dk, T* dv, int rows) {
+NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const T* v, int ld,
+                                    const T* P, const T* dout, T* dq, T* dk, T* dv, int rows) {
   const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const T scale = T(1.0 / std::sqrt(double(dh)));
   thread_local std::vector<T> dp_buf;  // dout · v per slot; grows once, then reused
@@ -94,29 +113,31 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
+      const size_t cell = size_t(b) * S;
       for (int h = 0; h < heads; ++h) {
-        const size_t qo = (size_t(b) * S + s) * d + h * dh;
-        const T* p = P + ((size_t(b) * S + s) * heads + h) * Wn;
-        const T* go = dout + qo;
-        T dot = 0;
+        const size_t qo = (cell + s) * ld + h * dh;
+        const T* p = P + ((cell + s) * heads + h) * Wn;
+        const T* go = dout + (cell + s) * d + h * dh;
+        T dot_pv = 0;
         for (int w = 0; w < Wn; ++w) {
           if (win[w] < 0) continue;
-          const size_t ko = (size_t(b) * S + win[w]) * d + h * dh;
-          T acc = 0;
-          for (int c = 0; c < dh; ++c) {
-            acc += go[c] * v[ko + c];
-            dv[ko + c] += p[w] * go[c];
-          }
-          dp[w] = acc;
-          dot += p[w] * acc;
+          const size_t ko = (cell + win[w]) * ld + h * dh;
+          dp[w] = dot(go, v + ko, dh);
+          const T pw = p[w];
+          T* dvs = dv + ko;
+          for (int c = 0; c < dh; ++c) dvs[c] += pw * go[c];
+          dot_pv += pw * dp[w];
         }
         for (int w = 0; w < Wn; ++w) {
           if (win[w] < 0) continue;
-          const size_t ko = (size_t(b) * S + win[w]) * d + h * dh;
-          const T ds = p[w] * (dp[w] - dot) * scale;
+          const size_t ko = (cell + win[w]) * ld + h * dh;
+          const T ds = p[w] * (dp[w] - dot_pv) * scale;
+          T* dqs = dq + qo;
+          T* dks = dk + ko;
+          const T *ks = k + ko, *qs = q + qo;
           for (int c = 0; c < dh; ++c) {
-            dq[qo + c] += ds * k[ko + c];
-            dk[ko + c] += ds * q[qo + c];
+            dqs[c] += ds * ks[c];
+            dks[c] += ds * qs[c];
           }
         }
       }
@@ -125,41 +146,42 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
 
 template <>
 NM_CLONES void window_forward<float>(const Grid& g, const float* q, const float* k, const float* v,
-                                     float* P, float* out, int rows) {
-  window_forward_impl(g, q, k, v, P, out, rows);
+                                     int ld, float* P, float* out, int rows) {
+  window_forward_impl(g, q, k, v, ld, P, out, rows);
 }
 template <>
 void window_forward<double>(const Grid& g, const double* q, const double* k, const double* v,
-                            double* P, double* out, int rows) {
-  window_forward_impl(g, q, k, v, P, out, rows);
+                            int ld, double* P, double* out, int rows) {
+  window_forward_impl(g, q, k, v, ld, P, out, rows);
 }
 template <>
 NM_CLONES void window_backward<float>(const Grid& g, const float* q, const float* k, const float* v,
-                                      const float* P, const float* dout, float* dq, float* dk,
-                                      float* dv, int rows) {
-  window_backward_impl(g, q, k, v, P, dout, dq, dk, dv, rows);
+                                      int ld, const float* P, const float* dout, float* dq,
+                                      float* dk, float* dv, int rows) {
+  window_backward_impl(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
 }
 template <>
 void window_backward<double>(const Grid& g, const double* q, const double* k, const double* v,
-                             const double* P, const double* dout, double* dq, double* dk,
+                             int ld, const double* P, const double* dout, double* dq, double* dk,
                              double* dv, int rows) {
-  window_backward_impl(g, q, k, v, P, dout, dq, dk, dv, rows);
+  window_backward_impl(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
 }
 
 template <class T>
-void rope(const Grid& g, T* x, int rows, bool inverse) {
-  const int S = g.H * g.W, dh = g.dh, d = g.heads * dh, m = dh / 4;
+NM_INLINE void rope_impl(const Grid& g, T* x, int ld, int rows, bool inverse) {
+  const int S = g.H * g.W, dh = g.dh, m = dh / 4;
   const T sign = inverse ? T(-1) : T(1);
+  const T *cosv = g.cosines<T>(), *sinv = g.sines<T>();
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int pos[2] = {s / g.W, s % g.W};
       for (int h = 0; h < g.heads; ++h)
         for (int half = 0; half < 2; ++half) {
-          T* e = x + (size_t(b) * S + s) * d + h * dh + half * (dh / 2);
-          const double* c = &g.cs[size_t(pos[half]) * m];
-          const double* si = &g.sn[size_t(pos[half]) * m];
+          T* e = x + (size_t(b) * S + s) * ld + h * dh + half * (dh / 2);
+          const T* c = cosv + size_t(pos[half]) * m;
+          const T* si = sinv + size_t(pos[half]) * m;
           for (int kk = 0; kk < m; ++kk) {
-            const T a = e[kk], bb = e[kk + m], cc = T(c[kk]), ss = sign * T(si[kk]);
+            const T a = e[kk], bb = e[kk + m], cc = c[kk], ss = sign * si[kk];
             e[kk] = a * cc - bb * ss;
             e[kk + m] = a * ss + bb * cc;
           }
@@ -167,8 +189,14 @@ void rope(const Grid& g, T* x, int rows, bool inverse) {
     }
 }
 
-template void rope<float>(const Grid&, float*, int, bool);
-template void rope<double>(const Grid&, double*, int, bool);
+template <>
+NM_CLONES void rope<float>(const Grid& g, float* x, int ld, int rows, bool inverse) {
+  rope_impl(g, x, ld, rows, inverse);
+}
+template <>
+void rope<double>(const Grid& g, double* x, int ld, int rows, bool inverse) {
+  rope_impl(g, x, ld, rows, inverse);
+}
 
 }  // namespace attn2d
 
@@ -191,26 +219,33 @@ class Attn2dNode final : public StructNode<T> {
   }
 
   void declare(const typename StructNode<T>::AddParam& add) override {
-    if (V_) emb_ = add(name_ + ".embed", {V_, d_});
+    auto param = [&](const std::string& name, std::vector<int64_t> shape) {
+      size_t n = 1;
+      for (int64_t e : shape) n *= size_t(e);
+      const size_t off = add(name, shape);
+      lo_ = std::min(lo_, off), hi_ = std::max(hi_, off + n);
+      return off;
+    };
+    if (V_) emb_ = param(name_ + ".embed", {V_, d_});
     for (int l = 0; l < L_; ++l) {
       const std::string p = name_ + "." + std::to_string(l) + ".";
       Block b;
-      b.g1 = add(p + "norm1.weight", {d_});
-      b.b1 = add(p + "norm1.bias", {d_});
+      b.g1 = param(p + "norm1.weight", {d_});
+      b.b1 = param(p + "norm1.bias", {d_});
       if (proj_) {
-        b.wq = add(p + "query.weight", {d_, d_});
-        b.wk = add(p + "key.weight", {d_, d_});
-        b.wv = add(p + "value.weight", {d_, d_});
-        b.wo = add(p + "out.weight", {d_, d_});
+        b.wq = param(p + "query.weight", {d_, d_});
+        b.wk = param(p + "key.weight", {d_, d_});
+        b.wv = param(p + "value.weight", {d_, d_});
+        b.wo = param(p + "out.weight", {d_, d_});
         if (b.wk != b.wq + size_t(d_) * d_ || b.wv != b.wk + size_t(d_) * d_)
           throw IRError("attn2d: query/key/value weights must be consecutive");
       }
-      b.g2 = add(p + "norm2.weight", {d_});
-      b.b2 = add(p + "norm2.bias", {d_});
-      b.w1 = add(p + "mlp1.weight", {hid_, d_});
-      b.c1 = add(p + "mlp1.bias", {hid_});
-      b.w2 = add(p + "mlp2.weight", {d_, hid_});
-      b.c2 = add(p + "mlp2.bias", {d_});
+      b.g2 = param(p + "norm2.weight", {d_});
+      b.b2 = param(p + "norm2.bias", {d_});
+      b.w1 = param(p + "mlp1.weight", {hid_, d_});
+      b.c1 = param(p + "mlp1.bias", {hid_});
+      b.w2 = param(p + "mlp2.weight", {d_, hid_});
+      b.c2 = param(p + "mlp2.bias", {d_});
       blk_.push_back(b);
     }
   }
@@ -219,13 +254,13 @@ class Attn2dNode final : public StructNode<T> {
     const size_t sd = size_t(S_) * d_, C = size_t(L_) * I_;
     sv_.assign(C * kTensors, nn::Saved<T>{});
     for (size_t c = 0; c < C; ++c) {
-      const size_t sizes[kTensors] = {sd, size_t(S_), sd, sd, sd, size_t(S_) * heads_ * grid_.Wn, sd, sd,
-                                      size_t(S_), size_t(S_) * hid_, size_t(S_) * hid_};
+      const size_t sizes[kTensors] = {sd, size_t(S_), 3 * sd, size_t(S_) * heads_ * grid_.Wn, sd,
+                                      sd, size_t(S_), size_t(S_) * hid_, size_t(S_) * hid_};
       for (int t = 0; t < kTensors; ++t) sv_[c * kTensors + t].allocate(batch, sizes[t]);
     }
-    for (auto* v : {&x_, &gx_, &u_, &du_, &dq_, &dk_, &dv_, &dctx_}) v->assign(size_t(batch) * sd, T(0));
+    for (auto* v : {&x_, &gx_, &u_, &du_, &dctx_}) v->assign(size_t(batch) * sd, T(0));
     dhid_.assign(size_t(batch) * S_ * hid_, T(0));
-    if (proj_) qkv_.assign(size_t(batch) * S_ * 3 * d_, T(0));
+    dqkv_.assign(size_t(batch) * 3 * sd, T(0));
   }
 
   void init(Rng& rng, T* P) const override {
@@ -251,34 +286,24 @@ class Attn2dNode final : public StructNode<T> {
   }
 
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
-    const int R = rows * S_;
-    T* X = x_.data();
-    if (V_) {
-      for (int s = 0; s < R; ++s)
-        std::memcpy(X + size_t(s) * d_, P + emb_ + size_t(token(x, s)) * d_, sizeof(T) * d_);
-    } else {
-      std::memcpy(X, x, sizeof(T) * R * d_);
-    }
-    for (int it = 0; it < I_; ++it)
-      for (int l = 0; l < L_; ++l) block_forward(P, blk_[l], it * L_ + l, X, row, rows);
-    std::memcpy(y, X, sizeof(T) * R * d_);
+    chunks(rows, [&](int b0, int n, int) {
+      forward_rows(P, x + size_t(b0) * S_ * (V_ ? 1 : d_), y + size_t(b0) * S_ * d_, row + b0, b0, n);
+    });
   }
 
   void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
-    const int R = rows * S_;
-    T* gX = gx_.data();
-    std::memcpy(gX, dy, sizeof(T) * R * d_);
-    for (int it = I_ - 1; it >= 0; --it)
-      for (int l = L_ - 1; l >= 0; --l) block_backward(P, G, blk_[l], it * L_ + l, gX, row, rows);
-    if (V_) {
-      for (int s = 0; s < R; ++s) {
-        T* dE = G + emb_ + size_t(token(x, s)) * d_;
-        for (int c = 0; c < d_; ++c) dE[c] += gX[size_t(s) * d_ + c];
+    const int n = chunks(rows, [&](int b0, int m, int chunk) {
+      T* Gc = G;  // chunk 0 adds into G, the others into zeroed copies of this node's range
+      if (chunk > 0) {
+        std::fill(gs_[chunk].begin(), gs_[chunk].end(), T(0));
+        Gc = gs_[chunk].data() - lo_;  // indexed by arena offsets: only [lo_, hi_) is touched
       }
-    } else if (dx) {
-      for (size_t i = 0; i < size_t(R) * d_; ++i) dx[i] += gX[i];
-    }
+      backward_rows(P, Gc, x + size_t(b0) * S_ * (V_ ? 1 : d_), dy + size_t(b0) * S_ * d_,
+                    dx ? dx + size_t(b0) * S_ * d_ : nullptr, row + b0, b0, m);
+    });
+    for (int c = 1; c < n; ++c)  // in chunk order: the same sums for the same thread count
+      for (size_t i = lo_; i < hi_; ++i) G[i] += gs_[c][i - lo_];
   }
 
  private:
@@ -286,8 +311,9 @@ class Attn2dNode final : public StructNode<T> {
     size_t g1 = 0, b1 = 0, wq = 0, wk = 0, wv = 0, wo = 0, g2 = 0, b2 = 0, w1 = 0, c1 = 0, w2 = 0,
            c2 = 0;
   };
-  // What one block application keeps for backward, in this order.
-  enum { kXhat1, kRstd1, kQ, kK, kV, kP, kCtx, kXhat2, kRstd2, kZ1, kA1, kTensors };
+  // What one block application keeps for backward, in this order. QKV: per cell q | k | v (after
+  // RoPE); D1: the MLP activation's derivative at its input (nn::act_forward_deriv).
+  enum { kXhat1, kRstd1, kQKV, kP, kCtx, kXhat2, kRstd2, kD1, kA1, kTensors };
   T* sv(int c, int t, int row) { return sv_[size_t(c) * kTensors + t].at(row); }
 
   static std::string fmt(double v) {
@@ -325,97 +351,125 @@ class Attn2dNode final : public StructNode<T> {
     hw[0] = H_, hw[1] = W_;
   }
 
-  // fn(first sample, count) over chunks of the `rows` samples, on the engine's worker threads
-  // (cpu/threads.h); the chunks depend on the thread count only, and samples never mix.
+  // fn(first sample, count, chunk) over chunks of the `rows` samples on the engine's worker
+  // threads (cpu/threads.h), BLAS single-threaded inside: every operation of a block is per cell
+  // or per sample, so a chunk runs the whole stack on its own samples (weight gradients go to
+  // per-chunk copies, added in chunk order). The chunks depend on the thread count only.
+  // One chunk on the calling thread with one thread, one sample, or while inspect records.
   template <class F>
-  void per_sample(int rows, F&& fn) {
-    cpu::parallel_for(size_t(rows), 1, [&](int, size_t b0, size_t b1) { fn(b0, int(b1 - b0)); });
-  }
-
-  void block_forward(const T* P, const Block& b, int c, T* X, int row, int rows) {
-    const int R = rows * S_;
-    T* u = u_.data();
-    T *q = sv(c, kQ, row), *k = sv(c, kK, row), *v = sv(c, kV, row), *ctx = sv(c, kCtx, row);
-    nn::ln_forward(X, P + b.g1, P + b.b1, sv(c, kXhat1, row), sv(c, kRstd1, row), u, R, d_, 1);
-    if (proj_) {  // W_Q, W_K, W_V are consecutive in the arena: one (3d x d) product
-      T* qkv = qkv_.data();
-      nn::linear_forward(u, P + b.wq, (const T*)nullptr, qkv, R, d_, 3 * d_);
-      for (int r = 0; r < R; ++r) {
-        std::memcpy(q + size_t(r) * d_, qkv + size_t(r) * 3 * d_, sizeof(T) * d_);
-        std::memcpy(k + size_t(r) * d_, qkv + size_t(r) * 3 * d_ + d_, sizeof(T) * d_);
-        std::memcpy(v + size_t(r) * d_, qkv + size_t(r) * 3 * d_ + 2 * d_, sizeof(T) * d_);
-      }
-    } else {
-      for (T* t : {q, k, v}) std::memcpy(t, u, sizeof(T) * R * d_);
+  int chunks(int rows, F&& fn) {
+    const int threads = cpu::pool_threads();
+    if (threads == 1 || rows < 2 || this->probe_) {
+      fn(0, rows, 0);
+      return 1;
     }
-    T* A = sv(c, kP, row);
-    per_sample(rows, [&](size_t b0, int n) {  // samples are independent: chunks of samples
-      const size_t o = b0 * S_ * d_;
-      if (rope_) {
-        attn2d::rope(grid_, q + o, n, false);
-        attn2d::rope(grid_, k + o, n, false);
-      }
-      attn2d::window_forward(grid_, q + o, k + o, v + o, A + b0 * S_ * heads_ * grid_.Wn, ctx + o, n);
+    if (gs_.size() < size_t(threads)) gs_.resize(threads);
+    for (int c = 1; c < threads; ++c) gs_[c].resize(hi_ - lo_);  // once: sizes never change
+    int n = 1;
+    cpu::blas_single_threaded([&] {
+      n = cpu::parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
+        fn(int(b0), int(b1 - b0), c);
+      });
     });
-    if (this->probe_) record(c, sv(c, kP, row), row, rows);
-    const T* add = ctx;
-    if (proj_) {
-      nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, u, R, d_, d_);
-      add = u;
-    }
-    for (size_t i = 0; i < size_t(R) * d_; ++i) X[i] += add[i];
-    nn::ln_forward(X, P + b.g2, P + b.b2, sv(c, kXhat2, row), sv(c, kRstd2, row), u, R, d_, 1);
-    T *z1 = sv(c, kZ1, row), *a1 = sv(c, kA1, row);
-    nn::linear_forward(u, P + b.w1, P + b.c1, z1, R, d_, hid_);
-    nn::act_forward(act_, act_p_, z1, a1, size_t(R) * hid_);
-    nn::linear_forward(a1, P + b.w2, P + b.c2, u, R, hid_, d_);
-    for (size_t i = 0; i < size_t(R) * d_; ++i) X[i] += u[i];
+    return n;
   }
 
-  void block_backward(const T* P, T* G, const Block& b, int c, T* gX, int row, int rows) {
+  // Samples row..row+rows-1 of the batch; scratch buffers from sample `at` (their own part).
+  void forward_rows(const T* P, const T* x, T* y, int row, int at, int rows) {
     const int R = rows * S_;
-    const size_t n = size_t(R) * d_;
-    T *u = u_.data(), *du = du_.data(), *dh = dhid_.data();
+    T* X = x_.data() + size_t(at) * S_ * d_;
+    if (V_) {
+      for (int s = 0; s < R; ++s)
+        std::memcpy(X + size_t(s) * d_, P + emb_ + size_t(token(x, s)) * d_, sizeof(T) * d_);
+    } else {
+      std::memcpy(X, x, sizeof(T) * R * d_);
+    }
+    for (int it = 0; it < I_; ++it)
+      for (int l = 0; l < L_; ++l) block_forward(P, blk_[l], it * L_ + l, X, row, at, rows);
+    std::memcpy(y, X, sizeof(T) * R * d_);
+  }
+
+  void backward_rows(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int at, int rows) {
+    const int R = rows * S_;
+    T* gX = gx_.data() + size_t(at) * S_ * d_;
+    std::memcpy(gX, dy, sizeof(T) * R * d_);
+    for (int it = I_ - 1; it >= 0; --it)
+      for (int l = L_ - 1; l >= 0; --l) block_backward(P, G, blk_[l], it * L_ + l, gX, row, at, rows);
+    if (V_) {
+      for (int s = 0; s < R; ++s) {
+        T* dE = G + emb_ + size_t(token(x, s)) * d_;
+        for (int c = 0; c < d_; ++c) dE[c] += gX[size_t(s) * d_ + c];
+      }
+    } else if (dx) {
+      for (size_t i = 0; i < size_t(R) * d_; ++i) dx[i] += gX[i];
+    }
+  }
+
+  void block_forward(const T* P, const Block& b, int c, T* X, int row, int at, int rows) {
+    const int R = rows * S_, d = d_;
+    const size_t sd = size_t(at) * S_ * d;
+    T* u = u_.data() + sd;
+    T *qkv = sv(c, kQKV, row), *ctx = sv(c, kCtx, row), *A = sv(c, kP, row);
+    nn::ln_forward(X, P + b.g1, P + b.b1, sv(c, kXhat1, row), sv(c, kRstd1, row), u, R, d, 1);
+    if (proj_) {  // W_Q, W_K, W_V are consecutive in the arena: one (3d x d) product
+      nn::linear_forward(u, P + b.wq, (const T*)nullptr, qkv, R, d, 3 * d);
+    } else {
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < 3; ++t) std::memcpy(qkv + (size_t(r) * 3 + t) * d, u + size_t(r) * d, sizeof(T) * d);
+    }
+    if (rope_) {
+      attn2d::rope(grid_, qkv, 3 * d, rows, false);
+      attn2d::rope(grid_, qkv + d, 3 * d, rows, false);
+    }
+    attn2d::window_forward(grid_, qkv, qkv + d, qkv + 2 * d, 3 * d, A, ctx, rows);
+    if (this->probe_) record(c, A, row, rows);
+    if (proj_) nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, X, R, d, d, true);
+    else for (size_t i = 0; i < size_t(R) * d; ++i) X[i] += ctx[i];
+    nn::ln_forward(X, P + b.g2, P + b.b2, sv(c, kXhat2, row), sv(c, kRstd2, row), u, R, d, 1);
+    T *d1 = sv(c, kD1, row), *a1 = sv(c, kA1, row);
+    nn::linear_forward(u, P + b.w1, P + b.c1, d1, R, d, hid_);
+    nn::act_forward_deriv(act_, act_p_, d1, a1, size_t(R) * hid_);
+    nn::linear_forward(a1, P + b.w2, P + b.c2, X, R, hid_, d, true);
+  }
+
+  void block_backward(const T* P, T* G, const Block& b, int c, T* gX, int row, int at, int rows) {
+    const int R = rows * S_, d = d_;
+    const size_t n = size_t(R) * d, sd = size_t(at) * S_ * d;
+    T *u = u_.data() + sd, *du = du_.data() + sd, *dh = dhid_.data() + size_t(at) * S_ * hid_;
     // MLP: X += W2 act(W1 LN2(X) + c1) + c2
-    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, dh, R, hid_, d_, true);
-    nn::act_backward(act_, act_p_, sv(c, kZ1, row), sv(c, kA1, row), dh, dh, size_t(R) * hid_);
-    nn::ln_apply(sv(c, kXhat2, row), P + b.g2, P + b.b2, u, R, d_, 1);
-    nn::linear_backward(u, P + b.w1, dh, G + b.w1, G + b.c1, du, R, d_, hid_, true);
+    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, dh, R, hid_, d, true);
+    nn::act_backward_deriv(sv(c, kD1, row), dh, dh, size_t(R) * hid_);
+    nn::ln_apply(sv(c, kXhat2, row), P + b.g2, P + b.b2, u, R, d, 1);
+    nn::linear_backward(u, P + b.w1, dh, G + b.w1, G + b.c1, du, R, d, hid_, true);
     nn::ln_backward(sv(c, kXhat2, row), sv(c, kRstd2, row), P + b.g2, du, gX, G + b.g2, G + b.b2,
-                    R, d_, 1);
+                    R, d, 1);
     // attention: X += Wo LA(rope(Wq u), rope(Wk u), Wv u), u = LN1(X)
-    T* dctx = dctx_.data();
+    T* dctx = dctx_.data() + sd;
     if (proj_) {
-      nn::linear_backward(sv(c, kCtx, row), P + b.wo, gX, G + b.wo, (T*)nullptr, dctx, R, d_, d_, true);
+      nn::linear_backward(sv(c, kCtx, row), P + b.wo, gX, G + b.wo, (T*)nullptr, dctx, R, d, d, true);
     } else {
       std::memcpy(dctx, gX, sizeof(T) * n);
     }
-    T *dq = dq_.data(), *dk = dk_.data(), *dv = dv_.data();
-    for (T* t : {dq, dk, dv}) std::fill(t, t + n, T(0));
-    const T *q = sv(c, kQ, row), *k = sv(c, kK, row), *v = sv(c, kV, row), *A = sv(c, kP, row);
-    per_sample(rows, [&](size_t b0, int m) {  // a sample's gradients come from that sample only
-      const size_t o = b0 * S_ * d_;
-      attn2d::window_backward(grid_, q + o, k + o, v + o, A + b0 * S_ * heads_ * grid_.Wn, dctx + o,
-                              dq + o, dk + o, dv + o, m);
-      if (rope_) {
-        attn2d::rope(grid_, dq + o, m, true);
-        attn2d::rope(grid_, dk + o, m, true);
-      }
-    });
+    T* dqkv = dqkv_.data() + 3 * sd;
+    std::fill(dqkv, dqkv + 3 * n, T(0));
+    const T* qkv = sv(c, kQKV, row);
+    attn2d::window_backward(grid_, qkv, qkv + d, qkv + 2 * d, 3 * d, sv(c, kP, row), dctx, dqkv,
+                            dqkv + d, dqkv + 2 * d, rows);
+    if (rope_) {
+      attn2d::rope(grid_, dqkv, 3 * d, rows, true);
+      attn2d::rope(grid_, dqkv + d, 3 * d, rows, true);
+    }
     if (proj_) {
-      nn::ln_apply(sv(c, kXhat1, row), P + b.g1, P + b.b1, u, R, d_, 1);
-      T* dqkv = qkv_.data();
-      for (int r = 0; r < R; ++r) {
-        std::memcpy(dqkv + size_t(r) * 3 * d_, dq + size_t(r) * d_, sizeof(T) * d_);
-        std::memcpy(dqkv + size_t(r) * 3 * d_ + d_, dk + size_t(r) * d_, sizeof(T) * d_);
-        std::memcpy(dqkv + size_t(r) * 3 * d_ + 2 * d_, dv + size_t(r) * d_, sizeof(T) * d_);
-      }
-      nn::linear_backward(u, P + b.wq, dqkv, G + b.wq, (T*)nullptr, du, R, d_, 3 * d_, true);
+      nn::ln_apply(sv(c, kXhat1, row), P + b.g1, P + b.b1, u, R, d, 1);
+      nn::linear_backward(u, P + b.wq, dqkv, G + b.wq, (T*)nullptr, du, R, d, 3 * d, true);
     } else {
-      for (size_t i = 0; i < n; ++i) du[i] = dq[i] + dk[i] + dv[i];
+      for (int r = 0; r < R; ++r) {
+        const T* g3 = dqkv + size_t(r) * 3 * d;
+        for (int t = 0; t < d; ++t) du[size_t(r) * d + t] = g3[t] + g3[d + t] + g3[2 * d + t];
+      }
     }
     nn::ln_backward(sv(c, kXhat1, row), sv(c, kRstd1, row), P + b.g1, du, gX, G + b.g1, G + b.b1,
-                    R, d_, 1);
+                    R, d, 1);
   }
 
   std::string name_;
@@ -424,10 +478,11 @@ class Attn2dNode final : public StructNode<T> {
   int H_, W_, S_, d_, heads_, dh_, L_, I_, hid_, V_;
   bool rope_, proj_;
   attn2d::Grid grid_{1, 1, 1, 4, 0, false};  // window neighbours and RoPE tables, built once
-  size_t emb_ = 0;
+  size_t emb_ = 0, lo_ = SIZE_MAX, hi_ = 0;  // [lo_, hi_): this node's parameters in the arena
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;
-  std::vector<T> x_, gx_, u_, du_, dq_, dk_, dv_, dctx_, dhid_, qkv_;
+  std::vector<T> x_, gx_, u_, du_, dctx_, dhid_, dqkv_;
+  std::vector<std::vector<T>> gs_;  // per-chunk weight gradients (chunk 0 uses G itself)
 };
 
 }  // namespace

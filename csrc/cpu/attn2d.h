@@ -14,21 +14,27 @@ struct Grid {
   bool raster;
   std::vector<int> nb;         // nb[s * Wn + w]: the cell in slot w of s's window, or -1
   std::vector<double> cs, sn;  // RoPE: cos / sin of pos * 10000^(-k/m), (max(H, W), m = dh/4)
+  std::vector<float> csf, snf;  // the same, rounded once for the float engine
+  template <class T> const T* cosines() const;
+  template <class T> const T* sines() const;
 };
 
-// q, k, v, out: (rows, H*W, heads*dh); P: (rows, H*W, heads, Wn) softmax weights (0 for slots
-// outside the grid or masked). Scale dh^-1/2.
+// q, k, v: (rows, H*W) cells of heads*dh features, `ld` apart (heads*dh when contiguous; 3
+// heads*dh when they are the thirds of one (rows, H*W, 3, heads*dh) product); out: (rows, H*W,
+// heads*dh) contiguous; P: (rows, H*W, heads, Wn) softmax weights (0 for slots outside the grid
+// or masked). Scale dh^-1/2.
 template <class T>
-void window_forward(const Grid& g, const T* q, const T* k, const T* v, T* P, T* out, int rows);
-// dq, dk, dv += the gradients for dout.
+void window_forward(const Grid& g, const T* q, const T* k, const T* v, int ld, T* P, T* out,
+                    int rows);
+// dq, dk, dv (cells `ld` apart, like q, k, v) += the gradients for dout (contiguous).
 template <class T>
-void window_backward(const Grid& g, const T* q, const T* k, const T* v, const T* P, const T* dout,
-                     T* dq, T* dk, T* dv, int rows);
+void window_backward(const Grid& g, const T* q, const T* k, const T* v, int ld, const T* P,
+                     const T* dout, T* dq, T* dk, T* dv, int rows);
 
-// In place on x (rows, H*W, heads*dh): per head, the first half rotated by the row index, the
-// second by the column index, pairs (k, k+m) with angle pos * 10000^(-k/m), m = dh/4.
-// inverse = rotate by the negative angle (the backward of the rotation).
+// In place on x (rows, H*W cells of heads*dh features, `ld` apart): per head, the first half
+// rotated by the row index, the second by the column index, pairs (k, k+m) with angle
+// pos * 10000^(-k/m), m = dh/4. inverse = rotate by the negative angle (the backward).
 template <class T>
-void rope(const Grid& g, T* x, int rows, bool inverse);
+void rope(const Grid& g, T* x, int ld, int rows, bool inverse);
 
 }  // namespace nm::attn2d

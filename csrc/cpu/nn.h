@@ -97,11 +97,16 @@ void ln_backward(const T* xhat, const T* rstd, const T* g, const T* dy, T* dx, T
   }
 }
 
-// y[rows, out] = x[rows, in] W[out, in]^T (+ b)
+// y[rows, out] = x[rows, in] W[out, in]^T (+ b); accumulate: y += that (a residual stream).
+// With a bias, y's rows start as b and the product adds to them: no zeroing pass and no
+// separate bias pass (BLAS zeroes C first when asked to overwrite it).
 template <class T>
-void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, int out) {
-  cpu::gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(0), y, out);
-  if (b)
+void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, int out,
+                    bool accumulate = false) {
+  if (b && !accumulate)
+    for (int r = 0; r < rows; ++r) std::copy(b, b + out, y + size_t(r) * out);
+  cpu::gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(b || accumulate ? 1 : 0), y, out);
+  if (b && accumulate)
     for (int r = 0; r < rows; ++r)
       for (int o = 0; o < out; ++o) y[size_t(r) * out + o] += b[o];
 }
@@ -164,6 +169,36 @@ void act_backward(Act f, double p, const T* z, const T* a, const T* da, T* dz, s
       simd::act_backward(f, float(p), 0.0f, z + b, a + b, da + b, dz + b, nullptr, e - b);
     });
   else ops::act_backward<T>(f, T(p), T(0), z, a, da, dz, nullptr, 1, int(n));
+}
+
+// a = f(z), and z becomes f'(z): the backward (act_backward_deriv) is then one product, and
+// terms shared by f and f' (GELU's sigmoid) are evaluated once. Not softmax.
+template <class T>
+void act_forward_deriv(Act f, double p, T* z, T* a, size_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    cpu::parallel_for(n, kElemGrain, [&](int, size_t b, size_t e) {
+      simd::act_forward_deriv(f, float(p), 0.0f, z + b, a + b, e - b);
+    });
+  } else {
+    fm::with_act(f, [&](auto tag) {
+      constexpr Act A = decltype(tag)::value;
+      for (size_t i = 0; i < n; ++i) {
+        const T zi = z[i], ai = fm::act<A>(T(p), T(0), zi);
+        a[i] = ai;
+        z[i] = fm::deriv<A>(T(p), T(0), zi, ai);
+      }
+    });
+  }
+}
+
+// dz = da ⊙ d, d as act_forward_deriv left it (dz may alias da)
+template <class T>
+void act_backward_deriv(const T* d, const T* da, T* dz, size_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    cpu::parallel_for(n, kElemGrain, [&](int, size_t b, size_t e) { simd::mul(d + b, da + b, dz + b, e - b); });
+  } else {
+    for (size_t i = 0; i < n; ++i) dz[i] = da[i] * d[i];
+  }
 }
 
 // In place: each row of n becomes softmax(row); entries at -inf get probability 0.

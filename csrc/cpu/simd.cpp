@@ -101,6 +101,21 @@ NM_CLONES void act_forward(Act f, float p, float alpha, const float* z, float* a
   });
 }
 
+NM_CLONES void act_forward_deriv(Act f, float p, float alpha, float* z, float* a, size_t n) {
+  fm::with_act(f, [&](auto tag) NM_INLINE_LAMBDA {
+    constexpr Act A = decltype(tag)::value;
+    for (size_t i = 0; i < n; ++i) {
+      const float zi = z[i], ai = fm::act<A, FastMath>(p, alpha, zi);
+      a[i] = ai;
+      z[i] = fm::deriv<A, FastMath>(p, alpha, zi, ai);
+    }
+  });
+}
+
+NM_CLONES void mul(const float* x, const float* y, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = x[i] * y[i];
+}
+
 NM_CLONES void act_backward(Act f, float p, float alpha, const float* z, const float* a,
                             const float* da, float* dz, float* dalpha, size_t n) {
   if (f == Act::Softmax) return;

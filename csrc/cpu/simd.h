@@ -10,6 +10,11 @@ namespace nm::simd {
 
 // a[n] = f(z) for the elementwise activations (not softmax)
 void act_forward(Act f, float p, float alpha, const float* z, float* a, size_t n);
+// a[n] = f(z) and, over z, f'(z): what the backward needs, in z's memory (one evaluation of the
+// shared terms, e.g. GELU's sigmoid, instead of one in each pass). Not softmax.
+void act_forward_deriv(Act f, float p, float alpha, float* z, float* a, size_t n);
+// out[n] = x ⊙ y (out may alias either)
+void mul(const float* x, const float* y, float* out, size_t n);
 // dz[n] = da * f'(z); PReLU slope gradient accumulates into *dalpha when given
 void act_backward(Act f, float p, float alpha, const float* z, const float* a, const float* da,
                   float* dz, float* dalpha, size_t n);

@@ -12,6 +12,16 @@
 namespace nm::cpu {
 namespace {
 
+// True on a thread while it runs a chunk: a parallel_for from inside one (a node that cuts its
+// own work by samples and calls the elementwise helpers per chunk) runs inline as one chunk.
+thread_local bool t_in_job = false;
+
+struct InJob {
+  bool was = t_in_job;
+  InJob() { t_in_job = true; }
+  ~InJob() { t_in_job = was; }
+};
+
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -39,7 +49,7 @@ class Pool {
           const std::function<void(int, size_t, size_t)>& fn) {
     const size_t most = min_per_chunk ? n / min_per_chunk : n;
     const int chunks = int(std::max<size_t>(1, std::min<size_t>(size_t(size_), most)));
-    if (chunks == 1) {
+    if (chunks == 1 || t_in_job) {
       if (n) fn(0, 0, n);
       return 1;
     }
@@ -73,6 +83,7 @@ class Pool {
     if (chunk >= chunks_) return;
     const size_t begin = n_ * size_t(chunk) / size_t(chunks_);
     const size_t end = n_ * size_t(chunk + 1) / size_t(chunks_);
+    InJob job;
     if (begin < end) (*job_)(chunk, begin, end);
   }
 

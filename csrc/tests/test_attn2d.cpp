@@ -2,6 +2,7 @@
 // the closed-form 3x3 case, dense softmax attention (plain and causal) when the window covers
 // the grid, the clipped neighbourhood and translation equivariance, and 2D RoPE's reference
 // rotation, relative positions and inverse. Float64, one sample.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -18,13 +19,13 @@ Vec window(const Vec& q, const Vec& k, const Vec& v, int H, int W, int heads, in
   const int dh = int(q.size()) / (H * W * heads);
   const attn2d::Grid g(H, W, heads, dh, r, raster);
   Vec out(q.size()), P(size_t(H) * W * heads * g.Wn);
-  attn2d::window_forward(g, q.data(), k.data(), v.data(), P.data(), out.data(), 1);
+  attn2d::window_forward(g, q.data(), k.data(), v.data(), dh * heads, P.data(), out.data(), 1);
   return out;
 }
 
 Vec rope(Vec x, int H, int W, int heads, bool inverse) {
   const attn2d::Grid g(H, W, heads, int(x.size()) / (H * W * heads), 0, false);
-  attn2d::rope(g, x.data(), 1, inverse);
+  attn2d::rope(g, x.data(), int(x.size()) / (H * W), 1, inverse);
   return x;
 }
 
@@ -156,6 +157,64 @@ void rope_reference_and_relative_positions() {
   CHECK(max_diff(rope(Q, H, W, 1, true), Q0) < 1e-12);
 }
 
+
+// The engine's layout: q, k, v as the thirds of one (rows, cells, 3, d) product, ld = 3d; the
+// float kernels (8-lane dot products, float RoPE tables) against the double ones.
+void strided_layout_and_float_kernels() {
+  Rng rng(3);
+  const int H = 5, W = 4, heads = 3, dh = 20, d = heads * dh, S = H * W, rows = 2;
+  for (bool raster : {false, true}) {
+    const attn2d::Grid g(H, W, heads, dh, 1, raster);
+    const size_t n = size_t(rows) * S * d, np = size_t(rows) * S * heads * g.Wn;
+    const Vec q = normal(rng, n), k = normal(rng, n), v = normal(rng, n), dout = normal(rng, n);
+    Vec qkv(3 * n);  // interleaved per cell: [q | k | v]
+    for (size_t c = 0; c < size_t(rows) * S; ++c)
+      for (int t = 0; t < d; ++t)
+        qkv[c * 3 * d + t] = q[c * d + t], qkv[c * 3 * d + d + t] = k[c * d + t],
+        qkv[c * 3 * d + 2 * d + t] = v[c * d + t];
+    Vec out(n), P(np), out3(n), P3(np);
+    attn2d::window_forward(g, q.data(), k.data(), v.data(), d, P.data(), out.data(), rows);
+    attn2d::window_forward(g, qkv.data(), qkv.data() + d, qkv.data() + 2 * d, 3 * d, P3.data(),
+                           out3.data(), rows);
+    CHECK(max_diff(out, out3) < 1e-14 && max_diff(P, P3) < 1e-14);
+    Vec dq(n, 0.0), dk(n, 0.0), dv(n, 0.0), dqkv(3 * n, 0.0);
+    attn2d::window_backward(g, q.data(), k.data(), v.data(), d, P.data(), dout.data(), dq.data(),
+                            dk.data(), dv.data(), rows);
+    attn2d::window_backward(g, qkv.data(), qkv.data() + d, qkv.data() + 2 * d, 3 * d, P.data(),
+                            dout.data(), dqkv.data(), dqkv.data() + d, dqkv.data() + 2 * d, rows);
+    double strided = 0;
+    for (size_t c = 0; c < size_t(rows) * S; ++c)
+      for (int t = 0; t < d; ++t)
+        strided = std::max({strided, std::abs(dqkv[c * 3 * d + t] - dq[c * d + t]),
+                            std::abs(dqkv[c * 3 * d + d + t] - dk[c * d + t]),
+                            std::abs(dqkv[c * 3 * d + 2 * d + t] - dv[c * d + t])});
+    CHECK(strided < 1e-14);
+    // float: the same numbers rounded, to float precision
+    auto f = [](const Vec& x) { return std::vector<float>(x.begin(), x.end()); };
+    auto back = [](const std::vector<float>& x) { return Vec(x.begin(), x.end()); };
+    std::vector<float> fq = f(q), fk = f(k), fv = f(v), fo(n), fP(np), fdo = f(dout);
+    std::vector<float> fdq(n, 0.f), fdk(n, 0.f), fdv(n, 0.f);
+    attn2d::window_forward(g, fq.data(), fk.data(), fv.data(), d, fP.data(), fo.data(), rows);
+    attn2d::window_backward(g, fq.data(), fk.data(), fv.data(), d, fP.data(), fdo.data(),
+                            fdq.data(), fdk.data(), fdv.data(), rows);
+    CHECK(max_diff(back(fo), out) < 1e-5 && max_diff(back(fP), P) < 1e-5);
+    CHECK(max_diff(back(fdq), dq) < 1e-5 && max_diff(back(fdk), dk) < 1e-5 &&
+          max_diff(back(fdv), dv) < 1e-5);
+    for (bool inverse : {false, true}) {  // RoPE on the q third in place, float vs double
+      Vec x = qkv;
+      std::vector<float> fx = f(qkv);
+      attn2d::rope(g, x.data(), 3 * d, rows, inverse);
+      attn2d::rope(g, fx.data(), 3 * d, rows, inverse);
+      CHECK(max_diff(back(fx), x) < 1e-5);
+      Vec moved(x.begin() + d, x.end()), kept(qkv.begin() + d, qkv.end());
+      double others = 0;  // the k and v thirds of cell 0 are not touched
+      for (int t = 0; t < 2 * d; ++t) others = std::max(others, std::abs(moved[t] - kept[t]));
+      CHECK(others == 0);
+      CHECK(max_diff(x, qkv) > 1e-3);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -163,5 +222,6 @@ int main() {
   wide_window_is_dense_attention();
   clipped_and_translation_equivariant();
   rope_reference_and_relative_positions();
+  strided_layout_and_float_kernels();
   return TEST_MAIN_RESULT();
 }
