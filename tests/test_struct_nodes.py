@@ -240,6 +240,12 @@ def test_raster_mask_is_causal():
 
 @pytest.mark.parametrize("node,width", [
     ("(g, attn2d, 4x5, dim 16, heads 4, window 1, depth 2, iterations 2)", 320),
+    # head size 20 (lane dot products with a tail, the generic RoPE loop), raster window 2, and
+    # the activations whose value and derivative share work (act_deriv: <gelu>, which these
+    # nodes compute as GELU-erf, and Swish)
+    ("(g, attn2d, 3x5, dim 40, heads 2, window 2, depth 1, mask raster, <gelu>)", 600),
+    ("(g, attn2d, 5x3, dim 32, heads 8, window 1, depth 2, mlp 3, <swish, 0.7>)", 480),
+    ("(g, attn2d, 4x4, dim 6, heads 1, window 1, depth 2, proj 0, rope 0)", 96),
     ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),
 ])
 def test_float32_fast_path_matches_float64_reference(node, width):

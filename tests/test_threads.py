@@ -21,6 +21,19 @@ MODELS = [
     # a sheet large enough that its (sample, head) attention pairs run on the worker threads
     ("/xavier, zero/ (x, 512) (c, column, 16x16, dim 8, heads 2, qk 8, mlp 8, depth 1, in 64, "
      "wiring 0.1, <gelu>) (y, 10, <softmax>, <cross_entropy>)", {}),
+    # attn2d cuts the batch into per-thread chunks that run the whole block stack (weight
+    # gradients per chunk, added in chunk order): token ids through its own embedding, RoPE,
+    # the raster mask; the grid LM of MDL.md section 7 (embed node, per-cell softmax head)
+    ("/xavier, zero/ (x, 16) (g, attn2d, 4x4, dim 16, heads 2, window 1, depth 2, vocab 7, "
+     "mask raster, <gelu>) (y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=1.0)),
+    ("/xavier, zero/ (x, 16) (e, embed, 4x4, vocab 9, dim 16) (g, attn2d, 4x4, dim 16, heads 4, "
+     "window 1, depth 2, mask raster, <gelu>) (y, 9, cells 4x4, <softmax>, <cross_entropy>)", {}),
+    # no projections: q = k = v = the normed state
+    ("/xavier, zero/ (x, 64) (g, attn2d, 4x4, dim 4, heads 1, window 1, depth 1, proj 0, <swish>) "
+     "(y, 10, <softmax>, <cross_entropy>)", {}),
+    # an energy block whose Lagrangians run on the worker threads (batch x units above the grain)
+    ("/xavier, zero/ (x, 64) [am, energy, steps 3, dt 0.4, (am_v, 64, <tanh>) (am_y, 10, <softmax>) "
+     "(am_s, synapse hidden, am_v am_y, units 400, <relu>)] (y, 10, <softmax>, <cross_entropy>)", {}),
 ]
 
 
@@ -31,7 +44,11 @@ def _run(text, opts, threads):
     rng = np.random.default_rng(0)
     w, o = nm.info(h)["input_width"], nm.info(h)["output_width"]
     x = rng.normal(size=(6, 96, w)).astype(np.float32)
+    if "vocab" in text:  # token ids
+        x = rng.integers(0, 7, size=(6, 96, w)).astype(np.float32)
     e = np.eye(o, dtype=np.float32)[rng.integers(0, o, (6, 96))]
+    if "cells" in text:  # a class id per cell
+        e = rng.integers(0, 9, size=(6, 96, o // 9)).astype(np.float32)
     nm.train(h, x, e, verbosity=0)
     out = nm.history(h), nm.get_params(h)
     nm.release(h)
@@ -39,7 +56,8 @@ def _run(text, opts, threads):
 
 
 @pytest.mark.parametrize("text,opts", MODELS, ids=["prelu-adam-clip", "softmax-mse-momentum", "swish-sgd",
-                                              "attn2d", "column", "column-heads"])
+                                              "attn2d", "column", "column-heads",
+                                              "attn2d-vocab", "grid-lm", "attn2d-noproj", "energy"])
 def test_one_and_two_threads_agree_and_two_are_deterministic(text, opts):
     try:
         one = _run(text, opts, 1)

@@ -100,6 +100,28 @@ NM_HD T deriv(T p, T alpha, T z, T a) {
   }
 }
 
+// f(z) and f'(z) together, with one evaluation of what they share (the sigmoid of GELU and
+// Swish, GELU-erf's erfc); the same formulas as act and deriv.
+template <Act A, class M = StdMath, class T>
+NM_HD void act_deriv(T p, T alpha, T z, T& a, T& d) {
+  if constexpr (A == Act::Gelu) {
+    const T z2 = z * z, s = M::sigmoid(T(2) * T(kGeluC) * (z + T(kGeluK) * z2 * z));
+    a = z * s;
+    d = s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * kGeluK) * z2);
+  } else if constexpr (A == Act::Swish) {
+    const T s = M::sigmoid(p * z);
+    a = z * s;
+    d = s + p * z * s * (T(1) - s);
+  } else if constexpr (A == Act::GeluErf) {
+    const T e = M::erfc(-z * T(kInvSqrt2));
+    a = T(0.5) * z * e;
+    d = T(0.5) * e + z * T(kInvSqrt2Pi) * M::exp(T(-0.5) * z * z);
+  } else {
+    a = act<A, M>(p, alpha, z);
+    d = deriv<A, M>(p, alpha, z, a);
+  }
+}
+
 // Every activation, once: the dispatchers below expand it (a missing enumerator fails the
 // build through -Werror=switch).
 #define NM_ACT_CASE(a, name) case Act::a: return fn(ActTag<Act::a>{});

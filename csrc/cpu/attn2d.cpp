@@ -65,6 +65,8 @@ NM_INLINE T dot(const T* a, const T* b, int n) {
   return s;
 }
 
+// Per query cell, slot by slot with the heads innermost: a window cell's row of q/k/v is read
+// once per slot, front to back, and the heads' dot products are independent work.
 template <class T>
 NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const T* v, int ld, T* P,
                                    T* out, int rows) {
@@ -74,29 +76,36 @@ NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const 
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
       const size_t cell = size_t(b) * S;
+      const T* qs = q + (cell + s) * ld;
+      T* p = P + (cell + s) * heads * Wn;  // p[h * Wn + w]
+      for (int w = 0; w < Wn; ++w) {
+        if (win[w] < 0) continue;
+        const T* ks = k + (cell + win[w]) * ld;
+        for (int h = 0; h < heads; ++h) p[h * Wn + w] = dot(qs + h * dh, ks + h * dh, dh) * scale;
+      }
       for (int h = 0; h < heads; ++h) {
-        const T* qs = q + (cell + s) * ld + h * dh;
-        T* p = P + ((cell + s) * heads + h) * Wn;
+        T* ph = p + h * Wn;
         T m = -INFINITY;
-        for (int w = 0; w < Wn; ++w) {
-          if (win[w] < 0) continue;
-          p[w] = dot(qs, k + (cell + win[w]) * ld + h * dh, dh) * scale;
-          m = std::max(m, p[w]);
-        }
+        for (int w = 0; w < Wn; ++w)
+          if (win[w] >= 0) m = std::max(m, ph[w]);
         T sum = 0;
         for (int w = 0; w < Wn; ++w) {
-          p[w] = win[w] < 0 ? T(0) : std::exp(p[w] - m);
-          sum += p[w];
+          ph[w] = win[w] < 0 ? T(0) : std::exp(ph[w] - m);
+          sum += ph[w];
         }
         const T inv = T(1) / sum;
-        T* o = out + (cell + s) * d + h * dh;
-        for (int c = 0; c < dh; ++c) o[c] = 0;
-        for (int w = 0; w < Wn; ++w) {
-          if (win[w] < 0) continue;
-          p[w] *= inv;
-          const T pw = p[w];
-          const T* vs = v + (cell + win[w]) * ld + h * dh;
-          for (int c = 0; c < dh; ++c) o[c] += pw * vs[c];
+        for (int w = 0; w < Wn; ++w) ph[w] *= inv;
+      }
+      T* o = out + (cell + s) * d;
+      for (int c = 0; c < d; ++c) o[c] = 0;
+      for (int w = 0; w < Wn; ++w) {
+        if (win[w] < 0) continue;
+        const T* vs = v + (cell + win[w]) * ld;
+        for (int h = 0; h < heads; ++h) {
+          const T pw = p[h * Wn + w];
+          T* oh = o + h * dh;
+          const T* vh = vs + h * dh;
+          for (int c = 0; c < dh; ++c) oh[c] += pw * vh[c];
         }
       }
     }
@@ -107,37 +116,46 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
                                     const T* P, const T* dout, T* dq, T* dk, T* dv, int rows) {
   const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const T scale = T(1.0 / std::sqrt(double(dh)));
-  thread_local std::vector<T> dp_buf;  // dout · v per slot; grows once, then reused
-  if (dp_buf.size() < size_t(Wn)) dp_buf.resize(Wn);
-  T* dp = dp_buf.data();
+  thread_local std::vector<T> buf;  // dout · v per (head, slot), then Σ_w p dp per head
+  if (buf.size() < size_t(heads) * (Wn + 1)) buf.resize(size_t(heads) * (Wn + 1));
+  T *dp = buf.data(), *dot_pv = buf.data() + size_t(heads) * Wn;
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
       const size_t cell = size_t(b) * S;
-      for (int h = 0; h < heads; ++h) {
-        const size_t qo = (cell + s) * ld + h * dh;
-        const T* p = P + ((cell + s) * heads + h) * Wn;
-        const T* go = dout + (cell + s) * d + h * dh;
-        T dot_pv = 0;
-        for (int w = 0; w < Wn; ++w) {
-          if (win[w] < 0) continue;
-          const size_t ko = (cell + win[w]) * ld + h * dh;
-          dp[w] = dot(go, v + ko, dh);
-          const T pw = p[w];
-          T* dvs = dv + ko;
-          for (int c = 0; c < dh; ++c) dvs[c] += pw * go[c];
-          dot_pv += pw * dp[w];
+      const T* p = P + (cell + s) * heads * Wn;
+      const T* go = dout + (cell + s) * d;
+      for (int h = 0; h < heads; ++h) dot_pv[h] = 0;
+      for (int w = 0; w < Wn; ++w) {
+        if (win[w] < 0) continue;
+        const size_t ko = (cell + win[w]) * ld;
+        const T* vs = v + ko;
+        T* dvs = dv + ko;
+        for (int h = 0; h < heads; ++h) {
+          const T pw = p[h * Wn + w], g2 = dot(go + h * dh, vs + h * dh, dh);
+          dp[h * Wn + w] = g2;
+          dot_pv[h] += pw * g2;
+          T* dvh = dvs + h * dh;
+          const T* goh = go + h * dh;
+          for (int c = 0; c < dh; ++c) dvh[c] += pw * goh[c];
         }
-        for (int w = 0; w < Wn; ++w) {
-          if (win[w] < 0) continue;
-          const size_t ko = (cell + win[w]) * ld + h * dh;
-          const T ds = p[w] * (dp[w] - dot_pv) * scale;
-          T* dqs = dq + qo;
-          T* dks = dk + ko;
-          const T *ks = k + ko, *qs = q + qo;
+      }
+      const size_t qo = (cell + s) * ld;
+      const T* qs = q + qo;
+      T* dqs = dq + qo;
+      for (int w = 0; w < Wn; ++w) {
+        if (win[w] < 0) continue;
+        const size_t ko = (cell + win[w]) * ld;
+        const T* ks = k + ko;
+        T* dks = dk + ko;
+        for (int h = 0; h < heads; ++h) {
+          const T ds = p[h * Wn + w] * (dp[h * Wn + w] - dot_pv[h]) * scale;
+          T* dqh = dqs + h * dh;
+          T* dkh = dks + h * dh;
+          const T *kh = ks + h * dh, *qh = qs + h * dh;
           for (int c = 0; c < dh; ++c) {
-            dqs[c] += ds * ks[c];
-            dks[c] += ds * qs[c];
+            dqh[c] += ds * kh[c];
+            dkh[c] += ds * qh[c];
           }
         }
       }
@@ -167,9 +185,11 @@ void window_backward<double>(const Grid& g, const double* q, const double* k, co
   window_backward_impl(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
 }
 
-template <class T>
+// M = dh/4 as a compile-time constant for the common head sizes (the pair loop then becomes
+// whole vector operations); 0: read from the grid.
+template <int M, class T>
 NM_INLINE void rope_impl(const Grid& g, T* x, int ld, int rows, bool inverse) {
-  const int S = g.H * g.W, dh = g.dh, m = dh / 4;
+  const int S = g.H * g.W, dh = g.dh, m = M ? M : dh / 4;
   const T sign = inverse ? T(-1) : T(1);
   const T *cosv = g.cosines<T>(), *sinv = g.sines<T>();
   for (int b = 0; b < rows; ++b)
@@ -189,13 +209,24 @@ NM_INLINE void rope_impl(const Grid& g, T* x, int ld, int rows, bool inverse) {
     }
 }
 
+template <class T>
+NM_INLINE void rope_dispatch(const Grid& g, T* x, int ld, int rows, bool inverse) {
+  switch (g.dh / 4) {
+    case 2: return rope_impl<2>(g, x, ld, rows, inverse);
+    case 4: return rope_impl<4>(g, x, ld, rows, inverse);
+    case 8: return rope_impl<8>(g, x, ld, rows, inverse);
+    case 16: return rope_impl<16>(g, x, ld, rows, inverse);
+    default: return rope_impl<0>(g, x, ld, rows, inverse);
+  }
+}
+
 template <>
 NM_CLONES void rope<float>(const Grid& g, float* x, int ld, int rows, bool inverse) {
-  rope_impl(g, x, ld, rows, inverse);
+  rope_dispatch(g, x, ld, rows, inverse);
 }
 template <>
 void rope<double>(const Grid& g, double* x, int ld, int rows, bool inverse) {
-  rope_impl(g, x, ld, rows, inverse);
+  rope_dispatch(g, x, ld, rows, inverse);
 }
 
 }  // namespace attn2d

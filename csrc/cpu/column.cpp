@@ -193,6 +193,7 @@ class ColumnNode final : public StructNode<T> {
   }
 
  private:
+  // kZ1 holds the MLP activation's derivative at its input after the forward (nn::act_forward_deriv)
   enum { kXhat1, kRstd1, kU1, kQ, kK, kV, kA, kCtx, kXhat2, kRstd2, kZ1, kA1, kTensors };
   T* sv(int t, int k, int row) { return sv_[size_t(t) * kTensors + k].at(row); }
 
@@ -285,7 +286,7 @@ class ColumnNode final : public StructNode<T> {
     T *z1 = sv(t, kZ1, row), *a1 = sv(t, kA1, row), *u2 = du_.data();
     nn::ln_forward(X, P + g2_, P + b2_, sv(t, kXhat2, row), sv(t, kRstd2, row), u2, R, d_, N_);
     nn::columns_forward(u2, P + w1_, P + c1_, z1, rows, N_, d_, m_);
-    nn::act_forward(act_, act_p_, z1, a1, size_t(R) * m_);
+    nn::act_forward_deriv(act_, act_p_, z1, a1, size_t(R) * m_);  // z1 becomes act'(z1)
     nn::columns_forward(a1, P + w2_, (const T*)nullptr, u2, rows, N_, m_, d_);
     for (size_t i = 0; i < rows * nd; ++i) X[i] += u2[i];
   }
@@ -298,7 +299,7 @@ class ColumnNode final : public StructNode<T> {
     // MLP: X'' = X' + W2 act(W1 LN2(X') + c1)
     std::fill(dh, dh + size_t(R) * m_, T(0));
     nn::columns_backward(sv(t, kA1, row), P + w2_, gX, G + w2_, (T*)nullptr, dh, rows, N_, m_, d_);
-    nn::act_backward(act_, act_p_, sv(t, kZ1, row), sv(t, kA1, row), dh, dh, size_t(R) * m_);
+    nn::act_backward_deriv(sv(t, kZ1, row), dh, dh, size_t(R) * m_);
     nn::ln_apply(sv(t, kXhat2, row), P + g2_, P + b2_, u2, R, d_, N_);
     std::fill(du, du + n, T(0));
     nn::columns_backward(u2, P + w1_, dh, G + w1_, G + c1_, du, rows, N_, d_, m_);

@@ -12,6 +12,7 @@
 #include "../core/struct_node.h"
 #include "gemm.h"
 #include "neuromorph/errors.h"
+#include "threads.h"
 
 namespace nm {
 namespace {
@@ -20,6 +21,25 @@ using energy::Lagrangian;
 using energy::Lg;
 template <class T> using Ptrs = std::vector<T*>;
 template <class T> using CPtrs = std::vector<const T*>;
+
+// A Lagrangian's g = ∇L(x) and out += ∇²L(x) v over n entries on the engine's worker threads,
+// cut at whole rows (row kinds) or entries; nothing is summed across a cut, so the results are
+// the same for every thread count.
+constexpr size_t kLgGrain = size_t(1) << 14;
+template <class T>
+void lg_grad(const Lagrangian& lag, const T* x, T* g, size_t n) {
+  const size_t w = lag.rows() ? size_t(lag.row) : 1;
+  cpu::parallel_for(n / w, kLgGrain / w + 1, [&](int, size_t b, size_t e) {
+    lag.grad(x + b * w, g + b * w, (e - b) * w);
+  });
+}
+template <class T>
+void lg_jvp(const Lagrangian& lag, const T* x, const T* g, const T* v, T* out, size_t n) {
+  const size_t w = lag.rows() ? size_t(lag.row) : 1;
+  cpu::parallel_for(n / w, kLgGrain / w + 1, [&](int, size_t b, size_t e) {
+    lag.jvp(x + b * w, g + b * w, v + b * w, out + b * w, (e - b) * w);
+  });
+}
 
 template <class T>
 void mm(bool ta, bool tb, int m, int n, int k, const T* A, int lda, const T* B, int ldb, T* C,
@@ -305,7 +325,7 @@ struct Hidden final : Synapse<T> {
     for (size_t j = 0; j < W.size(); ++j)
       if (!this->fixed[j])
         mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, h, M);
-    lag.grad(h, s, n);
+    lg_grad(lag, h, s, n);
     for (size_t j = 0; j < W.size(); ++j)
       if (I[j]) mm<T>(false, true, rows, this->sizes[j], M, s, M, w(P, j), M, I[j], this->sizes[j]);
   }
@@ -329,7 +349,7 @@ struct Hidden final : Synapse<T> {
     }
     if (!any) return;
     std::fill(hb.begin(), hb.begin() + n, T(0));
-    lag.jvp(h, s, sb.data(), hb.data(), n);                                   // h̄ = J s̄
+    lg_jvp(lag, h, s, sb.data(), hb.data(), n);                                   // h̄ = J s̄
     if (any_fixed()) {
       T* hf = at(hbfix, 0);
       for (size_t i = 0; i < n; ++i) hf[i] += hb[i];
@@ -403,7 +423,7 @@ struct Tensor final : Synapse<T> {
     h.assign(size_t(Y) * M, T(0));
     ml.contract(P + W, v, 0, h.data());
     s.assign(h.size(), T(0));
-    lag.grad(h.data(), s.data(), h.size());
+    lg_grad(lag, h.data(), s.data(), h.size());
   }
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows) override {
     std::vector<T> h, s;
@@ -431,7 +451,7 @@ struct Tensor final : Synapse<T> {
       }
       ml.vjp(P + W, v, c, G + W, vb);  // through I_j = contract(W, s, g≠j)
       hb.assign(h.size(), T(0));
-      lag.jvp(h.data(), s.data(), sb.data(), hb.data(), h.size());
+      lg_jvp(lag, h.data(), s.data(), sb.data(), hb.data(), h.size());
       CPtrs<T> c0(c.size(), nullptr);
       c0[0] = hb.data();
       vb[0] = nullptr;
@@ -488,7 +508,7 @@ struct Attention final : Synapse<T> {
     for (int r = 0; r < rows; ++r)
       for (int h = 0; h < H; ++h)
         mm<T>(false, true, Nq, Nk, Z, tq(Q, r, h), hz, tk(K, r, h), hz, sc(S, r, h), Nk, T(0));
-    lag.grad(S.data(), A.data(), size_t(rows) * sS());
+    lg_grad(lag, S.data(), A.data(), size_t(rows) * sS());
   }
   // Cq_h = A_h K_h, Ck_h = A_hᵀ Q_h (every sample and head)
   void contexts(int rows) {
@@ -535,7 +555,7 @@ struct Attention final : Synapse<T> {
       }
     const size_t ns = size_t(rows) * sS();
     std::fill(Sb.begin(), Sb.begin() + ns, T(0));
-    lag.jvp(S.data(), A.data(), Ab.data(), Sb.data(), ns);  // S̄ = J Ā
+    lg_jvp(lag, S.data(), A.data(), Ab.data(), Sb.data(), ns);  // S̄ = J Ā
     for (int r = 0; r < rows; ++r)
       for (int h = 0; h < H; ++h) {
         mm<T>(false, false, Nq, Z, Nk, sc(Sb, r, h), Nk, tk(K, r, h), hz, tq(Qb, r, h), hz);  // Q̄ += S̄ K
@@ -580,7 +600,7 @@ struct Mixer final : Synapse<T> {
     for (int r = 0; r < rows; ++r)  // Gm = g_aᵀ g_b
       mm<T>(true, false, Da, Db, N, ga + r * na(), Da, gb + r * nb(), Db, Gm.data() + size_t(r) * AB(), Db, T(0));
     mm<T>(false, true, rows, YZ(), AB(), Gm.data(), AB(), P + W, AB(), Mv.data(), YZ(), T(0));  // M = Gm Wᵀ
-    lag.grad(Mv.data(), s.data(), size_t(rows) * YZ());
+    lg_grad(lag, Mv.data(), s.data(), size_t(rows) * YZ());
     mm<T>(false, false, rows, AB(), YZ(), s.data(), YZ(), P + W, AB(), V.data(), AB(), T(0));  // V = s W
   }
   // per sample, with a (N x Da), b (N x Db), X (Da x Db): oa += b Xᵀ, ob += a X (null: skipped)
@@ -612,7 +632,7 @@ struct Mixer final : Synapse<T> {
     mm<T>(true, false, YZ(), AB(), rows, s.data(), YZ(), Vb.data(), AB(), G + W, AB());         // W̄ += sᵀ V̄
     const size_t n = size_t(rows) * YZ();
     std::fill(Mb.begin(), Mb.begin() + n, T(0));
-    lag.jvp(Mv.data(), s.data(), sb.data(), Mb.data(), n);                                      // M̄ = J s̄
+    lg_jvp(lag, Mv.data(), s.data(), sb.data(), Mb.data(), n);                                      // M̄ = J s̄
     mm<T>(true, false, YZ(), AB(), rows, Mb.data(), YZ(), Gm.data(), AB(), G + W, AB());        // W̄ += M̄ᵀ Gm
     mm<T>(false, false, rows, AB(), YZ(), Mb.data(), YZ(), P + W, AB(), Gb.data(), AB(), T(0)); // Ḡ = M̄ W
     spread(ga, gb, Gb.data(), gbar[0], gbar[1], rows);  // ḡ_a += g_b Ḡᵀ, ḡ_b += g_a Ḡ
@@ -1012,7 +1032,7 @@ class EnergyNode final : public StructNode<T> {
   void activations(const T* P, int t, int row, int rows, bool all) {
     for (int l = 0; l < int(spec_.layers.size()); ++l)
       if (all || moving(l))
-        lags_[l].grad(shifted(P, t, l, row, rows), Gv(t, l, row), size_t(rows) * spec_.layers[l].size);
+        lg_grad(lags_[l], shifted(P, t, l, row, rows), Gv(t, l, row), size_t(rows) * spec_.layers[l].size);
   }
   // the moving layers' currents at step t into cur_ (a clamped layer's are not wanted: sparse
   // synapses skip them, the others write them into cur_, unread)
@@ -1036,7 +1056,7 @@ class EnergyNode final : public StructNode<T> {
     std::vector<T>& jv = jv_;
     jv.assign(n, T(0));
     const T* u = shifted(P, t, l, row, rows);
-    lags_[l].jvp(u, Gv(t, l, row), gbar, jv.data(), n);
+    lg_jvp(lags_[l], u, Gv(t, l, row), gbar, jv.data(), n);
     if (beta_[l] != SIZE_MAX) G[beta_[l]] += T(lags_[l].dbeta(u, Gv(t, l, row), gbar, n));
     for (size_t i = 0; i < n; ++i) {
       bar_[l][i] += jv[i];

@@ -183,9 +183,10 @@ void act_forward_deriv(Act f, double p, T* z, T* a, size_t n) {
     fm::with_act(f, [&](auto tag) {
       constexpr Act A = decltype(tag)::value;
       for (size_t i = 0; i < n; ++i) {
-        const T zi = z[i], ai = fm::act<A>(T(p), T(0), zi);
+        T ai, di;
+        fm::act_deriv<A>(T(p), T(0), z[i], ai, di);
         a[i] = ai;
-        z[i] = fm::deriv<A>(T(p), T(0), zi, ai);
+        z[i] = di;
       }
     });
   }

@@ -105,9 +105,10 @@ NM_CLONES void act_forward_deriv(Act f, float p, float alpha, float* z, float* a
   fm::with_act(f, [&](auto tag) NM_INLINE_LAMBDA {
     constexpr Act A = decltype(tag)::value;
     for (size_t i = 0; i < n; ++i) {
-      const float zi = z[i], ai = fm::act<A, FastMath>(p, alpha, zi);
+      float ai, di;
+      fm::act_deriv<A, FastMath>(p, alpha, z[i], ai, di);
       a[i] = ai;
-      z[i] = fm::deriv<A, FastMath>(p, alpha, zi, ai);
+      z[i] = di;
     }
   });
 }
