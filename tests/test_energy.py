@@ -363,3 +363,14 @@ def test_mixer_batched_float32_matches_float64(clamp):
     check_float32_matches_float64(
         f"[e, energy, steps 3, dt 0.3, clamp {clamp}, (a, 5x6, <tanh>) (b, 5x4, <softmax>) "
         f"(s, synapse mixer, a b, heads 2, qk 8)]", 30, 20, 17)
+
+
+@pytest.mark.parametrize("clamp", [1, 0])
+def test_tanh_and_sigmoid_layers_float32_matches_float64(clamp):
+    # the float engine evaluates tanh / sigmoid layers (beta != 1, one of them learned) through
+    # the vectorised activations; the float64 reference through libm
+    from test_gradients import check_float32_matches_float64
+    check_float32_matches_float64(
+        f"[e, energy, steps 3, dt 0.3, clamp {clamp}, (v, 24, <tanh, 1.7>) "
+        f"(u, 12, learn beta, <sigmoid, 0.6>) (o, 10, <softmax>) "
+        f"(s, synapse hidden, v o, units 16, <relu>) (d, synapse dense, v u)]", 24, 10, 17)

@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../core/lagrangian.h"
 #include "../core/struct_node.h"
 #include "gemm.h"
 #include "neuromorph/errors.h"
+#include "simd.h"
 #include "threads.h"
 
 namespace nm {
@@ -29,7 +31,18 @@ constexpr size_t kLgGrain = size_t(1) << 14;
 template <class T>
 void lg_grad(const Lagrangian& lag, const T* x, T* g, size_t n) {
   const size_t w = lag.rows() ? size_t(lag.row) : 1;
+  // float tanh / sigmoid layers: g = f(beta x) through the vectorised activations (the generic
+  // loop evaluates them in double, one libm call per entry)
+  const bool simd_act = std::is_same_v<T, float> && (lag.k == Lg::Tanh || lag.k == Lg::Sigmoid);
   cpu::parallel_for(n / w, kLgGrain / w + 1, [&](int, size_t b, size_t e) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd_act) {
+        const float beta = float(lag.p);
+        for (size_t i = b; i < e; ++i) g[i] = beta * x[i];
+        simd::act_forward(lag.k == Lg::Tanh ? Act::Tanh : Act::Sigmoid, 0.0f, 0.0f, g + b, g + b, e - b);
+        return;
+      }
+    }
     lag.grad(x + b * w, g + b * w, (e - b) * w);
   });
 }
@@ -41,9 +54,28 @@ void lg_jvp(const Lagrangian& lag, const T* x, const T* g, const T* v, T* out, s
   });
 }
 
+// C = op(A) op(B) + beta C. A large float product with more than one engine thread is cut by
+// C's columns over the worker threads, each piece a one-thread BLAS product: OpenBLAS's own
+// second thread paid only 1.1-1.2x on this block's products (batch-row counts of 32), and its
+// workers spin between the block's many products, taking the core the pool needs. Each entry
+// of C comes from one product over the same k, whatever the cut.
+constexpr double kSplitMin = double(1 << 21);  // multiply-adds
 template <class T>
 void mm(bool ta, bool tb, int m, int n, int k, const T* A, int lda, const T* B, int ldb, T* C,
         int ldc, T beta = T(1)) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu::pool_threads() > 1 && n >= 64 && double(m) * n * k >= kSplitMin) {
+      cpu::blas_single_threaded([&] {
+        const size_t units = size_t(n) / 8;  // cut at multiples of 8 columns; the last takes the rest
+        cpu::parallel_for(units, 4, [&](int, size_t b, size_t e) {
+          const size_t j0 = b * 8, j1 = e == units ? size_t(n) : e * 8;
+          cpu::gemm<T>(ta, tb, m, int(j1 - j0), k, T(1), A, lda, tb ? B + j0 * ldb : B + j0, ldb,
+                       beta, C + j0, ldc);
+        });
+      });
+      return;
+    }
+  }
   cpu::gemm<T>(ta, tb, m, n, k, T(1), A, lda, B, ldb, beta, C, ldc);
 }
 

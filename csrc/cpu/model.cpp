@@ -359,7 +359,9 @@ class Model final : public ModelBase {
     training(want_grad);
     load_input(x);
     forward_all();
-    std::fill(grads_.begin(), grads_.end(), T(0));
+    parallel_for(grads_.size(), kChunk, [&](int, size_t b, size_t e) {  // a few MB: both cores
+      std::fill(grads_.begin() + b, grads_.begin() + e, T(0));
+    });
     std::fill(vgrads_.begin(), vgrads_.end(), T(0));
     double loss = loss_and_grad(e, want_grad);
     if (want_grad && check_finite_ && !reducer_) check_loss(loss);  // distributed: all_reduce
