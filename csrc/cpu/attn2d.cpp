@@ -185,6 +185,18 @@ void window_backward<double>(const Grid& g, const double* q, const double* k, co
   window_backward_impl(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
 }
 
+// The pairs (lo[k], hi[k]) rotated by the angles of (c, s): four separate arrays (restrict),
+// so the loop is whole vector operations.
+template <int M, class T>
+NM_INLINE void rotate(T* __restrict lo, T* __restrict hi, const T* __restrict c,
+                      const T* __restrict s, T sign, int m) {
+  for (int kk = 0; kk < (M ? M : m); ++kk) {
+    const T a = lo[kk], bb = hi[kk], cc = c[kk], ss = sign * s[kk];
+    lo[kk] = a * cc - bb * ss;
+    hi[kk] = a * ss + bb * cc;
+  }
+}
+
 // M = dh/4 as a compile-time constant for the common head sizes (the pair loop then becomes
 // whole vector operations); 0: read from the grid.
 template <int M, class T>
@@ -198,13 +210,7 @@ NM_INLINE void rope_impl(const Grid& g, T* x, int ld, int rows, bool inverse) {
       for (int h = 0; h < g.heads; ++h)
         for (int half = 0; half < 2; ++half) {
           T* e = x + (size_t(b) * S + s) * ld + h * dh + half * (dh / 2);
-          const T* c = cosv + size_t(pos[half]) * m;
-          const T* si = sinv + size_t(pos[half]) * m;
-          for (int kk = 0; kk < m; ++kk) {
-            const T a = e[kk], bb = e[kk + m], cc = c[kk], ss = sign * si[kk];
-            e[kk] = a * cc - bb * ss;
-            e[kk + m] = a * ss + bb * cc;
-          }
+          rotate<M>(e, e + m, cosv + size_t(pos[half]) * m, sinv + size_t(pos[half]) * m, sign, m);
         }
     }
 }
@@ -289,7 +295,7 @@ class Attn2dNode final : public StructNode<T> {
                                       sd, size_t(S_), size_t(S_) * hid_, size_t(S_) * hid_};
       for (int t = 0; t < kTensors; ++t) sv_[c * kTensors + t].allocate(batch, sizes[t]);
     }
-    for (auto* v : {&x_, &gx_, &u_, &du_, &dctx_}) v->assign(size_t(batch) * sd, T(0));
+    for (auto* v : {&gx_, &u_, &du_, &dctx_}) v->assign(size_t(batch) * sd, T(0));
     dhid_.assign(size_t(batch) * S_ * hid_, T(0));
     dqkv_.assign(size_t(batch) * 3 * sd, T(0));
   }
@@ -408,16 +414,15 @@ class Attn2dNode final : public StructNode<T> {
   // Samples row..row+rows-1 of the batch; scratch buffers from sample `at` (their own part).
   void forward_rows(const T* P, const T* x, T* y, int row, int at, int rows) {
     const int R = rows * S_;
-    T* X = x_.data() + size_t(at) * S_ * d_;
+    T* X = y;  // the blocks update the state in place, in the output
     if (V_) {
       for (int s = 0; s < R; ++s)
         std::memcpy(X + size_t(s) * d_, P + emb_ + size_t(token(x, s)) * d_, sizeof(T) * d_);
     } else {
-      std::memcpy(X, x, sizeof(T) * R * d_);
+      if (X != x) std::memcpy(X, x, sizeof(T) * R * d_);
     }
     for (int it = 0; it < I_; ++it)
       for (int l = 0; l < L_; ++l) block_forward(P, blk_[l], it * L_ + l, X, row, at, rows);
-    std::memcpy(y, X, sizeof(T) * R * d_);
   }
 
   void backward_rows(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int at, int rows) {
@@ -512,7 +517,7 @@ class Attn2dNode final : public StructNode<T> {
   size_t emb_ = 0, lo_ = SIZE_MAX, hi_ = 0;  // [lo_, hi_): this node's parameters in the arena
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;
-  std::vector<T> x_, gx_, u_, du_, dctx_, dhid_, dqkv_;
+  std::vector<T> gx_, u_, du_, dctx_, dhid_, dqkv_;
   std::vector<std::vector<T>> gs_;  // per-chunk weight gradients (chunk 0 uses G itself)
 };
 
