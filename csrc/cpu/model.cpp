@@ -652,7 +652,13 @@ class Model final : public ModelBase {
                    "learning rate, or grad_clip)");
   }
   void check_gradients() {
-    if (all_finite(grads_.data(), n_params_)) return;
+    char finite[256];  // per chunk (the pool has at most 256 threads)
+    const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
+      finite[c] = all_finite(grads_.data() + b, e - b);
+    });
+    bool all = true;
+    for (int c = 0; c < chunks; ++c) all = all && finite[c];
+    if (all) return;
     std::string where;
     for (const ParamInfo& p : info_)
       if (!all_finite(&grads_[p.offset], p.size)) { where = p.name; break; }
