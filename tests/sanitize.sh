@@ -27,7 +27,7 @@ tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(tests/test_model_files.py tests/test_hostile_ir.py tests/test_cells.py tests/test_fit.py
          tests/test_misuse.py tests/test_energy.py tests/test_struct_nodes.py tests/test_neuron.py
-         tests/test_save_load.py tests/test_gradients.py)
+         tests/test_save_load.py tests/test_gradients.py tests/test_threads.py)
 fi
 # an editable install's import hook would still send `neuromorph` to the unsanitized build
 cat > "$work/site/sitecustomize.py" <<'PY'
