@@ -105,9 +105,10 @@ NM_HD T deriv(T p, T alpha, T z, T a) {
 template <Act A, class M = StdMath, class T>
 NM_HD void act_deriv(T p, T alpha, T z, T& a, T& d) {
   if constexpr (A == Act::Gelu) {
-    const T z2 = z * z, s = M::sigmoid(T(2) * T(kGeluC) * (z + T(kGeluK) * z2 * z));
+    // the operations of act and deriv in their order: the same bits
+    const T s = M::sigmoid(T(2) * T(kGeluC) * (z + T(kGeluK) * z * z * z));
     a = z * s;
-    d = s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * kGeluK) * z2);
+    d = s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * kGeluK) * z * z);
   } else if constexpr (A == Act::Swish) {
     const T s = M::sigmoid(p * z);
     a = z * s;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "../core/struct_node.h"
@@ -323,6 +324,8 @@ class Attn2dNode final : public StructNode<T> {
   }
 
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
+    if (V_)  // every id checked first, in order: the error names the first bad cell
+      for (int s = 0; s < rows * S_; ++s) token(x, s);
     chunks(rows, [&](int b0, int n, int) {
       forward_rows(P, x + size_t(b0) * S_ * (V_ ? 1 : d_), y + size_t(b0) * S_ * d_, row + b0, b0, n);
     });
@@ -330,17 +333,23 @@ class Attn2dNode final : public StructNode<T> {
 
   void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
+    const int threads = cpu::pool_threads();
+    if (threads > 1 && gs_.size() < size_t(threads))  // once per thread count
+      for (size_t c = std::max<size_t>(gs_.size(), 1); c < size_t(threads); ++c) {
+        gs_.resize(c + 1);
+        gs_[c].reset(new T[hi_]);  // arena offsets; only [lo_, hi_) is ever touched (committed)
+      }
     const int n = chunks(rows, [&](int b0, int m, int chunk) {
       T* Gc = G;  // chunk 0 adds into G, the others into zeroed copies of this node's range
       if (chunk > 0) {
-        std::fill(gs_[chunk].begin(), gs_[chunk].end(), T(0));
-        Gc = gs_[chunk].data() - lo_;  // indexed by arena offsets: only [lo_, hi_) is touched
+        Gc = gs_[chunk].get();
+        std::fill(Gc + lo_, Gc + hi_, T(0));
       }
       backward_rows(P, Gc, x + size_t(b0) * S_ * (V_ ? 1 : d_), dy + size_t(b0) * S_ * d_,
                     dx ? dx + size_t(b0) * S_ * d_ : nullptr, row + b0, b0, m);
     });
     for (int c = 1; c < n; ++c)  // in chunk order: the same sums for the same thread count
-      for (size_t i = lo_; i < hi_; ++i) G[i] += gs_[c][i - lo_];
+      for (size_t i = lo_; i < hi_; ++i) G[i] += gs_[c][i];
   }
 
  private:
@@ -400,8 +409,6 @@ class Attn2dNode final : public StructNode<T> {
       fn(0, rows, 0);
       return 1;
     }
-    if (gs_.size() < size_t(threads)) gs_.resize(threads);
-    for (int c = 1; c < threads; ++c) gs_[c].resize(hi_ - lo_);  // once: sizes never change
     int n = 1;
     cpu::blas_single_threaded([&] {
       n = cpu::parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
@@ -518,7 +525,7 @@ class Attn2dNode final : public StructNode<T> {
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;
   std::vector<T> gx_, u_, du_, dctx_, dhid_, dqkv_;
-  std::vector<std::vector<T>> gs_;  // per-chunk weight gradients (chunk 0 uses G itself)
+  std::vector<std::unique_ptr<T[]>> gs_;  // per-chunk weight gradients (chunk 0 uses G itself)
 };
 
 }  // namespace

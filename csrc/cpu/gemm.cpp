@@ -26,10 +26,10 @@ constexpr int kSmallRows = 16;
 constexpr double kThreadMin = double(1 << 24);
 int g_threads = 1;   // what build(threads=N) asked for
 int g_active = -1;   // what OpenBLAS is set to now
-std::atomic<bool> g_pinned{false};  // inside blas_single_threaded: leave OpenBLAS at 1 thread
+std::atomic<int> g_pinned{0};  // open blas_single_threaded regions (they nest): OpenBLAS stays at 1
 
 void use_threads(double work) {
-  if (g_pinned.load(std::memory_order_relaxed)) return;
+  if (g_pinned.load(std::memory_order_relaxed) > 0) return;
   int want = work >= kThreadMin ? g_threads : 1;
   if (want != g_active) {
     scipy_openblas_set_num_threads(want);
@@ -50,11 +50,11 @@ bool have_blas() { return NM_HAVE_BLAS != 0; }
 
 void blas_pin(bool on) {
 #if NM_HAVE_BLAS
-  if (on && g_active != 1) {
+  if (on && g_pinned.fetch_add(1) == 0 && g_active != 1) {
     scipy_openblas_set_num_threads(1);
     g_active = 1;
   }
-  g_pinned = on;
+  if (!on) g_pinned.fetch_sub(1);
 #else
   (void)on;
 #endif

@@ -8,9 +8,10 @@ namespace nm::cpu {
 
 bool have_blas();
 void set_blas_threads(int n);  // threads for large products (process-wide); no-op without BLAS
-void blas_pin(bool on);  // for blas_single_threaded: OpenBLAS held at 1 thread while on
+void blas_pin(bool on);  // for blas_single_threaded: OpenBLAS held at 1 thread while any is on
 // Runs fn with every BLAS product on the thread that issues it: for products issued from the
 // engine's worker threads (cpu/threads.h) side by side, which must not also wake BLAS threads.
+// Regions nest and may overlap across threads: BLAS is released when the last one ends.
 template <class F>
 void blas_single_threaded(F&& fn) {
   blas_pin(true);

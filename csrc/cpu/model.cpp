@@ -653,6 +653,7 @@ class Model final : public ModelBase {
   }
   void check_gradients() {
     char finite[256];  // per chunk (the pool has at most 256 threads)
+    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
     const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
       finite[c] = all_finite(grads_.data() + b, e - b);
     });

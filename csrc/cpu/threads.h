@@ -13,7 +13,8 @@ void set_pool_threads(int n);  // 1: everything on the calling thread (the defau
 int pool_threads();
 // fn(chunk, begin, end) for the chunks of [0, n); a single chunk (on the caller) when n is
 // below min_per_chunk * 2 or one thread is set, or when called from inside a chunk (nested
-// loops run inline). Returns the number of chunks.
+// loops run inline, as chunk 0: per-chunk scratch indexed by chunk must then not be a member
+// shared with another thread's inline call). Returns the number of chunks.
 int parallel_for(size_t n, size_t min_per_chunk,
                  const std::function<void(int chunk, size_t begin, size_t end)>& fn);
 // The same for any callable, held by reference: a lambda with several captures would make
