@@ -374,3 +374,49 @@ def test_tanh_and_sigmoid_layers_float32_matches_float64(clamp):
         f"[e, energy, steps 3, dt 0.3, clamp {clamp}, (v, 24, <tanh, 1.7>) "
         f"(u, 12, learn beta, <sigmoid, 0.6>) (o, 10, <softmax>) "
         f"(s, synapse hidden, v o, units 16, <relu>) (d, synapse dense, v u)]", 24, 10, 17)
+
+
+# ------------------------------------------------------------------ chunks of samples on threads
+# With build(threads=N) the block runs chunks of its samples side by side (every scratch
+# buffer by batch row or by chunk; in backward, unless its weights outnumber a chunk's state,
+# parameter gradients per chunk, added in chunk order): the
+# loss, the outputs and every gradient equal the one-thread run's, for every synapse kind,
+# clamped or not, with a learned softmax beta (its dbeta scratch per thread).
+CHUNKED = dict(BLOCKS, learned_softmax_beta=(
+    "(v, 3, bias 1, <tanh>) (y, 2, learn beta, <softmax, 1.5>) (s, synapse hidden, v y, units 4, "
+    "norm 1, <relu>) (b, synapse bias, y)", 3),
+    # more weights than per-chunk state: chunks in forward only, backward on the whole batch
+    wide_hidden=("(v, 3, <tanh>) (y, 2, <softmax>) (s, synapse hidden, v y, units 300, norm 1, "
+                 "<relu>)", 3))
+
+
+@pytest.mark.parametrize("case", CHUNKED)
+@pytest.mark.parametrize("clamp", [1, 0])
+def test_chunks_on_threads_equal_one_thread(case, clamp):
+    members, width = CHUNKED[case]
+    text = (f"/xavier, const_uneven 0.1 0.3/ (x, 3) (pre, {width}, <tanh>) "
+            f"[e, energy, steps 3, dt 0.3, clamp {clamp}, {members}] (out, 2, <sigmoid>, <mse>)")
+    rng = np.random.default_rng(1)
+    x, e = rng.uniform(-1, 1, (1, 7, 3)), rng.uniform(0.1, 0.9, (1, 7, 2))
+    runs = []
+    try:
+        for threads in (1, 2, 3, 2):
+            h = nm.compile(text, 7, 0.1, dtype="float64")
+            nm.seed(4)
+            nm.build(h, threads=threads)
+            params = nm.get_params(h)
+            nm.set_params(h, {k: v + rng.normal(0, 0.3, v.shape) * (k != "out.weight")
+                              for k, v in params.items()} if not runs else runs[0][3])
+            loss, grads = nm.gradients(h, x, e)
+            runs.append((loss, grads, nm.predict(h, x), nm.get_params(h)))
+            nm.release(h)
+    finally:
+        nm._core.set_threads(1)
+    one = runs[0]
+    for run in runs[1:]:
+        assert run[0] == pytest.approx(one[0], rel=1e-12)
+        np.testing.assert_allclose(run[2], one[2], rtol=1e-12, atol=1e-14)
+        for k, g in one[1].items():
+            np.testing.assert_allclose(run[1][k], g, rtol=1e-10, atol=1e-13, err_msg=k)
+    for k, g in runs[1][1].items():  # a fixed thread count: the same bits
+        np.testing.assert_array_equal(runs[3][1][k], g)

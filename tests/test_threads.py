@@ -34,6 +34,11 @@ MODELS = [
     # an energy block whose Lagrangians run on the worker threads (batch x units above the grain)
     ("/xavier, zero/ (x, 64) [am, energy, steps 3, dt 0.4, (am_v, 64, <tanh>) (am_y, 10, <softmax>) "
      "(am_s, synapse hidden, am_v am_y, units 400, <relu>)] (y, 10, <softmax>, <cross_entropy>)", {}),
+    # an energy block whose chunks of samples run the descent and its reverse side by side
+    # (few weights: per-chunk gradient copies), Adam with clipping
+    ("/xavier, zero/ (x, 32) [am, energy, steps 2, dt 0.3, (am_v, 32, <tanh>) (am_q, 4x8, "
+     "<layernorm>) (am_d, synapse dense, am_v am_q) (am_a, synapse attention, am_q am_q, heads 2, "
+     "qk 4)] (y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=1.0)),
 ]
 
 
@@ -57,7 +62,8 @@ def _run(text, opts, threads):
 
 @pytest.mark.parametrize("text,opts", MODELS, ids=["prelu-adam-clip", "softmax-mse-momentum", "swish-sgd",
                                               "attn2d", "column", "column-heads",
-                                              "attn2d-vocab", "grid-lm", "attn2d-noproj", "energy"])
+                                              "attn2d-vocab", "grid-lm", "attn2d-noproj", "energy",
+                                              "energy-chunks"])
 def test_one_and_two_threads_agree_and_two_are_deterministic(text, opts):
     try:
         one = _run(text, opts, 1)

@@ -367,11 +367,13 @@ struct Lagrangian {
     if (!lg_has_beta(k)) throw IRError("IR: this Lagrangian has no learnable beta");
     double s = 0;
     if (rows()) {  // softmax
-      dscratch_.resize(size_t(row));
+      // one softmax row's dbeta terms; per thread (the energy block's chunks run side by side)
+      thread_local std::vector<double> dscratch;
+      dscratch.resize(size_t(row));
       for (size_t r = 0; r < n; r += row) {
-        row_jvp<T>(k, p, x + r, nullptr, g + r, v + r, nullptr, nullptr, dscratch_.data(), row, 0, 1,
+        row_jvp<T>(k, p, x + r, nullptr, g + r, v + r, nullptr, nullptr, dscratch.data(), row, 0, 1,
                    HostRed{});
-        for (int i = 0; i < row; ++i) s += dscratch_[size_t(i)];
+        for (int i = 0; i < row; ++i) s += dscratch[size_t(i)];
       }
       return s;
     }
@@ -393,8 +395,6 @@ struct Lagrangian {
     return s;
   }
 
- private:
-  mutable std::vector<double> dscratch_;  // dbeta of one softmax row
 };
 
 }  // namespace nm::energy

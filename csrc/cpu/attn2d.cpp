@@ -14,6 +14,7 @@
 #include "../core/struct_node.h"
 #include "neuromorph/errors.h"
 #include "nn.h"
+#include "threads.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define NM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))  // see simd.cpp
@@ -260,9 +261,7 @@ class Attn2dNode final : public StructNode<T> {
     auto param = [&](const std::string& name, std::vector<int64_t> shape) {
       size_t n = 1;
       for (int64_t e : shape) n *= size_t(e);
-      const size_t off = add(name, shape);
-      lo_ = std::min(lo_, off), hi_ = std::max(hi_, off + n);
-      return off;
+      return gs_.track(add(name, shape), n);
     };
     if (V_) emb_ = param(name_ + ".embed", {V_, d_});
     for (int l = 0; l < L_; ++l) {
@@ -326,30 +325,20 @@ class Attn2dNode final : public StructNode<T> {
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     if (V_)  // every id checked first, in order: the error names the first bad cell
       for (int s = 0; s < rows * S_; ++s) token(x, s);
-    chunks(rows, [&](int b0, int n, int) {
+    cpu::sample_chunks(rows, this->probe_ != nullptr, [&](int b0, int n, int) {
       forward_rows(P, x + size_t(b0) * S_ * (V_ ? 1 : d_), y + size_t(b0) * S_ * d_, row + b0, b0, n);
     });
   }
 
   void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
-    const int threads = cpu::pool_threads();
-    if (threads > 1 && gs_.size() < size_t(threads))  // once per thread count
-      for (size_t c = std::max<size_t>(gs_.size(), 1); c < size_t(threads); ++c) {
-        gs_.resize(c + 1);
-        gs_[c].reset(new T[hi_]);  // arena offsets; only [lo_, hi_) is ever touched (committed)
-      }
-    const int n = chunks(rows, [&](int b0, int m, int chunk) {
-      T* Gc = G;  // chunk 0 adds into G, the others into zeroed copies of this node's range
-      if (chunk > 0) {
-        Gc = gs_[chunk].get();
-        std::fill(Gc + lo_, Gc + hi_, T(0));
-      }
-      backward_rows(P, Gc, x + size_t(b0) * S_ * (V_ ? 1 : d_), dy + size_t(b0) * S_ * d_,
-                    dx ? dx + size_t(b0) * S_ * d_ : nullptr, row + b0, b0, m);
+    gs_.reserve();
+    const int n = cpu::sample_chunks(rows, this->probe_ != nullptr, [&](int b0, int m, int chunk) {
+      backward_rows(P, gs_.get(G, chunk), x + size_t(b0) * S_ * (V_ ? 1 : d_),
+                    dy + size_t(b0) * S_ * d_, dx ? dx + size_t(b0) * S_ * d_ : nullptr, row + b0,
+                    b0, m);
     });
-    for (int c = 1; c < n; ++c)  // in chunk order: the same sums for the same thread count
-      for (size_t i = lo_; i < hi_; ++i) G[i] += gs_[c][i];
+    gs_.fold(G, n);
   }
 
  private:
@@ -395,27 +384,6 @@ class Attn2dNode final : public StructNode<T> {
     for (size_t i = 0; i < grid_.nb.size(); ++i) win[i] = grid_.nb[i], mask[i] = grid_.nb[i] >= 0;
     double* hw = pr.fixed("grid", {2}, 'i');
     hw[0] = H_, hw[1] = W_;
-  }
-
-  // fn(first sample, count, chunk) over chunks of the `rows` samples on the engine's worker
-  // threads (cpu/threads.h), BLAS single-threaded inside: every operation of a block is per cell
-  // or per sample, so a chunk runs the whole stack on its own samples (weight gradients go to
-  // per-chunk copies, added in chunk order). The chunks depend on the thread count only.
-  // One chunk on the calling thread with one thread, one sample, or while inspect records.
-  template <class F>
-  int chunks(int rows, F&& fn) {
-    const int threads = cpu::pool_threads();
-    if (threads == 1 || rows < 2 || this->probe_) {
-      fn(0, rows, 0);
-      return 1;
-    }
-    int n = 1;
-    cpu::blas_single_threaded([&] {
-      n = cpu::parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
-        fn(int(b0), int(b1 - b0), c);
-      });
-    });
-    return n;
   }
 
   // Samples row..row+rows-1 of the batch; scratch buffers from sample `at` (their own part).
@@ -521,11 +489,11 @@ class Attn2dNode final : public StructNode<T> {
   int H_, W_, S_, d_, heads_, dh_, L_, I_, hid_, V_;
   bool rope_, proj_;
   attn2d::Grid grid_{1, 1, 1, 4, 0, false};  // window neighbours and RoPE tables, built once
-  size_t emb_ = 0, lo_ = SIZE_MAX, hi_ = 0;  // [lo_, hi_): this node's parameters in the arena
+  size_t emb_ = 0;
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;
   std::vector<T> gx_, u_, du_, dctx_, dhid_, dqkv_;
-  std::vector<std::unique_ptr<T[]>> gs_;  // per-chunk weight gradients (chunk 0 uses G itself)
+  cpu::ChunkGrads<T> gs_;  // the chunks' weight gradients (cpu/threads.h)
 };
 
 }  // namespace

@@ -4,8 +4,14 @@
 // contiguous chunks by index alone and chunk i always runs on worker i, so every result is the
 // same for a fixed N; a reduction combines its per-chunk partials in chunk order.
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <memory>
+#include <vector>
+
+#include "gemm.h"
 
 namespace nm::cpu {
 
@@ -24,5 +30,64 @@ int parallel_for(size_t n, size_t min_per_chunk, const F& fn) {
   return parallel_for(n, min_per_chunk,
                       std::function<void(int, size_t, size_t)>(std::cref(fn)));
 }
+
+// Per-sample chunks for a node whose every operation is per sample (attn2d, energy): fn(first
+// sample, count, chunk) over chunks of `rows` samples on the worker threads, BLAS
+// single-threaded inside, so each worker takes its samples through the whole node. One chunk on
+// the calling thread with one thread, fewer than two samples, or `single` (inspect's probe is
+// not thread-safe). The chunks depend on the thread count only. Returns the number of chunks.
+template <class F>
+int sample_chunks(int rows, bool single, F&& fn) {
+  if (pool_threads() == 1 || rows < 2 || single) {
+    fn(0, rows, 0);
+    return 1;
+  }
+  int n = 1;
+  blas_single_threaded([&] {
+    n = parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
+      fn(int(b0), int(b1 - b0), c);
+    });
+  });
+  return n;
+}
+
+// The parameter gradients of such a node's chunks: chunk 0 adds into the arena G itself, the
+// others into zeroed copies of the node's range [lo, hi) of the arena, added into G in chunk
+// order afterwards (the same sums for the same thread count).
+template <class T>
+class ChunkGrads {
+ public:
+  // at declare: a parameter of n entries at arena offset off
+  size_t track(size_t off, size_t n) {
+    lo_ = std::min(lo_, off), hi_ = std::max(hi_, off + n);
+    return off;
+  }
+  size_t size() const { return hi_ > lo_ ? hi_ - lo_ : 0; }
+  // on the calling thread, before the chunks: one copy per extra thread (allocated once per
+  // thread count; arena-indexed, only [lo, hi) is ever touched)
+  void reserve() {
+    const size_t want = size_t(std::max(1, pool_threads()));
+    for (size_t c = std::max<size_t>(copies_.size(), 1); c < want; ++c) {
+      copies_.resize(c + 1);
+      copies_[c].reset(new T[hi_]);
+    }
+  }
+  // the gradient target of chunk c
+  T* get(T* G, int c) {
+    if (c == 0 || hi_ <= lo_) return G;
+    T* Gc = copies_[size_t(c)].get();
+    std::fill(Gc + lo_, Gc + hi_, T(0));
+    return Gc;
+  }
+  // after the chunks: the copies of chunks 1..n-1 into G
+  void fold(T* G, int n) const {
+    for (int c = 1; c < n && hi_ > lo_; ++c)
+      for (size_t i = lo_; i < hi_; ++i) G[i] += copies_[size_t(c)][i];
+  }
+
+ private:
+  size_t lo_ = SIZE_MAX, hi_ = 0;
+  std::vector<std::unique_ptr<T[]>> copies_;
+};
 
 }  // namespace nm::cpu
