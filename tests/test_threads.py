@@ -7,9 +7,14 @@ import pytest
 import neuromorph as nm
 
 MODELS = [
-    # wide elementwise work (chunked over threads), PReLU slope reduction, Adam + clipping
+    # wide elementwise work (chunked over threads), PReLU slope reduction, Adam + clipping, a
+    # product cut over the threads (96x512x256: cpu/gemm.cpp). Adam's eps is raised: a cut
+    # product equals the whole one to rounding only, and at the default 1e-8 Adam turns a
+    # rounding-level gradient (8.7e-9 at one weight of this model, typical 3e-3) into a step
+    # of ~lr whose size follows the rounding (1.4e-4 apart after 6 steps); with SGD the same
+    # runs agree to 3e-8
     ("/he, zero/ (x, 64) (a, 512, <relu_parametric, 0.1>) (b, 256, <gelu>) "
-     "(y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=0.5)),
+     "(y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=0.5, eps=1e-4)),
     ("/xavier, zero/ (x, 32) (a, 400, <tanh>) (y, 300, <softmax>, <mse>)", dict(optimizer="momentum")),
     ("/xavier, zero/ (x, 32) (a, 400, <swish>) (y, 8, <linear>, <mse>)", {}),
     # structured kinds: attn2d's per-sample window attention and RoPE, its layer norms over
@@ -76,3 +81,32 @@ def test_one_and_two_threads_agree_and_two_are_deterministic(text, opts):
         np.testing.assert_allclose(two[1][k], v, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(again[1][k], two[1][k])
     np.testing.assert_array_equal(again[0], two[0])
+
+
+def test_products_cut_over_threads_equal_whole_ones():
+    """Large float products are cut by columns or rows over the worker threads (cpu/gemm.cpp):
+    the large products of this model's forward and backward are cut on 2 and 3 threads, by C's
+    rows where C is narrow (256x784 -> 48, and 512x48 weight gradients) and by its columns
+    elsewhere; the loss and every gradient equal the one-thread run's to rounding."""
+    text = ("/he, zero/ (x, 784) (a, 48, <relu>) (b, 512, <tanh>) (c, 128, <relu>) "
+            "(y, 10, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 256, 784)).astype(np.float32)
+    e = np.eye(10, dtype=np.float32)[rng.integers(0, 10, (1, 256))]
+    out = {}
+    try:
+        for threads in (1, 2, 3):
+            h = nm.compile(text, 256, 0.01)
+            nm.seed(2)
+            nm.build(h, threads=threads)
+            out[threads] = nm.gradients(h, x, e), nm.predict(h, x)
+            nm.release(h)
+    finally:
+        nm._core.set_threads(1)
+    (loss1, g1), y1 = out[1]
+    for threads in (2, 3):
+        (loss, g), y = out[threads]
+        assert loss == pytest.approx(loss1, rel=1e-6)
+        np.testing.assert_allclose(y, y1, rtol=1e-5, atol=1e-7)
+        for k, v in g1.items():
+            np.testing.assert_allclose(g[k], v, rtol=1e-4, atol=1e-6 * np.abs(v).max(), err_msg=k)

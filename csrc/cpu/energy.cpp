@@ -54,28 +54,10 @@ void lg_jvp(const Lagrangian& lag, const T* x, const T* g, const T* v, T* out, s
   });
 }
 
-// C = op(A) op(B) + beta C. A large float product with more than one engine thread is cut by
-// C's columns over the worker threads, each piece a one-thread BLAS product: OpenBLAS's own
-// second thread paid only 1.1-1.2x on this block's products (batch-row counts of 32), and its
-// workers spin between the block's many products, taking the core the pool needs. Each entry
-// of C comes from one product over the same k, whatever the cut.
-constexpr double kSplitMin = double(1 << 21);  // multiply-adds
+// C = op(A) op(B) + beta C (large float products are cut over the worker threads: cpu/gemm.h)
 template <class T>
 void mm(bool ta, bool tb, int m, int n, int k, const T* A, int lda, const T* B, int ldb, T* C,
         int ldc, T beta = T(1)) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (cpu::pool_threads() > 1 && n >= 64 && double(m) * n * k >= kSplitMin) {
-      cpu::blas_single_threaded([&] {
-        const size_t units = size_t(n) / 8;  // cut at multiples of 8 columns; the last takes the rest
-        cpu::parallel_for(units, 4, [&](int, size_t b, size_t e) {
-          const size_t j0 = b * 8, j1 = e == units ? size_t(n) : e * 8;
-          cpu::gemm<T>(ta, tb, m, int(j1 - j0), k, T(1), A, lda, tb ? B + j0 * ldb : B + j0, ldb,
-                       beta, C + j0, ldc);
-        });
-      });
-      return;
-    }
-  }
   cpu::gemm<T>(ta, tb, m, n, k, T(1), A, lda, B, ldb, beta, C, ldc);
 }
 

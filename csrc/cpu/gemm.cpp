@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "ops.h"
 #include "simd.h"
+#include "threads.h"
 
 #if NM_HAVE_BLAS
 #include <cblas.h>
@@ -21,27 +23,59 @@ constexpr size_t kBlasMin = 4096;
 constexpr int kSmallRows = 16;
 
 #if NM_HAVE_BLAS
-// Threads pay only for large products: waking a BLAS worker costs more than it saves below
-// this many multiply-adds (bench/run.py --threads 2: 256x128x256 got slower, 256x784x512 ~1.9x).
-constexpr double kThreadMin = double(1 << 24);
-int g_threads = 1;   // what build(threads=N) asked for
-int g_active = -1;   // what OpenBLAS is set to now
-std::atomic<int> g_pinned{0};  // open blas_single_threaded regions (they nest): OpenBLAS stays at 1
+// With more than one engine thread, a product of at least this many multiply-adds is cut over
+// the engine's worker threads (cpu/threads.h) by C's columns (or rows, when C is narrow), each
+// piece a one-thread OpenBLAS product; OpenBLAS's own threads are never used. Measured on the
+// 2-vCPU VM of performance.md: OpenBLAS's second thread paid only 1.1-1.2x on the energy
+// block's products (32 batch rows), and its threads spin between products (~0.1 s), taking the
+// core the engine's pool needs (and the pool's spinning took theirs: case c's 2-thread speed-up
+// 1.6x -> 1.3x with both). Each entry of C comes from one product over the same k whatever the
+// cut, but OpenBLAS's kernels round differently with the column range (measured: a few entries
+// in a thousand differ in the last bit), so a cut product equals the whole one to rounding, as
+// with OpenBLAS's own threads before. The threshold (~0.1 ms of work) was measured with 2
+// threads: case c at batch 32 (32x784x512) 1.0x at 2^24, 1.5-1.7x at 2^22; case b at batch
+// 256 (256x128x256) 0.94x at 2^24, 1.24x at 2^22; smaller cuts lost on case b at batch 64.
+constexpr double kSplitMin = double(1 << 22);
+int g_threads = 1;                // what build(threads=N) asked for
+std::atomic<int> g_pinned{0};     // open blas_single_threaded regions (they nest): no cutting
 
-void use_threads(double work) {
-  if (g_pinned.load(std::memory_order_relaxed) > 0) return;
-  int want = work >= kThreadMin ? g_threads : 1;
-  if (want != g_active) {
-    scipy_openblas_set_num_threads(want);
-    g_active = want;
+// one product on the calling thread
+void sgemm1(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
+            const float* b, int ldb, float beta, float* c, int ldc) {
+  static std::once_flag one_thread;  // OpenBLAS's own threads: never (above)
+  std::call_once(one_thread, [] { scipy_openblas_set_num_threads(1); });
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Every BLAS product of the engine: cut over the worker threads when large (above).
+void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
+           const float* b, int ldb, float beta, float* c, int ldc) {
+  const bool cut = std::min(g_threads, pool_threads()) > 1 &&
+                   g_pinned.load(std::memory_order_relaxed) == 0 &&
+                   double(m) * n * k >= kSplitMin && (n >= 64 || m >= 64);
+  if (!cut) {
+    sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
   }
+  const bool by_cols = n >= 64;
+  const size_t units = size_t(by_cols ? n : m) / 8;  // pieces of 8; the last takes the rest
+  blas_single_threaded([&] {
+    parallel_for(units, 4, [&](int, size_t u0, size_t u1) {
+      const int i0 = int(u0 * 8), i1 = u1 == units ? (by_cols ? n : m) : int(u1 * 8);
+      if (by_cols)
+        sgemm1(ta, tb, m, i1 - i0, k, alpha, a, lda, tb ? b + size_t(i0) * ldb : b + i0, ldb, beta,
+               c + i0, ldc);
+      else
+        sgemm1(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + size_t(i0) * lda, lda, b, ldb, beta,
+               c + size_t(i0) * ldc, ldc);
+    });
+  });
 }
 
 void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
           float* c, int ldc) {
-  use_threads(double(m) * n * k);
-  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+  sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
 }
 #endif
 }  // namespace
@@ -50,11 +84,7 @@ bool have_blas() { return NM_HAVE_BLAS != 0; }
 
 void blas_pin(bool on) {
 #if NM_HAVE_BLAS
-  if (on && g_pinned.fetch_add(1) == 0 && g_active != 1) {
-    scipy_openblas_set_num_threads(1);
-    g_active = 1;
-  }
-  if (!on) g_pinned.fetch_sub(1);
+  g_pinned.fetch_add(on ? 1 : -1);
 #else
   (void)on;
 #endif
@@ -118,9 +148,7 @@ void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, flo
 #if NM_HAVE_BLAS
   if (size_t(rows) * in * out >= kBlasMin) {
     if (du) gemm(false, false, rows, in, out, dz, out, W, in, du, in);
-    use_threads(double(out) * in * rows);
-    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, -lr, dz, out, u, in,
-                      1.0f, W, in);
+    sgemm(true, false, out, in, rows, -lr, dz, out, u, in, 1.0f, W, in);
     for (int r = 0; r < rows; ++r)
       for (int o = 0; o < out; ++o) b[o] -= lr * dz[size_t(r) * out + o];
     return;
@@ -180,9 +208,7 @@ void gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float
   if (m <= 0 || n <= 0) return;
 #if NM_HAVE_BLAS
   if (k > 0 && size_t(m) * n * k >= kBlasMin) {
-    use_threads(double(m) * n * k);
-    scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                      m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
 #endif

@@ -7,11 +7,14 @@
 namespace nm::cpu {
 
 bool have_blas();
-void set_blas_threads(int n);  // threads for large products (process-wide); no-op without BLAS
-void blas_pin(bool on);  // for blas_single_threaded: OpenBLAS held at 1 thread while any is on
-// Runs fn with every BLAS product on the thread that issues it: for products issued from the
-// engine's worker threads (cpu/threads.h) side by side, which must not also wake BLAS threads.
-// Regions nest and may overlap across threads: BLAS is released when the last one ends.
+// Threads for large products (process-wide; no-op without BLAS): with more than one, a large
+// float product is cut over the engine's worker threads (cpu/threads.h), each piece a
+// one-thread BLAS product (OpenBLAS's own threads are never used; gemm.cpp says why).
+void set_blas_threads(int n);
+void blas_pin(bool on);  // for blas_single_threaded: no product is cut while any is on
+// Runs fn with every BLAS product whole on the thread that issues it: for products issued from
+// the engine's worker threads side by side (a node's chunks of samples). Regions nest and may
+// overlap across threads: cutting resumes when the last one ends.
 template <class F>
 void blas_single_threaded(F&& fn) {
   blas_pin(true);

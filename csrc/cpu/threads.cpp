@@ -1,8 +1,18 @@
-// The worker pool (threads.h): persistent threads that sleep on a condition variable between
-// jobs (they never spin, so they do not compete with OpenBLAS's threads).
+// The worker pool (threads.h): persistent threads that wait for the next job by spinning a
+// short while, yielding the core between checks, and then sleep on a condition variable.
+//
+// Why spin at all: the engine's parallel regions are fine-grained (an elementwise pass, one
+// cut product) with short serial gaps between them, and a sleeping worker's wake-up costs a
+// futex call and, in a virtual machine, the wake-up of a halted virtual CPU — measured on the
+// 2-vCPU VM of performance.md, the HAMUX case's 2-thread speed-up fell from ~1.5x to ~1.1x when
+// the workers had slept. Why yield: while a worker waits, another thread may need its core;
+// sched_yield hands it over at once. OpenBLAS's own threads, which spin too, are never used:
+// large products are cut over this pool (gemm.cpp).
 #include "threads.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -11,6 +21,9 @@
 
 namespace nm::cpu {
 namespace {
+
+// How long a waiting thread checks for its event before it sleeps.
+constexpr auto kSpin = std::chrono::microseconds(200);
 
 // True on a thread while it runs a chunk: a parallel_for from inside one (a node that cuts its
 // own work by samples and calls the elementwise helpers per chunk) runs inline as one chunk.
@@ -21,6 +34,18 @@ struct InJob {
   InJob() { t_in_job = true; }
   ~InJob() { t_in_job = was; }
 };
+
+// Checks ready() for up to kSpin, yielding the core between checks; true when it became true.
+template <class F>
+bool spin_until(F&& ready) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i)
+      if (ready()) return true;
+    if (std::chrono::steady_clock::now() >= until) return ready();
+    std::this_thread::yield();
+  }
+}
 
 class Pool {
  public:
@@ -33,7 +58,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -59,19 +84,22 @@ class Pool {
       job_ = &fn;
       n_ = n;
       chunks_ = chunks;
-      pending_ = chunks - 1;
+      pending_.store(chunks - 1, std::memory_order_relaxed);
       error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    cv_.notify_all();
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
     std::exception_ptr mine;
     try {
       work(0);
     } catch (...) {
       mine = std::current_exception();
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
+    std::lock_guard<std::mutex> lock(mu_);
     job_ = nullptr;
     if (mine) std::rethrow_exception(mine);
     if (error_) std::rethrow_exception(error_);
@@ -89,23 +117,36 @@ class Pool {
 
   void loop(int index) {
     unsigned long seen = 0;
+    auto fresh = [&] { return generation_.load(std::memory_order_acquire) != seen; };
     for (;;) {
-      {
+      if (!spin_until(fresh)) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (stop_) return;
-        if (!job_ || index >= chunks_) continue;
+        sleepers_.fetch_add(1, std::memory_order_acq_rel);
+        cv_.wait(lock, fresh);
+        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
       }
+      bool mine;
+      {
+        std::lock_guard<std::mutex> lock(mu_);  // the job's fields, as published with it
+        seen = generation_.load(std::memory_order_acquire);
+        if (stop_) return;
+        mine = job_ && index < chunks_;
+      }
+      if (!mine) continue;
       std::exception_ptr err;
       try {
         work(index);
       } catch (...) {
         err = std::current_exception();
       }
-      std::lock_guard<std::mutex> lock(mu_);
-      if (err && !error_) error_ = err;
-      if (--pending_ == 0) done_.notify_one();
+      if (err) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!error_) error_ = err;
+      }
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mu_);  // the caller may be about to sleep on done_
+        done_.notify_one();
+      }
     }
   }
 
@@ -114,8 +155,9 @@ class Pool {
   std::vector<std::thread> workers_;
   const std::function<void(int, size_t, size_t)>* job_ = nullptr;
   size_t n_ = 0;
-  int chunks_ = 1, pending_ = 0, size_ = 1;
-  unsigned long generation_ = 0;
+  int chunks_ = 1, size_ = 1;
+  std::atomic<int> pending_{0}, sleepers_{0};
+  std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;
 };
