@@ -123,32 +123,49 @@ void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, i
 }
 
 // Untied per-column linear map: x (rows, N, in), W (N, out, in), b (N, out) or null -> y (rows,
-// N, out). One product per column over all rows (the batched per-column GEMM).
+// N, out). One product per column over all rows (the batched per-column GEMM); the columns run
+// in contiguous ranges on the engine's worker threads (each writes only its own columns of y,
+// dW, db and dx, so the results do not depend on the thread count), BLAS one-threaded inside.
+template <class T, class F>
+void per_column(int N, size_t work_per_column, F&& fn) {
+  const size_t grain = std::max<size_t>(1, (size_t(1) << 17) / std::max<size_t>(1, work_per_column));
+  if (cpu::pool_threads() < 2 || size_t(N) < 2 * grain) {
+    fn(0, N);
+    return;
+  }
+  cpu::blas_single_threaded([&] {
+    cpu::parallel_for(size_t(N), grain, [&](int, size_t n0, size_t n1) { fn(int(n0), int(n1)); });
+  });
+}
+
 template <class T>
 void columns_forward(const T* x, const T* W, const T* b, T* y, int rows, int N, int in, int out) {
-  for (int n = 0; n < N; ++n)
-    cpu::gemm<T>(false, true, rows, out, in, T(1), x + size_t(n) * in, N * in,
-                 W + size_t(n) * out * in, in, T(0), y + size_t(n) * out, N * out);
-  if (b)
-    for (int r = 0; r < rows; ++r)
-      for (int n = 0; n < N; ++n)
-        for (int o = 0; o < out; ++o) y[(size_t(r) * N + n) * out + o] += b[size_t(n) * out + o];
+  per_column<T>(N, size_t(rows) * in * out, [&](int n0, int n1) {
+    for (int n = n0; n < n1; ++n) {
+      T* yn = y + size_t(n) * out;
+      if (b)  // the bias as the product's start (beta 1): no zeroing pass, no bias pass
+        for (int r = 0; r < rows; ++r) std::copy(b + size_t(n) * out, b + size_t(n + 1) * out, yn + size_t(r) * N * out);
+      cpu::gemm<T>(false, true, rows, out, in, T(1), x + size_t(n) * in, N * in,
+                   W + size_t(n) * out * in, in, T(b ? 1 : 0), yn, N * out);
+    }
+  });
 }
 
 template <class T>
 void columns_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int N,
                       int in, int out) {
-  for (int n = 0; n < N; ++n) {
-    cpu::gemm<T>(true, false, out, in, rows, T(1), dy + size_t(n) * out, N * out,
-                 x + size_t(n) * in, N * in, T(1), dW + size_t(n) * out * in, in);
-    if (dx)
-      cpu::gemm<T>(false, false, rows, in, out, T(1), dy + size_t(n) * out, N * out,
-                   W + size_t(n) * out * in, in, T(1), dx + size_t(n) * in, N * in);
-  }
-  if (db)
-    for (int r = 0; r < rows; ++r)
-      for (int n = 0; n < N; ++n)
-        for (int o = 0; o < out; ++o) db[size_t(n) * out + o] += dy[(size_t(r) * N + n) * out + o];
+  per_column<T>(N, size_t(rows) * in * out * 2, [&](int n0, int n1) {
+    for (int n = n0; n < n1; ++n) {
+      cpu::gemm<T>(true, false, out, in, rows, T(1), dy + size_t(n) * out, N * out,
+                   x + size_t(n) * in, N * in, T(1), dW + size_t(n) * out * in, in);
+      if (dx)
+        cpu::gemm<T>(false, false, rows, in, out, T(1), dy + size_t(n) * out, N * out,
+                     W + size_t(n) * out * in, in, T(1), dx + size_t(n) * in, N * in);
+      if (db)
+        for (int r = 0; r < rows; ++r)
+          for (int o = 0; o < out; ++o) db[size_t(n) * out + o] += dy[(size_t(r) * N + n) * out + o];
+    }
+  });
 }
 
 // Elementwise activation (never softmax / PReLU here: the compiler rejects them in an MLP).
