@@ -252,7 +252,7 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   m.def("seed", [](uint64_t s) { nm::seed(s); });
-  m.def("set_threads", [](int n) {  // the BLAS threads and the engine's own (cpu/threads.h)
+  m.def("set_threads", [](int n) {  // the engine's worker pool (cpu/threads.h) and its product cutting
     nm::cpu::set_blas_threads(n);
     nm::cpu::set_pool_threads(n);
   });

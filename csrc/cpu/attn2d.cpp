@@ -325,15 +325,16 @@ class Attn2dNode final : public StructNode<T> {
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     if (V_)  // every id checked first, in order: the error names the first bad cell
       for (int s = 0; s < rows * S_; ++s) token(x, s);
-    cpu::sample_chunks(rows, this->probe_ != nullptr, [&](int b0, int n, int) {
+    cpu::sample_chunks(rows, cpu::pool_threads(), this->probe_ != nullptr, [&](int b0, int n, int) {
       forward_rows(P, x + size_t(b0) * S_ * (V_ ? 1 : d_), y + size_t(b0) * S_ * d_, row + b0, b0, n);
     });
   }
 
   void backward(const T* P, T* G, const T* x, const T* dy, T* dx, int row, int rows,
                 double /*aux_scale*/) override {
-    gs_.reserve();
-    const int n = cpu::sample_chunks(rows, this->probe_ != nullptr, [&](int b0, int m, int chunk) {
+    const int threads = cpu::pool_threads();  // read once: the gradient copies are sized for it
+    gs_.reserve(threads);
+    const int n = cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int m, int chunk) {
       backward_rows(P, gs_.get(G, chunk), x + size_t(b0) * S_ * (V_ ? 1 : d_),
                     dy + size_t(b0) * S_ * d_, dx ? dx + size_t(b0) * S_ * d_ : nullptr, row + b0,
                     b0, m);

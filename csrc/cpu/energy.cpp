@@ -945,8 +945,9 @@ class EnergyNode final : public StructNode<T> {
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     betas(P);
     for (auto& s : syns_) s->prepare(P);
-    use_chunks(cpu::pool_threads());
-    cpu::sample_chunks(rows, this->probe_ != nullptr, [&](int b0, int n, int c) {
+    const int threads = cpu::pool_threads();  // read once: the scratch is sized for it
+    use_chunks(threads);
+    cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int n, int c) {
       forward_rows(P, x + size_t(b0) * in_w_, y + size_t(b0) * out_w_, row + b0, n, c);
     });
   }
@@ -971,8 +972,8 @@ class EnergyNode final : public StructNode<T> {
       backward_rows(P, G, dy, dx, row, rows, 0);
       return;
     }
-    gs_.reserve();
-    const int n = cpu::sample_chunks(rows, this->probe_ != nullptr, [&](int b0, int m, int c) {
+    gs_.reserve(threads);
+    const int n = cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int m, int c) {
       backward_rows(P, gs_.get(G, c), dy + size_t(b0) * out_w_, dx ? dx + size_t(b0) * in_w_ : nullptr,
                     row + b0, m, c);
     });

@@ -1,6 +1,5 @@
 // BLAS-backed dense products (see gemm.h). Small products stay on the scalar ops, where a
 // BLAS call's fixed cost would dominate.
-#include <atomic>
 #include "gemm.h"
 
 #include <algorithm>
@@ -37,7 +36,7 @@ constexpr int kSmallRows = 16;
 // 256 (256x128x256) 0.94x at 2^24, 1.24x at 2^22; smaller cuts lost on case b at batch 64.
 constexpr double kSplitMin = double(1 << 22);
 int g_threads = 1;                // what build(threads=N) asked for
-std::atomic<int> g_pinned{0};     // open blas_single_threaded regions (they nest): no cutting
+thread_local int t_pinned = 0;    // open blas_single_threaded regions on this thread (they nest)
 
 // one product on the calling thread
 void sgemm1(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -52,7 +51,7 @@ void sgemm1(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, 
 void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc) {
   const bool cut = std::min(g_threads, pool_threads()) > 1 &&
-                   g_pinned.load(std::memory_order_relaxed) == 0 &&
+                   t_pinned == 0 &&
                    double(m) * n * k >= kSplitMin && (n >= 64 || m >= 64);
   if (!cut) {
     sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -84,7 +83,7 @@ bool have_blas() { return NM_HAVE_BLAS != 0; }
 
 void blas_pin(bool on) {
 #if NM_HAVE_BLAS
-  g_pinned.fetch_add(on ? 1 : -1);
+  t_pinned += on ? 1 : -1;
 #else
   (void)on;
 #endif

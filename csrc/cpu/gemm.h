@@ -11,10 +11,10 @@ bool have_blas();
 // float product is cut over the engine's worker threads (cpu/threads.h), each piece a
 // one-thread BLAS product (OpenBLAS's own threads are never used; gemm.cpp says why).
 void set_blas_threads(int n);
-void blas_pin(bool on);  // for blas_single_threaded: no product is cut while any is on
-// Runs fn with every BLAS product whole on the thread that issues it: for products issued from
-// the engine's worker threads side by side (a node's chunks of samples). Regions nest and may
-// overlap across threads: cutting resumes when the last one ends.
+void blas_pin(bool on);  // for blas_single_threaded: this thread cuts no product while any is on
+// Runs fn with every product this thread issues whole (a count per thread: regions nest; other
+// threads, e.g. another model's, are not affected). Products issued on worker threads inside a
+// node's chunks stay whole anyway: a nested parallel_for runs inline as one chunk.
 template <class F>
 void blas_single_threaded(F&& fn) {
   blas_pin(true);

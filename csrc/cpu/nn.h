@@ -125,7 +125,8 @@ void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, i
 // Untied per-column linear map: x (rows, N, in), W (N, out, in), b (N, out) or null -> y (rows,
 // N, out). One product per column over all rows (the batched per-column GEMM); the columns run
 // in contiguous ranges on the engine's worker threads (each writes only its own columns of y,
-// dW, db and dx, so the results do not depend on the thread count), BLAS one-threaded inside.
+// dW, db and dx), each product whole on its thread. Too few columns to share: the columns in
+// order on the caller, where a large product may be cut (gemm.cpp; equal to rounding).
 template <class T, class F>
 void per_column(int N, size_t work_per_column, F&& fn) {
   const size_t grain = std::max<size_t>(1, (size_t(1) << 17) / std::max<size_t>(1, work_per_column));

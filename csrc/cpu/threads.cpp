@@ -64,21 +64,28 @@ class Pool {
     for (auto& t : workers_) t.join();
     workers_.clear();
     stop_ = false;
-    size_ = n;
+    size_.store(n, std::memory_order_relaxed);
     for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
   }
 
-  int size() const { return size_; }
+  int size() const { return size_.load(std::memory_order_relaxed); }
 
   int run(size_t n, size_t min_per_chunk,
-          const std::function<void(int, size_t, size_t)>& fn) {
+          const std::function<void(int, size_t, size_t)>& fn, int max_chunks) {
     const size_t most = min_per_chunk ? n / min_per_chunk : n;
-    const int chunks = int(std::max<size_t>(1, std::min<size_t>(size_t(size_), most)));
+    size_t cap = size_t(size());
+    if (max_chunks > 0) cap = std::min(cap, size_t(max_chunks));
+    int chunks = int(std::max<size_t>(1, std::min<size_t>(cap, most)));
     if (chunks == 1 || t_in_job) {
       if (n) fn(0, 0, n);
       return 1;
     }
     std::lock_guard<std::mutex> run(run_mu_);  // one job at a time (models of other threads)
+    chunks = std::min(chunks, size());  // the pool may have shrunk meanwhile (resize holds run_mu_)
+    if (chunks == 1) {
+      if (n) fn(0, 0, n);
+      return 1;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = &fn;
@@ -155,7 +162,8 @@ class Pool {
   std::vector<std::thread> workers_;
   const std::function<void(int, size_t, size_t)>* job_ = nullptr;
   size_t n_ = 0;
-  int chunks_ = 1, size_ = 1;
+  int chunks_ = 1;
+  std::atomic<int> size_{1};
   std::atomic<int> pending_{0}, sleepers_{0};
   std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
@@ -173,8 +181,8 @@ void set_pool_threads(int n) { pool().resize(n); }
 int pool_threads() { return pool().size(); }
 
 int parallel_for(size_t n, size_t min_per_chunk,
-                 const std::function<void(int, size_t, size_t)>& fn) {
-  return pool().run(n, min_per_chunk, fn);
+                 const std::function<void(int, size_t, size_t)>& fn, int max_chunks) {
+  return pool().run(n, min_per_chunk, fn, max_chunks);
 }
 
 }  // namespace nm::cpu

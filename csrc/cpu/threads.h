@@ -1,6 +1,6 @@
-// The engine's own worker threads, for its loops outside the BLAS products: elementwise
-// activations and their derivatives, softmax rows, the loss rows, the optimizer update. Sized by
-// build(threads=N) (process-wide, like the BLAS threads). Work over [0, n) is cut into at most N
+// The engine's own worker threads: its loops (elementwise activations and their derivatives,
+// softmax rows, the loss rows, the optimizer update), its large products cut into pieces
+// (gemm.cpp) and nodes' chunks of samples. Sized by build(threads=N) (process-wide). Work over [0, n) is cut into at most N
 // contiguous chunks by index alone and chunk i always runs on worker i, so every result is the
 // same for a fixed N; a reduction combines its per-chunk partials in chunk order.
 #pragma once
@@ -21,24 +21,28 @@ int pool_threads();
 // below min_per_chunk * 2 or one thread is set, or when called from inside a chunk (nested
 // loops run inline, as chunk 0: per-chunk scratch indexed by chunk must then not be a member
 // shared with another thread's inline call). Returns the number of chunks.
+// At most max_chunks chunks when it is positive (a caller that sized per-chunk scratch for
+// that many: another thread may change the pool's size in between).
 int parallel_for(size_t n, size_t min_per_chunk,
-                 const std::function<void(int chunk, size_t begin, size_t end)>& fn);
+                 const std::function<void(int chunk, size_t begin, size_t end)>& fn,
+                 int max_chunks = 0);
 // The same for any callable, held by reference: a lambda with several captures would make
 // the std::function above allocate, and these loops run inside the train step.
 template <class F>
-int parallel_for(size_t n, size_t min_per_chunk, const F& fn) {
+int parallel_for(size_t n, size_t min_per_chunk, const F& fn, int max_chunks = 0) {
   return parallel_for(n, min_per_chunk,
-                      std::function<void(int, size_t, size_t)>(std::cref(fn)));
+                      std::function<void(int, size_t, size_t)>(std::cref(fn)), max_chunks);
 }
 
 // Per-sample chunks for a node whose every operation is per sample (attn2d, energy): fn(first
 // sample, count, chunk) over chunks of `rows` samples on the worker threads, BLAS
 // single-threaded inside, so each worker takes its samples through the whole node. One chunk on
 // the calling thread with one thread, fewer than two samples, or `single` (inspect's probe is
-// not thread-safe). The chunks depend on the thread count only. Returns the number of chunks.
+// not thread-safe). At most `threads` chunks: the count the caller sized its per-chunk scratch
+// for. The chunks depend on the thread count only. Returns the number of chunks.
 template <class F>
-int sample_chunks(int rows, bool single, F&& fn) {
-  if (pool_threads() == 1 || rows < 2 || single) {
+int sample_chunks(int rows, int threads, bool single, F&& fn) {
+  if (threads < 2 || rows < 2 || single) {
     fn(0, rows, 0);
     return 1;
   }
@@ -46,7 +50,7 @@ int sample_chunks(int rows, bool single, F&& fn) {
   blas_single_threaded([&] {
     n = parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
       fn(int(b0), int(b1 - b0), c);
-    });
+    }, threads);
   });
   return n;
 }
@@ -63,10 +67,10 @@ class ChunkGrads {
     return off;
   }
   size_t size() const { return hi_ > lo_ ? hi_ - lo_ : 0; }
-  // on the calling thread, before the chunks: one copy per extra thread (allocated once per
-  // thread count; arena-indexed, only [lo, hi) is ever touched)
-  void reserve() {
-    const size_t want = size_t(std::max(1, pool_threads()));
+  // on the calling thread, before at most `threads` chunks: one copy per extra chunk (allocated
+  // once per thread count; arena-indexed, only [lo, hi) is ever touched)
+  void reserve(int threads) {
+    const size_t want = size_t(std::max(1, threads));
     for (size_t c = std::max<size_t>(copies_.size(), 1); c < want; ++c) {
       copies_.resize(c + 1);
       copies_[c].reset(new T[hi_]);

@@ -93,11 +93,12 @@ def build(h: int, threads: Optional[int] = None, device: str = "cpu") -> int:
     arrays, PyTorch CUDA tensors) without a copy. A build without the CUDA backend or a machine
     without a GPU raise DeviceError saying which.
 
-    `threads` sets how many threads the engine may use (process-wide): large matrix products
-    (below ~16M multiply-adds they stay on one thread, where waking more only costs; chosen by
-    measurement, docs/performance.md) and the engine's own loops (activations, softmax rows, the
-    optimizer update), cut into chunks by index so results are the same for a fixed number of
-    threads. The default is 1 thread.
+    `threads` sets how many threads the engine may use (process-wide), all in its own worker
+    pool: large matrix products (cut in pieces from ~4M multiply-adds up; smaller ones stay
+    on one thread, where cutting only costs; chosen by measurement, docs/performance.md), the
+    engine's own loops (activations, softmax rows, the optimizer update) and, in attn2d and
+    energy blocks, chunks of samples; all cut by index, so results are the same for a fixed
+    number of threads (and equal to rounding across thread counts). The default is 1 thread.
     """
     h = check_handle(h)
     if threads is not None:

@@ -108,7 +108,8 @@ class Model:
         Parameters
         ----------
         threads : int, optional
-            Threads for large matrix products (process-wide); default 1.
+            The engine's worker threads (process-wide): large matrix products cut in pieces,
+            its loops, chunks of samples in attn2d and energy blocks; default 1.
         device : {"cpu", "cuda"}
             Where the model runs.
 
