@@ -3,6 +3,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 
@@ -57,11 +58,20 @@ void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, i
     sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  // Column cuts fall on 64-byte boundaries of C's memory (units of 16 columns, shifted by C's
+  // misalignment): a cache line shared by two threads' pieces in every row of C had made the
+  // 2-thread speed-up depend on where the allocator put C (case c at batch 32: 1.0-1.8x).
+  // Row cuts: units of 8 rows (one boundary line per piece at most).
   const bool by_cols = n >= 64;
-  const size_t units = size_t(by_cols ? n : m) / 8;  // pieces of 8; the last takes the rest
+  const int unit = by_cols ? 16 : 8;
+  const int skew = by_cols ? int((reinterpret_cast<uintptr_t>(c) / sizeof(float)) % 16) : 0;
+  const int len = by_cols ? n : m;
+  const size_t units = size_t(len + skew + unit - 1) / size_t(unit);
   blas_single_threaded([&] {
-    parallel_for(units, 4, [&](int, size_t u0, size_t u1) {
-      const int i0 = int(u0 * 8), i1 = u1 == units ? (by_cols ? n : m) : int(u1 * 8);
+    parallel_for(units, by_cols ? 2 : 4, [&](int, size_t u0, size_t u1) {
+      const int i0 = std::max(0, int(u0) * unit - skew);
+      const int i1 = std::min(len, int(u1) * unit - skew);
+      if (i1 <= i0) return;
       if (by_cols)
         sgemm1(ta, tb, m, i1 - i0, k, alpha, a, lda, tb ? b + size_t(i0) * ldb : b + i0, ldb, beta,
                c + i0, ldc);
