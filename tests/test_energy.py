@@ -378,16 +378,20 @@ def test_tanh_and_sigmoid_layers_float32_matches_float64(clamp):
 
 # ------------------------------------------------------------------ chunks of samples on threads
 # With build(threads=N) the block runs chunks of its samples side by side (every scratch
-# buffer by batch row or by chunk; in backward, unless its weights outnumber a chunk's state,
-# parameter gradients per chunk, added in chunk order): the
+# buffer by batch row or by chunk; the backward steps too unless the weights they write
+# outnumber a chunk's state, those gradients per chunk, added in chunk order; the end of
+# backward on the whole batch): the
 # loss, the outputs and every gradient equal the one-thread run's, for every synapse kind,
 # clamped or not, with a learned softmax beta (its dbeta scratch per thread).
 CHUNKED = dict(BLOCKS, learned_softmax_beta=(
     "(v, 3, bias 1, <tanh>) (y, 2, learn beta, <softmax, 1.5>) (s, synapse hidden, v y, units 4, "
     "norm 1, <relu>) (b, synapse bias, y)", 3),
-    # more weights than per-chunk state: chunks in forward only, backward on the whole batch
-    wide_hidden=("(v, 3, <tanh>) (y, 2, <softmax>) (s, synapse hidden, v y, units 300, norm 1, "
-                 "<relu>)", 3))
+    # chunk-written weights outnumber a chunk's state: chunks in forward only, the backward
+    # steps on the whole batch
+    wide_hidden=("(v, 3, <tanh>) (y, 2, <softmax>) (s, synapse hidden, v y, units 300, <relu>)", 3),
+    # with norm every weight's gradient is end_vjp's (after the chunks): steps by chunks
+    wide_hidden_norm=("(v, 3, <tanh>) (y, 2, <softmax>) (s, synapse hidden, v y, units 300, "
+                      "norm 1, <relu>)", 3))
 
 
 @pytest.mark.parametrize("case", CHUNKED)

@@ -73,7 +73,8 @@ void mm(bool ta, bool tb, int m, int n, int k, const T* A, int lda, const T* B, 
 // The block runs chunks of its samples side by side on the worker threads (cpu/threads.h):
 // `At` says where a call works, and a synapse's scratch is indexed by batch row (each chunk its
 // own rows) or by chunk (sized by chunks(n), on the calling thread, before the chunks run);
-// prepare runs once, before the chunks. G is the chunk's own gradient target.
+// prepare runs once, before the chunks. G is the chunk's own gradient target. begin_vjp and
+// vjp run per chunk; end_vjp once, on the whole batch, after the chunks (fold_chunks first).
 struct At {
   int row = 0;    // the batch row of the call's first sample
   int t = 0;      // the step (current, vjp)
@@ -89,6 +90,12 @@ struct Synapse {
   virtual void init(Rng& rng, T* P) const = 0;
   virtual void allocate(int batch, int steps) { (void)batch, (void)steps; }
   virtual void chunks(int n) { (void)n; }
+  // after the chunks of a backward, before end_vjp: per-chunk accumulators of chunks 1..n-1
+  // into chunk 0's, in chunk order
+  virtual void fold_chunks(int n) { (void)n; }
+  // true while declare() adds a parameter whose gradient only end_vjp writes (end_vjp runs on
+  // the whole batch after the chunks, into G itself: no per-chunk copy is kept for it)
+  bool whole_batch_param = false;
   virtual bool sparse() const { return false; }
   virtual void prepare(const T* P) { (void)P; }
   virtual void begin_vjp(int rows, At at) { (void)rows, (void)at; }
@@ -296,8 +303,13 @@ struct Hidden final : Synapse<T> {
     return false;
   }
   void declare(const typename StructNode<T>::AddParam& add) override {
-    for (size_t j = 0; j < this->sizes.size(); ++j)
+    for (size_t j = 0; j < this->sizes.size(); ++j) {
+      // a fixed ref's weight gradient is end_vjp's one product; with norm, every weight's is
+      // end_vjp's unnormalise
+      this->whole_batch_param = norm || this->fixed[j];
       W.push_back(add(this->name + ".weight" + std::to_string(j), {this->sizes[j], M}));
+    }
+    this->whole_batch_param = false;
   }
   void init(Rng& rng, T* P) const override {
     for (size_t j = 0; j < W.size(); ++j) normal_fill(rng, P + W[j], size_t(this->sizes[j]) * M, 0.02);
@@ -319,6 +331,12 @@ struct Hidden final : Synapse<T> {
       Wb.emplace_back(W.size());
       for (size_t j = 0; j < W.size(); ++j) Wb.back()[j].assign(size_t(this->sizes[j]) * M, T(0));
     }
+  }
+  void fold_chunks(int n) override {
+    if (!norm) return;
+    for (int c = 1; c < n; ++c)
+      for (size_t j = 0; j < W.size(); ++j)
+        for (size_t i = 0; i < Wb[0][j].size(); ++i) Wb[0][j][i] += Wb[size_t(c)][j][i];
   }
   void prepare(const T* P) override {
     if (!norm) return;
@@ -871,18 +889,23 @@ class EnergyNode final : public StructNode<T> {
   }
 
   void declare(const typename StructNode<T>::AddParam& add0) override {
-    // every parameter's range is noted for the chunks' gradient copies
+    // every parameter is noted for the chunks' gradient copies, but those only the whole-batch
+    // end of backward writes (Synapse::whole_batch_param)
+    Synapse<T>* declaring = nullptr;
     const typename StructNode<T>::AddParam add = [&](const std::string& name, std::vector<int64_t> shape) {
       size_t n = 1;
       for (int64_t e : shape) n *= size_t(e);
-      return gs_.track(add0(name, shape), n);
+      return gs_.track(add0(name, shape), n, !(declaring && declaring->whole_batch_param));
     };
     for (size_t l = 0; l < spec_.layers.size(); ++l)
       bias_.push_back(spec_.layers[l].bias ? add(spec_.layers[l].name + ".bias", {spec_.layers[l].size})
                                            : SIZE_MAX);
     for (size_t l = 0; l < spec_.layers.size(); ++l)
       beta_.push_back(spec_.layers[l].learn_beta ? add(spec_.layers[l].name + ".beta", {}) : SIZE_MAX);
-    for (auto& s : syns_) s->declare(add);
+    for (auto& s : syns_) {
+      declaring = s.get();
+      s->declare(add);
+    }
   }
 
   void allocate(int batch) override {
@@ -963,21 +986,26 @@ class EnergyNode final : public StructNode<T> {
         want_[l] = (dx && spec_.layers[l].in_offset >= 0) || bias_[l] != SIZE_MAX || beta_[l] != SIZE_MAX;
     const int threads = cpu::pool_threads();
     use_chunks(threads);
-    // By chunks only where the chunks' gradient copies (each zeroed, then added into G: passes
-    // over every parameter of the block) cost less than the per-sample work they spread; else
-    // the whole batch on the calling thread, its large products cut by columns over the
-    // workers (mm) and its Lagrangians on them. HAMUX at MNIST size (785k weights, 16 samples
-    // of 3.2k state entries per chunk) measured 1.0-1.2x on 2 threads by chunks, 1.45-1.8x so.
+    // The steps by chunks where the chunks' gradient copies (zeroed, then added into G: a pass
+    // over every parameter they hold, each call) cost less than the per-sample work they
+    // spread; else the whole batch on the calling thread, its large products cut over the
+    // workers and its Lagrangians on them. The end (end_vjp's deferred products of the clamped
+    // layers, their adjoints, dx) always runs on the whole batch, its products cut: HAMUX at
+    // MNIST size keeps no copy of its 784k clamped-layer weights (10k in the copies, against 16
+    // samples of 3.2k state entries per chunk). Measured there on 2 threads: whole backward by
+    // chunks with every weight copied 1.0-1.2x; the whole batch 1.45-1.8x.
+    int n = 1;
     if (double(rows) / threads * per_row_ < double(gs_.size())) {
-      backward_rows(P, G, dy, dx, row, rows, 0);
-      return;
+      backward_steps(P, G, dy, row, rows, 0);
+    } else {
+      gs_.reserve(threads);
+      n = cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int m, int c) {
+        backward_steps(P, gs_.get(G, c), dy + size_t(b0) * out_w_, row + b0, m, c);
+      });
+      gs_.fold(G, n);
     }
-    gs_.reserve(threads);
-    const int n = cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int m, int c) {
-      backward_rows(P, gs_.get(G, c), dy + size_t(b0) * out_w_, dx ? dx + size_t(b0) * in_w_ : nullptr,
-                    row + b0, m, c);
-    });
-    gs_.fold(G, n);
+    for (auto& s : syns_) s->fold_chunks(n);
+    backward_end(P, G, dx, row, rows);
   }
 
  private:
@@ -1036,11 +1064,11 @@ class EnergyNode final : public StructNode<T> {
     }
   }
 
-  // Reverse mode through the unroll for samples row..row+rows-1 (dy, dx: their rows), as chunk
-  // c, with G the chunk's gradient target. A clamped layer's Ī is zero and its Jacobian J_g is
+  // Reverse mode through the unroll for samples row..row+rows-1 (dy: their rows), as chunk c,
+  // with G the chunk's gradient target. A clamped layer's Ī is zero and its Jacobian J_g is
   // the same at every step, so its adjoint Σ_t J ḡ_t = J Σ_t ḡ_t is taken once, after the
-  // loop, and only when something reads it (want_: dx, its bias, its beta).
-  void backward_rows(const T* P, T* G, const T* dy, T* dx, int row, int rows, int c) {
+  // loop (backward_end), and only when something reads it (want_: dx, its bias, its beta).
+  void backward_steps(const T* P, T* G, const T* dy, int row, int rows, int c) {
     const int L = int(spec_.layers.size()), Tn = spec_.steps;
     const std::vector<char>& want = want_;
     Lane& ln = lanes_[size_t(c)];
@@ -1094,6 +1122,14 @@ class EnergyNode final : public StructNode<T> {
       for (int l = 0; l < L; ++l)
         if (moving(l)) through_g(P, G, t, l, at(gb_, l, row), row, rows);
     }
+  }
+
+  // The end of the reverse pass for samples row..row+rows-1 (dx: their rows), on the calling
+  // thread: the synapses' deferred products (end_vjp), the clamped layers' adjoints, dx.
+  void backward_end(const T* P, T* G, T* dx, int row, int rows) {
+    const int L = int(spec_.layers.size());
+    const std::vector<char>& want = want_;
+    Lane& ln = lanes_[0];
     for (size_t s = 0; s < syns_.size(); ++s) {
       Synapse<T>& sy = *syns_[s];
       ln.g.clear(), ln.gb.clear();
@@ -1101,7 +1137,7 @@ class EnergyNode final : public StructNode<T> {
         ln.g.push_back(Gv(0, ref, row));
         ln.gb.push_back(!moving(ref) && sy.sparse() && !want[ref] ? nullptr : at(gb_, ref, row));
       }
-      sy.end_vjp(P, G, ln.g, ln.gb, rows, At{row, 0, c});
+      sy.end_vjp(P, G, ln.g, ln.gb, rows, At{row, 0, 0});
     }
     for (int l = 0; l < L; ++l)
       if (want[l]) through_g(P, G, 0, l, at(gb_, l, row), row, rows);

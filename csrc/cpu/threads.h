@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "gemm.h"
@@ -56,19 +57,29 @@ int sample_chunks(int rows, int threads, bool single, F&& fn) {
 }
 
 // The parameter gradients of such a node's chunks: chunk 0 adds into the arena G itself, the
-// others into zeroed copies of the node's range [lo, hi) of the arena, added into G in chunk
-// order afterwards (the same sums for the same thread count).
+// others into zeroed copies of the node's chunk-written parameters, added into G in chunk order
+// afterwards (the same sums for the same thread count).
 template <class T>
 class ChunkGrads {
  public:
-  // at declare: a parameter of n entries at arena offset off
-  size_t track(size_t off, size_t n) {
-    lo_ = std::min(lo_, off), hi_ = std::max(hi_, off + n);
+  // at declare: a parameter of n entries at arena offset off; `chunked`: the chunks write its
+  // gradient (false: only the node's whole-batch work after the chunks does, into G itself)
+  size_t track(size_t off, size_t n, bool chunked = true) {
+    hi_ = std::max(hi_, off + n);
+    if (chunked && n) {
+      if (!ranges_.empty() && ranges_.back().second == off) ranges_.back().second = off + n;
+      else ranges_.emplace_back(off, off + n);
+    }
     return off;
   }
-  size_t size() const { return hi_ > lo_ ? hi_ - lo_ : 0; }
+  // entries the chunks' copies hold (each zeroed and added back every call)
+  size_t size() const {
+    size_t s = 0;
+    for (const auto& r : ranges_) s += r.second - r.first;
+    return s;
+  }
   // on the calling thread, before at most `threads` chunks: one copy per extra chunk (allocated
-  // once per thread count; arena-indexed, only [lo, hi) is ever touched)
+  // once per thread count; arena-indexed, only the tracked ranges are ever read)
   void reserve(int threads) {
     const size_t want = size_t(std::max(1, threads));
     for (size_t c = std::max<size_t>(copies_.size(), 1); c < want; ++c) {
@@ -78,19 +89,21 @@ class ChunkGrads {
   }
   // the gradient target of chunk c
   T* get(T* G, int c) {
-    if (c == 0 || hi_ <= lo_) return G;
+    if (c == 0 || hi_ == 0) return G;
     T* Gc = copies_[size_t(c)].get();
-    std::fill(Gc + lo_, Gc + hi_, T(0));
+    for (const auto& r : ranges_) std::fill(Gc + r.first, Gc + r.second, T(0));
     return Gc;
   }
   // after the chunks: the copies of chunks 1..n-1 into G
   void fold(T* G, int n) const {
-    for (int c = 1; c < n && hi_ > lo_; ++c)
-      for (size_t i = lo_; i < hi_; ++i) G[i] += copies_[size_t(c)][i];
+    for (int c = 1; c < n && hi_ > 0; ++c)
+      for (const auto& r : ranges_)
+        for (size_t i = r.first; i < r.second; ++i) G[i] += copies_[size_t(c)][i];
   }
 
  private:
-  size_t lo_ = SIZE_MAX, hi_ = 0;
+  size_t hi_ = 0;
+  std::vector<std::pair<size_t, size_t>> ranges_;  // [begin, end) arena ranges the chunks write
   std::vector<std::unique_ptr<T[]>> copies_;
 };
 
