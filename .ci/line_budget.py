@@ -22,7 +22,6 @@ SUFFIXES = {".py", ".pyi", ".c", ".cc", ".cpp", ".h", ".hpp", ".cu", ".cuh", ".s
 GRANDFATHERED = {
     "csrc/cuda/neuron.cu",
     "csrc/cuda/energy.cu",
-    "csrc/cpu/energy.cpp",
     "csrc/cuda/model.cu",
     "csrc/cpu/neuron.cpp",
     "csrc/cpu/model.cpp",
