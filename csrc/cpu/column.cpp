@@ -239,7 +239,7 @@ class ColumnNode final : public StructNode<T> {
       for (size_t i = i0; i < i1; ++i) fn(int(i / heads_), int(i % heads_), chunk);
     };
     if (pairs < 2 * grain || cpu::pool_threads() < 2) return run(0, 0, pairs);
-    cpu::blas_single_threaded([&] { cpu::parallel_for(pairs, grain, run); });
+    cpu::parallel_for(pairs, grain, run);  // each pair's products whole on its thread
   }
 
   void step_forward(const T* P, int t, T* X, int row, int rows, double* aux) {

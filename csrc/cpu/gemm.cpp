@@ -37,7 +37,6 @@ constexpr int kSmallRows = 16;
 // 256 (256x128x256) 0.94x at 2^24, 1.24x at 2^22; smaller cuts lost on case b at batch 64.
 constexpr double kSplitMin = double(1 << 22);
 int g_threads = 1;                // what build(threads=N) asked for
-thread_local int t_pinned = 0;    // open blas_single_threaded regions on this thread (they nest)
 
 // one product on the calling thread
 void sgemm1(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -52,7 +51,7 @@ void sgemm1(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, 
 void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc) {
   const bool cut = std::min(g_threads, pool_threads()) > 1 &&
-                   t_pinned == 0 &&
+                   !in_parallel_job() &&  // inside a chunk the cut would run inline: whole
                    double(m) * n * k >= kSplitMin && (n >= 64 || m >= 64);
   if (!cut) {
     sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -67,8 +66,7 @@ void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, i
   const int skew = by_cols ? int((reinterpret_cast<uintptr_t>(c) / sizeof(float)) % 16) : 0;
   const int len = by_cols ? n : m;
   const size_t units = size_t(len + skew + unit - 1) / size_t(unit);
-  blas_single_threaded([&] {
-    parallel_for(units, by_cols ? 2 : 4, [&](int, size_t u0, size_t u1) {
+  parallel_for(units, by_cols ? 2 : 4, [&](int, size_t u0, size_t u1) {
       const int i0 = std::max(0, int(u0) * unit - skew);
       const int i1 = std::min(len, int(u1) * unit - skew);
       if (i1 <= i0) return;
@@ -78,7 +76,6 @@ void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, i
       else
         sgemm1(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + size_t(i0) * lda, lda, b, ldb, beta,
                c + size_t(i0) * ldc, ldc);
-    });
   });
 }
 
@@ -90,14 +87,6 @@ void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const 
 }  // namespace
 
 bool have_blas() { return NM_HAVE_BLAS != 0; }
-
-void blas_pin(bool on) {
-#if NM_HAVE_BLAS
-  t_pinned += on ? 1 : -1;
-#else
-  (void)on;
-#endif
-}
 
 void set_blas_threads(int n) {
 #if NM_HAVE_BLAS

@@ -11,21 +11,6 @@ bool have_blas();
 // float product is cut over the engine's worker threads (cpu/threads.h), each piece a
 // one-thread BLAS product (OpenBLAS's own threads are never used; gemm.cpp says why).
 void set_blas_threads(int n);
-void blas_pin(bool on);  // for blas_single_threaded: this thread cuts no product while any is on
-// Runs fn with every product this thread issues whole (a count per thread: regions nest; other
-// threads, e.g. another model's, are not affected). Products issued on worker threads inside a
-// node's chunks stay whole anyway: a nested parallel_for runs inline as one chunk.
-template <class F>
-void blas_single_threaded(F&& fn) {
-  blas_pin(true);
-  try {
-    fn();
-  } catch (...) {
-    blas_pin(false);
-    throw;
-  }
-  blas_pin(false);
-}
 
 // z[rows, out] = u[rows, in] . W[out, in]^T + b[out]
 template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out);

@@ -127,21 +127,19 @@ void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, i
 // in contiguous ranges on the engine's worker threads (each writes only its own columns of y,
 // dW, db and dx), each product whole on its thread. Too few columns to share: the columns in
 // order on the caller, where a large product may be cut (gemm.cpp; equal to rounding).
-template <class T, class F>
+template <class F>
 void per_column(int N, size_t work_per_column, F&& fn) {
   const size_t grain = std::max<size_t>(1, (size_t(1) << 17) / std::max<size_t>(1, work_per_column));
   if (cpu::pool_threads() < 2 || size_t(N) < 2 * grain) {
     fn(0, N);
     return;
   }
-  cpu::blas_single_threaded([&] {
-    cpu::parallel_for(size_t(N), grain, [&](int, size_t n0, size_t n1) { fn(int(n0), int(n1)); });
-  });
+  cpu::parallel_for(size_t(N), grain, [&](int, size_t n0, size_t n1) { fn(int(n0), int(n1)); });
 }
 
 template <class T>
 void columns_forward(const T* x, const T* W, const T* b, T* y, int rows, int N, int in, int out) {
-  per_column<T>(N, size_t(rows) * in * out, [&](int n0, int n1) {
+  per_column(N, size_t(rows) * in * out, [&](int n0, int n1) {
     for (int n = n0; n < n1; ++n) {
       T* yn = y + size_t(n) * out;
       if (b)  // the bias as the product's start (beta 1): no zeroing pass, no bias pass
@@ -155,7 +153,7 @@ void columns_forward(const T* x, const T* W, const T* b, T* y, int rows, int N, 
 template <class T>
 void columns_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int N,
                       int in, int out) {
-  per_column<T>(N, size_t(rows) * in * out * 2, [&](int n0, int n1) {
+  per_column(N, size_t(rows) * in * out * 2, [&](int n0, int n1) {
     for (int n = n0; n < n1; ++n) {
       cpu::gemm<T>(true, false, out, in, rows, T(1), dy + size_t(n) * out, N * out,
                    x + size_t(n) * in, N * in, T(1), dW + size_t(n) * out * in, in);

@@ -178,6 +178,7 @@ Pool& pool() {
 }  // namespace
 
 void set_pool_threads(int n) { pool().resize(n); }
+bool in_parallel_job() { return t_in_job; }
 int pool_threads() { return pool().size(); }
 
 int parallel_for(size_t n, size_t min_per_chunk,

@@ -12,12 +12,13 @@
 #include <utility>
 #include <vector>
 
-#include "gemm.h"
 
 namespace nm::cpu {
 
 void set_pool_threads(int n);  // 1: everything on the calling thread (the default)
 int pool_threads();
+// True on a thread while it runs a chunk of a parallel_for (where a nested one runs inline).
+bool in_parallel_job();
 // fn(chunk, begin, end) for the chunks of [0, n); a single chunk (on the caller) when n is
 // below min_per_chunk * 2 or one thread is set, or when called from inside a chunk (nested
 // loops run inline, as chunk 0: per-chunk scratch indexed by chunk must then not be a member
@@ -36,8 +37,8 @@ int parallel_for(size_t n, size_t min_per_chunk, const F& fn, int max_chunks = 0
 }
 
 // Per-sample chunks for a node whose every operation is per sample (attn2d, energy): fn(first
-// sample, count, chunk) over chunks of `rows` samples on the worker threads, BLAS
-// single-threaded inside, so each worker takes its samples through the whole node. One chunk on
+// sample, count, chunk) over chunks of `rows` samples on the worker threads, so each worker
+// takes its samples through the whole node (its products whole: in_parallel_job). One chunk on
 // the calling thread with one thread, fewer than two samples, or `single` (inspect's probe is
 // not thread-safe). At most `threads` chunks: the count the caller sized its per-chunk scratch
 // for. The chunks depend on the thread count only. Returns the number of chunks.
@@ -47,13 +48,9 @@ int sample_chunks(int rows, int threads, bool single, F&& fn) {
     fn(0, rows, 0);
     return 1;
   }
-  int n = 1;
-  blas_single_threaded([&] {
-    n = parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
-      fn(int(b0), int(b1 - b0), c);
-    }, threads);
-  });
-  return n;
+  return parallel_for(size_t(rows), 1, [&](int c, size_t b0, size_t b1) {
+    fn(int(b0), int(b1 - b0), c);
+  }, threads);
 }
 
 // The parameter gradients of such a node's chunks: chunk 0 adds into the arena G itself, the
