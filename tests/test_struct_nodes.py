@@ -246,6 +246,11 @@ def test_raster_mask_is_causal():
     ("(g, attn2d, 3x5, dim 40, heads 2, window 2, depth 1, mask raster, <gelu>)", 600),
     ("(g, attn2d, 5x3, dim 32, heads 8, window 1, depth 2, mlp 3, <swish, 0.7>)", 480),
     ("(g, attn2d, 4x4, dim 6, heads 1, window 1, depth 2, proj 0, rope 0)", 96),
+    # head sizes of a multiple of 8: the AVX2 window kernels (cpu/attn2d_avx2.cpp) with a partial
+    # group of heads, more than 8 heads under the raster mask, heads wider than a vector
+    ("(g, attn2d, 4x5, dim 48, heads 3, window 1, depth 2, <gelu>)", 960),
+    ("(g, attn2d, 3x4, dim 72, heads 9, window 2, depth 1, mask raster)", 864),
+    ("(g, attn2d, 3x3, dim 64, heads 2, window 1, depth 1, mlp 2)", 576),
     ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),
 ])
 def test_float32_fast_path_matches_float64_reference(node, width):

@@ -29,7 +29,8 @@ constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
 constexpr double kGeluK = 0.044715;
 constexpr double kInvSqrt2 = 0.7071067811865476, kInvSqrt2Pi = 0.3989422804014327;
 
-// <cmath> on the host, the CUDA math library on the device.
+// <cmath> on the host, the CUDA math library on the device. erfc_gauss: erfc(x) and e^(-x^2)
+// together (a fast policy shares the exponential; GELU-erf's derivative needs both).
 struct StdMath {
 #if defined(__CUDA_ARCH__)
   template <class T> static __device__ T exp(T x) { return ::exp(x); }
@@ -38,6 +39,7 @@ struct StdMath {
   template <class T> static __device__ T erfc(T x) { return ::erfc(x); }
   template <class T> static __device__ T log(T x) { return ::log(x); }
   template <class T> static __device__ T sqrt(T x) { return ::sqrt(x); }
+  template <class T> static __device__ void erfc_gauss(T x, T& e, T& g) { e = ::erfc(x), g = ::exp(-x * x); }
 #else
   template <class T> static T exp(T x) { return std::exp(x); }
   template <class T> static T expm1(T x) { return std::expm1(x); }
@@ -45,6 +47,7 @@ struct StdMath {
   template <class T> static T erfc(T x) { return std::erfc(x); }
   template <class T> static T log(T x) { return std::log(x); }
   template <class T> static T sqrt(T x) { return std::sqrt(x); }
+  template <class T> static void erfc_gauss(T x, T& e, T& g) { e = std::erfc(x), g = std::exp(-x * x); }
 #endif
   // 1 / (1 + e^-z) without overflow for either sign
   template <class T> NM_HD static T sigmoid(T z) {
@@ -95,8 +98,10 @@ NM_HD T deriv(T p, T alpha, T z, T a) {
   } else if constexpr (A == Act::Gelu) {  // s = sigmoid(2u); 1 - tanh^2 u = 4 s (1 - s)
     const T s = M::sigmoid(T(2) * T(kGeluC) * (z + T(kGeluK) * z * z * z));
     return s + T(2) * z * s * (T(1) - s) * T(kGeluC) * (T(1) + T(3 * kGeluK) * z * z);
-  } else {  // GeluErf: Phi(z) + z phi(z)
-    return T(0.5) * M::erfc(-z * T(kInvSqrt2)) + z * T(kInvSqrt2Pi) * M::exp(T(-0.5) * z * z);
+  } else {  // GeluErf: Phi(z) + z phi(z), phi(z) = e^(-u^2) / sqrt(2 pi) at u = -z / sqrt(2)
+    T e, g;
+    M::erfc_gauss(-z * T(kInvSqrt2), e, g);
+    return T(0.5) * e + z * T(kInvSqrt2Pi) * g;
   }
 }
 
@@ -113,10 +118,11 @@ NM_HD void act_deriv(T p, T alpha, T z, T& a, T& d) {
     const T s = M::sigmoid(p * z);
     a = z * s;
     d = s + p * z * s * (T(1) - s);
-  } else if constexpr (A == Act::GeluErf) {
-    const T e = M::erfc(-z * T(kInvSqrt2));
+  } else if constexpr (A == Act::GeluErf) {  // erfc and e^(-z^2/2) share one exponential
+    T e, g;
+    M::erfc_gauss(-z * T(kInvSqrt2), e, g);
     a = T(0.5) * z * e;
-    d = T(0.5) * e + z * T(kInvSqrt2Pi) * M::exp(T(-0.5) * z * z);
+    d = T(0.5) * e + z * T(kInvSqrt2Pi) * g;
   } else {
     a = act<A, M>(p, alpha, z);
     d = deriv<A, M>(p, alpha, z, a);

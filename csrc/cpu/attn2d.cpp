@@ -14,6 +14,7 @@
 #include "../core/struct_node.h"
 #include "neuromorph/errors.h"
 #include "nn.h"
+#include "simd.h"
 #include "threads.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -68,7 +69,8 @@ NM_INLINE T dot(const T* a, const T* b, int n) {
 }
 
 // Per query cell, slot by slot with the heads innermost: a window cell's row of q/k/v is read
-// once per slot, front to back, and the heads' dot products are independent work.
+// once per slot, front to back, and the heads' dot products are independent work. P holds
+// (cell, slot, head): the layout of the vector kernels in attn2d_avx2.cpp.
 template <class T>
 NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const T* v, int ld, T* P,
                                    T* out, int rows) {
@@ -79,24 +81,24 @@ NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const 
       const int* win = &g.nb[size_t(s) * Wn];
       const size_t cell = size_t(b) * S;
       const T* qs = q + (cell + s) * ld;
-      T* p = P + (cell + s) * heads * Wn;  // p[h * Wn + w]
+      T* p = P + (cell + s) * Wn * heads;  // p[w * heads + h]
       for (int w = 0; w < Wn; ++w) {
         if (win[w] < 0) continue;
         const T* ks = k + (cell + win[w]) * ld;
-        for (int h = 0; h < heads; ++h) p[h * Wn + w] = dot(qs + h * dh, ks + h * dh, dh) * scale;
+        for (int h = 0; h < heads; ++h) p[w * heads + h] = dot(qs + h * dh, ks + h * dh, dh) * scale;
       }
       for (int h = 0; h < heads; ++h) {
-        T* ph = p + h * Wn;
         T m = -INFINITY;
         for (int w = 0; w < Wn; ++w)
-          if (win[w] >= 0) m = std::max(m, ph[w]);
+          if (win[w] >= 0) m = std::max(m, p[w * heads + h]);
         T sum = 0;
         for (int w = 0; w < Wn; ++w) {
-          ph[w] = win[w] < 0 ? T(0) : std::exp(ph[w] - m);
-          sum += ph[w];
+          T& pw = p[w * heads + h];
+          pw = win[w] < 0 ? T(0) : std::exp(pw - m);
+          sum += pw;
         }
         const T inv = T(1) / sum;
-        for (int w = 0; w < Wn; ++w) ph[w] *= inv;
+        for (int w = 0; w < Wn; ++w) p[w * heads + h] *= inv;
       }
       T* o = out + (cell + s) * d;
       for (int c = 0; c < d; ++c) o[c] = 0;
@@ -104,7 +106,7 @@ NM_INLINE void window_forward_impl(const Grid& g, const T* q, const T* k, const 
         if (win[w] < 0) continue;
         const T* vs = v + (cell + win[w]) * ld;
         for (int h = 0; h < heads; ++h) {
-          const T pw = p[h * Wn + w];
+          const T pw = p[w * heads + h];
           T* oh = o + h * dh;
           const T* vh = vs + h * dh;
           for (int c = 0; c < dh; ++c) oh[c] += pw * vh[c];
@@ -118,14 +120,14 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
                                     const T* P, const T* dout, T* dq, T* dk, T* dv, int rows) {
   const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const T scale = T(1.0 / std::sqrt(double(dh)));
-  thread_local std::vector<T> buf;  // dout · v per (head, slot), then Σ_w p dp per head
+  thread_local std::vector<T> buf;  // dout · v per (slot, head), then Σ_w p dp per head
   if (buf.size() < size_t(heads) * (Wn + 1)) buf.resize(size_t(heads) * (Wn + 1));
   T *dp = buf.data(), *dot_pv = buf.data() + size_t(heads) * Wn;
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
       const size_t cell = size_t(b) * S;
-      const T* p = P + (cell + s) * heads * Wn;
+      const T* p = P + (cell + s) * Wn * heads;
       const T* go = dout + (cell + s) * d;
       for (int h = 0; h < heads; ++h) dot_pv[h] = 0;
       for (int w = 0; w < Wn; ++w) {
@@ -134,8 +136,8 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
         const T* vs = v + ko;
         T* dvs = dv + ko;
         for (int h = 0; h < heads; ++h) {
-          const T pw = p[h * Wn + w], g2 = dot(go + h * dh, vs + h * dh, dh);
-          dp[h * Wn + w] = g2;
+          const T pw = p[w * heads + h], g2 = dot(go + h * dh, vs + h * dh, dh);
+          dp[w * heads + h] = g2;
           dot_pv[h] += pw * g2;
           T* dvh = dvs + h * dh;
           const T* goh = go + h * dh;
@@ -151,7 +153,7 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
         const T* ks = k + ko;
         T* dks = dk + ko;
         for (int h = 0; h < heads; ++h) {
-          const T ds = p[h * Wn + w] * (dp[h * Wn + w] - dot_pv[h]) * scale;
+          const T ds = p[w * heads + h] * (dp[w * heads + h] - dot_pv[h]) * scale;
           T* dqh = dqs + h * dh;
           T* dkh = dks + h * dh;
           const T *kh = ks + h * dh, *qh = qs + h * dh;
@@ -164,9 +166,20 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
     }
 }
 
+// Float heads of a multiple of 8 features on an AVX2+FMA CPU take the vector kernels.
+static bool vector_heads(const Grid& g) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return g.dh % 8 == 0 && simd::has_avx2();
+#else
+  (void)g;
+  return false;
+#endif
+}
+
 template <>
 NM_CLONES void window_forward<float>(const Grid& g, const float* q, const float* k, const float* v,
                                      int ld, float* P, float* out, int rows) {
+  if (vector_heads(g)) return window_forward_avx2(g, q, k, v, ld, P, out, rows);
   window_forward_impl(g, q, k, v, ld, P, out, rows);
 }
 template <>
@@ -178,6 +191,7 @@ template <>
 NM_CLONES void window_backward<float>(const Grid& g, const float* q, const float* k, const float* v,
                                       int ld, const float* P, const float* dout, float* dq,
                                       float* dk, float* dv, int rows) {
+  if (vector_heads(g)) return window_backward_avx2(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
   window_backward_impl(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
 }
 template <>
@@ -230,6 +244,7 @@ NM_INLINE void rope_dispatch(const Grid& g, T* x, int ld, int rows, bool inverse
 
 template <>
 NM_CLONES void rope<float>(const Grid& g, float* x, int ld, int rows, bool inverse) {
+  if (g.dh == 16 && vector_heads(g)) return rope16_avx2(g, x, ld, rows, inverse);
   rope_dispatch(g, x, ld, rows, inverse);
 }
 template <>
@@ -378,7 +393,7 @@ class Attn2dNode final : public StructNode<T> {
       for (int s = 0; s < S_; ++s)
         for (int h = 0; h < heads_; ++h)
           for (int w = 0; w < Wn; ++w)
-            out[(size_t(h) * S_ + s) * Wn + w] = double(A[((size_t(b) * S_ + s) * heads_ + h) * Wn + w]);
+            out[(size_t(h) * S_ + s) * Wn + w] = double(A[((size_t(b) * S_ + s) * Wn + w) * heads_ + h]);
     }
     double* win = pr.fixed("window", {S_, Wn}, 'i');
     double* mask = pr.fixed("mask", {S_, Wn}, 'b');

@@ -21,7 +21,7 @@ struct Grid {
 
 // q, k, v: (rows, H*W) cells of heads*dh features, `ld` apart (heads*dh when contiguous; 3
 // heads*dh when they are the thirds of one (rows, H*W, 3, heads*dh) product); out: (rows, H*W,
-// heads*dh) contiguous; P: (rows, H*W, heads, Wn) softmax weights (0 for slots outside the grid
+// heads*dh) contiguous; P: (rows, H*W, Wn, heads) softmax weights (0 for slots outside the grid
 // or masked). Scale dh^-1/2.
 template <class T>
 void window_forward(const Grid& g, const T* q, const T* k, const T* v, int ld, T* P, T* out,
@@ -36,5 +36,15 @@ void window_backward(const Grid& g, const T* q, const T* k, const T* v, int ld, 
 // pos * 10000^(-k/m), m = dh/4. inverse = rotate by the negative angle (the backward).
 template <class T>
 void rope(const Grid& g, T* x, int ld, int rows, bool inverse);
+
+// The float kernels for heads of a multiple of 8 features on AVX2+FMA (attn2d_avx2.cpp); the two
+// above call them when simd::has_avx2().
+void window_forward_avx2(const Grid& g, const float* q, const float* k, const float* v, int ld,
+                         float* P, float* out, int rows);
+void window_backward_avx2(const Grid& g, const float* q, const float* k, const float* v, int ld,
+                          const float* P, const float* dout, float* dq, float* dk, float* dv,
+                          int rows);
+// rope for float heads of 16 features on AVX2+FMA
+void rope16_avx2(const Grid& g, float* x, int ld, int rows, bool inverse);
 
 }  // namespace nm::attn2d

@@ -28,6 +28,8 @@ void ln_backward(const float* xhat, const float* rstd, const float* g, const flo
 void softmax_rows(float* s, int rows, int n);
 // p -= lr * g
 void sgd_update(float* p, const float* g, float lr, size_t n);
+// The CPU has AVX2 and FMA and NEUROMORPH_NO_AVX2 is unset: the hand-vectorised kernels may run.
+bool has_avx2();
 
 }  // namespace nm::simd
 

@@ -159,12 +159,14 @@ void rope_reference_and_relative_positions() {
 
 
 // The engine's layout: q, k, v as the thirds of one (rows, cells, 3, d) product, ld = 3d; the
-// float kernels (8-lane dot products, float RoPE tables) against the double ones.
-void strided_layout_and_float_kernels() {
-  Rng rng(3);
-  const int H = 5, W = 4, heads = 3, dh = 20, d = heads * dh, S = H * W, rows = 2;
+// float kernels (8-lane dot products, float RoPE tables) against the double ones. Head sizes
+// that are multiples of 8 take the AVX2 kernels on CPUs that have it (attn2d_avx2.cpp): heads
+// fewer than, more than and not a multiple of 8, widths with and without a remainder of 32.
+void strided_layout_and_float_kernels(int heads, int dh, int r) {
+  Rng rng(3 + heads * dh + r);
+  const int H = 5, W = 4, d = heads * dh, S = H * W, rows = 2;
   for (bool raster : {false, true}) {
-    const attn2d::Grid g(H, W, heads, dh, 1, raster);
+    const attn2d::Grid g(H, W, heads, dh, r, raster);
     const size_t n = size_t(rows) * S * d, np = size_t(rows) * S * heads * g.Wn;
     const Vec q = normal(rng, n), k = normal(rng, n), v = normal(rng, n), dout = normal(rng, n);
     Vec qkv(3 * n);  // interleaved per cell: [q | k | v]
@@ -222,6 +224,11 @@ int main() {
   wide_window_is_dense_attention();
   clipped_and_translation_equivariant();
   rope_reference_and_relative_positions();
-  strided_layout_and_float_kernels();
+  strided_layout_and_float_kernels(3, 20, 1);  // the portable float kernels
+  strided_layout_and_float_kernels(3, 16, 1);
+  strided_layout_and_float_kernels(8, 16, 1);
+  strided_layout_and_float_kernels(9, 8, 2);
+  strided_layout_and_float_kernels(5, 8, 1);
+  strided_layout_and_float_kernels(2, 48, 1);
   return TEST_MAIN_RESULT();
 }

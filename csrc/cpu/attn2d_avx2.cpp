@@ -1,0 +1,273 @@
+// AVX2+FMA window attention for float heads of a multiple of 8 features (cpu/attn2d.h):
+// the same arithmetic as the portable kernels in attn2d.cpp, organised for vectors. Per
+// (query, window slot) the heads' dot products are whole 8-float multiply-adds reduced eight
+// heads at a time by one hadd tree, so the scores land as a vector over heads; the softmax
+// runs on those vectors (P is (cells, slots, heads)); the weighted sums of values (and in the
+// backward, of keys) are accumulated in registers across the slots, 32 features at a time.
+// Called only when the CPU has AVX2 and FMA (simd::has_avx2()).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "attn2d.h"
+
+#define NM_AVX2 __attribute__((target("avx2,fma")))
+#define NM_AVX2_INLINE NM_AVX2 inline __attribute__((always_inline))
+
+namespace nm::attn2d {
+namespace {
+
+// Eight vectors -> one vector of their eight horizontal sums, lane j = sum of v[j].
+NM_AVX2_INLINE __m256 reduce8(const __m256* v) {
+  const __m256 h0 = _mm256_hadd_ps(v[0], v[1]), h1 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 h2 = _mm256_hadd_ps(v[4], v[5]), h3 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
+// e^x as simd.cpp's exp_f: x = k ln2 + r, a degree-7 polynomial in r, clamped to [-87, 88].
+NM_AVX2_INLINE __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 shifter = _mm256_set1_ps(12582912.0f);
+  const __m256 k = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), shifter), shifter);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145752f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f})
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Lanes 0..n-1 on (n <= 8): the mask of a partial group of heads.
+NM_AVX2_INLINE __m256i lanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// out[h] = scale * a_h . b_h for the heads h; dh = 8 NV features each (NV = 0: dh / 8 read at
+// run time). A whole group of eight heads keeps its sums in registers and stores plainly; a
+// partial group (fewer heads left) pads with zeros and stores under a mask.
+template <int NV>
+NM_AVX2_INLINE void head_dots(const float* a, const float* b, int heads, int dh, __m256 scale,
+                              float* out) {
+  const int nv = NV ? NV : dh / 8;
+  for (int h0 = 0; h0 < heads; h0 += 8) {
+    const int nh = std::min(8, heads - h0);
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) {
+      if (j >= nh) {
+        acc[j] = _mm256_setzero_ps();
+        continue;
+      }
+      const float *x = a + size_t(h0 + j) * dh, *y = b + size_t(h0 + j) * dh;
+      __m256 s0 = _mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(y)), s1 = _mm256_setzero_ps();
+      for (int c = 1; c < nv; ++c) {  // two chains
+        if (c % 2) s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * c), _mm256_loadu_ps(y + 8 * c), s1);
+        else s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * c), _mm256_loadu_ps(y + 8 * c), s0);
+      }
+      acc[j] = nv > 1 ? _mm256_add_ps(s0, s1) : s0;
+    }
+    const __m256 r = _mm256_mul_ps(reduce8(acc), scale);
+    if (nh == 8) _mm256_storeu_ps(out + h0, r);
+    else _mm256_maskstore_ps(out + h0, lanes(nh), r);
+  }
+}
+
+// A group of up to eight heads' values in a row of `heads` floats: plain when whole.
+NM_AVX2_INLINE __m256 load_heads(const float* p, int nh, __m256i m) {
+  return nh == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+NM_AVX2_INLINE void store_heads(float* p, int nh, __m256i m, __m256 v) {
+  if (nh == 8) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, m, v);
+}
+
+// acc[t] (t < N) += wh[head of chunk t] * x[c0 + 8 t ..]: chunks of 8 features from c0, whose
+// heads are hc[0..N).
+template <int N>
+NM_AVX2_INLINE void axpy_chunks(__m256* acc, const float* wh, const float* x, int c0, const int* hc) {
+  for (int t = 0; t < N; ++t)
+    acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(wh + hc[t]), _mm256_loadu_ps(x + c0 + 8 * t), acc[t]);
+}
+
+// o[0..d) (+)= sum over the valid slots w of wgt[w, head] * x_w, in registers 32 floats at a
+// time; x_w = base + nb(w) * ld; hc[j]: the head of features 8j..8j+7.
+template <bool Add>
+NM_AVX2_INLINE void weighted_rows(const int* win, int Wn, const float* wgt, int heads,
+                                  const float* base, size_t cell, int ld, int d, const int* hc,
+                                  float* o) {
+  int c0 = 0;
+  for (; c0 + 32 <= d; c0 += 32) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int w = 0; w < Wn; ++w)
+      if (win[w] >= 0) axpy_chunks<4>(acc, wgt + size_t(w) * heads, base + (cell + win[w]) * ld, c0, hc + c0 / 8);
+    for (int t = 0; t < 4; ++t) {
+      float* dst = o + c0 + 8 * t;
+      _mm256_storeu_ps(dst, Add ? _mm256_add_ps(_mm256_loadu_ps(dst), acc[t]) : acc[t]);
+    }
+  }
+  for (; c0 < d; c0 += 8) {
+    __m256 acc[1] = {_mm256_setzero_ps()};
+    for (int w = 0; w < Wn; ++w)
+      if (win[w] >= 0) axpy_chunks<1>(acc, wgt + size_t(w) * heads, base + (cell + win[w]) * ld, c0, hc + c0 / 8);
+    _mm256_storeu_ps(o + c0, Add ? _mm256_add_ps(_mm256_loadu_ps(o + c0), acc[0]) : acc[0]);
+  }
+}
+
+// y[0..d) += wh[head] * x[0..d): one slot's contribution to a key's or value's gradient.
+NM_AVX2_INLINE void scatter_row(const float* wh, const float* x, float* y, int d, const int* hc) {
+  for (int c = 0; c < d; c += 8)
+    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_broadcast_ss(wh + hc[c / 8]), _mm256_loadu_ps(x + c),
+                                            _mm256_loadu_ps(y + c)));
+}
+
+// The head of each chunk of 8 features (dh % 8 == 0), per thread, grown once.
+const int* chunk_heads(int d, int dh) {
+  thread_local std::vector<int> hc;
+  if (hc.size() < size_t(d / 8)) hc.resize(size_t(d / 8));
+  for (int j = 0; j < d / 8; ++j) hc[j] = 8 * j / dh;
+  return hc.data();
+}
+
+template <int NV>
+NM_AVX2 void forward_kernel(const Grid& g, const float* q, const float* k, const float* v, int ld,
+                            float* P, float* out, int rows) {
+  const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
+  const __m256 scale = _mm256_set1_ps(float(1.0 / std::sqrt(double(dh))));
+  const int* hc = chunk_heads(d, dh);
+  for (int b = 0; b < rows; ++b)
+    for (int s = 0; s < S; ++s) {
+      const int* win = &g.nb[size_t(s) * Wn];
+      const size_t cell = size_t(b) * S;
+      float* p = P + (cell + s) * Wn * heads;  // p[w * heads + h]
+      for (int w = 0; w < Wn; ++w) {
+        if (win[w] >= 0) head_dots<NV>(q + (cell + s) * ld, k + (cell + win[w]) * ld, heads, dh, scale, p + w * heads);
+        else std::fill(p + w * heads, p + (w + 1) * heads, 0.0f);
+      }
+      for (int h0 = 0; h0 < heads; h0 += 8) {  // the softmax over slots, eight heads at a time
+        const int nh = std::min(8, heads - h0);
+        const __m256i m8 = lanes(nh);
+        float* ph = p + h0;
+        __m256 mx = _mm256_set1_ps(-INFINITY), sum = _mm256_setzero_ps();
+        for (int w = 0; w < Wn; ++w)
+          if (win[w] >= 0) mx = _mm256_max_ps(mx, load_heads(ph + w * heads, nh, m8));
+        for (int w = 0; w < Wn; ++w)
+          if (win[w] >= 0) {
+            const __m256 e = exp8(_mm256_sub_ps(load_heads(ph + w * heads, nh, m8), mx));
+            store_heads(ph + w * heads, nh, m8, e);
+            sum = _mm256_add_ps(sum, e);
+          }
+        const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), sum);
+        for (int w = 0; w < Wn; ++w)
+          if (win[w] >= 0)
+            store_heads(ph + w * heads, nh, m8, _mm256_mul_ps(load_heads(ph + w * heads, nh, m8), inv));
+      }
+      weighted_rows<false>(win, Wn, p, heads, v, cell, ld, d, hc, out + (cell + s) * d);
+    }
+}
+
+template <int NV>
+NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, const float* v, int ld,
+                             const float* P, const float* dout, float* dq, float* dk, float* dv,
+                             int rows) {
+  const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
+  const __m256 one = _mm256_set1_ps(1.0f), scale = _mm256_set1_ps(float(1.0 / std::sqrt(double(dh))));
+  thread_local std::vector<float> buf;  // dout . v per (slot, head), then the scores' gradient
+  if (buf.size() < size_t(Wn) * heads) buf.resize(size_t(Wn) * heads);
+  float* ds = buf.data();
+  const int* hc = chunk_heads(d, dh);
+  for (int b = 0; b < rows; ++b)
+    for (int s = 0; s < S; ++s) {
+      const int* win = &g.nb[size_t(s) * Wn];
+      const size_t cell = size_t(b) * S;
+      const float* p = P + (cell + s) * Wn * heads;
+      const float* go = dout + (cell + s) * d;
+      for (int w = 0; w < Wn; ++w)
+        if (win[w] >= 0) {
+          const size_t ko = (cell + win[w]) * ld;
+          head_dots<NV>(go, v + ko, heads, dh, one, ds + w * heads);
+          scatter_row(p + w * heads, go, dv + ko, d, hc);  // dv_w += p_w dout
+        }
+      for (int h0 = 0; h0 < heads; h0 += 8) {  // ds = p (dp - sum_w p dp) / sqrt(dh)
+        const int nh = std::min(8, heads - h0);
+        const __m256i m8 = lanes(nh);
+        const float* ph = p + h0;
+        float* dh0 = ds + h0;
+        __m256 pdp = _mm256_setzero_ps();
+        for (int w = 0; w < Wn; ++w)
+          if (win[w] >= 0)
+            pdp = _mm256_fmadd_ps(load_heads(ph + w * heads, nh, m8), load_heads(dh0 + w * heads, nh, m8), pdp);
+        for (int w = 0; w < Wn; ++w)
+          if (win[w] >= 0) {
+            const __m256 pw = load_heads(ph + w * heads, nh, m8);
+            const __m256 dp = load_heads(dh0 + w * heads, nh, m8);
+            store_heads(dh0 + w * heads, nh, m8, _mm256_mul_ps(_mm256_mul_ps(pw, _mm256_sub_ps(dp, pdp)), scale));
+          }
+      }
+      const size_t qo = (cell + s) * ld;
+      weighted_rows<true>(win, Wn, ds, heads, k, cell, ld, d, hc, dq + qo);  // dq += sum_w ds_w k_w
+      for (int w = 0; w < Wn; ++w)
+        if (win[w] >= 0) scatter_row(ds + w * heads, q + qo, dk + (cell + win[w]) * ld, d, hc);
+    }
+}
+
+}  // namespace
+
+// The kernels with the head size's vector count as a constant for 1-4 vectors per head.
+NM_AVX2 void window_forward_avx2(const Grid& g, const float* q, const float* k, const float* v,
+                                 int ld, float* P, float* out, int rows) {
+  switch (g.dh / 8) {
+    case 1: return forward_kernel<1>(g, q, k, v, ld, P, out, rows);
+    case 2: return forward_kernel<2>(g, q, k, v, ld, P, out, rows);
+    case 3: return forward_kernel<3>(g, q, k, v, ld, P, out, rows);
+    case 4: return forward_kernel<4>(g, q, k, v, ld, P, out, rows);
+    default: return forward_kernel<0>(g, q, k, v, ld, P, out, rows);
+  }
+}
+
+NM_AVX2 void window_backward_avx2(const Grid& g, const float* q, const float* k, const float* v,
+                                  int ld, const float* P, const float* dout, float* dq, float* dk,
+                                  float* dv, int rows) {
+  switch (g.dh / 8) {
+    case 1: return backward_kernel<1>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    case 2: return backward_kernel<2>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    case 3: return backward_kernel<3>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    case 4: return backward_kernel<4>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    default: return backward_kernel<0>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+  }
+}
+
+// RoPE for heads of 16 features (m = 4): each half of a head is one vector [lo | hi]; with w its
+// 128-bit halves swapped, the rotation is v (c | c) + w (-s | s), tables per position.
+NM_AVX2 void rope16_avx2(const Grid& g, float* x, int ld, int rows, bool inverse) {
+  const int S = g.H * g.W;
+  const float* cs = g.csf.data();
+  const float* sn = g.snf.data();
+  const __m256 sign = _mm256_setr_ps(-1, -1, -1, -1, 1, 1, 1, 1);
+  const __m256 flip = _mm256_set1_ps(inverse ? -1.0f : 1.0f);
+  for (int s = 0; s < S; ++s) {
+    const int pos[2] = {s / g.W, s % g.W};
+    __m256 c[2], sg[2];
+    for (int half = 0; half < 2; ++half) {
+      const __m128 c4 = _mm_loadu_ps(cs + size_t(pos[half]) * 4), s4 = _mm_loadu_ps(sn + size_t(pos[half]) * 4);
+      c[half] = _mm256_set_m128(c4, c4);
+      sg[half] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set_m128(s4, s4), sign), flip);
+    }
+    for (int b = 0; b < rows; ++b) {
+      float* e = x + (size_t(b) * S + s) * ld;
+      for (int h = 0; h < g.heads; ++h)
+        for (int half = 0; half < 2; ++half) {
+          float* v = e + h * 16 + half * 8;
+          const __m256 a = _mm256_loadu_ps(v);
+          const __m256 w = _mm256_permute2f128_ps(a, a, 1);
+          _mm256_storeu_ps(v, _mm256_fmadd_ps(a, c[half], _mm256_mul_ps(w, sg[half])));
+        }
+    }
+  }
+}
+
+}  // namespace nm::attn2d
+#endif
