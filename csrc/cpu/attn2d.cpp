@@ -37,6 +37,10 @@ Grid::Grid(int h, int w, int nheads, int hdim, int radius, bool mask)
       const int i2 = s / W + slot / span - r, j2 = s % W + slot % span - r, s2 = i2 * W + j2;
       if (i2 >= 0 && i2 < H && j2 >= 0 && j2 < W && !(raster && s2 > s)) nb[size_t(s) * Wn + slot] = s2;
     }
+  inb.assign(size_t(S) * Wn, -1);  // each (cell, slot) sees one cell: the inverse is a function
+  for (int s = 0; s < S; ++s)
+    for (int slot = 0; slot < Wn; ++slot)
+      if (nb[size_t(s) * Wn + slot] >= 0) inb[size_t(nb[size_t(s) * Wn + slot]) * Wn + slot] = s;
   const int m = dh / 4, P = std::max(H, W);
   if (m == 0 || dh % 4) return;  // no RoPE for this head size
   cs.resize(size_t(P) * m);
@@ -123,6 +127,8 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
   thread_local std::vector<T> buf;  // dout · v per (slot, head), then Σ_w p dp per head
   if (buf.size() < size_t(heads) * (Wn + 1)) buf.resize(size_t(heads) * (Wn + 1));
   T *dp = buf.data(), *dot_pv = buf.data() + size_t(heads) * Wn;
+  for (size_t c = 0; c < size_t(rows) * S; ++c)  // the gradients are sums over the queries
+    for (T* r : {dq + c * ld, dk + c * ld, dv + c * ld}) std::fill(r, r + d, T(0));
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
@@ -169,7 +175,7 @@ NM_INLINE void window_backward_impl(const Grid& g, const T* q, const T* k, const
 // Float heads of a multiple of 8 features on an AVX2+FMA CPU take the vector kernels.
 static bool vector_heads(const Grid& g) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  return g.dh % 8 == 0 && simd::has_avx2();
+  return g.dh % 8 == 0 && g.Wn <= kAvx2MaxSlots && simd::has_avx2();
 #else
   (void)g;
   return false;
@@ -477,8 +483,7 @@ class Attn2dNode final : public StructNode<T> {
     } else {
       std::memcpy(dctx, gX, sizeof(T) * n);
     }
-    T* dqkv = dqkv_.data() + 3 * sd;
-    std::fill(dqkv, dqkv + 3 * n, T(0));
+    T* dqkv = dqkv_.data() + 3 * sd;  // written whole by window_backward
     const T* qkv = sv(c, kQKV, row);
     attn2d::window_backward(grid_, qkv, qkv + d, qkv + 2 * d, 3 * d, sv(c, kP, row), dctx, dqkv,
                             dqkv + d, dqkv + 2 * d, rows);

@@ -13,6 +13,7 @@ struct Grid {
   int H, W, heads, dh, r, Wn;  // Wn = (2r+1)^2 window slots
   bool raster;
   std::vector<int> nb;         // nb[s * Wn + w]: the cell in slot w of s's window, or -1
+  std::vector<int> inb;        // inb[t * Wn + w]: the cell whose slot w holds t, or -1
   std::vector<double> cs, sn;  // RoPE: cos / sin of pos * 10000^(-k/m), (max(H, W), m = dh/4)
   std::vector<float> csf, snf;  // the same, rounded once for the float engine
   template <class T> const T* cosines() const;
@@ -26,7 +27,8 @@ struct Grid {
 template <class T>
 void window_forward(const Grid& g, const T* q, const T* k, const T* v, int ld, T* P, T* out,
                     int rows);
-// dq, dk, dv (cells `ld` apart, like q, k, v) += the gradients for dout (contiguous).
+// dq, dk, dv (cells `ld` apart, like q, k, v) = the gradients for dout (contiguous): every
+// row of the three is written (a cell no window sees, e.g. under the raster mask, gets zeros).
 template <class T>
 void window_backward(const Grid& g, const T* q, const T* k, const T* v, int ld, const T* P,
                      const T* dout, T* dq, T* dk, T* dv, int rows);
@@ -38,7 +40,9 @@ template <class T>
 void rope(const Grid& g, T* x, int ld, int rows, bool inverse);
 
 // The float kernels for heads of a multiple of 8 features on AVX2+FMA (attn2d_avx2.cpp); the two
-// above call them when simd::has_avx2().
+// above call them when simd::has_avx2() and the window has at most kAvx2MaxSlots slots
+// (radius 7: the kernels keep a slot's pointers on the stack).
+constexpr int kAvx2MaxSlots = 225;
 void window_forward_avx2(const Grid& g, const float* q, const float* k, const float* v, int ld,
                          float* P, float* out, int rows);
 void window_backward_avx2(const Grid& g, const float* q, const float* k, const float* v, int ld,

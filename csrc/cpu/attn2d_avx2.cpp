@@ -93,17 +93,15 @@ NM_AVX2_INLINE void axpy_chunks(__m256* acc, const float* wh, const float* x, in
     acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(wh + hc[t]), _mm256_loadu_ps(x + c0 + 8 * t), acc[t]);
 }
 
-// o[0..d) (+)= sum over the valid slots w of wgt[w, head] * x_w, in registers 32 floats at a
-// time; x_w = base + nb(w) * ld; hc[j]: the head of features 8j..8j+7.
+// o[0..d) (+)= sum over n terms of wt[i][head] * xs[i], in registers 32 floats at a time;
+// hc[j]: the head of features 8j..8j+7.
 template <bool Add>
-NM_AVX2_INLINE void weighted_rows(const int* win, int Wn, const float* wgt, int heads,
-                                  const float* base, size_t cell, int ld, int d, const int* hc,
-                                  float* o) {
+NM_AVX2_INLINE void weighted_sum(int n, const float* const* wt, const float* const* xs, int d,
+                                 const int* hc, float* o) {
   int c0 = 0;
   for (; c0 + 32 <= d; c0 += 32) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int w = 0; w < Wn; ++w)
-      if (win[w] >= 0) axpy_chunks<4>(acc, wgt + size_t(w) * heads, base + (cell + win[w]) * ld, c0, hc + c0 / 8);
+    for (int i = 0; i < n; ++i) axpy_chunks<4>(acc, wt[i], xs[i], c0, hc + c0 / 8);
     for (int t = 0; t < 4; ++t) {
       float* dst = o + c0 + 8 * t;
       _mm256_storeu_ps(dst, Add ? _mm256_add_ps(_mm256_loadu_ps(dst), acc[t]) : acc[t]);
@@ -111,17 +109,9 @@ NM_AVX2_INLINE void weighted_rows(const int* win, int Wn, const float* wgt, int 
   }
   for (; c0 < d; c0 += 8) {
     __m256 acc[1] = {_mm256_setzero_ps()};
-    for (int w = 0; w < Wn; ++w)
-      if (win[w] >= 0) axpy_chunks<1>(acc, wgt + size_t(w) * heads, base + (cell + win[w]) * ld, c0, hc + c0 / 8);
+    for (int i = 0; i < n; ++i) axpy_chunks<1>(acc, wt[i], xs[i], c0, hc + c0 / 8);
     _mm256_storeu_ps(o + c0, Add ? _mm256_add_ps(_mm256_loadu_ps(o + c0), acc[0]) : acc[0]);
   }
-}
-
-// y[0..d) += wh[head] * x[0..d): one slot's contribution to a key's or value's gradient.
-NM_AVX2_INLINE void scatter_row(const float* wh, const float* x, float* y, int d, const int* hc) {
-  for (int c = 0; c < d; c += 8)
-    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(_mm256_broadcast_ss(wh + hc[c / 8]), _mm256_loadu_ps(x + c),
-                                            _mm256_loadu_ps(y + c)));
 }
 
 // The head of each chunk of 8 features (dh % 8 == 0), per thread, grown once.
@@ -165,32 +155,41 @@ NM_AVX2 void forward_kernel(const Grid& g, const float* q, const float* k, const
           if (win[w] >= 0)
             store_heads(ph + w * heads, nh, m8, _mm256_mul_ps(load_heads(ph + w * heads, nh, m8), inv));
       }
-      weighted_rows<false>(win, Wn, p, heads, v, cell, ld, d, hc, out + (cell + s) * d);
+      const float* wt[kAvx2MaxSlots];
+      const float* xs[kAvx2MaxSlots];
+      int n = 0;
+      for (int w = 0; w < Wn; ++w)
+        if (win[w] >= 0) wt[n] = p + w * heads, xs[n++] = v + (cell + win[w]) * ld;
+      weighted_sum<false>(n, wt, xs, d, hc, out + (cell + s) * d);
     }
 }
 
+// Two passes: the scores' gradient ds of every (cell, slot, head) first, then each cell's rows of
+// dq (its window's keys), dk (the queries whose windows hold it) and dv (their output gradients),
+// each summed in registers and written once (Grid::inb: who sees a cell, in which slot).
+// Every cell's three rows are written: no zeroing before.
 template <int NV>
 NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, const float* v, int ld,
                              const float* P, const float* dout, float* dq, float* dk, float* dv,
                              int rows) {
   const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const __m256 one = _mm256_set1_ps(1.0f), scale = _mm256_set1_ps(float(1.0 / std::sqrt(double(dh))));
-  thread_local std::vector<float> buf;  // dout . v per (slot, head), then the scores' gradient
-  if (buf.size() < size_t(Wn) * heads) buf.resize(size_t(Wn) * heads);
-  float* ds = buf.data();
+  thread_local std::vector<float> buf;  // dout . v per (cell, slot, head), then ds
+  const size_t per_cell = size_t(Wn) * heads;
+  if (buf.size() < size_t(rows) * S * per_cell) buf.resize(size_t(rows) * S * per_cell);
+  float* DS = buf.data();
   const int* hc = chunk_heads(d, dh);
   for (int b = 0; b < rows; ++b)
     for (int s = 0; s < S; ++s) {
       const int* win = &g.nb[size_t(s) * Wn];
       const size_t cell = size_t(b) * S;
-      const float* p = P + (cell + s) * Wn * heads;
+      const float* p = P + (cell + s) * per_cell;
       const float* go = dout + (cell + s) * d;
-      for (int w = 0; w < Wn; ++w)
-        if (win[w] >= 0) {
-          const size_t ko = (cell + win[w]) * ld;
-          head_dots<NV>(go, v + ko, heads, dh, one, ds + w * heads);
-          scatter_row(p + w * heads, go, dv + ko, d, hc);  // dv_w += p_w dout
-        }
+      float* ds = DS + (cell + s) * per_cell;
+      for (int w = 0; w < Wn; ++w) {
+        if (win[w] >= 0) head_dots<NV>(go, v + (cell + win[w]) * ld, heads, dh, one, ds + w * heads);
+        else std::fill(ds + w * heads, ds + (w + 1) * heads, 0.0f);
+      }
       for (int h0 = 0; h0 < heads; h0 += 8) {  // ds = p (dp - sum_w p dp) / sqrt(dh)
         const int nh = std::min(8, heads - h0);
         const __m256i m8 = lanes(nh);
@@ -207,10 +206,29 @@ NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, cons
             store_heads(dh0 + w * heads, nh, m8, _mm256_mul_ps(_mm256_mul_ps(pw, _mm256_sub_ps(dp, pdp)), scale));
           }
       }
-      const size_t qo = (cell + s) * ld;
-      weighted_rows<true>(win, Wn, ds, heads, k, cell, ld, d, hc, dq + qo);  // dq += sum_w ds_w k_w
+    }
+  const float* wt[kAvx2MaxSlots];
+  const float* xs[kAvx2MaxSlots];
+  for (int b = 0; b < rows; ++b)
+    for (int t = 0; t < S; ++t) {
+      const size_t cell = size_t(b) * S, to = (cell + t) * ld;
+      const int* win = &g.nb[size_t(t) * Wn];
+      const int* seen = &g.inb[size_t(t) * Wn];
+      const float* ds = DS + (cell + t) * per_cell;
+      int n = 0;
       for (int w = 0; w < Wn; ++w)
-        if (win[w] >= 0) scatter_row(ds + w * heads, q + qo, dk + (cell + win[w]) * ld, d, hc);
+        if (win[w] >= 0) wt[n] = ds + w * heads, xs[n++] = k + (cell + win[w]) * ld;
+      weighted_sum<false>(n, wt, xs, d, hc, dq + to);  // dq_t = sum_w ds_tw k_w
+      n = 0;
+      for (int w = 0; w < Wn; ++w)
+        if (seen[w] >= 0)
+          wt[n] = DS + (cell + seen[w]) * per_cell + w * heads, xs[n++] = q + (cell + seen[w]) * ld;
+      weighted_sum<false>(n, wt, xs, d, hc, dk + to);  // dk_t = sum_s ds_st q_s
+      n = 0;
+      for (int w = 0; w < Wn; ++w)
+        if (seen[w] >= 0)
+          wt[n] = P + (cell + seen[w]) * per_cell + w * heads, xs[n++] = dout + (cell + seen[w]) * d;
+      weighted_sum<false>(n, wt, xs, d, hc, dv + to);  // dv_t = sum_s p_st dout_s
     }
 }
 

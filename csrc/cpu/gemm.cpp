@@ -57,18 +57,20 @@ void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, i
     sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  // Column cuts fall on 64-byte boundaries of C's memory (units of 16 columns, shifted by C's
-  // misalignment): a cache line shared by two threads' pieces in every row of C had made the
-  // 2-thread speed-up depend on where the allocator put C (case c at batch 32: 1.0-1.8x).
-  // Row cuts: units of 8 rows (one boundary line per piece at most).
+  // Column cuts in units of 16 columns from column 0: on 64-byte boundaries of C's memory when
+  // C's rows start on one (the executor's arenas are 64-byte aligned), so no cache line is
+  // shared by two threads' pieces (that had made case c's 2-thread speed-up 1.0-1.8x). The cut
+  // never depends on C's address: where a piece ends changes which of OpenBLAS's edge kernels
+  // computes a column, i.e. its rounding, and a fixed thread count must give the same bits
+  // wherever the allocator puts C (session 8: a skew taken from the address made two runs in
+  // one process differ after the allocator's mmap threshold moved). Row cuts: units of 8 rows.
   const bool by_cols = n >= 64;
   const int unit = by_cols ? 16 : 8;
-  const int skew = by_cols ? int((reinterpret_cast<uintptr_t>(c) / sizeof(float)) % 16) : 0;
   const int len = by_cols ? n : m;
-  const size_t units = size_t(len + skew + unit - 1) / size_t(unit);
+  const size_t units = size_t(len + unit - 1) / size_t(unit);
   parallel_for(units, by_cols ? 2 : 4, [&](int, size_t u0, size_t u1) {
-      const int i0 = std::max(0, int(u0) * unit - skew);
-      const int i1 = std::min(len, int(u1) * unit - skew);
+      const int i0 = int(u0) * unit;
+      const int i1 = std::min(len, int(u1) * unit);
       if (i1 <= i0) return;
       if (by_cols)
         sgemm1(ta, tb, m, i1 - i0, k, alpha, a, lda, tb ? b + size_t(i0) * ldb : b + i0, ldb, beta,

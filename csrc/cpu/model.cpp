@@ -19,6 +19,7 @@
 #include "../core/optim.h"
 #include "../core/plan.h"
 #include "../core/struct_node.h"
+#include "aligned.h"
 #include "gemm.h"
 #include "neuromorph/engine.h"
 #include "ops.h"
@@ -146,7 +147,7 @@ class Model final : public ModelBase {
       r.data.insert(r.data.end(), a.data.begin(), a.data.end());
     };
     training(false);
-    const std::vector<T> carry = carry_;  // the model is not changed: state and stats restored
+    const cpu::LineVector<T> carry = carry_;  // the model is not changed: state and stats restored
     const std::map<int, std::vector<double>> stats = stats_;
     auto detach = [&] {
       for (int i : idx)
@@ -735,7 +736,8 @@ class Model final : public ModelBase {
   const size_t n_params_, n_vals_, n_z_, n_carry_;
   const int max_width_;
   const bool fused_xent_, has_structs_;
-  std::vector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
+  // 64-byte aligned (cpu/aligned.h): products write their rows from line boundaries
+  cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   uint64_t seed_ = 0;                                    // of the last build (build_seed)
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward

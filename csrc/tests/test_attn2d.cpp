@@ -179,7 +179,7 @@ void strided_layout_and_float_kernels(int heads, int dh, int r) {
     attn2d::window_forward(g, qkv.data(), qkv.data() + d, qkv.data() + 2 * d, 3 * d, P3.data(),
                            out3.data(), rows);
     CHECK(max_diff(out, out3) < 1e-14 && max_diff(P, P3) < 1e-14);
-    Vec dq(n, 0.0), dk(n, 0.0), dv(n, 0.0), dqkv(3 * n, 0.0);
+    Vec dq(n, 0.0), dk(n, 0.0), dv(n, 0.0), dqkv(3 * n, 5.0);  // overwritten, not added to
     attn2d::window_backward(g, q.data(), k.data(), v.data(), d, P.data(), dout.data(), dq.data(),
                             dk.data(), dv.data(), rows);
     attn2d::window_backward(g, qkv.data(), qkv.data() + d, qkv.data() + 2 * d, 3 * d, P.data(),
@@ -195,7 +195,7 @@ void strided_layout_and_float_kernels(int heads, int dh, int r) {
     auto f = [](const Vec& x) { return std::vector<float>(x.begin(), x.end()); };
     auto back = [](const std::vector<float>& x) { return Vec(x.begin(), x.end()); };
     std::vector<float> fq = f(q), fk = f(k), fv = f(v), fo(n), fP(np), fdo = f(dout);
-    std::vector<float> fdq(n, 0.f), fdk(n, 0.f), fdv(n, 0.f);
+    std::vector<float> fdq(n, 7.f), fdk(n, 7.f), fdv(n, 7.f);  // overwritten, not added to
     attn2d::window_forward(g, fq.data(), fk.data(), fv.data(), d, fP.data(), fo.data(), rows);
     attn2d::window_backward(g, fq.data(), fk.data(), fv.data(), d, fP.data(), fdo.data(),
                             fdq.data(), fdk.data(), fdv.data(), rows);
