@@ -71,11 +71,7 @@ void ln_apply(const T* xhat, const T* g, const T* b, T* y, int rows, int d, int 
 template <class T>
 void ln_backward(const T* xhat, const T* rstd, const T* g, const T* dy, T* dx, T* dg, T* db,
                  int rows, int d, int G) {
-  if constexpr (std::is_same_v<T, float>) {
-    thread_local std::vector<float> work;
-    if (work.size() < size_t(2 * d)) work.resize(size_t(2 * d));
-    return simd::ln_backward(xhat, rstd, g, dy, dx, dg, db, rows, d, G, work.data());
-  }
+  if constexpr (std::is_same_v<T, float>) return simd::ln_backward(xhat, rstd, g, dy, dx, dg, db, rows, d, G);
   for (int r = 0; r < rows; ++r) {
     const T* h = xhat + size_t(r) * d;
     const T* dyr = dy + size_t(r) * d;
@@ -106,9 +102,11 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, 
   if (b && !accumulate)
     for (int r = 0; r < rows; ++r) std::copy(b, b + out, y + size_t(r) * out);
   cpu::gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(b || accumulate ? 1 : 0), y, out);
-  if (b && accumulate)
+  if (b && accumulate) {
+    if constexpr (std::is_same_v<T, float>) return simd::add_rows(b, rows, out, y);
     for (int r = 0; r < rows; ++r)
       for (int o = 0; o < out; ++o) y[size_t(r) * out + o] += b[o];
+  }
 }
 
 // dW += dy^T x ; db += Σ dy ; dx += dy W (dx may be null; set_dx: dx = dy W, no zeroing first)
@@ -116,9 +114,12 @@ template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int in,
                      int out, bool set_dx = false) {
   cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
-  if (db)
-    for (int r = 0; r < rows; ++r)
-      for (int o = 0; o < out; ++o) db[o] += dy[size_t(r) * out + o];
+  if (db) {
+    if constexpr (std::is_same_v<T, float>) simd::col_sums(dy, rows, out, db);
+    else
+      for (int r = 0; r < rows; ++r)
+        for (int o = 0; o < out; ++o) db[o] += dy[size_t(r) * out + o];
+  }
   if (dx) cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(set_dx ? 0 : 1), dx, in);
 }
 

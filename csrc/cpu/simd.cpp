@@ -160,17 +160,37 @@ NM_INLINE float lane_sum(const float* x, int n) {
   return s;
 }
 
+// sum over i < n of f(i) in 8 independent lanes (vectorises without reassociation flags)
+template <class F>
+NM_INLINE float lane_reduce(int n, F&& f) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += f(i + l);
+  float s = 0;
+  for (; i < n; ++i) s += f(i);
+  for (int l = 0; l < 8; ++l) s += acc[l];
+  return s;
+}
+
+// Rows of d features: two passes for the moments (mean, then squared deviations, never
+// stored), one for xhat and y. The gain/bias group advances by a counter, not r % G.
 NM_CLONES void ln_forward(const float* x, const float* g, const float* b, float* xhat, float* rstd,
                           float* y, int rows, int d, int G) {
+  int gi = 0;
   for (int r = 0; r < rows; ++r) {
     const float* xr = x + size_t(r) * d;
     float* h = xhat + size_t(r) * d;
     const float mean = lane_sum(xr, d) / float(d);
-    for (int c = 0; c < d; ++c) h[c] = (xr[c] - mean) * (xr[c] - mean);
-    const float rs = 1.0f / std::sqrt(lane_sum(h, d) / float(d) + 1e-5f);
+    const float var = lane_reduce(d, [&](int c) NM_INLINE_LAMBDA {
+      const float t = xr[c] - mean;
+      return t * t;
+    }) / float(d);
+    const float rs = 1.0f / std::sqrt(var + 1e-5f);
     rstd[r] = rs;
-    const float* gr = g + size_t(r % G) * d;
-    const float* br = b + size_t(r % G) * d;
+    const float* gr = g + size_t(gi) * d;
+    const float* br = b + size_t(gi) * d;
+    gi = gi + 1 == G ? 0 : gi + 1;
     float* yr = y + size_t(r) * d;
     for (int c = 0; c < d; ++c) {
       h[c] = (xr[c] - mean) * rs;
@@ -179,26 +199,38 @@ NM_CLONES void ln_forward(const float* x, const float* g, const float* b, float*
   }
 }
 
+// dx += rstd (dy g - mean(dy g) - xhat mean(dy g xhat)); the two means by lane sums, nothing
+// stored in between.
 NM_CLONES void ln_backward(const float* xhat, const float* rstd, const float* g, const float* dy,
-                           float* dx, float* dg, float* db, int rows, int d, int G, float* work) {
+                           float* dx, float* dg, float* db, int rows, int d, int G) {
+  int gi = 0;
   for (int r = 0; r < rows; ++r) {
     const float* h = xhat + size_t(r) * d;
     const float* dyr = dy + size_t(r) * d;
-    const float* gr = g + size_t(r % G) * d;
-    float* dgr = dg + size_t(r % G) * d;
-    float* dbr = db + size_t(r % G) * d;
-    float* t1 = work;
-    float* t2 = work + d;
+    const float* gr = g + size_t(gi) * d;
+    float* dgr = dg + size_t(gi) * d;
+    float* dbr = db + size_t(gi) * d;
+    gi = gi + 1 == G ? 0 : gi + 1;
     for (int c = 0; c < d; ++c) {
-      t1[c] = dyr[c] * gr[c];
-      t2[c] = t1[c] * h[c];
       dgr[c] += dyr[c] * h[c];
       dbr[c] += dyr[c];
     }
-    const float m1 = lane_sum(t1, d) / float(d), m2 = lane_sum(t2, d) / float(d);
+    const float m1 = lane_reduce(d, [&](int c) NM_INLINE_LAMBDA { return dyr[c] * gr[c]; }) / float(d);
+    const float m2 = lane_reduce(d, [&](int c) NM_INLINE_LAMBDA { return dyr[c] * gr[c] * h[c]; }) / float(d);
+    const float rs = rstd[r];
     float* dxr = dx + size_t(r) * d;
-    for (int c = 0; c < d; ++c) dxr[c] += rstd[r] * (t1[c] - m1 - h[c] * m2);
+    for (int c = 0; c < d; ++c) dxr[c] += rs * (dyr[c] * gr[c] - m1 - h[c] * m2);
   }
+}
+
+NM_CLONES void col_sums(const float* x, int rows, int n, float* out) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j) out[j] += x[size_t(r) * n + j];
+}
+
+NM_CLONES void add_rows(const float* b, int rows, int n, float* y) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j) y[size_t(r) * n + j] += b[j];
 }
 
 NM_CLONES void softmax_rows(float* s, int rows, int n) {

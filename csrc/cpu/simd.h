@@ -18,12 +18,16 @@ void mul(const float* x, const float* y, float* out, size_t n);
 // dz[n] = da * f'(z); PReLU slope gradient accumulates into *dalpha when given
 void act_backward(Act f, float p, float alpha, const float* z, const float* a, const float* da,
                   float* dz, float* dalpha, size_t n);
-// layer norm over rows of d (gain/bias group r % G) and its backward (work: 2d floats);
-// the float paths of nn::ln_forward / nn::ln_backward
+// layer norm over rows of d (gain/bias group r % G) and its backward; the float paths of
+// nn::ln_forward / nn::ln_backward
 void ln_forward(const float* x, const float* g, const float* b, float* xhat, float* rstd, float* y,
                 int rows, int d, int G);
 void ln_backward(const float* xhat, const float* rstd, const float* g, const float* dy, float* dx,
-                 float* dg, float* db, int rows, int d, int G, float* work);
+                 float* dg, float* db, int rows, int d, int G);
+// out[j] += sum over the rows of x[r, j], row by row (a bias gradient)
+void col_sums(const float* x, int rows, int n, float* out);
+// y[r, j] += b[j] for every row
+void add_rows(const float* b, int rows, int n, float* y);
 // each row of n becomes its softmax (entries at -inf: exactly 0)
 void softmax_rows(float* s, int rows, int n);
 // p -= lr * g

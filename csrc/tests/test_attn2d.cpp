@@ -230,5 +230,7 @@ int main() {
   strided_layout_and_float_kernels(9, 8, 2);
   strided_layout_and_float_kernels(5, 8, 1);
   strided_layout_and_float_kernels(2, 48, 1);
+  strided_layout_and_float_kernels(16, 8, 1);  // two whole groups of eight heads
+  strided_layout_and_float_kernels(2, 16, 8);  // 289 slots: over kAvx2MaxSlots, the portable path
   return TEST_MAIN_RESULT();
 }
