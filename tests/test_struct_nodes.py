@@ -154,6 +154,49 @@ def test_attn2d_gradients(case):
              f"(y, 3, <sigmoid>, <mse>)", 2)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_attn2d_first_node_gradients_with_trained_norms(dtype):
+    """attn2d straight after the input: its first block never forms the Q/K/V product's input
+    gradient (cpu/attn2d.cpp, qkv_weight_and_norm_grads: the weights' and LN1's gradients
+    through xhat instead of u). Every parameter random, LN1's gain and bias away from 1 and 0,
+    against central differences in float64 (float32: the float64 gradients, to 2e-5)."""
+    text = ("/xavier, zero/ (x, 96) (g, attn2d, 3x4, dim 8, heads 2, window 1, depth 2, "
+            "iterations 2, <gelu>) (y, 3, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(1, 5, 96))
+    e = np.eye(3)[rng.integers(0, 3, 5)][None]
+    grads = {}
+    for dt in ("float64", dtype):
+        h = nm.compile(text, 5, 0.1, dtype=dt)
+        nm.seed(1)
+        nm.build(h)
+        r = np.random.default_rng(3)  # gains near 1, biases and weights of modest size
+        params = {k: (1.0 if k.endswith("norm1.weight") or k.endswith("norm2.weight") else 0.0)
+                  + r.normal(0, 0.3, v.shape) for k, v in nm.get_params(h).items()}
+        nm.set_params(h, params)
+        grads[dt] = (h, params, nm.gradients(h, x, e)[1])
+    h, params, g = grads["float64"]
+    if dtype == "float64":
+        eps = 1e-6
+        rng2 = np.random.default_rng(0)
+        for name in ("g.0.norm1.weight", "g.0.norm1.bias", "g.0.query.weight", "g.0.key.weight",
+                     "g.0.value.weight", "g.1.norm1.weight"):
+            for idx in [tuple(rng2.integers(0, n) for n in params[name].shape) for _ in range(4)]:
+                vals = []
+                for delta in (eps, -eps):
+                    p = params[name].copy()
+                    p[idx] += delta
+                    nm.set_params(h, {name: p})
+                    vals.append(nm.gradients(h, x, e)[0])
+                nm.set_params(h, {name: params[name]})
+                fd = (vals[0] - vals[1]) / (2 * eps)
+                assert g[name][idx] == pytest.approx(fd, rel=1e-5, abs=1e-8), (name, idx)
+    else:
+        for name, g64 in g.items():
+            scale = np.abs(g64).max() + 1e-12
+            assert np.abs(grads["float32"][2][name] - g64).max() / scale < 2e-5, name
+
+
 def test_attn2d_vocab_gradients():
     # token ids in: the input is integers, so no dense layer in front; the embedding learns
     text = ("/xavier, zero/ (x, 4) (g, attn2d, 2x2, dim 4, vocab 5, mlp 1, <gelu>) "

@@ -427,7 +427,8 @@ class Attn2dNode final : public StructNode<T> {
     T* gX = gx_.data() + size_t(at) * S_ * d_;
     std::memcpy(gX, dy, sizeof(T) * R * d_);
     for (int it = I_ - 1; it >= 0; --it)
-      for (int l = L_ - 1; l >= 0; --l) block_backward(P, G, blk_[l], it * L_ + l, gX, row, at, rows);
+      for (int l = L_ - 1; l >= 0; --l)  // the first block's input gradient: only for dx or ids
+        block_backward(P, G, blk_[l], it * L_ + l, gX, row, at, rows, it + l > 0 || V_ || dx);
     if (V_) {
       for (int s = 0; s < R; ++s) {
         T* dE = G + emb_ + size_t(token(x, s)) * d_;
@@ -465,7 +466,10 @@ class Attn2dNode final : public StructNode<T> {
     nn::linear_forward(a1, P + b.w2, P + b.c2, X, R, hid_, d, true);
   }
 
-  void block_backward(const T* P, T* G, const Block& b, int c, T* gX, int row, int at, int rows) {
+  // need_dx false: nothing reads gX after this block (the node's first block application, its
+  // input gradient unwanted); the Q/K/V product's input gradient is then never formed (below).
+  void block_backward(const T* P, T* G, const Block& b, int c, T* gX, int row, int at, int rows,
+                      bool need_dx) {
     const int R = rows * S_, d = d_;
     const size_t n = size_t(R) * d, sd = size_t(at) * S_ * d;
     T *u = u_.data() + sd, *du = du_.data() + sd, *dh = dhid_.data() + size_t(at) * S_ * hid_;
@@ -491,6 +495,10 @@ class Attn2dNode final : public StructNode<T> {
       attn2d::rope(grid_, dqkv, 3 * d, rows, true);
       attn2d::rope(grid_, dqkv + d, 3 * d, rows, true);
     }
+    if (proj_ && !need_dx) {
+      qkv_weight_and_norm_grads(P, G, b, sv(c, kXhat1, row), dqkv, R);
+      return;
+    }
     if (proj_) {
       nn::ln_apply(sv(c, kXhat1, row), P + b.g1, P + b.b1, u, R, d, 1);
       nn::linear_backward(u, P + b.wq, dqkv, G + b.wq, (T*)nullptr, du, R, d, 3 * d, true);
@@ -502,6 +510,34 @@ class Attn2dNode final : public StructNode<T> {
     }
     nn::ln_backward(sv(c, kXhat1, row), sv(c, kRstd1, row), P + b.g1, du, gX, G + b.g1, G + b.b1,
                     R, d, 1);
+  }
+
+  // The Q/K/V weights' and LN1's gradients without the input gradient du = dQKV W (what
+  // ln_backward's gain and bias sums read): with M = dQKV^T xhat (3d x d) and cs the column
+  // sums of dQKV, u = xhat g + b gives dW += M diag(g) + cs b^T, and LN1's sums
+  // dg = sum_r du xhat = sum_j W[j, :] M[j, :], db = sum_r du = sum_j cs[j] W[j, :].
+  // One product of the same size as dW's instead of two.
+  void qkv_weight_and_norm_grads(const T* P, T* G, const Block& b, const T* xhat, const T* dqkv,
+                                 int R) {
+    const int d = d_, n3 = 3 * d_;
+    thread_local std::vector<T> buf;
+    if (buf.size() < size_t(n3) * (d + 1)) buf.resize(size_t(n3) * (d + 1));
+    T *M = buf.data(), *cs = buf.data() + size_t(n3) * d;
+    cpu::gemm<T>(true, false, n3, d, R, T(1), dqkv, n3, xhat, d, T(0), M, d);
+    std::fill(cs, cs + n3, T(0));
+    nn::col_sums(dqkv, R, n3, cs);
+    const T *W = P + b.wq, *g1 = P + b.g1, *b1 = P + b.b1;
+    T *dW = G + b.wq, *dg = G + b.g1, *db = G + b.b1;
+    for (int j = 0; j < n3; ++j) {
+      const T* Mj = M + size_t(j) * d;
+      const T* Wj = W + size_t(j) * d;
+      T* dWj = dW + size_t(j) * d;
+      for (int c = 0; c < d; ++c) {
+        dWj[c] += Mj[c] * g1[c] + cs[j] * b1[c];
+        dg[c] += Wj[c] * Mj[c];
+        db[c] += cs[j] * Wj[c];
+      }
+    }
   }
 
   std::string name_;

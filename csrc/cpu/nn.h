@@ -109,17 +109,20 @@ void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, 
   }
 }
 
+// out[j] += Σ_r x[r, j], row by row
+template <class T>
+void col_sums(const T* x, int rows, int n, T* out) {
+  if constexpr (std::is_same_v<T, float>) return simd::col_sums(x, rows, n, out);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j) out[j] += x[size_t(r) * n + j];
+}
+
 // dW += dy^T x ; db += Σ dy ; dx += dy W (dx may be null; set_dx: dx = dy W, no zeroing first)
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int in,
                      int out, bool set_dx = false) {
   cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
-  if (db) {
-    if constexpr (std::is_same_v<T, float>) simd::col_sums(dy, rows, out, db);
-    else
-      for (int r = 0; r < rows; ++r)
-        for (int o = 0; o < out; ++o) db[o] += dy[size_t(r) * out + o];
-  }
+  if (db) col_sums(dy, rows, out, db);
   if (dx) cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(set_dx ? 0 : 1), dx, in);
 }
 
