@@ -164,7 +164,7 @@ NM_AVX2 void forward_kernel(const Grid& g, const float* q, const float* k, const
     }
 }
 
-// Two passes: the scores' gradient ds of every (cell, slot, head) first, then each cell's rows of
+// Two passes per sample: the scores' gradient ds of every (cell, slot, head), and each cell's rows of
 // dq (its window's keys), dk (the queries whose windows hold it) and dv (their output gradients),
 // each summed in registers and written once (Grid::inb: who sees a cell, in which slot).
 // Every cell's three rows are written: no zeroing before.
@@ -174,55 +174,60 @@ NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, cons
                              int rows) {
   const int S = g.H * g.W, dh = g.dh, heads = g.heads, d = heads * dh, Wn = g.Wn;
   const __m256 one = _mm256_set1_ps(1.0f), scale = _mm256_set1_ps(float(1.0 / std::sqrt(double(dh))));
-  thread_local std::vector<float> buf;  // dout . v per (cell, slot, head), then ds
+  thread_local std::vector<float> buf;  // one sample's dout . v per (cell, slot, head), then ds
   const size_t per_cell = size_t(Wn) * heads;
-  if (buf.size() < size_t(rows) * S * per_cell) buf.resize(size_t(rows) * S * per_cell);
+  if (buf.size() < size_t(S) * per_cell) buf.resize(size_t(S) * per_cell);
   float* DS = buf.data();
   const int* hc = chunk_heads(d, dh);
-  for (int b = 0; b < rows; ++b)
-    for (int s = 0; s < S; ++s) {
-      const int* win = &g.nb[size_t(s) * Wn];
-      const size_t cell = size_t(b) * S;
-      const float* p = P + (cell + s) * per_cell;
-      const float* go = dout + (cell + s) * d;
-      float* ds = DS + (cell + s) * per_cell;
-      for (int w = 0; w < Wn; ++w) {
-        if (win[w] >= 0) head_dots<NV>(go, v + (cell + win[w]) * ld, heads, dh, one, ds + w * heads);
-        else std::fill(ds + w * heads, ds + (w + 1) * heads, 0.0f);
-      }
-      for (int h0 = 0; h0 < heads; h0 += 8) {  // ds = p (dp - sum_w p dp) / sqrt(dh)
-        const int nh = std::min(8, heads - h0);
-        const __m256i m8 = lanes(nh);
-        const float* ph = p + h0;
-        float* dh0 = ds + h0;
-        __m256 pdp = _mm256_setzero_ps();
-        for (int w = 0; w < Wn; ++w)
-          if (win[w] >= 0)
-            pdp = _mm256_fmadd_ps(load_heads(ph + w * heads, nh, m8), load_heads(dh0 + w * heads, nh, m8), pdp);
-        for (int w = 0; w < Wn; ++w)
-          if (win[w] >= 0) {
-            const __m256 pw = load_heads(ph + w * heads, nh, m8);
-            const __m256 dp = load_heads(dh0 + w * heads, nh, m8);
-            store_heads(dh0 + w * heads, nh, m8, _mm256_mul_ps(_mm256_mul_ps(pw, _mm256_sub_ps(dp, pdp)), scale));
-          }
-      }
-    }
   const float* wt[kAvx2MaxSlots];
   const float* xs[kAvx2MaxSlots];
-  for (int b = 0; b < rows; ++b)
-    for (int t = 0; t < S; ++t) {
-      const size_t cell = size_t(b) * S, to = (cell + t) * ld;
+  // Cell t's rows need ds of the queries that see it, all at most lag = r (W + 1) cells later in
+  // raster order: pass 2 trails pass 1 by lag cells, so what it reads was just written (cache).
+  const int lag = g.r * (g.W + 1);
+  for (int b = 0; b < rows; ++b) {
+    const size_t cell = size_t(b) * S;
+    for (int step = 0; step < S + lag; ++step) {
+      if (step < S) {  // pass 1 at query s: ds = p (dp - sum_w p dp) / sqrt(dh), dp = dout . v
+        const int s = step;
+        const int* win = &g.nb[size_t(s) * Wn];
+        const float* p = P + (cell + s) * per_cell;
+        const float* go = dout + (cell + s) * d;
+        float* ds = DS + size_t(s) * per_cell;
+        for (int w = 0; w < Wn; ++w) {
+          if (win[w] >= 0) head_dots<NV>(go, v + (cell + win[w]) * ld, heads, dh, one, ds + w * heads);
+          else std::fill(ds + w * heads, ds + (w + 1) * heads, 0.0f);
+        }
+        for (int h0 = 0; h0 < heads; h0 += 8) {
+          const int nh = std::min(8, heads - h0);
+          const __m256i m8 = lanes(nh);
+          const float* ph = p + h0;
+          float* dh0 = ds + h0;
+          __m256 pdp = _mm256_setzero_ps();
+          for (int w = 0; w < Wn; ++w)
+            if (win[w] >= 0)
+              pdp = _mm256_fmadd_ps(load_heads(ph + w * heads, nh, m8), load_heads(dh0 + w * heads, nh, m8), pdp);
+          for (int w = 0; w < Wn; ++w)
+            if (win[w] >= 0) {
+              const __m256 pw = load_heads(ph + w * heads, nh, m8);
+              const __m256 dp = load_heads(dh0 + w * heads, nh, m8);
+              store_heads(dh0 + w * heads, nh, m8, _mm256_mul_ps(_mm256_mul_ps(pw, _mm256_sub_ps(dp, pdp)), scale));
+            }
+        }
+      }
+      const int t = step - lag;
+      if (t < 0) continue;
+      // pass 2 at cell t: its dq, dk, dv rows
+      const size_t to = (cell + t) * ld;
       const int* win = &g.nb[size_t(t) * Wn];
       const int* seen = &g.inb[size_t(t) * Wn];
-      const float* ds = DS + (cell + t) * per_cell;
+      const float* ds = DS + size_t(t) * per_cell;
       int n = 0;
       for (int w = 0; w < Wn; ++w)
         if (win[w] >= 0) wt[n] = ds + w * heads, xs[n++] = k + (cell + win[w]) * ld;
       weighted_sum<false>(n, wt, xs, d, hc, dq + to);  // dq_t = sum_w ds_tw k_w
       n = 0;
       for (int w = 0; w < Wn; ++w)
-        if (seen[w] >= 0)
-          wt[n] = DS + (cell + seen[w]) * per_cell + w * heads, xs[n++] = q + (cell + seen[w]) * ld;
+        if (seen[w] >= 0) wt[n] = DS + size_t(seen[w]) * per_cell + w * heads, xs[n++] = q + (cell + seen[w]) * ld;
       weighted_sum<false>(n, wt, xs, d, hc, dk + to);  // dk_t = sum_s ds_st q_s
       n = 0;
       for (int w = 0; w < Wn; ++w)
@@ -230,6 +235,7 @@ NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, cons
           wt[n] = P + (cell + seen[w]) * per_cell + w * heads, xs[n++] = dout + (cell + seen[w]) * d;
       weighted_sum<false>(n, wt, xs, d, hc, dv + to);  // dv_t = sum_s p_st dout_s
     }
+  }
 }
 
 }  // namespace
