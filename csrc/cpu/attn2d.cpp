@@ -185,7 +185,9 @@ static bool vector_heads(const Grid& g) {
 template <>
 NM_CLONES void window_forward<float>(const Grid& g, const float* q, const float* k, const float* v,
                                      int ld, float* P, float* out, int rows) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))  // the kernels of attn2d_avx2.cpp
   if (vector_heads(g)) return window_forward_avx2(g, q, k, v, ld, P, out, rows);
+#endif
   window_forward_impl(g, q, k, v, ld, P, out, rows);
 }
 template <>
@@ -197,7 +199,9 @@ template <>
 NM_CLONES void window_backward<float>(const Grid& g, const float* q, const float* k, const float* v,
                                       int ld, const float* P, const float* dout, float* dq,
                                       float* dk, float* dv, int rows) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))  // the kernels of attn2d_avx2.cpp
   if (vector_heads(g)) return window_backward_avx2(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+#endif
   window_backward_impl(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
 }
 template <>
@@ -250,7 +254,9 @@ NM_INLINE void rope_dispatch(const Grid& g, T* x, int ld, int rows, bool inverse
 
 template <>
 NM_CLONES void rope<float>(const Grid& g, float* x, int ld, int rows, bool inverse) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))  // the kernels of attn2d_avx2.cpp
   if (g.dh == 16 && vector_heads(g)) return rope16_avx2(g, x, ld, rows, inverse);
+#endif
   rope_dispatch(g, x, ld, rows, inverse);
 }
 template <>

@@ -162,9 +162,9 @@ void rope_reference_and_relative_positions() {
 // float kernels (8-lane dot products, float RoPE tables) against the double ones. Head sizes
 // that are multiples of 8 take the AVX2 kernels on CPUs that have it (attn2d_avx2.cpp): heads
 // fewer than, more than and not a multiple of 8, widths with and without a remainder of 32.
-void strided_layout_and_float_kernels(int heads, int dh, int r) {
+void strided_layout_and_float_kernels(int heads, int dh, int r, int H = 5, int W = 4) {
   Rng rng(3 + heads * dh + r);
-  const int H = 5, W = 4, d = heads * dh, S = H * W, rows = 2;
+  const int d = heads * dh, S = H * W, rows = 2;
   for (bool raster : {false, true}) {
     const attn2d::Grid g(H, W, heads, dh, r, raster);
     const size_t n = size_t(rows) * S * d, np = size_t(rows) * S * heads * g.Wn;
@@ -232,5 +232,7 @@ int main() {
   strided_layout_and_float_kernels(2, 48, 1);
   strided_layout_and_float_kernels(16, 8, 1);  // two whole groups of eight heads
   strided_layout_and_float_kernels(2, 16, 8);  // 289 slots: over kAvx2MaxSlots, the portable path
+  strided_layout_and_float_kernels(3, 16, 2, 3, 7);  // wider than tall: the backward's lag r (W + 1)
+  strided_layout_and_float_kernels(8, 8, 3, 2, 9);   // a window wider than the grid is tall
   return TEST_MAIN_RESULT();
 }
