@@ -206,50 +206,48 @@ struct Conv final : Synapse<T> {
     K = add(this->name + ".kernel", {C2, C1, k, k});
   }
   void init(Rng& rng, T* P) const override { normal_fill(rng, P + K, size_t(C2) * C1 * k * k, 0.02); }
-  // y (Hc x Wc x C2) += conv_K(x)   [or its adjoint: x += convᵀ(y)]
-  void conv(const T* Kp, const T* x, T* y) const {
+  // f(x offset, y offset, u, v) for every kernel tap (u, v) of every output cell whose input cell
+  // lies inside the input: the iteration conv, its adjoint and its kernel gradient share
+  template <class F>
+  void for_taps(F&& f) const {
     for (int i = 0; i < Hc; ++i)
       for (int j = 0; j < Wc; ++j)
         for (int u = 0; u < k; ++u)
           for (int v = 0; v < k; ++v) {
             const int a = i * st + u - pad, b = j * st + v - pad;
             if (a < 0 || a >= H1 || b < 0 || b >= W1) continue;
-            const T* xp = x + (size_t(a) * W1 + b) * C1;
-            T* yp = y + (size_t(i) * Wc + j) * C2;
-            for (int c2 = 0; c2 < C2; ++c2) {
-              const T* kp = Kp + (size_t(c2) * C1 * k + u) * k + v;
-              T acc = 0;
-              for (int c1 = 0; c1 < C1; ++c1) acc += kp[size_t(c1) * k * k] * xp[c1];
-              yp[c2] += acc;
-            }
+            f((size_t(a) * W1 + b) * C1, (size_t(i) * Wc + j) * C2, u, v);
           }
   }
+  // y (Hc x Wc x C2) += conv_K(x)   [or its adjoint: x += convᵀ(y)]
+  void conv(const T* Kp, const T* x, T* y) const {
+    for_taps([&](size_t xo, size_t yo, int u, int v) {
+      const T* xp = x + xo;
+      T* yp = y + yo;
+      for (int c2 = 0; c2 < C2; ++c2) {
+        const T* kp = Kp + (size_t(c2) * C1 * k + u) * k + v;
+        T acc = 0;
+        for (int c1 = 0; c1 < C1; ++c1) acc += kp[size_t(c1) * k * k] * xp[c1];
+        yp[c2] += acc;
+      }
+    });
+  }
   void conv_adj(const T* Kp, const T* y, T* x) const {
-    for (int i = 0; i < Hc; ++i)
-      for (int j = 0; j < Wc; ++j)
-        for (int u = 0; u < k; ++u)
-          for (int v = 0; v < k; ++v) {
-            const int a = i * st + u - pad, b = j * st + v - pad;
-            if (a < 0 || a >= H1 || b < 0 || b >= W1) continue;
-            T* xp = x + (size_t(a) * W1 + b) * C1;
-            const T* yp = y + (size_t(i) * Wc + j) * C2;
-            for (int c2 = 0; c2 < C2; ++c2)
-              for (int c1 = 0; c1 < C1; ++c1) xp[c1] += Kp[((size_t(c2) * C1 + c1) * k + u) * k + v] * yp[c2];
-          }
+    for_taps([&](size_t xo, size_t yo, int u, int v) {
+      T* xp = x + xo;
+      const T* yp = y + yo;
+      for (int c2 = 0; c2 < C2; ++c2)
+        for (int c1 = 0; c1 < C1; ++c1) xp[c1] += Kp[((size_t(c2) * C1 + c1) * k + u) * k + v] * yp[c2];
+    });
   }
   // Kbar += Σ y[i,j,c2] x[window, c1] (the kernel gradient of <y, conv_K(x)>)
   void conv_kgrad(const T* y, const T* x, T* Kb) const {
-    for (int i = 0; i < Hc; ++i)
-      for (int j = 0; j < Wc; ++j)
-        for (int u = 0; u < k; ++u)
-          for (int v = 0; v < k; ++v) {
-            const int a = i * st + u - pad, b = j * st + v - pad;
-            if (a < 0 || a >= H1 || b < 0 || b >= W1) continue;
-            const T* xp = x + (size_t(a) * W1 + b) * C1;
-            const T* yp = y + (size_t(i) * Wc + j) * C2;
-            for (int c2 = 0; c2 < C2; ++c2)
-              for (int c1 = 0; c1 < C1; ++c1) Kb[((size_t(c2) * C1 + c1) * k + u) * k + v] += yp[c2] * xp[c1];
-          }
+    for_taps([&](size_t xo, size_t yo, int u, int v) {
+      const T* xp = x + xo;
+      const T* yp = y + yo;
+      for (int c2 = 0; c2 < C2; ++c2)
+        for (int c1 = 0; c1 < C1; ++c1) Kb[((size_t(c2) * C1 + c1) * k + u) * k + v] += yp[c2] * xp[c1];
+    });
   }
   size_t csize() const { return size_t(Hc) * Wc * C2; }
   // conv map of g1 (and, for max pooling, its argmax per pooled cell)
