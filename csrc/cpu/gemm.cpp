@@ -3,7 +3,6 @@
 #include "gemm.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <cstring>
 #include <mutex>
 
