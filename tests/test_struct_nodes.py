@@ -248,6 +248,81 @@ def test_column_gradients(case):
              f"(y, 3, <sigmoid>, <mse>)", 2)
 
 
+# A sheet of 17x17 = 289 columns: the engine runs each attention map in blocks of query rows
+# (~64K entries: 226 rows, then 63), and the float32 softmax rows end in a partial vector.
+BLOCK_SHEET = ("/xavier, zero/ (x, 1156) (c, column, 17x17, dim 4, qk 4, heads 2, mlp 3, depth 2, "
+               "skip 1, wiring 0.2, <tanh>) (y, 1156, <linear>, <mse>)")
+
+
+def _column_forward_reference(p, x, N, d, heads, depth):
+    """The column step of extensions-math.md 3e written out in numpy (skip 1, value input)."""
+    def ln(v, g, b):
+        mu = v.mean(-1, keepdims=True)
+        return (v - mu) / np.sqrt(v.var(-1, keepdims=True) + 1e-5) * g + b
+
+    X = x.reshape(N, d).copy()
+    kh, dvh = p["c.query.weight"].shape[1] // heads, d // heads
+    wire = 0.0
+    for _ in range(depth):
+        u = ln(X, p["c.norm1.weight"], p["c.norm1.bias"])
+        q = np.einsum("nkd,nd->nk", p["c.query.weight"], u) + p["c.query.bias"]
+        k = np.einsum("nkd,nd->nk", p["c.key.weight"], u)
+        ctx = np.zeros_like(X)
+        for h in range(heads):
+            S = q[:, h * kh:(h + 1) * kh] @ k[:, h * kh:(h + 1) * kh].T / math.sqrt(kh)
+            S = S + p["c.attn_bias"]
+            A = np.exp(S - S.max(1, keepdims=True))
+            A /= A.sum(1, keepdims=True)
+            ctx[:, h * dvh:(h + 1) * dvh] = A @ u[:, h * dvh:(h + 1) * dvh]
+            wire += A
+        X = X + ctx
+        u2 = ln(X, p["c.norm2.weight"], p["c.norm2.bias"])
+        a = np.tanh(np.einsum("nmd,nd->nm", p["c.mlp1.weight"], u2) + p["c.mlp1.bias"])
+        X = X + np.einsum("ndm,nm->nd", p["c.mlp2.weight"], a)
+    return X.reshape(-1), wire
+
+
+def test_column_attention_in_blocks_of_query_rows():
+    N, d, heads, depth = 289, 4, 2, 2
+    h = nm.compile(BLOCK_SHEET, 1, 0.1, dtype="float64")
+    nm.seed(2)
+    nm.build(h)
+    rng = np.random.default_rng(3)
+    p = nm.get_params(h)
+    for name in p:  # away from the initial gains, biases and the geometric bias
+        if not name.startswith("y."):
+            p[name] = p[name] + rng.normal(0, 0.3, p[name].shape)
+    p["y.weight"], p["y.bias"] = np.eye(N * d), np.zeros(N * d)
+    nm.set_params(h, p)
+    x = rng.normal(size=(1, N * d))
+    want, attn = _column_forward_reference(p, x[0], N, d, heads, depth)
+    np.testing.assert_allclose(nm.predict(h, x)[0], want, rtol=1e-10, atol=1e-12)
+    # the wiring cost: lambda * sum(w * A) / (depth * heads * N), w = D / mean(D) on the grid
+    D = _column_distances((17, 17), "grid", 0.0)
+    e = rng.normal(size=(1, N * d))
+    nm.train(h, x, e, verbosity=0)
+    c = nm.history(h, parts=True)["c.wiring"][0]
+    assert c == pytest.approx(0.2 * (D / D.mean() * attn).sum() / (depth * heads * N), rel=1e-10)
+    # gradients of sampled entries (every row block of the bias) against central differences
+    nm.set_params(h, p)
+    loss, g = nm.gradients(h, x, e)
+    picks = {name: [tuple(rng.integers(0, s) for s in v.shape) for _ in range(4)]
+             for name, v in p.items() if name.startswith("c.")}
+    picks["c.attn_bias"] += [(0, 5), (225, 288), (226, 0), (288, 140)]
+    for name, idxs in picks.items():
+        for idx in idxs:
+            vals = []
+            for delta in (1e-6, -1e-6):
+                q = p[name].copy()
+                q[idx] += delta
+                nm.set_params(h, {name: q})
+                vals.append(nm.gradients(h, x, e)[0])
+            nm.set_params(h, {name: p[name]})
+            num = (vals[0] - vals[1]) / 2e-6
+            assert g[name][idx] == pytest.approx(num, rel=1e-5, abs=1e-8), (name, idx)
+    nm.release(h)
+
+
 # --------------------------------------------------------------------------- properties
 
 def _identity_out(h, width):
@@ -295,6 +370,8 @@ def test_raster_mask_is_causal():
     ("(g, attn2d, 3x4, dim 72, heads 9, window 2, depth 1, mask raster)", 864),
     ("(g, attn2d, 3x3, dim 64, heads 2, window 1, depth 1, mlp 2)", 576),
     ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),
+    # attention maps in two blocks of query rows, softmax rows of 289 (a partial last vector)
+    ("(c, column, 17x17, dim 4, qk 8, heads 2, mlp 4, depth 2, wiring 0.1, <gelu>)", 1156),
 ])
 def test_float32_fast_path_matches_float64_reference(node, width):
     check_float32_matches_float64(node, width, classes=5, batch=33)

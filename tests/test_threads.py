@@ -23,8 +23,9 @@ MODELS = [
      "<gelu>) (y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam")),
     ("/xavier, zero/ (x, 256) (c, column, 4x4, dim 16, qk 8, mlp 256, depth 2, wiring 0.1, <gelu>) "
      "(y, 10, <softmax>, <cross_entropy>)", {}),
-    # a sheet large enough that its (sample, head) attention pairs run on the worker threads
-    ("/xavier, zero/ (x, 512) (c, column, 16x16, dim 8, heads 2, qk 8, mlp 8, depth 1, in 64, "
+    # a sheet large enough that its (sample, head) attention pairs run on the worker threads,
+    # each in two blocks of query rows (226 + 63 of its 289)
+    ("/xavier, zero/ (x, 512) (c, column, 17x17, dim 8, heads 2, qk 8, mlp 8, depth 1, in 64, "
      "wiring 0.1, <gelu>) (y, 10, <softmax>, <cross_entropy>)", {}),
     # attn2d cuts the batch into per-thread chunks that run the whole block stack (weight
     # gradients per chunk, added in chunk order): token ids through its own embedding, RoPE,

@@ -6,46 +6,19 @@
 // backward, of keys) are accumulated in registers across the slots, 32 features at a time.
 // Called only when the CPU has AVX2 and FMA (simd::has_avx2()).
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "attn2d.h"
-
-#define NM_AVX2 __attribute__((target("avx2,fma")))
-#define NM_AVX2_INLINE NM_AVX2 inline __attribute__((always_inline))
+#include "avx2.h"
 
 namespace nm::attn2d {
 namespace {
 
-// Eight vectors -> one vector of their eight horizontal sums, lane j = sum of v[j].
-NM_AVX2_INLINE __m256 reduce8(const __m256* v) {
-  const __m256 h0 = _mm256_hadd_ps(v[0], v[1]), h1 = _mm256_hadd_ps(v[2], v[3]);
-  const __m256 h2 = _mm256_hadd_ps(v[4], v[5]), h3 = _mm256_hadd_ps(v[6], v[7]);
-  const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
-  return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
-}
-
-// e^x as simd.cpp's exp_f: x = k ln2 + r, a degree-7 polynomial in r, clamped to [-87, 88].
-NM_AVX2_INLINE __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 shifter = _mm256_set1_ps(12582912.0f);
-  const __m256 k = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), shifter), shifter);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145752f), x);
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.42860677e-6f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f})
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-// Lanes 0..n-1 on (n <= 8): the mask of a partial group of heads.
-NM_AVX2_INLINE __m256i lanes(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
+using avx2::exp8;
+using avx2::lanes;
+using avx2::reduce8;
 
 // out[h] = scale * a_h . b_h for the heads h; dh = 8 NV features each (NV = 0: dh / 8 read at
 // run time). A whole group of eight heads keeps its sums in registers and stores plainly; a

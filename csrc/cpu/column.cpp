@@ -72,6 +72,7 @@ class ColumnNode final : public StructNode<T> {
     pos_ = st.geti("pos") != 0, inject_ = st.geti("inject") != 0;
     nin_ = st.geti("in"), nout_ = st.geti("out");
     sigma_ = st.get("sigma"), lambda_ = st.get("wiring");
+    blk_ = std::max(1, std::min(N_, (1 << 16) / std::max(1, N_)));
     if (d_ % heads_ || kq_ % heads_ || nin_ > N_ || nout_ > N_ || lambda_ < 0)
       throw IRError("IR: inconsistent column options at '" + name_ + "'");
     D_ = column_distances(st);
@@ -119,7 +120,6 @@ class ColumnNode final : public StructNode<T> {
     for (auto* v : {&x_, &gx_, &u_, &du_, &da_, &do_}) v->assign(size_t(batch) * nd, T(0));
     for (auto* v : {&dq_, &dk_}) v->assign(size_t(batch) * N_ * kq_, T(0));
     dh_.assign(size_t(batch) * N_ * m_, T(0));
-    ds_.assign(size_t(N_) * N_, T(0));
   }
 
   void init(Rng& rng, T* P) const override {
@@ -259,20 +259,26 @@ class ColumnNode final : public StructNode<T> {
     const double wscale = lambda_ / (double(T_) * heads_ * N_);
     std::vector<double>& wire = wpart_;  // each (sample, head)'s wiring sum, added in order
     wire.assign(size_t(rows) * heads_, 0.0);
+    // per (sample, head), by blocks of query rows (blk_ rows of the N x N map, ~256 KB): scores,
+    // bias and softmax in place in the saved map, then the block's context rows while the block
+    // is in cache; the map is written to memory once
     per_head(rows, [&](int b, int h, int) {
       T* Ab = A + (size_t(b) * heads_ + h) * NN;
-      cpu::gemm<T>(false, true, N_, N_, kh_, scale, q + b * size_t(N_) * kq_ + h * kh_, kq_,
-                   k + b * size_t(N_) * kq_ + h * kh_, kq_, T(0), Ab, N_);
-      for (size_t i = 0; i < NN; ++i) Ab[i] += P[bias_ + i];
-      nn::softmax_rows(Ab, N_, N_);
-      if (this->probe_) record_attention(t, h, Ab, row + b);
-      cpu::gemm<T>(false, false, N_, dvh_, N_, T(1), Ab, N_, v + b * nd + h * dvh_, d_, T(0),
-                   ctx + b * nd + h * dvh_, d_);
-      if (lambda_ > 0) {
-        double c = 0;
-        for (size_t i = 0; i < NN; ++i) c += wire_[i] * double(Ab[i]);
-        wire[size_t(b) * heads_ + h] = c;
+      const T* qb = q + b * size_t(N_) * kq_ + h * kh_;
+      const T* kb = k + b * size_t(N_) * kq_ + h * kh_;
+      double c = 0;
+      for (int i0 = 0; i0 < N_; i0 += blk_) {
+        const int r = std::min(blk_, N_ - i0);
+        T* S = Ab + size_t(i0) * N_;
+        cpu::gemm<T>(false, true, r, N_, kh_, scale, qb + size_t(i0) * kq_, kq_, kb, kq_, T(0), S, N_);
+        nn::softmax_rows_bias(S, P + bias_ + size_t(i0) * N_, r, N_);
+        if (lambda_ > 0)
+          for (size_t i = 0; i < size_t(r) * N_; ++i) c += wire_[size_t(i0) * N_ + i] * double(S[i]);
+        cpu::gemm<T>(false, false, r, dvh_, N_, T(1), S, N_, v + b * nd + h * dvh_, d_, T(0),
+                     ctx + b * nd + (size_t(i0) * d_ + h * dvh_), d_);
       }
+      if (this->probe_) record_attention(t, h, Ab, row + b);
+      wire[size_t(b) * heads_ + h] = c;
     });
     if (lambda_ > 0)
       for (int b = 0; b < rows; ++b)
@@ -326,28 +332,45 @@ class ColumnNode final : public StructNode<T> {
     std::fill(dq, dq + size_t(rows) * N_ * kq_, T(0));
     std::fill(dk, dk + size_t(rows) * N_ * kq_, T(0));
     const T wscale = T(aux_scale * lambda_ / (double(T_) * heads_ * N_));
-    // per chunk of (sample, head) pairs: its own score-gradient scratch and its own sum of the
-    // bias gradient, added to G in chunk order (the same result for a fixed thread count)
+    // per chunk of (sample, head) pairs: its own scratch (a block of score gradients, dv and dk
+    // transposed) and its own sum of the bias gradient, added to G in chunk order (the same
+    // result for a fixed thread count). Each pair by blocks of query rows as in the forward;
+    // dv and dk are summed transposed, (features, N) += (features, rows) x (rows, N), which
+    // reads the saved map and the score gradients along their rows
     const int chunks = std::max(1, cpu::pool_threads());
-    if (ds_.size() < size_t(chunks) * NN) ds_.assign(size_t(chunks) * NN, T(0));
+    const size_t blkN = size_t(blk_) * N_, trN = size_t(dvh_ + kh_) * N_;
+    if (ds_.size() < chunks * (blkN + trN)) ds_.assign(chunks * (blkN + trN), T(0));
     if (gbias_.size() < size_t(chunks) * NN) gbias_.assign(size_t(chunks) * NN, T(0));
     std::vector<char>& used = used_;
     used.assign(size_t(chunks), 0);
     per_head(rows, [&](int b, int h, int chunk) {
-      T* dS = ds_.data() + size_t(chunk) * NN;
+      T* dS = ds_.data() + chunk * (blkN + trN);
+      T *dvT = dS + blkN, *dkT = dvT + size_t(dvh_) * N_;
       T* gb_bias = gbias_.data() + size_t(chunk) * NN;
       if (!used[size_t(chunk)]) std::fill(gb_bias, gb_bias + NN, T(0)), used[size_t(chunk)] = 1;
+      std::fill(dvT, dvT + trN, T(0));
       const T* Ab = A + (size_t(b) * heads_ + h) * NN;
       const T* gb = dctx + b * nd + h * dvh_;
-      cpu::gemm<T>(false, true, N_, N_, dvh_, T(1), gb, d_, v + b * nd + h * dvh_, d_, T(0), dS, N_);
-      cpu::gemm<T>(true, false, N_, dvh_, N_, T(1), Ab, N_, gb, d_, T(1), dv + b * nd + h * dvh_, d_);
-      if (lambda_ > 0)
-        for (size_t i = 0; i < NN; ++i) dS[i] += wscale * T(wire_[i]);
-      nn::softmax_rows_backward(Ab, dS, N_, N_);
-      for (size_t i = 0; i < NN; ++i) gb_bias[i] += dS[i];
+      const T* vb = v + b * nd + h * dvh_;
       const size_t qo = b * size_t(N_) * kq_ + h * kh_;
-      cpu::gemm<T>(false, false, N_, kh_, N_, scale, dS, N_, k + qo, kq_, T(1), dq + qo, kq_);
-      cpu::gemm<T>(true, false, N_, kh_, N_, scale, dS, N_, q + qo, kq_, T(1), dk + qo, kq_);
+      for (int i0 = 0; i0 < N_; i0 += blk_) {
+        const int r = std::min(blk_, N_ - i0);
+        const T *Ai = Ab + size_t(i0) * N_, *gi = gb + size_t(i0) * d_;
+        cpu::gemm<T>(false, true, r, N_, dvh_, T(1), gi, d_, vb, d_, T(0), dS, N_);
+        cpu::gemm<T>(true, false, dvh_, N_, r, T(1), gi, d_, Ai, N_, T(1), dvT, N_);
+        if (lambda_ > 0)
+          for (size_t i = 0; i < size_t(r) * N_; ++i) dS[i] += wscale * T(wire_[size_t(i0) * N_ + i]);
+        nn::softmax_rows_backward(Ai, dS, r, N_, gb_bias + size_t(i0) * N_);
+        cpu::gemm<T>(false, false, r, kh_, N_, scale, dS, N_, k + qo, kq_, T(1),
+                     dq + qo + size_t(i0) * kq_, kq_);
+        cpu::gemm<T>(true, false, kh_, N_, r, scale, q + qo + size_t(i0) * kq_, kq_, dS, N_, T(1), dkT, N_);
+      }
+      for (int j = 0; j < N_; ++j) {
+        T* dvj = dv + b * nd + size_t(j) * d_ + h * dvh_;
+        for (int c = 0; c < dvh_; ++c) dvj[c] += dvT[size_t(c) * N_ + j];
+        T* dkj = dk + qo + size_t(j) * kq_;
+        for (int c = 0; c < kh_; ++c) dkj[c] += dkT[size_t(c) * N_ + j];
+      }
     });
     for (int c = 0; c < chunks; ++c)
       if (used[size_t(c)])
@@ -363,6 +386,7 @@ class ColumnNode final : public StructNode<T> {
   Act act_;
   double act_p_;
   int N_, d_, T_, kq_, m_, heads_, kh_, dvh_, nin_, nout_;
+  int blk_;  // query rows per block of the attention maps: ~64K entries (256 KB in float)
   bool vproj_, skip_, pos_, inject_;
   double sigma_, lambda_;
   std::vector<double> D_, wire_;

@@ -2,22 +2,19 @@
 // attribute and called only when the CPU has AVX2 and FMA (see simd.cpp's dispatch).
 // Shapes: u (rows, in), W (out, in), z/dz (rows, out), du (rows, in), dW (out, in).
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
+#include <cmath>
 #include <cstddef>
 
-#define NM_AVX2 __attribute__((target("avx2,fma")))
+#include "avx2.h"
 
 namespace nm::simd {
 namespace {
 
-// Eight accumulators -> one vector of their eight totals (a transpose-style hadd tree).
-NM_AVX2 inline __m256 reduce8(const __m256* v) {
-  __m256 h0 = _mm256_hadd_ps(v[0], v[1]), h1 = _mm256_hadd_ps(v[2], v[3]);
-  __m256 h2 = _mm256_hadd_ps(v[4], v[5]), h3 = _mm256_hadd_ps(v[6], v[7]);
-  __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
-  return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
-}
+using avx2::exp8;
+using avx2::hmax;
+using avx2::hsum;
+using avx2::lanes;
+using avx2::reduce8;
 
 // z[r, k] = b[k] + W[k, :] . u[r, :] for an R x K block (R*K <= 8 independent FMA chains that
 // share every load). z points at z[0, 0] of the block, W at row 0 of the block.
@@ -139,6 +136,86 @@ NM_AVX2 void dense_backward_sgd_small_avx2(const float* u, float* W, const float
       float acc = 0;
       for (int r = 0; r < rows; ++r) acc += g[r] * u[size_t(r) * in + i];
       w[i] -= lr * acc;
+    }
+  }
+}
+
+namespace {
+
+// A vector of 8 floats at p, or its first lanes under mask m (the rest 0) when the row's last
+// vector is partial.
+NM_AVX2_INLINE __m256 load8(const float* p, __m256i m, bool whole) {
+  return whole ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+NM_AVX2_INLINE void store8(float* p, __m256i m, bool whole, __m256 v) {
+  if (whole) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, m, v);
+}
+
+// One row of softmax(x [+ b]): the maximum, then e^(x - max) and its sum, then the scaling;
+// each pass over whole vectors and a masked last one.
+NM_AVX2_INLINE void softmax_row(float* x, const float* b, int n) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  const int nw = n & ~7;
+  const __m256i m = lanes(n - nw);
+  __m256 mx = ninf;
+  for (int j = 0; j <= nw && j < n; j += 8) {
+    const bool whole = j < nw;
+    __m256 v = load8(x + j, m, whole);
+    if (b) store8(x + j, m, whole, v = _mm256_add_ps(v, load8(b + j, m, whole)));
+    mx = _mm256_max_ps(mx, whole ? v : _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(m)));
+  }
+  const __m256 top = _mm256_set1_ps(hmax(mx));
+  __m256 sum = _mm256_setzero_ps();
+  for (int j = 0; j <= nw && j < n; j += 8) {
+    const bool whole = j < nw;
+    const __m256 v = load8(x + j, m, whole);
+    __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(v, ninf, _CMP_EQ_OQ), exp8(_mm256_sub_ps(v, top)));
+    if (!whole) e = _mm256_and_ps(e, _mm256_castsi256_ps(m));
+    store8(x + j, m, whole, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
+  for (int j = 0; j <= nw && j < n; j += 8) {
+    const bool whole = j < nw;
+    store8(x + j, m, whole, _mm256_mul_ps(load8(x + j, m, whole), inv));
+  }
+}
+
+}  // namespace
+
+// Rows of softmax(s [+ bias]) in place (simd::softmax_rows / softmax_rows_bias): the maximum
+// and the sum in vector lanes, e^x by exp8 (simd.cpp's exp_f); an entry at -inf becomes
+// exactly 0.
+NM_AVX2 void softmax_rows_avx2(float* s, const float* bias, int rows, int n) {
+  for (int r = 0; r < rows; ++r)
+    softmax_row(s + size_t(r) * n, bias ? bias + size_t(r) * n : nullptr, n);
+}
+
+// dp = p ⊙ (dp - Σ p dp) per row in place; acc += the result when given
+NM_AVX2 void softmax_rows_backward_avx2(const float* p, float* dp, int rows, int n, float* acc) {
+  const int nw = n & ~7;
+  const __m256i m = lanes(n - nw);
+  for (int r = 0; r < rows; ++r) {
+    const float* pr = p + size_t(r) * n;
+    float* g = dp + size_t(r) * n;
+    float* a = acc ? acc + size_t(r) * n : nullptr;
+    __m256 dot0 = _mm256_setzero_ps(), dot1 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= nw; j += 16) {
+      dot0 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(g + j), dot0);
+      dot1 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j + 8), _mm256_loadu_ps(g + j + 8), dot1);
+    }
+    for (; j <= nw && j < n; j += 8) {
+      const bool whole = j < nw;
+      dot0 = _mm256_fmadd_ps(load8(pr + j, m, whole), load8(g + j, m, whole), dot0);
+    }
+    const __m256 dv = _mm256_set1_ps(hsum(_mm256_add_ps(dot0, dot1)));
+    for (j = 0; j <= nw && j < n; j += 8) {
+      const bool whole = j < nw;
+      const __m256 y = _mm256_mul_ps(load8(pr + j, m, whole), _mm256_sub_ps(load8(g + j, m, whole), dv));
+      store8(g + j, m, whole, y);
+      if (a) store8(a + j, m, whole, _mm256_add_ps(load8(a + j, m, whole), y));
     }
   }
 }

@@ -240,15 +240,26 @@ void softmax_rows(T* s, int rows, int n) {
   }
 }
 
-// ds = p ⊙ (dp - Σ p dp) per row, in place in dp
+// In place: each row of n becomes softmax(row + bias row), bias rows x n.
 template <class T>
-void softmax_rows_backward(const T* p, T* dp, int rows, int n) {
+void softmax_rows_bias(T* s, const T* bias, int rows, int n) {
+  if constexpr (std::is_same_v<T, float>) return simd::softmax_rows_bias(s, bias, rows, n);
+  for (size_t i = 0; i < size_t(rows) * n; ++i) s[i] += bias[i];
+  softmax_rows(s, rows, n);
+}
+
+// ds = p ⊙ (dp - Σ p dp) per row, in place in dp; acc (rows x n), when given, += ds
+template <class T>
+void softmax_rows_backward(const T* p, T* dp, int rows, int n, T* acc = nullptr) {
+  if constexpr (std::is_same_v<T, float>) return simd::softmax_rows_backward(p, dp, rows, n, acc);
   for (int r = 0; r < rows; ++r) {
     const T* pr = p + size_t(r) * n;
     T* g = dp + size_t(r) * n;
     T dot = 0;
     for (int j = 0; j < n; ++j) dot += pr[j] * g[j];
     for (int j = 0; j < n; ++j) g[j] = pr[j] * (g[j] - dot);
+    if (acc)
+      for (int j = 0; j < n; ++j) acc[size_t(r) * n + j] += g[j];
   }
 }
 

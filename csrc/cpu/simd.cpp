@@ -233,19 +233,47 @@ NM_CLONES void add_rows(const float* b, int rows, int n, float* y) {
     for (int j = 0; j < n; ++j) y[size_t(r) * n + j] += b[j];
 }
 
-NM_CLONES void softmax_rows(float* s, int rows, int n) {
-  for (int r = 0; r < rows; ++r) {
-    float* x = s + size_t(r) * n;
-    float m = -INFINITY;
-    for (int j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
-    float sum = 0;
-    for (int j = 0; j < n; ++j) {
-      const float e = exp_f(x[j] - m);
-      x[j] = x[j] == -INFINITY ? 0.0f : e;  // a masked entry is exactly 0
-      sum += x[j];
+// One row of softmax(x [+ b]) in place: the maximum and the sum in 8 lanes (vectorised without
+// reassociation flags); an entry at -inf becomes exactly 0.
+template <bool Bias>
+NM_INLINE void softmax_row(float* x, const float* b, int n) {
+  float mx[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      float v = x[j + l];
+      if constexpr (Bias) x[j + l] = v = v + b[j + l];
+      mx[l] = v > mx[l] ? v : mx[l];
     }
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < n; ++j) x[j] *= inv;
+  float m = -INFINITY;
+  for (; j < n; ++j) {
+    if constexpr (Bias) x[j] += b[j];
+    m = x[j] > m ? x[j] : m;
+  }
+  for (int l = 0; l < 8; ++l) m = mx[l] > m ? mx[l] : m;
+  const float sum = lane_reduce(n, [&](int i) NM_INLINE_LAMBDA {
+    const float e = exp_f(x[i] - m);
+    return x[i] = x[i] == -INFINITY ? 0.0f : e;
+  });
+  const float inv = 1.0f / sum;
+  for (int i = 0; i < n; ++i) x[i] *= inv;
+}
+
+static NM_CLONES void softmax_rows_portable(float* s, const float* bias, int rows, int n) {
+  for (int r = 0; r < rows; ++r) {
+    if (bias) softmax_row<true>(s + size_t(r) * n, bias + size_t(r) * n, n);
+    else softmax_row<false>(s + size_t(r) * n, nullptr, n);
+  }
+}
+
+static NM_CLONES void softmax_rows_backward_portable(const float* p, float* dp, int rows, int n, float* acc) {
+  for (int r = 0; r < rows; ++r) {
+    const float* pr = p + size_t(r) * n;
+    float* g = dp + size_t(r) * n;
+    const float dot = lane_reduce(n, [&](int j) NM_INLINE_LAMBDA { return pr[j] * g[j]; });
+    for (int j = 0; j < n; ++j) g[j] = pr[j] * (g[j] - dot);
+    if (acc)
+      for (int j = 0; j < n; ++j) acc[size_t(r) * n + j] += g[j];
   }
 }
 
@@ -262,6 +290,8 @@ void dense_backward_small_avx2(const float*, const float*, const float*, float*,
                                int, int, int);
 void dense_backward_sgd_small_avx2(const float*, float*, const float*, float*, float*, int, int,
                                    int, float);
+void softmax_rows_avx2(float*, const float*, int, int);
+void softmax_rows_backward_avx2(const float*, float*, int, int, float*);
 // NEUROMORPH_NO_AVX2=1 forces the portable path (tests run the suite through it).
 static const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                              !std::getenv("NEUROMORPH_NO_AVX2");
@@ -285,6 +315,24 @@ void dense_backward_small(const float* u, const float* W, const float* dz, float
   if (kHasAvx2 && rows <= 16) return dense_backward_small_avx2(u, W, dz, dW, db, du, rows, in, out);
 #endif
   ops::dense_backward(u, W, dz, dW, db, du, rows, in, out);
+}
+
+// The softmax rows: hand-vectorised on AVX2 (kernels_avx2.cpp; GCC leaves the portable
+// version's maximum scalar), the portable loops otherwise.
+void softmax_rows(float* s, int rows, int n) { softmax_rows_bias(s, nullptr, rows, n); }
+
+void softmax_rows_bias(float* s, const float* bias, int rows, int n) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHasAvx2) return softmax_rows_avx2(s, bias, rows, n);
+#endif
+  softmax_rows_portable(s, bias, rows, n);
+}
+
+void softmax_rows_backward(const float* p, float* dp, int rows, int n, float* acc) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHasAvx2) return softmax_rows_backward_avx2(p, dp, rows, n, acc);
+#endif
+  softmax_rows_backward_portable(p, dp, rows, n, acc);
 }
 }  // namespace nm::simd
 

@@ -30,6 +30,10 @@ void col_sums(const float* x, int rows, int n, float* out);
 void add_rows(const float* b, int rows, int n, float* y);
 // each row of n becomes its softmax (entries at -inf: exactly 0)
 void softmax_rows(float* s, int rows, int n);
+// the same after adding bias (rows x n, row-major; none when null) to s
+void softmax_rows_bias(float* s, const float* bias, int rows, int n);
+// dp = p ⊙ (dp - Σ p dp) per row, in place; acc (rows x n, when given) += the result
+void softmax_rows_backward(const float* p, float* dp, int rows, int n, float* acc);
 // p -= lr * g
 void sgd_update(float* p, const float* g, float lr, size_t n);
 // The CPU has AVX2 and FMA and NEUROMORPH_NO_AVX2 is unset: the hand-vectorised kernels may run.
