@@ -1,8 +1,9 @@
-"""The PyTorch twins of bench/run.py's attention cases (bench/bench_torch_nets.py) are the
-engine's networks: with our parameters copied in, every form of the twin gives our predictions,
-loss and parameter gradients to 1e-4 (relative to each tensor's largest entry). The engine runs
-its float32 fast paths, on 1 and on 2 threads (attn2d's per-thread sample chunks); the twin
-runs in float64. Skipped without PyTorch."""
+"""The PyTorch twins of bench/run.py's structured cases (bench/bench_torch_nets.py: e, f, g, h)
+are the engine's networks: with our parameters copied in, every form of the twin gives our
+predictions, loss and parameter gradients to 1e-4 (relative to each tensor's largest entry).
+The engine runs its float32 fast paths, on 1 and on 2 threads (attn2d's per-thread sample
+chunks, the column's attention pairs, the energy block's chunks); the twin runs in float64.
+Skipped without PyTorch."""
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import neuromorph as nm
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from bench_torch_nets import Attn2dNet, GridLM  # noqa: E402
+from bench_torch_nets import Attn2dNet, ColumnNet, EnergyNet, GridLM  # noqa: E402
 
 H, W, D, HEADS, DEPTH, MLP, B = 4, 5, 16, 4, 2, 4, 6
 
@@ -43,12 +44,16 @@ def _grads_of_blocks(grid, prefix):
     return out
 
 
-def _ours(text, x, e, threads):
+def _ours(text, x, e, threads, jitter=0.0):
     h = nm.compile(text, B, 0.01)
     nm.seed(4)
     try:
         nm.build(h, threads=threads)
         params = nm.get_params(h)
+        if jitter:  # away from unit gains, zero biases and the initial bias map
+            rng = np.random.default_rng(7)
+            params = {k: (v + rng.normal(0, jitter, v.shape)).astype(v.dtype) for k, v in params.items()}
+            nm.set_params(h, params)
         loss, grads = nm.gradients(h, x, e)
         return params, nm.predict(h, x), loss, grads
     finally:
@@ -113,3 +118,56 @@ def test_case_h_twin_is_the_engine_network(form, threads):
                    "next.weight": net.head.weight.grad.numpy(), "next.bias": net.head.bias.grad.numpy()})
     probs = logits.softmax(-1).detach().numpy().reshape(B, -1)
     _compare(pred.reshape(B, -1), loss, grads, probs, tloss.item(), tgrads)
+
+
+def _t(a):
+    return torch.tensor(a, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("form", ["bmm", "sdpa"])
+def test_case_f_twin_is_the_engine_network(form, threads):
+    # 17x17 = 289 columns: the engine runs each attention map in two blocks of query rows
+    side, d, heads, qk, mlp, depth = 17, 4, 2, 8, 4, 2
+    N = side * side
+    text = (f"/xavier,zero/ (input, {N * d}) (c, column, {side}x{side}, dim {d}, heads {heads}, qk {qk}, "
+            f"mlp {mlp}, depth {depth}, sigma 2, <gelu>) (output, 10, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(B, N * d)).astype(np.float32)
+    ids = rng.integers(0, 10, B)
+    params, pred, loss, grads = _ours(text, x, np.eye(10, dtype=np.float32)[ids], threads, jitter=0.1)
+    net = ColumnNet(side, d, qk, mlp, depth, 2.0, heads, form).double()
+    names = {"g1": "norm1.weight", "b1": "norm1.bias", "g2": "norm2.weight", "b2": "norm2.bias",
+             "wq": "query.weight", "bq": "query.bias", "wk": "key.weight", "w1": "mlp1.weight",
+             "c1": "mlp1.bias", "w2": "mlp2.weight", "bias": "attn_bias"}
+    for attr, name in names.items():
+        getattr(net, attr).data = _t(params[f"c.{name}"])
+    net.head.weight.data, net.head.bias.data = _t(params["output.weight"]), _t(params["output.bias"])
+    logits = net(_t(x))
+    tloss = torch.nn.functional.cross_entropy(logits, torch.tensor(ids))
+    tloss.backward()
+    tgrads = {f"c.{name}": getattr(net, attr).grad.numpy() for attr, name in names.items()}
+    tgrads.update({"output.weight": net.head.weight.grad.numpy(), "output.bias": net.head.bias.grad.numpy()})
+    _compare(pred, loss, grads, logits.softmax(-1).detach().numpy(), tloss.item(), tgrads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("form", ["all", "moving", "hoisted"])
+def test_case_g_twin_is_the_engine_network(form, threads):
+    nv, ny, units, steps, dt = 24, 5, 300, 4, 0.4
+    text = (f"/xavier,zero/ (input, {nv}) [am, energy, steps {steps}, dt {dt}, (am_v, {nv}, <tanh>) "
+            f"(am_y, {ny}, <softmax>) (am_s, synapse hidden, am_v am_y, units {units}, <relu>)] "
+            f"(output, {ny}, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, (B, nv)).astype(np.float32)
+    ids = rng.integers(0, ny, B)
+    params, pred, loss, grads = _ours(text, x, np.eye(ny, dtype=np.float32)[ids], threads, jitter=0.2)
+    net = EnergyNet(nv, ny, units, steps, dt, form).double()
+    net.wv.data, net.wy.data = _t(params["am_s.weight0"]), _t(params["am_s.weight1"])
+    net.head.weight.data, net.head.bias.data = _t(params["output.weight"]), _t(params["output.bias"])
+    logits = net(_t(x))
+    tloss = torch.nn.functional.cross_entropy(logits, torch.tensor(ids))
+    tloss.backward()
+    tgrads = {"am_s.weight0": net.wv.grad.numpy(), "am_s.weight1": net.wy.grad.numpy(),
+              "output.weight": net.head.weight.grad.numpy(), "output.bias": net.head.bias.grad.numpy()}
+    _compare(pred, loss, grads, logits.softmax(-1).detach().numpy(), tloss.item(), tgrads)
