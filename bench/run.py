@@ -96,17 +96,49 @@ def mlp_flops(widths, batch) -> float:
     return f
 
 
-def ours_mlp(widths, acts, loss, batch, n_batches, threads=None):
+def ours_mlp(widths, acts, loss, batch, n_batches):
+    """Median seconds of one train() call over n_batches batches (ours_with_one_thread)."""
     layers = "".join(f"(l{i}, {w}, <{a}>)" for i, (w, a) in enumerate(zip(widths[1:-1], acts)))
     text = f"/xavier,zero/ (input, {widths[0]}) {layers} (output, {widths[-1]}, <{acts[-1]}>, <{loss}>)"
     h = nm.compile(text, batch, 0.01)
     nm.seed(0)
-    nm.build(h, threads=threads or OPTS.threads)
+    nm.build(h, threads=OPTS.threads)
     x = np.random.rand(n_batches, batch, widths[0]).astype(np.float32)
     e = np.random.rand(n_batches, batch, widths[-1]).astype(np.float32)
-    t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
+    t = ours_with_one_thread(lambda: nm.train(h, x, e, verbosity=0))
     nm.release(h)
-    return t / n_batches * 1e6
+    return t
+
+
+def ours_with_one_thread(run):
+    """Median seconds of run() at OPTS.threads ("ours") and, with more than one thread, of the
+    same run on 1 thread ("ours_1_thread"), the repeats taken in turns so that the shared
+    machine's slow and fast phases fall on both (threads are process-wide: set for each run)."""
+    if OPTS.threads == 1:
+        return {"ours": median_time(run, OPTS.repeats)}
+    one = on_one_thread(run)
+    run()
+    one()  # warm-up of both
+    return interleaved_medians({"ours": run, "ours_1_thread": one}, OPTS.repeats)
+
+
+def on_one_thread(run):
+    """run() on 1 engine thread, then back to OPTS.threads (threads are process-wide)."""
+    def one_thread():
+        nm._core.set_threads(1)
+        try:
+            run()
+        finally:
+            nm._core.set_threads(OPTS.threads)
+    return one_thread
+
+
+def thread_extra(t, n):
+    """The 1-thread figure and the speed-up for a row, from ours_with_one_thread's medians."""
+    if "ours_1_thread" not in t:
+        return {}
+    return {"ours_1_thread_us": round(t["ours_1_thread"] / n * 1e6, 3),
+            "speedup_vs_1_thread": round(t["ours_1_thread"] / t["ours"], 2)}
 
 
 TORCH_ACTS = {"tanh": "Tanh", "relu": "ReLU", "linear": None, "softmax": None}
@@ -239,11 +271,9 @@ def torch_compile_column(widths, acts, loss, batch, n, ours):
 
 def case_mlp(case, widths, acts, loss, batch, with_compile=False):
     n = 20 if OPTS.quick else max(20, int(4e8 / mlp_flops(widths, batch)))
-    ours = ours_mlp(widths, acts, loss, batch, n)
-    extra = {}
-    if OPTS.threads > 1:  # the thread speed-up, measured in this run
-        one = ours_mlp(widths, acts, loss, batch, n, threads=1)
-        extra = {"ours_1_thread_us": round(one, 3), "speedup_vs_1_thread": round(one / ours, 2)}
+    t = ours_mlp(widths, acts, loss, batch, n)
+    ours = t["ours"] / n * 1e6
+    extra = thread_extra(t, n)  # the thread speed-up, interleaved in this run
     theirs = torch_mlp(widths, acts, loss, batch, min(n, 2000))
     notes = []
     if with_compile:
@@ -267,19 +297,16 @@ def case_lstm():
     x = np.random.rand(n, B, 4).astype(np.float32)
     e = np.random.rand(n, B, 4).astype(np.float32)
 
-    def ours(threads):  # µs per training step: one batch of B = 5 stream samples
-        h = nm.compile(os.path.join(root, "models", "lstm-model.mdl"), B, 0.01)
-        nm.seed(0)
-        nm.build(h, threads=threads)
-        t = median_time(lambda: nm.train(h, x, e, verbosity=0), OPTS.repeats)
-        nm.release(h)
-        return t / n * 1e6
-    ours_step = ours(OPTS.threads)
+    # µs per training step (one batch of B = 5 stream samples), at OPTS.threads and at 1
+    h = nm.compile(os.path.join(root, "models", "lstm-model.mdl"), B, 0.01)
+    nm.seed(0)
+    nm.build(h, threads=OPTS.threads)
+    t = ours_with_one_thread(lambda: nm.train(h, x, e, verbosity=0))
+    nm.release(h)
+    ours_step = t["ours"] / n * 1e6
     extra = {"ours_us_per_sample": round(ours_step / B, 4),
              "ours_samples_per_s": round(B * 1e6 / ours_step)}
-    if OPTS.threads > 1:
-        one = ours(1)
-        extra.update(ours_1_thread_us=round(one, 3), speedup_vs_1_thread=round(one / ours_step, 2))
+    extra.update(thread_extra(t, n))
     theirs = None
     if torch is not None:
         cell, head = torch.nn.LSTMCell(4, 4), torch.nn.Linear(4, 4)
@@ -417,14 +444,8 @@ def case_twin(case, shape, text, batch, x, e, make_twin, forms, tx, tt, lossf, b
     nm.build(h, threads=OPTS.threads)
     extra, notes = {"params_ours": n_params_ours(h)}, [note] if note else []
     fns = {"ours": lambda: nm.train(h, x, e, verbosity=0)}
-    if OPTS.threads > 1:  # the thread speed-up, measured in this run (threads are process-wide)
-        def one_thread():
-            nm._core.set_threads(1)
-            try:
-                nm.train(h, x, e, verbosity=0)
-            finally:
-                nm._core.set_threads(OPTS.threads)
-        fns["ours_1_thread"] = one_thread
+    if OPTS.threads > 1:  # the thread speed-up, measured in this run
+        fns["ours_1_thread"] = on_one_thread(fns["ours"])
     if torch is not None:
         extra["params_torch"] = None
         for form in forms:
