@@ -139,14 +139,44 @@ def test_one_and_two_threads_agree():
         np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-5, atol=1e-7)
 
 
+def test_softmax_rows_keep_nan_and_inf():
+    """A NaN or +inf reaching a float softmax makes its row NaN, on every path (the portable
+    rerun below runs this too; the AVX2 exponential had clamped NaN to a finite value, which
+    made such rows finite); -inf gives exactly 0. Overflowing
+    products make them: 2 * 3e38 is +inf in float32, +inf - inf is NaN. Rows of 12: a whole
+    vector of 8 and a masked last one of 4."""
+    h = nm.compile("/xavier,zero/ (x, 12) (y, 12, <softmax>, <mse>)", 5, 0.1)
+    nm.build(h)
+    W = np.eye(12)
+    W[3, 3], W[3, 4], W[10, 10], W[10, 11], W[9, 9], W[2, 2] = 2, -2, 2, -2, 2, 2
+    nm.set_params(h, {"y.weight": W, "y.bias": np.zeros(12)})
+    x = np.zeros((5, 12))
+    x[0, 3] = x[0, 4] = 3e38  # NaN in the whole vector
+    x[1, 10] = x[1, 11] = 3e38  # NaN in the masked tail
+    x[2, 9] = 3e38  # +inf
+    x[3] = np.arange(12) / 5
+    x[4, 2] = -3e38  # -inf
+    y = nm.predict(h, x)
+    assert np.isnan(y[:3]).all()
+    z = (x[3] @ W.T).astype(np.float64)
+    np.testing.assert_allclose(y[3], np.exp(z - z.max()) / np.exp(z - z.max()).sum(), rtol=1e-5)
+    assert y[4, 2] == 0.0
+    np.testing.assert_allclose(y[4, np.arange(12) != 2], 1 / 11, rtol=1e-6)
+    nm.release(h)
+
+
 @pytest.mark.skipif(os.environ.get("NEUROMORPH_NO_AVX2"), reason="already on the portable path")
 def test_portable_path_passes_the_same_tests(tmp_path):
     """The non-AVX2 kernels (what a CPU without AVX2, or ARM, runs) against the same oracle."""
     env = dict(os.environ, NEUROMORPH_NO_AVX2="1")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     # no cache provider: the inner run must not write .pytest_cache into the source tree
+    # and the structured kinds' float32 paths (attn2d's portable window kernels, the column's
+    # softmax rows with a bias and with a gradient sum) against their float64 reference
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        __file__, "-k", "activation_fast_path or dense_products or training_steps"],
+                        __file__, str(Path(__file__).with_name("test_struct_nodes.py")), "-k",
+                        "activation_fast_path or dense_products or training_steps or softmax_rows "
+                        "or float32_fast_path_matches"],
                        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:]
     assert " passed" in r.stdout

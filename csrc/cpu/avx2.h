@@ -40,8 +40,9 @@ NM_AVX2_INLINE __m256i lanes(int n) {
 }
 
 // e^x as simd.cpp's exp_f: x = k ln2 + r, a degree-7 polynomial in r, clamped to [-87, 88].
+// A NaN stays NaN: max/min return their second operand when one is NaN, so x goes second.
 NM_AVX2_INLINE __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
   const __m256 shifter = _mm256_set1_ps(12582912.0f);
   const __m256 k = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), shifter), shifter);
   __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145752f), x);

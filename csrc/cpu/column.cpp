@@ -230,16 +230,18 @@ class ColumnNode final : public StructNode<T> {
   // fn(sample, head, chunk) for every (sample, head) pair of the `rows` samples: on the engine's
   // worker threads in contiguous chunks (cpu/threads.h) when the attention is large enough to
   // pay, each product then on its own thread; in order on the caller while a probe records.
+  // `chunks`: how many the caller sized its per-chunk scratch for (the pool may be resized by
+  // another thread in between).
   template <class F>
-  void per_head(int rows, F&& fn) {
+  void per_head(int rows, int chunks, F&& fn) {
     const size_t pairs = size_t(rows) * heads_;
     const size_t work = size_t(N_) * N_ * size_t(kh_ + dvh_ + 4);
     const size_t grain = this->probe_ ? pairs : std::max<size_t>(1, (size_t(1) << 20) / work);
     auto run = [&](int chunk, size_t i0, size_t i1) {
       for (size_t i = i0; i < i1; ++i) fn(int(i / heads_), int(i % heads_), chunk);
     };
-    if (pairs < 2 * grain || cpu::pool_threads() < 2) return run(0, 0, pairs);
-    cpu::parallel_for(pairs, grain, run);  // each pair's products whole on its thread
+    if (pairs < 2 * grain || chunks < 2) return run(0, 0, pairs);
+    cpu::parallel_for(pairs, grain, run, chunks);  // each pair's products whole on its thread
   }
 
   void step_forward(const T* P, int t, T* X, int row, int rows, double* aux) {
@@ -262,7 +264,7 @@ class ColumnNode final : public StructNode<T> {
     // per (sample, head), by blocks of query rows (blk_ rows of the N x N map, ~256 KB): scores,
     // bias and softmax in place in the saved map, then the block's context rows while the block
     // is in cache; the map is written to memory once
-    per_head(rows, [&](int b, int h, int) {
+    per_head(rows, cpu::pool_threads(), [&](int b, int h, int) {
       T* Ab = A + (size_t(b) * heads_ + h) * NN;
       const T* qb = q + b * size_t(N_) * kq_ + h * kh_;
       const T* kb = k + b * size_t(N_) * kq_ + h * kh_;
@@ -343,7 +345,7 @@ class ColumnNode final : public StructNode<T> {
     if (gbias_.size() < size_t(chunks) * NN) gbias_.assign(size_t(chunks) * NN, T(0));
     std::vector<char>& used = used_;
     used.assign(size_t(chunks), 0);
-    per_head(rows, [&](int b, int h, int chunk) {
+    per_head(rows, chunks, [&](int b, int h, int chunk) {
       T* dS = ds_.data() + chunk * (blkN + trN);
       T *dvT = dS + blkN, *dkT = dvT + size_t(dvh_) * N_;
       T* gb_bias = gbias_.data() + size_t(chunk) * NN;
