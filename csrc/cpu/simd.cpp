@@ -25,20 +25,24 @@
 namespace nm::simd {
 namespace {
 
-NM_INLINE float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
+NM_INLINE float bits_to_float(uint32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
+NM_INLINE uint32_t float_to_bits(float f) { uint32_t i; std::memcpy(&i, &f, 4); return i; }
 
 // e^x for x in [-87, 88]: x = k ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial.
+// k is read from the shifted sum's low mantissa bits in unsigned arithmetic (no float-to-int
+// conversion, which is undefined for NaN: a NaN x gives NaN through p).
 NM_INLINE float exp_f(float x) {
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float k = (x * 1.44269504f + shifter) - shifter;
+  const float ks = x * 1.44269504f + shifter;
+  float k = ks - shifter;
   float r = x - k * 0.693145752f - k * 1.42860677e-6f;
   float p = 1.0f / 5040;
   p = p * r + 1.0f / 720; p = p * r + 1.0f / 120; p = p * r + 1.0f / 24;
   p = p * r + 1.0f / 6;   p = p * r + 0.5f;       p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return p * bits_to_float((int32_t(k) + 127) << 23);
+  return p * bits_to_float((float_to_bits(ks) - float_to_bits(shifter) + 127u) << 23);
 }
 
 // e^x - 1, accurate near 0 (Taylor below |x| = 0.5, exp_f above).
