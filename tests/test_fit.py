@@ -145,6 +145,29 @@ def test_divergence_stops_at_once_naming_the_node_and_keeps_the_model(optimizer)
     assert not all(np.isfinite(v).all() for v in nm.get_params(h).values())
 
 
+@pytest.mark.parametrize("dtype,big", [("float32", 3e38), ("float64", 1e308)])
+def test_a_nan_prediction_is_divergence_not_a_finite_loss(dtype, big):
+    """Finite inputs whose products overflow (2 * big is inf, inf - inf is NaN) give a NaN
+    softmax row: the cross-entropy must be NaN too (its clamp had turned NaN into 1e-12, a
+    finite loss, and the fused SGD step then wrote NaN into the weights)."""
+    h = nm.compile("/xavier,zero/ (x, 12) (y, 12, <softmax>, <cross_entropy>)", 5, 0.1, dtype=dtype)
+    nm.build(h)
+    W = np.eye(12)
+    W[3, 3], W[3, 4] = 2, -2
+    nm.set_params(h, {"y.weight": W, "y.bias": np.zeros(12)})
+    x = np.zeros((5, 12))
+    x[0, 3] = x[0, 4] = big
+    e = np.eye(12)[[1] * 5]
+    before = nm.get_params(h)
+    with pytest.raises(nm.DivergedError, match="the loss is -?nan.*node 'y'"):
+        nm.gradients(h, x, e)
+    with pytest.raises(nm.DivergedError, match="the loss is -?nan.*node 'y'"):
+        nm.train(h, x, e, verbosity=0)
+    for name, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[name])
+    nm.release(h)
+
+
 def test_fit_argument_errors():
     h = _model(8)
     x, y = _data(20)

@@ -182,8 +182,12 @@ NM_HD T loss_term(Loss l, T p, T r, T e) {
       const T y = e * r, h = T(1) - y > T(0) ? T(1) - y : T(0);
       return y >= T(-1) ? h * h : T(-4) * y;
     }
-    case Loss::CrossEntropy: return -e * M::log(r > T(1e-12) ? r : T(1e-12));
-    case Loss::Hinge: return T(1) - e * r > T(0) ? T(1) - e * r : T(0);
+    // The clamps are written so that a NaN r falls through to the result (a comparison with
+    // NaN is false): a NaN prediction must give a NaN loss, which train() refuses before any
+    // update (with `r > eps ? r : eps` a NaN softmax row had given a finite loss, and the fused
+    // SGD path then wrote NaN into the weights).
+    case Loss::CrossEntropy: return -e * M::log(r < T(1e-12) ? T(1e-12) : r);
+    case Loss::Hinge: return T(1) - e * r < T(0) ? T(0) : T(1) - e * r;
     case Loss::kCount: break;
   }
   return T(0);
@@ -206,7 +210,7 @@ NM_HD T loss_grad(Loss l, T p, T r, T e) {
       const T y = e * r, h = T(1) - y > T(0) ? T(1) - y : T(0);
       return y >= T(-1) ? T(-2) * h * e : T(-4) * e;
     }
-    case Loss::CrossEntropy: return r > T(1e-12) ? -e / r : T(0);
+    case Loss::CrossEntropy: return r <= T(1e-12) ? T(0) : -e / r;  // NaN r: NaN (above)
     case Loss::Hinge: return T(1) - e * r > T(0) ? -e : T(0);
     case Loss::kCount: break;
   }
