@@ -18,6 +18,8 @@ namespace {
 
 using avx2::exp8;
 using avx2::lanes;
+using avx2::load8;
+using avx2::store8;
 using avx2::reduce8;
 
 // out[h] = scale * a_h . b_h for the heads h; dh = 8 NV features each (NV = 0: dh / 8 read at
@@ -47,15 +49,6 @@ NM_AVX2_INLINE void head_dots(const float* a, const float* b, int heads, int dh,
     if (nh == 8) _mm256_storeu_ps(out + h0, r);
     else _mm256_maskstore_ps(out + h0, lanes(nh), r);
   }
-}
-
-// A group of up to eight heads' values in a row of `heads` floats: plain when whole.
-NM_AVX2_INLINE __m256 load_heads(const float* p, int nh, __m256i m) {
-  return nh == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
-}
-NM_AVX2_INLINE void store_heads(float* p, int nh, __m256i m, __m256 v) {
-  if (nh == 8) _mm256_storeu_ps(p, v);
-  else _mm256_maskstore_ps(p, m, v);
 }
 
 // acc[t] (t < N) += wh[head of chunk t] * x[c0 + 8 t ..]: chunks of 8 features from c0, whose
@@ -113,20 +106,21 @@ NM_AVX2 void forward_kernel(const Grid& g, const float* q, const float* k, const
       for (int h0 = 0; h0 < heads; h0 += 8) {  // the softmax over slots, eight heads at a time
         const int nh = std::min(8, heads - h0);
         const __m256i m8 = lanes(nh);
+        const bool all8 = nh == 8;
         float* ph = p + h0;
         __m256 mx = _mm256_set1_ps(-INFINITY), sum = _mm256_setzero_ps();
         for (int w = 0; w < Wn; ++w)
-          if (win[w] >= 0) mx = _mm256_max_ps(mx, load_heads(ph + w * heads, nh, m8));
+          if (win[w] >= 0) mx = _mm256_max_ps(mx, load8(ph + w * heads, m8, all8));
         for (int w = 0; w < Wn; ++w)
           if (win[w] >= 0) {
-            const __m256 e = exp8(_mm256_sub_ps(load_heads(ph + w * heads, nh, m8), mx));
-            store_heads(ph + w * heads, nh, m8, e);
+            const __m256 e = exp8(_mm256_sub_ps(load8(ph + w * heads, m8, all8), mx));
+            store8(ph + w * heads, m8, all8, e);
             sum = _mm256_add_ps(sum, e);
           }
         const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), sum);
         for (int w = 0; w < Wn; ++w)
           if (win[w] >= 0)
-            store_heads(ph + w * heads, nh, m8, _mm256_mul_ps(load_heads(ph + w * heads, nh, m8), inv));
+            store8(ph + w * heads, m8, all8, _mm256_mul_ps(load8(ph + w * heads, m8, all8), inv));
       }
       const float* wt[kAvx2MaxSlots];
       const float* xs[kAvx2MaxSlots];
@@ -173,17 +167,18 @@ NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, cons
         for (int h0 = 0; h0 < heads; h0 += 8) {
           const int nh = std::min(8, heads - h0);
           const __m256i m8 = lanes(nh);
+          const bool all8 = nh == 8;
           const float* ph = p + h0;
           float* dh0 = ds + h0;
           __m256 pdp = _mm256_setzero_ps();
           for (int w = 0; w < Wn; ++w)
             if (win[w] >= 0)
-              pdp = _mm256_fmadd_ps(load_heads(ph + w * heads, nh, m8), load_heads(dh0 + w * heads, nh, m8), pdp);
+              pdp = _mm256_fmadd_ps(load8(ph + w * heads, m8, all8), load8(dh0 + w * heads, m8, all8), pdp);
           for (int w = 0; w < Wn; ++w)
             if (win[w] >= 0) {
-              const __m256 pw = load_heads(ph + w * heads, nh, m8);
-              const __m256 dp = load_heads(dh0 + w * heads, nh, m8);
-              store_heads(dh0 + w * heads, nh, m8, _mm256_mul_ps(_mm256_mul_ps(pw, _mm256_sub_ps(dp, pdp)), scale));
+              const __m256 pw = load8(ph + w * heads, m8, all8);
+              const __m256 dp = load8(dh0 + w * heads, m8, all8);
+              store8(dh0 + w * heads, m8, all8, _mm256_mul_ps(_mm256_mul_ps(pw, _mm256_sub_ps(dp, pdp)), scale));
             }
         }
       }

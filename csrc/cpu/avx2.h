@@ -39,6 +39,16 @@ NM_AVX2_INLINE __m256i lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// A vector of 8 floats at p, or (whole false) its first lanes under mask m, the rest 0: the
+// last, partial vector of a row, or a partial group of heads.
+NM_AVX2_INLINE __m256 load8(const float* p, __m256i m, bool whole) {
+  return whole ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+NM_AVX2_INLINE void store8(float* p, __m256i m, bool whole, __m256 v) {
+  if (whole) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, m, v);
+}
+
 // e^x as simd.cpp's exp_f: x = k ln2 + r, a degree-7 polynomial in r, clamped to [-87, 88].
 // A NaN stays NaN: max/min return their second operand when one is NaN, so x goes second.
 NM_AVX2_INLINE __m256 exp8(__m256 x) {

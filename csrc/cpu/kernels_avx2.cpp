@@ -14,6 +14,8 @@ using avx2::exp8;
 using avx2::hmax;
 using avx2::hsum;
 using avx2::lanes;
+using avx2::load8;
+using avx2::store8;
 using avx2::reduce8;
 
 // z[r, k] = b[k] + W[k, :] . u[r, :] for an R x K block (R*K <= 8 independent FMA chains that
@@ -142,16 +144,6 @@ NM_AVX2 void dense_backward_sgd_small_avx2(const float* u, float* W, const float
 
 namespace {
 
-// A vector of 8 floats at p, or its first lanes under mask m (the rest 0) when the row's last
-// vector is partial.
-NM_AVX2_INLINE __m256 load8(const float* p, __m256i m, bool whole) {
-  return whole ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
-}
-NM_AVX2_INLINE void store8(float* p, __m256i m, bool whole, __m256 v) {
-  if (whole) _mm256_storeu_ps(p, v);
-  else _mm256_maskstore_ps(p, m, v);
-}
-
 // One row of softmax(x [+ b]): the maximum, then e^(x - max) and its sum, then the scaling;
 // each pass over whole vectors and a masked last one.
 NM_AVX2_INLINE void softmax_row(float* x, const float* b, int n) {
@@ -159,7 +151,7 @@ NM_AVX2_INLINE void softmax_row(float* x, const float* b, int n) {
   const int nw = n & ~7;
   const __m256i m = lanes(n - nw);
   __m256 mx = ninf;
-  for (int j = 0; j <= nw && j < n; j += 8) {
+  for (int j = 0; j < n; j += 8) {
     const bool whole = j < nw;
     __m256 v = load8(x + j, m, whole);
     if (b) store8(x + j, m, whole, v = _mm256_add_ps(v, load8(b + j, m, whole)));
@@ -167,7 +159,7 @@ NM_AVX2_INLINE void softmax_row(float* x, const float* b, int n) {
   }
   const __m256 top = _mm256_set1_ps(hmax(mx));
   __m256 sum = _mm256_setzero_ps();
-  for (int j = 0; j <= nw && j < n; j += 8) {
+  for (int j = 0; j < n; j += 8) {
     const bool whole = j < nw;
     const __m256 v = load8(x + j, m, whole);
     __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(v, ninf, _CMP_EQ_OQ), exp8(_mm256_sub_ps(v, top)));
@@ -176,7 +168,7 @@ NM_AVX2_INLINE void softmax_row(float* x, const float* b, int n) {
     sum = _mm256_add_ps(sum, e);
   }
   const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
-  for (int j = 0; j <= nw && j < n; j += 8) {
+  for (int j = 0; j < n; j += 8) {
     const bool whole = j < nw;
     store8(x + j, m, whole, _mm256_mul_ps(load8(x + j, m, whole), inv));
   }
@@ -206,12 +198,12 @@ NM_AVX2 void softmax_rows_backward_avx2(const float* p, float* dp, int rows, int
       dot0 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(g + j), dot0);
       dot1 = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j + 8), _mm256_loadu_ps(g + j + 8), dot1);
     }
-    for (; j <= nw && j < n; j += 8) {
+    for (; j < n; j += 8) {
       const bool whole = j < nw;
       dot0 = _mm256_fmadd_ps(load8(pr + j, m, whole), load8(g + j, m, whole), dot0);
     }
     const __m256 dv = _mm256_set1_ps(hsum(_mm256_add_ps(dot0, dot1)));
-    for (j = 0; j <= nw && j < n; j += 8) {
+    for (j = 0; j < n; j += 8) {
       const bool whole = j < nw;
       const __m256 y = _mm256_mul_ps(load8(pr + j, m, whole), _mm256_sub_ps(load8(g + j, m, whole), dv));
       store8(g + j, m, whole, y);
