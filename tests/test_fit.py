@@ -168,6 +168,60 @@ def test_a_nan_prediction_is_divergence_not_a_finite_loss(dtype, big):
     nm.release(h)
 
 
+@pytest.mark.parametrize("batch, width", [(1, 4), (3, 40), (33, 40)])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_a_gradient_that_overflows_behind_a_finite_loss_changes_nothing(batch, width, optimizer):
+    """The loss is finite, the hidden layer's input gradient dz . W overflows (W ~ 3e38): plain
+    SGD on a float model takes the fused step (no gradient arena; batch 1 and 3 its small
+    kernels, 33 BLAS), which had written inf into hid.weight with no error. Both paths must
+    name the parameter and leave every parameter as it was."""
+    h = nm.compile(f"/xavier,zero/ (x, {width}) (hid, {width}, <tanh>) (y, 2, <linear>, <mse>)",
+                   batch, 0.1, optimizer=optimizer)
+    nm.build(h)
+    p = nm.get_params(h)
+    p["hid.weight"][:] = 0
+    p["y.weight"][:] = 3e38
+    nm.set_params(h, p)
+    before = nm.get_params(h)
+    x, e = np.ones((batch, width)), np.full((batch, 2), 10.0)
+    with pytest.raises(nm.DivergedError, match="gradient of 'hid.weight' is not finite"):
+        nm.train(h, x, e, verbosity=0)
+    for name, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[name])
+    nm.release(h)
+
+
+@pytest.mark.parametrize("batch", [4, 33])
+def test_a_huge_but_finite_gradient_still_trains_on_the_fused_step(batch):
+    """The fused step looks at a bound (rows * max|dz| * max|u|) before it forms anything; where
+    the bound is past the float range but the gradient is not (two rows of ~1.8e38 that cancel),
+    it must train as the unfused float path (momentum 0) and the float64 model do."""
+    text = "/xavier,zero/ (x, 20) (y, 1, <linear>, <mse>)"
+    x = np.zeros((batch, 20))
+    x[0, 0] = x[1, 0] = 1.9e19       # y = 1.9e19 on both rows
+    x[2:, 1] = 1.0
+    e = np.full((batch, 1), 10.0)
+    e[1, 0] = 3.8e19                 # y - e = +1.9e19 and -1.9e19: the products cancel
+    got = {}
+    for name, kw in (("fused", {}), ("arena", {"optimizer": "momentum", "momentum": 0.0}),
+                     ("double", {"dtype": "float64"})):
+        h = nm.compile(text, batch, 0.01, **kw)
+        nm.build(h)
+        W = np.zeros((1, 20))
+        W[0, 0] = 1.0
+        nm.set_params(h, {"y.weight": W, "y.bias": np.zeros(1)})
+        nm.train(h, x, e, verbosity=0)
+        got[name] = {k: v.astype(np.float64) for k, v in nm.get_params(h).items()}
+        nm.release(h)
+    assert got["fused"]["y.weight"][0, 1] > 0.05     # it trained
+    for k in got["double"]:
+        assert np.all(np.isfinite(got["fused"][k]))
+        np.testing.assert_allclose(got["fused"][k], got["arena"][k], rtol=1e-6)
+    # the cancelling sums are float rounding (~1e31) apart from float64's; the rest is not
+    np.testing.assert_allclose(got["fused"]["y.weight"][0, 1:], got["double"]["y.weight"][0, 1:],
+                               rtol=1e-5)
+
+
 def test_fit_argument_errors():
     h = _model(8)
     x, y = _data(20)

@@ -140,6 +140,18 @@ void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, in
   ops::dense_backward(u, W, dz, dW, db, du, rows, in, out);
 }
 
+void dense_input_grad(const float* u, const float* W, const float* dz, float* du, int rows, int in,
+                      int out) {
+  if (!du) return;
+  if (rows <= kSmallRows && in >= 16 && simd::has_avx2())
+    return simd::dense_backward_small(u, W, dz, nullptr, nullptr, du, rows, in, out);
+#if NM_HAVE_BLAS
+  if (size_t(rows) * in * out >= kBlasMin)
+    return gemm(false, false, rows, in, out, dz, out, W, in, du, in);
+#endif
+  ops::dense_backward<float>(u, W, dz, nullptr, nullptr, du, rows, in, out);
+}
+
 void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,
                         int in, int out, float lr) {
   if (rows <= kSmallRows && in >= 16 && simd::dense_backward_sgd_small(u, W, dz, b, du, rows, in, out, lr))
@@ -154,7 +166,7 @@ void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, flo
   }
 #endif
   // Small and without SIMD: the reference op into a scratch-free form, row by row.
-  if (du) ops::dense_backward<float>(u, W, dz, nullptr, nullptr, du, rows, in, out);
+  dense_input_grad(u, W, dz, du, rows, in, out);
   for (int o = 0; o < out; ++o) {
     float gs = 0;
     for (int r = 0; r < rows; ++r) gs += dz[size_t(r) * out + o];

@@ -27,8 +27,11 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, c
           T beta, T* C, int ldc);
 
 // One layer's fused SGD step (plain SGD, non-recurrent models): du += dz . W with the old W,
-// then W -= lr dz^T u and b -= lr sum_rows dz; no gradient is stored.
+// then W -= lr dz^T u and b -= lr sum_rows dz; no gradient is stored. du may be null (the
+// update alone); dense_input_grad is its first half (the same kernels, so the same bits).
 void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,
                         int in, int out, float lr);
+void dense_input_grad(const float* u, const float* W, const float* dz, float* du, int rows, int in,
+                      int out);
 
 }  // namespace nm::cpu

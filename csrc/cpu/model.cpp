@@ -397,8 +397,10 @@ class Model final : public ModelBase {
   }
   // ---- distributed (end)
 
-  // One SGD step with each layer updated as soon as its input gradient is out: no gradient
-  // arena traffic. Only the PReLU slopes go through the arena.
+  // One plain SGD step without a gradient arena: every layer's dL/dz (and, with the old
+  // weights, its input gradient) first, kept in fdz_; then, when every weight gradient they
+  // imply is finite (check_fused), each layer's W -= lr dz^T u, b -= lr sum dz. Only the PReLU
+  // slopes go through the arena. A non-finite gradient leaves the model as it was.
   double fused_step(const T* x, const T* e) {
     load_input(x);
     forward_all();
@@ -407,12 +409,56 @@ class Model final : public ModelBase {
       if (L.has_alpha) grads_[L.alpha] = T(0);
     double loss = loss_and_grad(e, true);
     if (check_finite_) check_loss(loss);
-    fuse_ = true;
+    if (fdz_.size() != n_z_) fdz_.assign(n_z_, T(0));  // the first fused step of this model
+    fuse_ = Fuse::Grads;
     backward_all();
-    fuse_ = false;
+    fuse_ = Fuse::None;
+    if (check_finite_) check_fused();
+    fuse_ = Fuse::Update;
+    backward_all();
+    fuse_ = Fuse::None;
     for (const LayerPlan& L : layers_)
       if (L.has_alpha) params_[L.alpha] -= T(rate_) * grads_[L.alpha];
     return loss;
+  }
+
+  // The fused step's verdict on its gradients, as check_gradients gives the arena's: every
+  // entry of a layer's dW = dz^T u and db = sum dz is at most S(dz) max(1, S(u)) in size, S the
+  // sum of magnitudes, so where that is finite and below the float range no sum can overflow;
+  // only where it is not is dW formed (in the arena) and looked at, so a large but finite
+  // gradient trains as on the unfused path.
+  void check_fused() {
+    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
+      const NodeKind k = ir_.nodes[idx].kind;
+      if (k != NodeKind::Layer && k != NodeKind::Output) continue;
+      const LayerPlan& L = layers_[idx];
+      const int R = R_ * L.cells;
+      const T* u = val(ir_.nodes[idx].inputs[0].node, 0);
+      const T* dz = &fdz_[L.z];
+      const double bound =
+          abs_sum(dz, size_t(R) * L.out) * std::max(1.0, abs_sum(u, size_t(R) * L.in));
+      if (!(bound < 3e38)) {  // NaN or inf on either side, or a sum that might overflow
+        std::fill(&grads_[L.W], &grads_[L.W] + size_t(L.in) * L.out, T(0));
+        std::fill(&grads_[L.b], &grads_[L.b] + L.out, T(0));
+        cpu::dense_backward(u, &params_[L.W], dz, &grads_[L.W], &grads_[L.b],
+                            static_cast<T*>(nullptr), R, L.in, L.out);
+        if (!all_finite(&grads_[L.W], size_t(L.in) * L.out)) diverged_at(L.W);
+        if (!all_finite(&grads_[L.b], size_t(L.out))) diverged_at(L.b);
+      }
+      if (L.has_alpha && !all_finite(&grads_[L.alpha], 1)) diverged_at(L.alpha);
+    }
+  }
+  // sum of |v_i| (8 float lanes, so it vectorises): inf or NaN when one is, or when it
+  // overflows, which only makes check_fused look closer
+  static double abs_sum(const T* v, size_t n) {
+    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int k = 0; k < 8; ++k) acc[k] += std::fabs(v[i + size_t(k)]);
+    for (; i < n; ++i) acc[0] += std::fabs(v[i]);
+    double s = 0;
+    for (int k = 0; k < 8; ++k) s += double(acc[k]);
+    return s;
   }
 
   void load_input(const T* x, int rows = -1) {
@@ -477,24 +523,32 @@ class Model final : public ModelBase {
 
   void backward_node(int idx, int row, int rows) {
     const IrNode& nd = ir_.nodes[idx];
+    if (fuse_ == Fuse::Update && nd.kind != NodeKind::Layer && nd.kind != NodeKind::Output) return;
     switch (nd.kind) {
       case NodeKind::Layer:
       case NodeKind::Output: {
         const LayerPlan& L = layers_[idx];
         const int R = rows * L.cells;
         const T* z = &zbuf_[L.z + size_t(row) * L.cells * L.out];
-        T* dz = &scratch_[size_t(row) * L.cells * L.out];
+        const int src = nd.inputs[0].node;
+        if constexpr (kFast)
+          if (fuse_ == Fuse::Update) {
+            cpu::dense_backward_sgd(val(src, row), &params_[L.W],
+                                    &fdz_[L.z + size_t(row) * L.cells * L.out], &params_[L.b],
+                                    nullptr, R, L.in, L.out, float(rate_));
+            break;
+          }
+        T* dz = fuse_ == Fuse::Grads ? &fdz_[L.z + size_t(row) * L.cells * L.out]
+                                     : &scratch_[size_t(row) * L.cells * L.out];
         if (idx == ir_.output && fused_xent_) {
           std::memcpy(dz, vgrad(idx, row), sizeof(T) * R * L.out);  // already dL/dz
         } else {
           act_bwd(nd, L, z, val(idx, row), vgrad(idx, row), dz, R);
         }
-        const int src = nd.inputs[0].node;
         T* du = ir_.nodes[src].kind == NodeKind::Input ? nullptr : vgrad(src, row);
         if constexpr (kFast)
-          if (fuse_) {
-            cpu::dense_backward_sgd(val(src, row), &params_[L.W], dz, &params_[L.b], du, R,
-                                    L.in, L.out, float(rate_));
+          if (fuse_ == Fuse::Grads) {
+            cpu::dense_input_grad(val(src, row), &params_[L.W], dz, du, R, L.in, L.out);
             break;
           }
         cpu::dense_backward(val(src, row), &params_[L.W], dz, &grads_[L.W], &grads_[L.b], du,
@@ -661,9 +715,13 @@ class Model final : public ModelBase {
     bool all = true;
     for (int c = 0; c < chunks; ++c) all = all && finite[c];
     if (all) return;
+    for (const ParamInfo& p : info_)
+      if (!all_finite(&grads_[p.offset], p.size)) diverged_at(p.offset);
+  }
+  [[noreturn]] void diverged_at(size_t offset) const {  // the parameter at `offset`
     std::string where;
     for (const ParamInfo& p : info_)
-      if (!all_finite(&grads_[p.offset], p.size)) { where = p.name; break; }
+      if (p.offset == offset) where = p.name;
     throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the gradient of '" +
                    where + "' is not finite. The model holds its state from before this batch "
                    "(try a smaller learning rate, or grad_clip)");
@@ -724,7 +782,9 @@ class Model final : public ModelBase {
   double lr_, rate_ = 0;  // base rate; the scheduled rate of the current step
   OptimConfig opt_;
   long steps_ = 0;
-  bool built_ = false, fuse_ = false, class_ids_ = false;
+  enum class Fuse { None, Grads, Update };  // the fused SGD step's two passes (fused_step)
+  Fuse fuse_ = Fuse::None;
+  bool built_ = false, class_ids_ = false;
   int batch_ = 0;            // index of the batch in the current call (for error messages)
   std::vector<T> onehot_;    // one sample's class-id targets as one-hot rows
   const std::vector<int>& slot_of_;
@@ -738,6 +798,7 @@ class Model final : public ModelBase {
   const bool fused_xent_, has_structs_;
   // 64-byte aligned (cpu/aligned.h): products write their rows from line boundaries
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
+  cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   uint64_t seed_ = 0;                                    // of the last build (build_seed)
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward
