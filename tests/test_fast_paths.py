@@ -172,11 +172,14 @@ def test_portable_path_passes_the_same_tests(tmp_path):
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     # no cache provider: the inner run must not write .pytest_cache into the source tree
     # and the structured kinds' float32 paths (attn2d's portable window kernels, the column's
-    # softmax rows with a bias and with a gradient sum) against their float64 reference
+    # softmax rows with a bias and with a gradient sum) against their float64 reference; the
+    # fused SGD step's finiteness verdict (its small batches take BLAS there: gemm.cpp)
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        __file__, str(Path(__file__).with_name("test_struct_nodes.py")), "-k",
+                        __file__, str(Path(__file__).with_name("test_struct_nodes.py")),
+                        str(Path(__file__).with_name("test_fit.py")), "-k",
                         "activation_fast_path or dense_products or training_steps or softmax_rows "
-                        "or float32_fast_path_matches"],
+                        "or float32_fast_path_matches or gradient_that_overflows or "
+                        "huge_but_finite"],
                        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:]
     assert " passed" in r.stdout
