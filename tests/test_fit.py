@@ -2,6 +2,8 @@
 metrics, early stopping, checkpoints, History in the model file, divergence stopped at once.
 References: the same samples in a model compiled with another batch size, hand-computed
 metrics, a constructed validation curve."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -220,6 +222,57 @@ def test_a_huge_but_finite_gradient_still_trains_on_the_fused_step(batch):
     # the cancelling sums are float rounding (~1e31) apart from float64's; the rest is not
     np.testing.assert_allclose(got["fused"]["y.weight"][0, 1:], got["double"]["y.weight"][0, 1:],
                                rtol=1e-5)
+
+
+DENSE = "/xavier,zero/ (x, 8) (h, 16, <relu_parametric>) (y, 2, <linear>, <mse>)"
+
+
+@pytest.mark.parametrize("text, kw", [
+    (DENSE, {}),                                  # plain SGD: the fused step (check_fused)
+    (DENSE, {"optimizer": "momentum"}),           # the arena and keep_update
+    (DENSE, {"optimizer": "adam"}),
+    (DENSE, {"optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 1e30}),
+    ("lstm", {}),                                 # recurrent: plain SGD on the arena
+], ids=["fused-sgd", "momentum", "adam", "adamw-clip", "recurrent-sgd"])
+def test_an_update_that_overflows_changes_nothing(tmp_path, text, kw):
+    """A learning rate so large that rate * (a finite gradient) leaves the float range: the
+    step's new weights are not finite. The engine had written them (the loss of the next batch
+    was then NaN, and the error said the model held its state from before that batch, which
+    was already inf); now the step raises, naming the parameter, and the whole saved state
+    (weights, optimizer state, step count) is byte for byte what it was."""
+    if text == "lstm":
+        text = str(Path(__file__).resolve().parents[1] / "models" / "lstm-model.mdl")
+    h = nm.compile(text, 4, 3e38, **kw)
+    nm.seed(0)
+    nm.build(h)
+    n_in, n_out = nm.info(h)["input_width"], nm.info(h)["output_width"]
+    x, e = np.ones((4, n_in)), np.full((4, n_out), 5.0)
+    nm.save(h, tmp_path / "before.nm")
+    with pytest.raises(nm.DivergedError, match="the update of '[a-z_]+\\.[a-z]+' is not finite"):
+        nm.train(h, x, e, verbosity=0)
+    nm.save(h, tmp_path / "after.nm")
+    assert (tmp_path / "before.nm").read_bytes() == (tmp_path / "after.nm").read_bytes()
+    assert all(np.isfinite(v).all() for v in nm.get_params(h).values())
+    nm.release(h)
+
+
+def test_the_fused_steps_weight_bound_follows_set_params():
+    """The fused step keeps a bound on each layer's weights (check_fused) and adds each step's
+    update to it; weights set from outside must reset it, or a jump to 2e38 would go unseen:
+    here the update (1e6 * 2e32) stays below the range on its own but takes W to 4e38."""
+    h = nm.compile("/xavier,zero/ (x, 4) (y, 1, <linear>, <mse>)", 1, 1e6)
+    nm.build(h)
+    nm.train(h, np.zeros((1, 4)), np.zeros((1, 1)), verbosity=0)  # the bound is known: small
+    W = np.zeros((1, 4))
+    W[0, 0] = 2e38
+    nm.set_params(h, {"y.weight": W, "y.bias": np.zeros(1)})
+    before = nm.get_params(h)
+    x, e = np.array([[1.0, 0, 0, 0]]), np.array([[2e38 + 1e32]])  # dz ~ -2e32: W grows
+    with pytest.raises(nm.DivergedError, match="update of 'y.weight'"):
+        nm.train(h, x, e, verbosity=0)
+    for name, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[name])
+    nm.release(h)
 
 
 def test_fit_argument_errors():

@@ -36,27 +36,40 @@ void clip_gradients(const OptimConfig& c, T* g, size_t n, double sum_sq) {
 
 // The update of parameters [begin, end) of an arena of n (state holds buffers() * n values:
 // momentum m, or Adam's m then v); t is the number of steps taken before this one. Chunks of one
-// arena may run on different threads.
+// arena may run on different threads. The new values go to p_out and state_out (the same
+// layout; they may be p and state themselves), so that a caller can look at them before it
+// keeps them.
 template <class T>
-void optim_update(const OptimConfig& c, double lr, long t, T* p, const T* g, T* state, size_t n,
-                  size_t begin, size_t end) {
+void optim_update(const OptimConfig& c, double lr, long t, const T* p, const T* g,
+                  const T* state, size_t n, size_t begin, size_t end, T* p_out, T* state_out) {
   const T rate = T(c.rate(lr, t)), wd = T(c.weight_decay);
   switch (c.kind) {
     case OptimConfig::Sgd:
-      for (size_t i = begin; i < end; ++i) fm::sgd(p[i], g[i], rate, wd);
+      for (size_t i = begin; i < end; ++i) {
+        T pi = p[i];
+        fm::sgd(pi, g[i], rate, wd);
+        p_out[i] = pi;
+      }
       break;
     case OptimConfig::Momentum:
-      for (size_t i = begin; i < end; ++i)
-        fm::momentum(p[i], g[i], state[i], rate, wd, T(c.momentum), t == 0);
+      for (size_t i = begin; i < end; ++i) {
+        T pi = p[i], mi = state[i];
+        fm::momentum(pi, g[i], mi, rate, wd, T(c.momentum), t == 0);
+        p_out[i] = pi;
+        state_out[i] = mi;
+      }
       break;
     case OptimConfig::Adam:
     case OptimConfig::AdamW: {
       const AdamStep a = adam_step(c, lr, t);
-      T* m = state;
-      T* v = state + n;
-      for (size_t i = begin; i < end; ++i)
-        fm::adam(p[i], g[i], m[i], v[i], rate, wd, T(c.beta1), T(c.beta2), T(c.eps), T(a.step),
+      for (size_t i = begin; i < end; ++i) {
+        T pi = p[i], mi = state[i], vi = state[n + i];
+        fm::adam(pi, g[i], mi, vi, rate, wd, T(c.beta1), T(c.beta2), T(c.eps), T(a.step),
                  T(a.sbc2), a.decoupled);
+        p_out[i] = pi;
+        state_out[i] = mi;
+        state_out[n + i] = vi;
+      }
       break;
     }
   }
@@ -71,7 +84,7 @@ void optim_step(const OptimConfig& c, double lr, long t, T* p, T* g, T* state, s
     for (size_t i = 0; i < n; ++i) sq += double(g[i]) * double(g[i]);
     clip_gradients(c, g, n, sq);
   }
-  optim_update(c, lr, t, p, g, state, n, 0, n);
+  optim_update(c, lr, t, p, g, state, n, 0, n, p, state);
 }
 
 }  // namespace nm

@@ -309,6 +309,7 @@ class Model final : public ModelBase {
     if (!built_) throw StateError("model is not built: call build() first");
     auto& dst = !state ? params_ : name == "optimizer.state" ? opt_state_ : carry_;
     std::memcpy(&dst[p.offset + offset], in, sizeof(T) * count);
+    wmax_.clear();
   }
 
   void get_param(const std::string& name, void* out, bool grad) const override {
@@ -322,6 +323,7 @@ class Model final : public ModelBase {
     const ParamInfo& p = find(name);
     if (!built_) throw StateError("model is not built: call build() before setting parameters");
     std::memcpy(&params_[p.offset], in, sizeof(T) * p.size);
+    wmax_.clear();
   }
 
  private:
@@ -346,6 +348,7 @@ class Model final : public ModelBase {
     std::vector<std::vector<std::vector<double>>> drawn;
     const std::vector<double> P = plan_.initial_params(seed, &drawn);
     for (size_t i = 0; i < n_params_; ++i) params_[i] = T(P[i]);
+    wmax_.clear();
     for (size_t idx = 0; idx < structs_.size(); ++idx)
       if (structs_[idx]) structs_[idx]->set_drawn(drawn[idx]);
   }
@@ -422,31 +425,50 @@ class Model final : public ModelBase {
     return loss;
   }
 
-  // The fused step's verdict on its gradients, as check_gradients gives the arena's: every
-  // entry of a layer's dW = dz^T u and db = sum dz is at most S(dz) max(1, S(u)) in size, S the
-  // sum of magnitudes, so where that is finite and below the float range no sum can overflow;
-  // only where it is not is dW formed (in the arena) and looked at, so a large but finite
-  // gradient trains as on the unfused path.
+  // The fused step's verdict before it changes anything, as the arena path's (check_gradients,
+  // keep_update): the gradients and the new weights must be finite. Every entry of a layer's
+  // dW = dz^T u and db = sum dz is at most G = S(dz) max(1, S(u)) in size (S: the sum of
+  // magnitudes), so where G is below the float range no sum can overflow, and where S(W, b)
+  // (a bound on the weights, wmax_, kept up to date by adding each step's rate G) plus rate G
+  // is too, neither can the update. Only where a bound fails is dW formed (in the arena) and
+  // looked at, so a large but finite gradient or update trains as on the unfused path.
   void check_fused() {
+    constexpr double kRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
+    if (wmax_.size() != ir_.nodes.size()) wmax_.assign(ir_.nodes.size(), -1.0);
     for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
       const NodeKind k = ir_.nodes[idx].kind;
       if (k != NodeKind::Layer && k != NodeKind::Output) continue;
       const LayerPlan& L = layers_[idx];
       const int R = R_ * L.cells;
-      const T* u = val(ir_.nodes[idx].inputs[0].node, 0);
-      const T* dz = &fdz_[L.z];
-      const double bound =
-          abs_sum(dz, size_t(R) * L.out) * std::max(1.0, abs_sum(u, size_t(R) * L.in));
-      if (!(bound < 3e38)) {  // NaN or inf on either side, or a sum that might overflow
-        std::fill(&grads_[L.W], &grads_[L.W] + size_t(L.in) * L.out, T(0));
-        std::fill(&grads_[L.b], &grads_[L.b] + L.out, T(0));
-        cpu::dense_backward(u, &params_[L.W], dz, &grads_[L.W], &grads_[L.b],
-                            static_cast<T*>(nullptr), R, L.in, L.out);
-        if (!all_finite(&grads_[L.W], size_t(L.in) * L.out)) diverged_at(L.W);
-        if (!all_finite(&grads_[L.b], size_t(L.out))) diverged_at(L.b);
+      const size_t nW = size_t(L.in) * L.out;
+      const T *u = val(ir_.nodes[idx].inputs[0].node, 0), *dz = &fdz_[L.z];
+      const double G = abs_sum(dz, size_t(R) * L.out) * std::max(1.0, abs_sum(u, size_t(R) * L.in));
+      double& M = wmax_[idx];
+      if (G < kRange && (M < 0 || M + rate_ * G >= kRange))  // unknown, or near the edge
+        M = abs_sum(&params_[L.W], nW) + abs_sum(&params_[L.b], size_t(L.out));
+      if (!(G < kRange) || !(M + rate_ * G < kRange)) {  // look at the gradient itself
+        T *dW = &grads_[L.W], *db = &grads_[L.b];
+        std::fill(dW, dW + nW, T(0));
+        std::fill(db, db + L.out, T(0));
+        cpu::dense_backward(u, &params_[L.W], dz, dW, db, static_cast<T*>(nullptr), R, L.in, L.out);
+        if (!all_finite(dW, nW)) diverged_at(L.W);
+        if (!all_finite(db, size_t(L.out))) diverged_at(L.b);
+        if (!update_in_range(&params_[L.W], dW, nW)) diverged_update(L.W);
+        if (!update_in_range(&params_[L.b], db, size_t(L.out))) diverged_update(L.b);
+        M = -1;  // found again when next needed
+      } else {
+        M += rate_ * G;  // a bound after this step's update
       }
-      if (L.has_alpha && !all_finite(&grads_[L.alpha], 1)) diverged_at(L.alpha);
+      if (L.has_alpha) {
+        if (!all_finite(&grads_[L.alpha], 1)) diverged_at(L.alpha);
+        if (!update_in_range(&params_[L.alpha], &grads_[L.alpha], 1)) diverged_update(L.alpha);
+      }
     }
+  }
+  bool update_in_range(const T* p, const T* g, size_t n) const {  // every |p - rate g| < 3e38
+    for (size_t i = 0; i < n; ++i)
+      if (!(std::fabs(double(p[i]) - rate_ * double(g[i])) < 3e38)) return false;
+    return true;
   }
   // sum of |v_i| (8 float lanes, so it vectorises): inf or NaN when one is, or when it
   // overflows, which only makes check_fused look closer
@@ -581,11 +603,23 @@ class Model final : public ModelBase {
   // least this many values; reductions combine per-chunk partials in chunk order.
   static constexpr size_t kChunk = size_t(1) << 14;
 
+  // The arena's updates are written to next_ (and the optimizer's state to state_next_), looked
+  // at, and kept by swapping the buffers: a step whose new values are not all finite (a
+  // learning rate times a finite gradient can leave the float range) leaves the model as it
+  // was, like a non-finite gradient.
   void sgd_update() {
-    parallel_for(n_params_, kChunk, [&](int, size_t b, size_t e) {
-      if constexpr (kFast) simd::sgd_update(params_.data() + b, grads_.data() + b, float(rate_), e - b);
-      else for (size_t i = b; i < e; ++i) params_[i] -= T(rate_) * grads_[i];
+    next_.resize(n_params_);
+    char finite[256];
+    const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
+      if constexpr (kFast) {
+        finite[c] = simd::sgd_step(params_.data() + b, grads_.data() + b, float(rate_),
+                                   next_.data() + b, e - b);
+      } else {
+        for (size_t i = b; i < e; ++i) next_[i] = params_[i] - T(rate_) * grads_[i];
+        finite[c] = all_finite(next_.data() + b, e - b);
+      }
     });
+    keep_update(finite, chunks);
   }
 
   void optimizer_step() {
@@ -599,9 +633,34 @@ class Model final : public ModelBase {
       for (int c = 0; c < chunks; ++c) sq += part_[size_t(c)];
       clip_gradients(opt_, grads_.data(), n_params_, sq);
     }
-    parallel_for(n_params_, kChunk, [&](int, size_t b, size_t e) {
-      optim_update(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_, b, e);
+    next_.resize(n_params_);
+    state_next_.resize(opt_state_.size());
+    char finite[256];
+    const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
+      optim_update(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_,
+                   b, e, next_.data(), state_next_.data());
+      bool ok = all_finite(next_.data() + b, e - b);
+      for (size_t k = 0; ok && k < size_t(opt_.buffers()); ++k)
+        ok = all_finite(state_next_.data() + k * n_params_ + b, e - b);
+      finite[c] = ok;
     });
+    keep_update(finite, chunks);
+  }
+
+  void keep_update(const char* finite, int chunks) {
+    bool all = true;
+    for (int c = 0; c < chunks; ++c) all = all && finite[c];
+    if (!all && check_finite_) {
+      for (const ParamInfo& p : info_) {
+        bool ok = all_finite(&next_[p.offset], p.size);
+        for (size_t k = 0; ok && k < size_t(opt_.buffers()); ++k)
+          ok = all_finite(&state_next_[k * n_params_ + p.offset], p.size);
+        if (!ok) diverged_update(p.offset);
+      }
+    }
+    params_.swap(next_);
+    opt_state_.swap(state_next_);
+    wmax_.clear();  // the fused step's weight bounds: found again when next needed
   }
 
   void act_fwd(const IrNode& nd, const LayerPlan& L, const T* z, T* a, int rows) {
@@ -718,12 +777,20 @@ class Model final : public ModelBase {
     for (const ParamInfo& p : info_)
       if (!all_finite(&grads_[p.offset], p.size)) diverged_at(p.offset);
   }
-  [[noreturn]] void diverged_at(size_t offset) const {  // the parameter at `offset`
-    std::string where;
+  [[noreturn]] void diverged_update(size_t offset) const {
+    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the update of '" +
+                   param_at(offset) + "' is not finite (the learning rate times a finite "
+                   "gradient leaves the float range). The model holds its state from before "
+                   "this batch (try a smaller learning rate, or grad_clip)");
+  }
+  std::string param_at(size_t offset) const {
     for (const ParamInfo& p : info_)
-      if (p.offset == offset) where = p.name;
+      if (p.offset == offset) return p.name;
+    return "?";
+  }
+  [[noreturn]] void diverged_at(size_t offset) const {  // the parameter at `offset`
     throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the gradient of '" +
-                   where + "' is not finite. The model holds its state from before this batch "
+                   param_at(offset) + "' is not finite. The model holds its state from before this batch "
                    "(try a smaller learning rate, or grad_clip)");
   }
   static bool all_finite(const T* v, size_t n) {
@@ -799,6 +866,8 @@ class Model final : public ModelBase {
   // 64-byte aligned (cpu/aligned.h): products write their rows from line boundaries
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
+  cpu::LineVector<T> next_, state_next_;  // the arena's update before it is kept (keep_update)
+  std::vector<double> wmax_;  // per layer node: a bound on S(W, b), or -1 (check_fused)
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   uint64_t seed_ = 0;                                    // of the last build (build_seed)
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward

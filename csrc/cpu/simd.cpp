@@ -281,8 +281,22 @@ static NM_CLONES void softmax_rows_backward_portable(const float* p, float* dp, 
   }
 }
 
-NM_CLONES void sgd_update(float* p, const float* g, float lr, size_t n) {
-  for (size_t i = 0; i < n; ++i) p[i] -= lr * g[i];
+NM_CLONES bool sgd_step(const float* p, const float* g, float lr, float* out, size_t n) {
+  float nan[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // x * 0: NaN where x is inf or NaN
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) {
+      const float v = p[i + k] - lr * g[i + k];
+      out[i + k] = v;
+      nan[k] += v * 0.0f;
+    }
+  for (; i < n; ++i) {
+    out[i] = p[i] - lr * g[i];
+    nan[0] += out[i] * 0.0f;
+  }
+  float all = 0;
+  for (int k = 0; k < 8; ++k) all += nan[k];
+  return all == 0.0f;
 }
 
 }  // namespace nm::simd
