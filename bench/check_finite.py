@@ -3,8 +3,8 @@
     python bench/check_finite.py [--repeats 7]
 
 Case c of shared/spec/performance.md (784->512->256->10 softmax-CE, batch 256, 1 thread),
-plain SGD (the fused path: the loss is checked) and Adam (the loss and every gradient are
-checked before the update). Alternates on/off runs and prints the median time ratio as JSON.
+plain SGD (the fused path: the loss, then bounds on each layer's gradient and new weights) and
+Adam (the loss, every gradient, and the new parameters and state before they are kept). Alternates on/off runs and prints the median time ratio as JSON.
 """
 import argparse
 import json
