@@ -228,7 +228,7 @@ DENSE = "/xavier,zero/ (x, 8) (h, 16, <relu_parametric>) (y, 2, <linear>, <mse>)
 
 
 @pytest.mark.parametrize("text, kw", [
-    (DENSE, {}),                                  # plain SGD: the fused step (check_fused)
+    (DENSE, {}),                                  # plain SGD: the fused step (fused_safe)
     (DENSE, {"optimizer": "momentum"}),           # the arena and keep_update
     (DENSE, {"optimizer": "adam"}),
     (DENSE, {"optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 1e30}),
@@ -257,7 +257,7 @@ def test_an_update_that_overflows_changes_nothing(tmp_path, text, kw):
 
 
 def test_the_fused_steps_weight_bound_follows_set_params():
-    """The fused step keeps a bound on each layer's weights (check_fused) and adds each step's
+    """The fused step keeps a bound on each layer's weights (fused_safe) and adds each step's
     update to it; weights set from outside must reset it, or a jump to 2e38 would go unseen:
     here the update (1e6 * 2e32) stays below the range on its own but takes W to 4e38."""
     h = nm.compile("/xavier,zero/ (x, 4) (y, 1, <linear>, <mse>)", 1, 1e6)
@@ -272,6 +272,100 @@ def test_the_fused_steps_weight_bound_follows_set_params():
         nm.train(h, x, e, verbosity=0)
     for name, v in nm.get_params(h).items():
         np.testing.assert_array_equal(v, before[name])
+    nm.release(h)
+
+
+def _edge_case(name, width):
+    """(text, lr, params, x, e) of a step at the float range's edge (found by a review)."""
+    lin = f"/xavier,zero/ (x, {width}) (y, 1, <linear>, <mse>)"
+    W, b = np.zeros((1, width)), np.zeros(1)
+    if name == "rate-times-gradient":   # lr * dW0 overflows in float, W0 - lr * dW0 does not
+        f32 = np.float32(3e38)
+        ulp = float(f32 - np.nextafter(f32, np.float32(0)))
+        W[0, 0] = 3e38
+        x = np.zeros((2, width))
+        x[0, 0], x[1, 0] = 1, -1
+        e = np.array([[3e38 - 4 * ulp], [-3e38 + 4 * ulp]])
+        return lin, 2157041.5, {"y.weight": W, "y.bias": b}, x, e
+    if name == "weight-above-3e38":     # a finite weight that gets no gradient
+        W[0, 3] = 3.2e38
+        x = np.zeros((1, width))
+        x[0, 0] = 1
+        return lin, 0.1, {"y.weight": W, "y.bias": b}, x, np.ones((1, 1))
+    if name == "zero-times-inf":        # relu(inf) = inf into a saturated tanh: dz = 0, u = inf
+        text = f"/xavier,zero/ (x, {width}) (h, {width}, <relu>) (y, 1, <tanh>, <mse>)"
+        p = {"h.weight": np.full((width, width), 1e30), "h.bias": np.zeros(width),
+             "y.weight": np.ones((1, width)), "y.bias": np.zeros(1)}
+        return text, 0.1, p, np.full((1, width), 1e30), np.full((1, 1), 0.5)
+    # "cancelling-rows": rows of +D and -D, dW = db = 0, partial sums of lr D overflow
+    x = np.zeros((33, width))
+    x[0, 0] = x[1, 0] = 1
+    e = np.zeros((33, 1))
+    e[0, 0], e[1, 0] = -1e30, 1e30
+    return lin, 1e12, {"y.weight": W, "y.bias": b}, x, e
+
+
+@pytest.mark.parametrize("width", [4, 20])
+@pytest.mark.parametrize("name", ["rate-times-gradient", "weight-above-3e38", "zero-times-inf",
+                                  "cancelling-rows"])
+def test_the_fused_step_agrees_with_the_arena_at_the_edge_of_the_float_range(name, width):
+    """Plain SGD's fused step (bounds, then the updates from dL/dz) against the arena path
+    (momentum 0: gradients formed, the update written aside and looked at) on steps whose
+    values approach FLT_MAX: both train to the same finite weights, or both refuse and change
+    nothing. Each case once let the fused step write inf or NaN, or refuse a finite step."""
+    text, lr, params, x, e = _edge_case(name, width)
+    out = {}
+    for path, kw in (("fused", {}), ("arena", {"optimizer": "momentum", "momentum": 0.0})):
+        h = nm.compile(text, len(x), lr, **kw)
+        nm.build(h)
+        nm.set_params(h, params)
+        before = nm.get_params(h)
+        try:
+            nm.train(h, x, e, verbosity=0)
+            out[path] = nm.get_params(h)
+            assert all(np.isfinite(v).all() for v in out[path].values()), path
+        except nm.DivergedError:
+            out[path] = "refused"
+            for k, v in nm.get_params(h).items():
+                np.testing.assert_array_equal(v, before[k])
+        nm.release(h)
+    if out["arena"] == "refused" or out["fused"] == "refused":
+        # W0 - lr dW0 is finite only when formed with one rounding (a fused multiply-add, as
+        # the AVX2 update does); the arena's update rounds lr * m first: it may refuse
+        assert out["fused"] == out["arena"] == "refused" or name == "rate-times-gradient"
+    else:
+        for k in out["arena"]:
+            np.testing.assert_allclose(out["fused"][k], out["arena"][k], rtol=1e-6)
+
+
+def test_an_unchecked_step_does_not_leave_the_weight_bound_behind():
+    """A fused step with check_finite=False moves the weights without the bounds' bookkeeping;
+    the next checked step must not trust the old bound (it had let W0 go from -2e38 to -inf)."""
+    h = nm.compile("/xavier,zero/ (x, 4) (y, 1, <linear>, <mse>)", 1, 2e6)
+    nm.build(h)
+    W = np.zeros((1, 4))
+    W[0, 0] = 1.0
+    nm.set_params(h, {"y.weight": W, "y.bias": np.zeros(1)})
+    nm.train(h, np.zeros((1, 4)), np.zeros((1, 1)), verbosity=0)  # the bound: small
+    nm.train(h, np.array([[1e15, 0, 0, 0]]), np.array([[-(5e16 - 1e15)]]), verbosity=0,
+             check_finite=False)                                   # W0 -> -2e38, finite
+    p = nm.get_params(h)
+    assert -3e38 < p["y.weight"][0, 0] < -1e38
+    y = float(p["y.weight"][0, 0] + p["y.bias"][0])
+    with pytest.raises(nm.DivergedError, match="update of 'y.weight'"):
+        nm.train(h, np.array([[1.0, 0, 0, 0]]), np.array([[y - 4e31]]), verbosity=0)
+    for k, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, p[k])
+    nm.release(h)
+
+
+def test_adams_second_moment_overflow_is_named_as_such():
+    """A finite gradient whose square overflows Adam's v: refused whatever the learning rate,
+    and the message says so (a smaller learning rate cannot help)."""
+    h = nm.compile("/xavier,zero/ (x, 4) (y, 1, <linear>, <mse>)", 1, 1e-30, optimizer="adam")
+    nm.build(h)
+    with pytest.raises(nm.DivergedError, match="optimizer state of 'y.weight' is not finite"):
+        nm.train(h, np.array([[1e12, 0, 0, 0]]), np.array([[1e12]]), verbosity=0)
     nm.release(h)
 
 

@@ -401,9 +401,10 @@ class Model final : public ModelBase {
   // ---- distributed (end)
 
   // One plain SGD step without a gradient arena: every layer's dL/dz (and, with the old
-  // weights, its input gradient) first, kept in fdz_; then, when every weight gradient they
-  // imply is finite (check_fused), each layer's W -= lr dz^T u, b -= lr sum dz. Only the PReLU
-  // slopes go through the arena. A non-finite gradient leaves the model as it was.
+  // weights, its input gradient) first, kept in fdz_; then, when bounds say that no gradient
+  // and no new weight can leave the float range (fused_safe), each layer's W -= lr dz^T u,
+  // b -= lr sum dz straight from them. Where a bound fails, the step goes the arena's way
+  // (careful_step). Only the PReLU slopes go through the arena otherwise.
   double fused_step(const T* x, const T* e) {
     load_input(x);
     forward_all();
@@ -416,7 +417,12 @@ class Model final : public ModelBase {
     fuse_ = Fuse::Grads;
     backward_all();
     fuse_ = Fuse::None;
-    if (check_finite_) check_fused();
+    if (!check_finite_) {
+      wmax_.clear();  // unchecked: the weight bounds are not followed
+    } else if (!fused_safe()) {
+      careful_step();
+      return loss;
+    }
     fuse_ = Fuse::Update;
     backward_all();
     fuse_ = Fuse::None;
@@ -425,53 +431,57 @@ class Model final : public ModelBase {
     return loss;
   }
 
-  // The fused step's verdict before it changes anything, as the arena path's (check_gradients,
-  // keep_update): the gradients and the new weights must be finite. Every entry of a layer's
-  // dW = dz^T u and db = sum dz is at most G = S(dz) max(1, S(u)) in size (S: the sum of
-  // magnitudes), so where G is below the float range no sum can overflow, and where S(W, b)
-  // (a bound on the weights, wmax_, kept up to date by adding each step's rate G) plus rate G
-  // is too, neither can the update. Only where a bound fails is dW formed (in the arena) and
-  // looked at, so a large but finite gradient or update trains as on the unfused path.
-  void check_fused() {
+  // Whether the fused updates are certainly finite, from bounds: every entry of a layer's
+  // dW = dz^T u and db = sum dz, and every partial sum of them, is at most G = S(dz) max(1, S(u))
+  // in size (S: the sum of magnitudes), and each layer's S(W, b) has a bound (wmax_: found when
+  // first needed or near the edge, raised by rate G each step, reset when parameters are set),
+  // so bound + rate G below the float range (with room for rounding) means no product, sum or
+  // new weight can overflow. NaN or inf anywhere makes G NaN or inf: not safe.
+  bool fused_safe() {
     constexpr double kRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
     if (wmax_.size() != ir_.nodes.size()) wmax_.assign(ir_.nodes.size(), -1.0);
-    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
+    std::vector<double> G(ir_.nodes.size(), 0.0);
+    bool safe = true;
+    for (size_t idx = 0; idx < ir_.nodes.size() && safe; ++idx) {
       const NodeKind k = ir_.nodes[idx].kind;
       if (k != NodeKind::Layer && k != NodeKind::Output) continue;
       const LayerPlan& L = layers_[idx];
       const int R = R_ * L.cells;
-      const size_t nW = size_t(L.in) * L.out;
-      const T *u = val(ir_.nodes[idx].inputs[0].node, 0), *dz = &fdz_[L.z];
-      const double G = abs_sum(dz, size_t(R) * L.out) * std::max(1.0, abs_sum(u, size_t(R) * L.in));
+      const T* u = val(ir_.nodes[idx].inputs[0].node, 0);
+      G[idx] = abs_sum(&fdz_[L.z], size_t(R) * L.out) * std::max(1.0, abs_sum(u, size_t(R) * L.in));
       double& M = wmax_[idx];
-      if (G < kRange && (M < 0 || M + rate_ * G >= kRange))  // unknown, or near the edge
-        M = abs_sum(&params_[L.W], nW) + abs_sum(&params_[L.b], size_t(L.out));
-      if (!(G < kRange) || !(M + rate_ * G < kRange)) {  // look at the gradient itself
-        T *dW = &grads_[L.W], *db = &grads_[L.b];
-        std::fill(dW, dW + nW, T(0));
-        std::fill(db, db + L.out, T(0));
-        cpu::dense_backward(u, &params_[L.W], dz, dW, db, static_cast<T*>(nullptr), R, L.in, L.out);
-        if (!all_finite(dW, nW)) diverged_at(L.W);
-        if (!all_finite(db, size_t(L.out))) diverged_at(L.b);
-        if (!update_in_range(&params_[L.W], dW, nW)) diverged_update(L.W);
-        if (!update_in_range(&params_[L.b], db, size_t(L.out))) diverged_update(L.b);
-        M = -1;  // found again when next needed
-      } else {
-        M += rate_ * G;  // a bound after this step's update
-      }
-      if (L.has_alpha) {
-        if (!all_finite(&grads_[L.alpha], 1)) diverged_at(L.alpha);
-        if (!update_in_range(&params_[L.alpha], &grads_[L.alpha], 1)) diverged_update(L.alpha);
-      }
+      if (rate_ * G[idx] < kRange && (M < 0 || M + rate_ * G[idx] >= kRange))
+        M = abs_sum(&params_[L.W], size_t(L.in) * L.out) + abs_sum(&params_[L.b], size_t(L.out));
+      safe = M + rate_ * G[idx] < kRange;  // false for NaN
+      if (L.has_alpha)
+        safe = safe && std::fabs(double(params_[L.alpha])) +
+                           rate_ * std::fabs(double(grads_[L.alpha])) < kRange;
     }
-  }
-  bool update_in_range(const T* p, const T* g, size_t n) const {  // every |p - rate g| < 3e38
-    for (size_t i = 0; i < n; ++i)
-      if (!(std::fabs(double(p[i]) - rate_ * double(g[i])) < 3e38)) return false;
+    if (!safe) return false;
+    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) wmax_[idx] += rate_ * G[idx];
     return true;
   }
+
+  // The fused step where a bound failed: the gradients formed in the arena from the kept dL/dz,
+  // then the arena's verdicts and update (check_gradients, sgd_update: the new weights written
+  // aside, looked at, kept by a swap), so a large but finite step trains, and one that is not
+  // finite changes nothing, as on the unfused path. Rare: huge values only.
+  void careful_step() {
+    for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
+      const NodeKind k = ir_.nodes[idx].kind;
+      if (k != NodeKind::Layer && k != NodeKind::Output) continue;
+      const LayerPlan& L = layers_[idx];
+      T *dW = &grads_[L.W], *db = &grads_[L.b];
+      std::fill(dW, dW + size_t(L.in) * L.out, T(0));
+      std::fill(db, db + L.out, T(0));
+      cpu::dense_backward(val(ir_.nodes[idx].inputs[0].node, 0), &params_[L.W], &fdz_[L.z], dW, db,
+                          static_cast<T*>(nullptr), R_ * L.cells, L.in, L.out);
+    }
+    check_gradients();
+    sgd_update();  // clears wmax_
+  }
   // sum of |v_i| (8 float lanes, so it vectorises): inf or NaN when one is, or when it
-  // overflows, which only makes check_fused look closer
+  // overflows, which only makes fused_safe more careful
   static double abs_sum(const T* v, size_t n) {
     T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
@@ -652,10 +662,10 @@ class Model final : public ModelBase {
     for (int c = 0; c < chunks; ++c) all = all && finite[c];
     if (!all && check_finite_) {
       for (const ParamInfo& p : info_) {
-        bool ok = all_finite(&next_[p.offset], p.size);
-        for (size_t k = 0; ok && k < size_t(opt_.buffers()); ++k)
-          ok = all_finite(&state_next_[k * n_params_ + p.offset], p.size);
-        if (!ok) diverged_update(p.offset);
+        if (!all_finite(&next_[p.offset], p.size)) diverged_update(p.offset, false);
+        for (size_t k = 0; k < size_t(opt_.buffers()); ++k)
+          if (!all_finite(&state_next_[k * n_params_ + p.offset], p.size))
+            diverged_update(p.offset, true);
       }
     }
     params_.swap(next_);
@@ -777,11 +787,14 @@ class Model final : public ModelBase {
     for (const ParamInfo& p : info_)
       if (!all_finite(&grads_[p.offset], p.size)) diverged_at(p.offset);
   }
-  [[noreturn]] void diverged_update(size_t offset) const {
-    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the update of '" +
-                   param_at(offset) + "' is not finite (the learning rate times a finite "
-                   "gradient leaves the float range). The model holds its state from before "
-                   "this batch (try a smaller learning rate, or grad_clip)");
+  [[noreturn]] void diverged_update(size_t offset, bool state = false) const {
+    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": " +
+                   (state ? "the optimizer state of '" + param_at(offset) + "' is not finite (a "
+                            "gradient's square leaves the float range; try grad_clip)"
+                          : "the update of '" + param_at(offset) + "' is not finite (the "
+                            "learning rate times a finite gradient leaves the float range; try a "
+                            "smaller learning rate, or grad_clip)") +
+                   ". The model holds its state from before this batch");
   }
   std::string param_at(size_t offset) const {
     for (const ParamInfo& p : info_)
@@ -867,7 +880,7 @@ class Model final : public ModelBase {
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
   cpu::LineVector<T> next_, state_next_;  // the arena's update before it is kept (keep_update)
-  std::vector<double> wmax_;  // per layer node: a bound on S(W, b), or -1 (check_fused)
+  std::vector<double> wmax_;  // per layer node: a bound on S(W, b), or -1 (fused_safe)
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   uint64_t seed_ = 0;                                    // of the last build (build_seed)
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward
