@@ -440,7 +440,8 @@ class Model final : public ModelBase {
   bool fused_safe() {
     constexpr double kRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
     if (wmax_.size() != ir_.nodes.size()) wmax_.assign(ir_.nodes.size(), -1.0);
-    std::vector<double> G(ir_.nodes.size(), 0.0);
+    std::vector<double>& G = gbound_;
+    G.assign(ir_.nodes.size(), 0.0);  // no allocation after the first step
     bool safe = true;
     for (size_t idx = 0; idx < ir_.nodes.size() && safe; ++idx) {
       const NodeKind k = ir_.nodes[idx].kind;
@@ -881,6 +882,7 @@ class Model final : public ModelBase {
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
   cpu::LineVector<T> next_, state_next_;  // the arena's update before it is kept (keep_update)
   std::vector<double> wmax_;  // per layer node: a bound on S(W, b), or -1 (fused_safe)
+  std::vector<double> gbound_;  // per layer node: this step's G (fused_safe)
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   uint64_t seed_ = 0;                                    // of the last build (build_seed)
   std::map<int, std::vector<double>> stats_;             // neuron node -> counts, last forward
