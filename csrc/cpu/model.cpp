@@ -484,6 +484,7 @@ class Model final : public ModelBase {
   // sum of |v_i| (8 float lanes, so it vectorises): inf or NaN when one is, or when it
   // overflows, which only makes fused_safe more careful
   static double abs_sum(const T* v, size_t n) {
+    if constexpr (kFast) return simd::abs_sum(v, n);
     T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)

@@ -281,6 +281,17 @@ static NM_CLONES void softmax_rows_backward_portable(const float* p, float* dp, 
   }
 }
 
+NM_CLONES double abs_sum(const float* v, size_t n) {
+  float acc[32] = {};  // four vectors of sums: one would wait on the add's latency
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int k = 0; k < 32; ++k) acc[k] += std::fabs(v[i + k]);
+  for (; i < n; ++i) acc[i % 32] += std::fabs(v[i]);
+  double s = 0;
+  for (int k = 0; k < 32; ++k) s += double(acc[k]);
+  return s;
+}
+
 NM_CLONES bool sgd_step(const float* p, const float* g, float lr, float* out, size_t n) {
   float nan[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // x * 0: NaN where x is inf or NaN
   size_t i = 0;

@@ -34,6 +34,8 @@ void softmax_rows(float* s, int rows, int n);
 void softmax_rows_bias(float* s, const float* bias, int rows, int n);
 // dp = p ⊙ (dp - Σ p dp) per row, in place; acc (rows x n, when given) += the result
 void softmax_rows_backward(const float* p, float* dp, int rows, int n, float* acc);
+// sum of |v_i| in 32 float lanes: inf or NaN when a value is (or the float sums overflow)
+double abs_sum(const float* v, size_t n);
 // out = p - lr * g; whether every value of out is finite
 bool sgd_step(const float* p, const float* g, float lr, float* out, size_t n);
 // The CPU has AVX2 and FMA and NEUROMORPH_NO_AVX2 is unset: the hand-vectorised kernels may run.
