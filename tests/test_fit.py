@@ -297,6 +297,19 @@ def _edge_case(name, width):
         p = {"h.weight": np.full((width, width), 1e30), "h.bias": np.zeros(width),
              "y.weight": np.ones((1, width)), "y.bias": np.zeros(1)}
         return text, 0.1, p, np.full((1, width), 1e30), np.full((1, 1), 0.5)
+    if name == "nan-behind-relu":       # h1 = inf - inf = NaN, relu(NaN) = 0: a finite loss,
+        text = (f"/xavier,zero/ (x, {width}) (h1, 2, <linear>) (h2, 2, <relu>) "  # h2's u NaN
+                "(y, 1, <linear>, <mse>)")
+        W1 = np.zeros((2, width))
+        W1[0, 0], W1[0, 1] = 1e20, -1e20
+        p = {"h1.weight": W1, "h1.bias": np.zeros(2), "h2.weight": np.ones((2, 2)),
+             "h2.bias": np.zeros(2), "y.weight": np.ones((1, 2)), "y.bias": np.zeros(1)}
+        x = np.zeros((1, width))
+        x[0, :2] = 1e20
+        return text, 0.1, p, x, np.full((1, 1), 5.0)
+    if name == "rate-past-float-range":  # 1e39 is inf as a float rate
+        x = np.full((1, width), 1e-3)
+        return lin, 1e39, {"y.weight": W, "y.bias": b}, x, np.full((1, 1), 1e-3)
     # "cancelling-rows": rows of +D and -D, dW = db = 0, partial sums of lr D overflow
     x = np.zeros((33, width))
     x[0, 0] = x[1, 0] = 1
@@ -307,12 +320,14 @@ def _edge_case(name, width):
 
 @pytest.mark.parametrize("width", [4, 20])
 @pytest.mark.parametrize("name", ["rate-times-gradient", "weight-above-3e38", "zero-times-inf",
-                                  "cancelling-rows"])
+                                  "cancelling-rows", "nan-behind-relu", "rate-past-float-range"])
 def test_the_fused_step_agrees_with_the_arena_at_the_edge_of_the_float_range(name, width):
     """Plain SGD's fused step (bounds, then the updates from dL/dz) against the arena path
     (momentum 0: gradients formed, the update written aside and looked at) on steps whose
     values approach FLT_MAX: both train to the same finite weights, or both refuse and change
-    nothing. Each case once let the fused step write inf or NaN, or refuse a finite step."""
+    nothing. Each case once let the fused step write inf or NaN, or refuse a finite step (two
+    reviews found them). Where a product is 0 * inf or 0 * NaN, the verdict is the kernel's
+    (the reference loops skip a zero dL/dz, vector kernels multiply), the same on both paths."""
     text, lr, params, x, e = _edge_case(name, width)
     out = {}
     for path, kw in (("fused", {}), ("arena", {"optimizer": "momentum", "momentum": 0.0})):

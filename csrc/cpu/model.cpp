@@ -433,12 +433,14 @@ class Model final : public ModelBase {
 
   // Whether the fused updates are certainly finite, from bounds: every entry of a layer's
   // dW = dz^T u and db = sum dz, and every partial sum of them, is at most G = S(dz) max(1, S(u))
-  // in size (S: the sum of magnitudes), and each layer's S(W, b) has a bound (wmax_: found when
-  // first needed or near the edge, raised by rate G each step, reset when parameters are set),
-  // so bound + rate G below the float range (with room for rounding) means no product, sum or
-  // new weight can overflow. NaN or inf anywhere makes G NaN or inf: not safe.
+  // in size (S: the sum of magnitudes), and every |W_ij|, |b_i| of a layer has a bound M (wmax_:
+  // S(W, b) when first needed or near the edge, raised by rate G each step, which is at least
+  // any entry's change; reset when parameters are set), so M + rate G below the float range
+  // (with room for rounding) means no product, sum or new weight can overflow. NaN or inf in
+  // dz or u makes G NaN or inf, and a rate past the float range is inf in the kernels: not safe.
   bool fused_safe() {
     constexpr double kRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
+    if (!std::isfinite(float(rate_))) return false;
     if (wmax_.size() != ir_.nodes.size()) wmax_.assign(ir_.nodes.size(), -1.0);
     std::vector<double>& G = gbound_;
     G.assign(ir_.nodes.size(), 0.0);  // no allocation after the first step
@@ -449,7 +451,8 @@ class Model final : public ModelBase {
       const LayerPlan& L = layers_[idx];
       const int R = R_ * L.cells;
       const T* u = val(ir_.nodes[idx].inputs[0].node, 0);
-      G[idx] = abs_sum(&fdz_[L.z], size_t(R) * L.out) * std::max(1.0, abs_sum(u, size_t(R) * L.in));
+      const double su = abs_sum(u, size_t(R) * L.in);
+      G[idx] = abs_sum(&fdz_[L.z], size_t(R) * L.out) * (su < 1 ? 1.0 : su);  // NaN stays NaN
       double& M = wmax_[idx];
       if (rate_ * G[idx] < kRange && (M < 0 || M + rate_ * G[idx] >= kRange))
         M = abs_sum(&params_[L.W], size_t(L.in) * L.out) + abs_sum(&params_[L.b], size_t(L.out));
@@ -882,7 +885,7 @@ class Model final : public ModelBase {
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
   cpu::LineVector<T> next_, state_next_;  // the arena's update before it is kept (keep_update)
-  std::vector<double> wmax_;  // per layer node: a bound on S(W, b), or -1 (fused_safe)
+  std::vector<double> wmax_;  // per layer node: a bound on its |W_ij|, |b_i|, or -1 (fused_safe)
   std::vector<double> gbound_;  // per layer node: this step's G (fused_safe)
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
   uint64_t seed_ = 0;                                    // of the last build (build_seed)
