@@ -25,6 +25,7 @@
 #include "ops.h"
 #include "simd.h"
 #include "threads.h"
+#include "update.h"
 
 namespace nm {
 namespace {
@@ -73,6 +74,10 @@ class Model final : public ModelBase {
     vgrads_.assign(n_vals_, T(0));
     zbuf_.assign(n_z_, T(0));
     scratch_.assign(size_t(B_) * max_width_, T(0));
+    upd_.allocate(n_params_);
+    if (kFast && !ir_.recurrent && !has_structs_ && opt_.plain_sgd()) fdz_.assign(n_z_, T(0));
+    wmax_.assign(ir_.nodes.size(), -1.0);
+    gbound_.assign(ir_.nodes.size(), 0.0);
     carry_.assign(n_carry_, T(0));
     opt_state_.assign(opt_.buffers() * n_params_, T(0));
     aux_.assign(aux_nodes_.size() * size_t(B_), 0.0);
@@ -198,9 +203,8 @@ class Model final : public ModelBase {
       } else {
         losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()), true);
         if (reducer_) losses[k] = all_reduce(losses[k]);  // distributed: global loss, gradient
-        if (check_finite_) check_gradients();
-        if (opt_.plain_sgd()) sgd_update();
-        else optimizer_step();
+        if (check_finite_) upd_.check_gradients(grads_.data(), batch_);
+        update_arena();
       }
       if (parts) {
         const size_t np = 1 + aux_nodes_.size();
@@ -309,7 +313,7 @@ class Model final : public ModelBase {
     if (!built_) throw StateError("model is not built: call build() first");
     auto& dst = !state ? params_ : name == "optimizer.state" ? opt_state_ : carry_;
     std::memcpy(&dst[p.offset + offset], in, sizeof(T) * count);
-    wmax_.clear();
+    forget_bounds();
   }
 
   void get_param(const std::string& name, void* out, bool grad) const override {
@@ -323,7 +327,7 @@ class Model final : public ModelBase {
     const ParamInfo& p = find(name);
     if (!built_) throw StateError("model is not built: call build() before setting parameters");
     std::memcpy(&params_[p.offset], in, sizeof(T) * p.size);
-    wmax_.clear();
+    forget_bounds();
   }
 
  private:
@@ -348,7 +352,7 @@ class Model final : public ModelBase {
     std::vector<std::vector<std::vector<double>>> drawn;
     const std::vector<double> P = plan_.initial_params(seed, &drawn);
     for (size_t i = 0; i < n_params_; ++i) params_[i] = T(P[i]);
-    wmax_.clear();
+    forget_bounds();
     for (size_t idx = 0; idx < structs_.size(); ++idx)
       if (structs_[idx]) structs_[idx]->set_drawn(drawn[idx]);
   }
@@ -413,12 +417,11 @@ class Model final : public ModelBase {
       if (L.has_alpha) grads_[L.alpha] = T(0);
     double loss = loss_and_grad(e, true);
     if (check_finite_) check_loss(loss);
-    if (fdz_.size() != n_z_) fdz_.assign(n_z_, T(0));  // the first fused step of this model
     fuse_ = Fuse::Grads;
     backward_all();
     fuse_ = Fuse::None;
     if (!check_finite_) {
-      wmax_.clear();  // unchecked: the weight bounds are not followed
+      forget_bounds();  // unchecked: the weight bounds are not followed
     } else if (!fused_safe()) {
       careful_step();
       return loss;
@@ -441,9 +444,8 @@ class Model final : public ModelBase {
   bool fused_safe() {
     constexpr double kRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
     if (!std::isfinite(float(rate_))) return false;
-    if (wmax_.size() != ir_.nodes.size()) wmax_.assign(ir_.nodes.size(), -1.0);
-    std::vector<double>& G = gbound_;
-    G.assign(ir_.nodes.size(), 0.0);  // no allocation after the first step
+    std::vector<double>& G = gbound_;  // sized at build
+    std::fill(G.begin(), G.end(), 0.0);
     bool safe = true;
     for (size_t idx = 0; idx < ir_.nodes.size() && safe; ++idx) {
       const NodeKind k = ir_.nodes[idx].kind;
@@ -451,11 +453,11 @@ class Model final : public ModelBase {
       const LayerPlan& L = layers_[idx];
       const int R = R_ * L.cells;
       const T* u = val(ir_.nodes[idx].inputs[0].node, 0);
-      const double su = abs_sum(u, size_t(R) * L.in);
-      G[idx] = abs_sum(&fdz_[L.z], size_t(R) * L.out) * (su < 1 ? 1.0 : su);  // NaN stays NaN
+      const double su = cpu::abs_sum(u, size_t(R) * L.in);
+      G[idx] = cpu::abs_sum(&fdz_[L.z], size_t(R) * L.out) * (su < 1 ? 1.0 : su);  // NaN stays NaN
       double& M = wmax_[idx];
       if (rate_ * G[idx] < kRange && (M < 0 || M + rate_ * G[idx] >= kRange))
-        M = abs_sum(&params_[L.W], size_t(L.in) * L.out) + abs_sum(&params_[L.b], size_t(L.out));
+        M = cpu::abs_sum(&params_[L.W], size_t(L.in) * L.out) + cpu::abs_sum(&params_[L.b], size_t(L.out));
       safe = M + rate_ * G[idx] < kRange;  // false for NaN
       if (L.has_alpha)
         safe = safe && std::fabs(double(params_[L.alpha])) +
@@ -467,9 +469,9 @@ class Model final : public ModelBase {
   }
 
   // The fused step where a bound failed: the gradients formed in the arena from the kept dL/dz,
-  // then the arena's verdicts and update (check_gradients, sgd_update: the new weights written
-  // aside, looked at, kept by a swap), so a large but finite step trains, and one that is not
-  // finite changes nothing, as on the unfused path. Rare: huge values only.
+  // then the arena's verdicts and update (update.h: the new weights written aside, looked at,
+  // kept by a swap), so a large but finite step trains, and one that is not finite changes
+  // nothing, as on the unfused path. Rare: huge values only.
   void careful_step() {
     for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) {
       const NodeKind k = ir_.nodes[idx].kind;
@@ -481,21 +483,8 @@ class Model final : public ModelBase {
       cpu::dense_backward(val(ir_.nodes[idx].inputs[0].node, 0), &params_[L.W], &fdz_[L.z], dW, db,
                           static_cast<T*>(nullptr), R_ * L.cells, L.in, L.out);
     }
-    check_gradients();
-    sgd_update();  // clears wmax_
-  }
-  // sum of |v_i| (8 float lanes, so it vectorises): inf or NaN when one is, or when it
-  // overflows, which only makes fused_safe more careful
-  static double abs_sum(const T* v, size_t n) {
-    if constexpr (kFast) return simd::abs_sum(v, n);
-    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int k = 0; k < 8; ++k) acc[k] += std::fabs(v[i + size_t(k)]);
-    for (; i < n; ++i) acc[0] += std::fabs(v[i]);
-    double s = 0;
-    for (int k = 0; k < 8; ++k) s += double(acc[k]);
-    return s;
+    upd_.check_gradients(grads_.data(), batch_);
+    update_arena();
   }
 
   void load_input(const T* x, int rows = -1) {
@@ -618,65 +607,13 @@ class Model final : public ModelBase {
   // least this many values; reductions combine per-chunk partials in chunk order.
   static constexpr size_t kChunk = size_t(1) << 14;
 
-  // The arena's updates are written to next_ (and the optimizer's state to state_next_), looked
-  // at, and kept by swapping the buffers: a step whose new values are not all finite (a
-  // learning rate times a finite gradient can leave the float range) leaves the model as it
-  // was, like a non-finite gradient.
-  void sgd_update() {
-    next_.resize(n_params_);
-    char finite[256];
-    const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
-      if constexpr (kFast) {
-        finite[c] = simd::sgd_step(params_.data() + b, grads_.data() + b, float(rate_),
-                                   next_.data() + b, e - b);
-      } else {
-        for (size_t i = b; i < e; ++i) next_[i] = params_[i] - T(rate_) * grads_[i];
-        finite[c] = all_finite(next_.data() + b, e - b);
-      }
-    });
-    keep_update(finite, chunks);
+  // Every update but the fused step's (update.h): written aside, looked at, kept by a swap.
+  void update_arena() {
+    if (opt_.plain_sgd()) upd_.sgd(params_, grads_.data(), rate_, check_finite_, batch_);
+    else upd_.step(params_, grads_.data(), opt_state_, lr_, steps_, check_finite_, batch_);
+    forget_bounds();
   }
-
-  void optimizer_step() {
-    if (opt_.grad_clip > 0) {
-      const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
-        double sq = 0;
-        for (size_t i = b; i < e; ++i) sq += double(grads_[i]) * double(grads_[i]);
-        part_[size_t(c)] = sq;
-      });
-      double sq = 0;
-      for (int c = 0; c < chunks; ++c) sq += part_[size_t(c)];
-      clip_gradients(opt_, grads_.data(), n_params_, sq);
-    }
-    next_.resize(n_params_);
-    state_next_.resize(opt_state_.size());
-    char finite[256];
-    const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
-      optim_update(opt_, lr_, steps_, params_.data(), grads_.data(), opt_state_.data(), n_params_,
-                   b, e, next_.data(), state_next_.data());
-      bool ok = all_finite(next_.data() + b, e - b);
-      for (size_t k = 0; ok && k < size_t(opt_.buffers()); ++k)
-        ok = all_finite(state_next_.data() + k * n_params_ + b, e - b);
-      finite[c] = ok;
-    });
-    keep_update(finite, chunks);
-  }
-
-  void keep_update(const char* finite, int chunks) {
-    bool all = true;
-    for (int c = 0; c < chunks; ++c) all = all && finite[c];
-    if (!all && check_finite_) {
-      for (const ParamInfo& p : info_) {
-        if (!all_finite(&next_[p.offset], p.size)) diverged_update(p.offset, false);
-        for (size_t k = 0; k < size_t(opt_.buffers()); ++k)
-          if (!all_finite(&state_next_[k * n_params_ + p.offset], p.size))
-            diverged_update(p.offset, true);
-      }
-    }
-    params_.swap(next_);
-    opt_state_.swap(state_next_);
-    wmax_.clear();  // the fused step's weight bounds: found again when next needed
-  }
+  void forget_bounds() { std::fill(wmax_.begin(), wmax_.end(), -1.0); }  // fused_safe's
 
   void act_fwd(const IrNode& nd, const LayerPlan& L, const T* z, T* a, int rows) {
     if (nd.act == Act::Softmax || !kFast) {  // rows
@@ -770,7 +707,7 @@ class Model final : public ModelBase {
       const IrNode& nd = ir_.nodes[idx];
       if (nd.kind == NodeKind::Split || nd.kind == NodeKind::Tap) continue;
       const Slot& s = slots_[slot_of_[idx]];
-      if (!all_finite(&vals_[s.off], size_t(R_) * s.width)) {
+      if (!cpu::all_finite(&vals_[s.off], size_t(R_) * s.width)) {
         where = nd.kind == NodeKind::Input ? "the input" : "node '" + nd.name + "'";
         break;
       }
@@ -780,50 +717,6 @@ class Model final : public ModelBase {
                    ". The model holds its state from before this batch (try a smaller "
                    "learning rate, or grad_clip)");
   }
-  void check_gradients() {
-    char finite[256];  // per chunk (the pool has at most 256 threads)
-    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
-    const int chunks = parallel_for(n_params_, kChunk, [&](int c, size_t b, size_t e) {
-      finite[c] = all_finite(grads_.data() + b, e - b);
-    });
-    bool all = true;
-    for (int c = 0; c < chunks; ++c) all = all && finite[c];
-    if (all) return;
-    for (const ParamInfo& p : info_)
-      if (!all_finite(&grads_[p.offset], p.size)) diverged_at(p.offset);
-  }
-  [[noreturn]] void diverged_update(size_t offset, bool state = false) const {
-    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": " +
-                   (state ? "the optimizer state of '" + param_at(offset) + "' is not finite (a "
-                            "gradient's square leaves the float range; try grad_clip)"
-                          : "the update of '" + param_at(offset) + "' is not finite (the "
-                            "learning rate times a finite gradient leaves the float range; try a "
-                            "smaller learning rate, or grad_clip)") +
-                   ". The model holds its state from before this batch");
-  }
-  std::string param_at(size_t offset) const {
-    for (const ParamInfo& p : info_)
-      if (p.offset == offset) return p.name;
-    return "?";
-  }
-  [[noreturn]] void diverged_at(size_t offset) const {  // the parameter at `offset`
-    throw Diverged("training diverged at batch " + std::to_string(batch_) + ": the gradient of '" +
-                   param_at(offset) + "' is not finite. The model holds its state from before this batch "
-                   "(try a smaller learning rate, or grad_clip)");
-  }
-  static bool all_finite(const T* v, size_t n) {
-    // x * 0 is 0 for finite x and NaN for inf/NaN; 8 independent lanes, so the pass vectorises
-    // without reassociation flags (one serial chain ran at 1 add per 4 cycles)
-    T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int k = 0; k < 8; ++k) acc[k] += v[i + size_t(k)] * T(0);
-    for (; i < n; ++i) acc[0] += v[i] * T(0);
-    T all = 0;
-    for (int k = 0; k < 8; ++k) all += acc[k];
-    return all == T(0);
-  }
-
   // Class ids (one per cell) of sample `r` as one-hot rows, checked: a bad id is a DataError.
   const T* one_hot(const T* ids, int r) {
     const IrNode& out = ir_.nodes[ir_.output];
@@ -884,7 +777,6 @@ class Model final : public ModelBase {
   // 64-byte aligned (cpu/aligned.h): products write their rows from line boundaries
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
-  cpu::LineVector<T> next_, state_next_;  // the arena's update before it is kept (keep_update)
   std::vector<double> wmax_;  // per layer node: a bound on its |W_ij|, |b_i|, or -1 (fused_safe)
   std::vector<double> gbound_;  // per layer node: this step's G (fused_safe)
   std::vector<std::unique_ptr<StructNode<T>>> structs_;  // by node index; null for other kinds
@@ -898,6 +790,7 @@ class Model final : public ModelBase {
   const std::atomic<bool>* stop_ = nullptr;
   bool stop_all_ = false;                 // some rank asked to stop after this batch
   std::vector<double> part_ = std::vector<double>(256, 0.0);  // per-chunk partials (threads.h)
+  cpu::Updater<T> upd_{info_, opt_};  // the arena's updates and the verdicts on them (update.h)
 };
 
 }  // namespace

@@ -1,0 +1,162 @@
+// The arena's parameter updates and the verdicts on a training step (docs/engine.md
+// "Divergence"): the gradients must be finite, and so must the new parameters and optimizer
+// state, which are written aside, looked at, and kept by swapping buffers, so a refused step
+// leaves the model as it was. Used by the CPU executor (model.cpp) for every update that is not
+// the fused SGD step, and by that step where its bounds fail.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../core/optim.h"
+#include "aligned.h"
+#include "neuromorph/engine.h"
+#include "neuromorph/errors.h"
+#include "simd.h"
+#include "threads.h"
+
+namespace nm::cpu {
+
+// Whether v[0..n) is all finite: x * 0 is 0 for finite x and NaN for inf/NaN; 8 independent
+// lanes, so the pass vectorises without reassociation flags (one serial chain ran at 1 add per
+// 4 cycles).
+template <class T>
+bool all_finite(const T* v, size_t n) {
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += v[i + size_t(k)] * T(0);
+  for (; i < n; ++i) acc[0] += v[i] * T(0);
+  T all = 0;
+  for (int k = 0; k < 8; ++k) all += acc[k];
+  return all == T(0);
+}
+
+// The sum of |v_i|: inf or NaN when a value is (or the sums overflow).
+template <class T>
+double abs_sum(const T* v, size_t n) {
+  if constexpr (std::is_same_v<T, float>) return simd::abs_sum(v, n);
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += std::fabs(double(v[i]));
+  return s;
+}
+
+template <class T>
+class Updater {
+ public:
+  Updater(const std::vector<ParamInfo>& info, const OptimConfig& opt) : info_(info), opt_(opt) {}
+
+  void allocate(size_t n_params) {
+    n_ = n_params;
+    next_.assign(n_, T(0));
+    state_next_.assign(size_t(opt_.buffers()) * n_, T(0));
+  }
+
+  // Diverged naming the first parameter (in parameter order) whose gradient is not finite.
+  void check_gradients(const T* g, int batch) const {
+    char finite[256];  // per chunk (the pool has at most 256 threads)
+    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
+    const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
+      finite[c] = all_finite(g + b, e - b);
+    });
+    if (all_of(finite, chunks)) return;
+    for (const ParamInfo& p : info_)
+      if (!all_finite(g + p.offset, p.size)) gradient_not_finite(p.offset, batch);
+  }
+
+  // Plain SGD: p - rate g, kept when every value is finite (or `check` is off).
+  void sgd(LineVector<T>& p, const T* g, double rate, bool check, int batch) {
+    char finite[256];
+    const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
+      if constexpr (std::is_same_v<T, float>) {
+        finite[c] = simd::sgd_step(p.data() + b, g + b, float(rate), next_.data() + b, e - b);
+      } else {
+        for (size_t i = b; i < e; ++i) next_[i] = p[i] - T(rate) * g[i];
+        finite[c] = all_finite(next_.data() + b, e - b);
+      }
+    });
+    keep(finite, chunks, p, nullptr, check, batch);
+  }
+
+  // Clipping (when set; g is rescaled in place), then the optimizer's update of the parameters
+  // and its state at step t, kept when every new value is finite (or `check` is off).
+  void step(LineVector<T>& p, T* g, LineVector<T>& state, double lr, long t, bool check,
+            int batch) {
+    if (opt_.grad_clip > 0) {
+      const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
+        double sq = 0;
+        for (size_t i = b; i < e; ++i) sq += double(g[i]) * double(g[i]);
+        part_[size_t(c)] = sq;
+      });
+      double sq = 0;
+      for (int c = 0; c < chunks; ++c) sq += part_[size_t(c)];
+      clip_gradients(opt_, g, n_, sq);
+    }
+    char finite[256];
+    const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
+      optim_update(opt_, lr, t, p.data(), g, state.data(), n_, b, e, next_.data(),
+                   state_next_.data());
+      bool ok = all_finite(next_.data() + b, e - b);
+      for (size_t k = 0; ok && k < size_t(opt_.buffers()); ++k)
+        ok = all_finite(state_next_.data() + k * n_ + b, e - b);
+      finite[c] = ok;
+    });
+    keep(finite, chunks, p, &state, check, batch);
+  }
+
+  [[noreturn]] void gradient_not_finite(size_t offset, int batch) const {
+    throw Diverged("training diverged at batch " + std::to_string(batch) + ": the gradient of '" +
+                   name_at(offset) + "' is not finite. The model holds its state from before "
+                   "this batch (try a smaller learning rate, or grad_clip)");
+  }
+
+  [[noreturn]] void update_not_finite(size_t offset, bool state, int batch) const {
+    throw Diverged("training diverged at batch " + std::to_string(batch) + ": " +
+                   (state ? "the optimizer state of '" + name_at(offset) + "' is not finite (a "
+                            "gradient's square leaves the float range; try grad_clip)"
+                          : "the update of '" + name_at(offset) + "' is not finite (the "
+                            "learning rate times a finite gradient leaves the float range; try a "
+                            "smaller learning rate, or grad_clip)") +
+                   ". The model holds its state from before this batch");
+  }
+
+ private:
+  static constexpr size_t kChunk = size_t(1) << 14;
+
+  static bool all_of(const char* finite, int chunks) {
+    for (int c = 0; c < chunks; ++c)
+      if (!finite[c]) return false;
+    return true;
+  }
+
+  // Swap the new values in, or (checking, one not finite) name the parameter and keep nothing.
+  void keep(const char* finite, int chunks, LineVector<T>& p, LineVector<T>* state, bool check,
+            int batch) {
+    if (check && !all_of(finite, chunks))
+      for (const ParamInfo& q : info_) {
+        if (!all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
+        for (size_t k = 0; state && k < size_t(opt_.buffers()); ++k)
+          if (!all_finite(&state_next_[k * n_ + q.offset], q.size))
+            update_not_finite(q.offset, true, batch);
+      }
+    p.swap(next_);
+    if (state) state->swap(state_next_);
+  }
+
+  std::string name_at(size_t offset) const {
+    for (const ParamInfo& q : info_)
+      if (q.offset == offset) return q.name;
+    return "?";
+  }
+
+  const std::vector<ParamInfo>& info_;
+  const OptimConfig& opt_;
+  size_t n_ = 0;
+  LineVector<T> next_, state_next_;  // the new values before they are kept
+  double part_[256] = {};            // per-chunk sums of squares (clipping)
+};
+
+}  // namespace nm::cpu
