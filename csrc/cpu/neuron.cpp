@@ -279,7 +279,8 @@ class NeuronNode final : public StructNode<T> {
   // drop: this cell is in a neuron body, where `dropout` applies while training
   void cell_forward(const T* P, const Cell& c, const T* h, CellSave<T>& s, T* out, int R,
                     bool drop = false) {
-    std::vector<T> pre(size_t(R) * c.out);
+    thread_local std::vector<T> pre;  // per thread, grown once: no allocation per call
+    pre.resize(size_t(R) * c.out);
     nn::linear_forward(h, P + c.W, (const T*)nullptr, pre.data(), R, c.in, c.out);
     s.xhat.assign(pre.size(), T(0));
     s.rstd.assign(R, T(0));
@@ -303,8 +304,10 @@ class NeuronNode final : public StructNode<T> {
   void cell_backward(const T* P, T* G, const Cell& c, const T* h, const CellSave<T>& s, const T* da,
                      T* dh, int R) {
     const size_t n = size_t(R) * c.out;
-    std::vector<T> dz(n), dpre(n, T(0)), dbeta(c.out, T(0));
-    std::vector<T> dm;
+    thread_local std::vector<T> dz, dpre, dbeta, dm;  // per thread, grown once
+    dz.resize(n);
+    dpre.assign(n, T(0));
+    dbeta.assign(size_t(c.out), T(0));
     if (!s.mask.empty()) {
       dm.assign(da, da + n);
       for (size_t i = 0; i < n; ++i) dm[i] *= s.mask[i];
@@ -319,8 +322,10 @@ class NeuronNode final : public StructNode<T> {
   // --------------------------------------------------------------- voltage
   // v = σ(w · mean_t dend(x)) for one sample (x: T x Ds)
   T voltage(const T* P, const Neuron& u, const T* x) {
-    std::vector<T> h(x, x + size_t(T_) * Ds_), nxt(h.size());
-    CellSave<T> cs;
+    thread_local std::vector<T> h, nxt;  // per thread, grown once (called per sample and neuron)
+    thread_local CellSave<T> cs;
+    h.assign(x, x + size_t(T_) * Ds_);
+    nxt.resize(h.size());
     for (const Cell& c : u.dend) {
       cell_forward(P, c, h.data(), cs, nxt.data(), T_);
       h.swap(nxt);
