@@ -384,6 +384,50 @@ def test_adams_second_moment_overflow_is_named_as_such():
     nm.release(h)
 
 
+@pytest.mark.parametrize("verbosity, n, bad", [(0, 10, 8), (2, 10, 8), (1, 403, 402)])
+def test_a_diverging_partial_batch_is_named_by_its_place_in_the_epoch(verbosity, n, bad):
+    """The partial last batch runs in its own engine call, which counts from 0: the message
+    must still name it after the whole batches (it had said batch 0, or with the progress
+    chunks of verbosity 1 at 200+ batches, one too few)."""
+    B = 4 if n == 10 else 2
+    h = nm.compile("/xavier,zero/ (x, 4) (h, 8, <linear>) (y, 2, <linear>, <mse>)", B, 0.01)
+    nm.build(h)
+    x, e = np.ones((n, 4)), np.zeros((n, 2))
+    x[bad:] = 1e30
+    x[bad, 0] = -3e38
+    with pytest.raises(nm.DivergedError, match=f"at batch {bad // B} of the epoch"):
+        nm.train(h, x, e, verbosity=verbosity)
+    nm.release(h)
+
+
+def test_a_diverging_epoch_is_named():
+    h = nm.compile("/xavier,zero/ (x, 4) (h, 8, <linear>) (y, 2, <linear>, <mse>)", 4, 0.01,
+                   schedule="step", gamma=1e6)
+    nm.build(h)
+    rng = np.random.default_rng(0)
+    x, e = rng.normal(size=(12, 4)), rng.normal(size=(12, 2))
+    with pytest.raises(nm.DivergedError, match=r"at batch \d+ of epoch [2-5]/5"):
+        nm.train(h, x, e, verbosity=0, epochs=5)
+    nm.release(h)
+
+
+def test_clipping_float64_gradients_whose_squares_overflow():
+    """grad_clip on a float64 model whose gradient norm passes 1e154: the sum of squares is inf
+    in double, and clip / inf had zeroed the step silently. Clipped, the step is the same as
+    at a norm that does not overflow (the direction, at the clip's length)."""
+    out = []
+    for s in (1e150, 1e160):
+        h = nm.compile("/xavier,zero/ (x, 2) (y, 2, <softmax>, <cross_entropy>)", 1, 0.1,
+                       dtype="float64", grad_clip=1.0)
+        nm.build(h)
+        nm.set_params(h, {"y.weight": np.zeros((2, 2)), "y.bias": np.zeros(2)})
+        nm.train(h, np.array([[s, 0.0]]), np.array([[1.0, 0.0]]), verbosity=0)
+        out.append(nm.get_params(h)["y.weight"][:, 0])
+        nm.release(h)
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-9)
+    np.testing.assert_allclose(np.abs(out[0]), 0.1 / np.sqrt(2), rtol=1e-6)
+
+
 def test_fit_argument_errors():
     h = _model(8)
     x, y = _data(20)

@@ -70,6 +70,7 @@ class Updater {
   // Plain SGD: p - rate g, kept when every value is finite (or `check` is off).
   void sgd(LineVector<T>& p, const T* g, double rate, bool check, int batch) {
     char finite[256];
+    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
     const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
       if constexpr (std::is_same_v<T, float>) {
         finite[c] = simd::sgd_step(p.data() + b, g + b, float(rate), next_.data() + b, e - b);
@@ -93,9 +94,11 @@ class Updater {
       });
       double sq = 0;
       for (int c = 0; c < chunks; ++c) sq += part_[size_t(c)];
-      clip_gradients(opt_, g, n_, sq);
+      if (std::isfinite(sq)) clip_gradients(opt_, g, n_, sq);
+      else clip_to(g, scaled_norm(g));  // float64 gradients past 1e154: the squares overflowed
     }
     char finite[256];
+    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
     const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
       optim_update(opt_, lr, t, p.data(), g, state.data(), n_, b, e, next_.data(),
                    state_next_.data());
@@ -125,6 +128,19 @@ class Updater {
 
  private:
   static constexpr size_t kChunk = size_t(1) << 14;
+
+  // The global norm of finite gradients whose squares overflow: max|g| times the norm of g/max|g|.
+  double scaled_norm(const T* g) const {
+    double m = 0, s = 0;
+    for (size_t i = 0; i < n_; ++i) m = std::max(m, std::fabs(double(g[i])));
+    for (size_t i = 0; i < n_; ++i) s += (double(g[i]) / m) * (double(g[i]) / m);
+    return m * std::sqrt(s);
+  }
+  void clip_to(T* g, double norm) const {  // clip_gradients' rule from the norm itself
+    const double coef = opt_.grad_clip / (norm + 1e-6);
+    if (coef < 1)
+      for (size_t i = 0; i < n_; ++i) g[i] = T(g[i] * coef);
+  }
 
   static bool all_of(const char* finite, int chunks) {
     for (int c = 0; c < chunks; ++c)

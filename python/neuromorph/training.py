@@ -250,9 +250,13 @@ def _batches(h: int, x: _Rows, e: _Rows, ids: bool, B: int, call: str, first: in
             return _run_shards(h, x, e, ids, B, dist)
         return _run_batches(h, x, e, ids, B, call)
     except DivergedError as err:
-        msg = re.sub(r"at batch (\d+)", lambda m: f"at batch {int(m.group(1)) + first} of the "
-                     f"epoch", str(err), count=1)
-        raise DivergedError(msg) from None
+        raise _renumbered(err, first, " of the epoch") from None
+
+
+def _renumbered(err: DivergedError, k: int, suffix: str = "") -> DivergedError:
+    """The error with the batch it names moved on by k (the engine counts from 0 in each call)."""
+    return DivergedError(re.sub(r"at batch (\d+)", lambda m: f"at batch {int(m.group(1)) + k}"
+                                f"{suffix}", str(err), count=1))
 
 
 def _run_batches(h: int, x: _Rows, e: _Rows, ids: bool, B: int,
@@ -273,12 +277,15 @@ def _run_batches(h: int, x: _Rows, e: _Rows, ids: bool, B: int,
     r = len(x) - n * B
     if r and not interrupted:
         xr, er = x[n * B:][None], e[n * B:][None]
-        if call == "train":
-            l, parts, interrupted = fn(h, xr, er, ids, r)
-            HISTORY.setdefault(h, []).append(np.asarray(l))
-            PARTS.setdefault(h, []).append(np.asarray(parts))
-        else:
-            l = fn(h, xr, er, ids, r)
+        try:
+            if call == "train":
+                l, parts, interrupted = fn(h, xr, er, ids, r)
+                HISTORY.setdefault(h, []).append(np.asarray(l))
+                PARTS.setdefault(h, []).append(np.asarray(parts))
+            else:
+                l = fn(h, xr, er, ids, r)
+        except DivergedError as err:  # the partial batch comes after the n whole ones
+            raise _renumbered(err, n) from None
         losses.extend(np.asarray(l).tolist())
         rows.extend([r] * len(l))
     return losses, rows, interrupted
@@ -305,7 +312,10 @@ def _run_shards(h: int, x: _Rows, e: _Rows, ids: bool, G: int,
         xr, mine, weight = dist.shard_rest(x[n * G:])
         er, _, _ = dist.shard_rest(e[n * G:])
         _core.set_distributed(h, dist.spec, weight)
-        l, parts, interrupted = _core.train(h, xr[None], er[None], ids, mine)
+        try:
+            l, parts, interrupted = _core.train(h, xr[None], er[None], ids, mine)
+        except DivergedError as err:  # the partial batch comes after the n whole ones
+            raise _renumbered(err, n) from None
         interrupted = dist.any(interrupted)
         HISTORY.setdefault(h, []).append(np.asarray(l))
         PARTS.setdefault(h, []).append(np.asarray(parts))
@@ -396,7 +406,13 @@ def fit(h: object, inputs: Data, expected: Data, *, epochs: int = 1, shuffle: bo
                     order = _distributed.shuffled(dist, order)
                 x, e = x[order], e[order]
             label = f"epoch {epoch}/{epochs}" if epochs > 1 else ""
-            losses, rows = _epoch(h, x, e, ids, B, verbosity, label, dist, show)
+            try:
+                losses, rows = _epoch(h, x, e, ids, B, verbosity, label, dist, show)
+            except DivergedError as err:
+                if epochs == 1:
+                    raise
+                raise DivergedError(str(err).replace(" of the epoch", f" of epoch {epoch}/{epochs}",
+                                                     1)) from None
             hist.batch_loss = np.concatenate([hist.batch_loss, losses])
             row = {"epoch": epoch, "loss": weighted_mean(losses, rows)}
             # measuring never moves the training stream: a recurrent model's state is set
