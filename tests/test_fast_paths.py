@@ -78,7 +78,7 @@ def test_dense_products_match_reference(sizes, batch):
 
 @pytest.mark.parametrize("batch", [1, 16, 33])
 def test_training_steps_track_the_reference(batch):
-    """Plain SGD on a float model is fused into backward (gemm.cpp dense_backward_sgd): batch 1
+    """Plain SGD on a float model is fused into backward (gemm.cpp dense_input_grad, dense_sgd_update): batch 1
     and 16 take the small-batch kernels, 33 the BLAS path (rows > 16). The float64 model's
     unfused update is the reference for weights and biases alike."""
     text = "/xavier,zero/ (x, 20) (h, 300, <gelu>) (y, 4, <softmax>, <cross_entropy>)"

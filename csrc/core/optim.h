@@ -2,6 +2,7 @@
 // torch.optim (SGD with L2 weight decay and momentum; Adam with L2; AdamW decoupled), with
 // global-norm gradient clipping as torch.nn.utils.clip_grad_norm_. Documented in docs/engine.md.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -24,11 +25,20 @@ inline AdamStep adam_step(const OptimConfig& c, double lr, long t) {
   return AdamStep{c.rate(lr, t) / bc1, std::sqrt(bc2), c.kind == OptimConfig::AdamW};
 }
 
-// One optimizer step on n parameters. state holds buffers() * n values; t is the number of
-// steps taken before this one. Gradients may be rescaled in place (clipping).
-// Global-norm clipping of g[0..n) (clip_grad_norm_): rescales in place.
+// Global-norm clipping of g[0..n) (clip_grad_norm_) given the sum of squares: rescales in place.
+// Where that sum overflows (float64 gradients past 1e154) the norm is max|g| times the norm of
+// g / max|g| (clip / inf would zero the step).
 template <class T>
 void clip_gradients(const OptimConfig& c, T* g, size_t n, double sum_sq) {
+  if (!std::isfinite(sum_sq)) {
+    double m = 0, s = 0;
+    for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(double(g[i])));
+    for (size_t i = 0; i < n; ++i) s += (double(g[i]) / m) * (double(g[i]) / m);
+    const double coef = c.grad_clip / (m * std::sqrt(s) + 1e-6);
+    if (coef < 1)
+      for (size_t i = 0; i < n; ++i) g[i] = T(g[i] * coef);
+    return;
+  }
   const double coef = fm::clip_coef(sum_sq, c.grad_clip);
   if (coef < 1)
     for (size_t i = 0; i < n; ++i) g[i] = T(g[i] * coef);
@@ -73,18 +83,6 @@ void optim_update(const OptimConfig& c, double lr, long t, const T* p, const T* 
       break;
     }
   }
-}
-
-// One optimizer step on n parameters: clipping (when set), then the update. Gradients may be
-// rescaled in place (clipping).
-template <class T>
-void optim_step(const OptimConfig& c, double lr, long t, T* p, T* g, T* state, size_t n) {
-  if (c.grad_clip > 0) {
-    double sq = 0;
-    for (size_t i = 0; i < n; ++i) sq += double(g[i]) * double(g[i]);
-    clip_gradients(c, g, n, sq);
-  }
-  optim_update(c, lr, t, p, g, state, n, 0, n, p, state);
 }
 
 }  // namespace nm

@@ -155,21 +155,18 @@ void dense_input_grad(const float* u, const float* W, const float* dz, float* du
   ops::dense_backward<float>(u, W, dz, nullptr, nullptr, du, rows, in, out);
 }
 
-void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,
-                        int in, int out, float lr) {
-  if (small_kernels(rows, in) && simd::dense_backward_sgd_small(u, W, dz, b, du, rows, in, out, lr))
-    return;
+void dense_sgd_update(const float* u, float* W, const float* dz, float* b, int rows, int in,
+                      int out, float lr) {
+  if (small_kernels(rows, in) && simd::dense_sgd_update_small(u, W, dz, b, rows, in, out, lr)) return;
 #if NM_HAVE_BLAS
   if (size_t(rows) * in * out >= kBlasMin) {
-    if (du) gemm(false, false, rows, in, out, dz, out, W, in, du, in);
     sgemm(true, false, out, in, rows, -lr, dz, out, u, in, 1.0f, W, in);
     for (int r = 0; r < rows; ++r)
       for (int o = 0; o < out; ++o) b[o] -= lr * dz[size_t(r) * out + o];
     return;
   }
 #endif
-  // Small and without SIMD: the reference op into a scratch-free form, row by row.
-  dense_input_grad(u, W, dz, du, rows, in, out);
+  // Small and without SIMD: plain loops, row by row.
   for (int o = 0; o < out; ++o) {
     float gs = 0;
     for (int r = 0; r < rows; ++r) gs += dz[size_t(r) * out + o];

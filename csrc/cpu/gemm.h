@@ -26,12 +26,11 @@ template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
           T beta, T* C, int ldc);
 
-// One layer's fused SGD step (plain SGD, non-recurrent models): du += dz . W with the old W,
-// then W -= lr dz^T u and b -= lr sum_rows dz; no gradient is stored. du may be null (the
-// update alone); dense_input_grad is its first half (the same kernels, so the same bits).
-void dense_backward_sgd(const float* u, float* W, const float* dz, float* b, float* du, int rows,
-                        int in, int out, float lr);
+// The fused SGD step's two halves (plain SGD, non-recurrent models; model.cpp fused_step):
+// du += dz . W with the old W; then W -= lr dz^T u and b -= lr sum_rows dz, no gradient stored.
 void dense_input_grad(const float* u, const float* W, const float* dz, float* du, int rows, int in,
                       int out);
+void dense_sgd_update(const float* u, float* W, const float* dz, float* b, int rows, int in,
+                      int out, float lr);
 
 }  // namespace nm::cpu

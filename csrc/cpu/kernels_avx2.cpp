@@ -116,10 +116,9 @@ NM_AVX2 void dense_backward_small_avx2(const float* u, const float* W, const flo
   }
 }
 
-// Fused SGD step of one layer: du += dz . W (old W), then W -= lr dz^T u, b -= lr sum_r dz.
-NM_AVX2 void dense_backward_sgd_small_avx2(const float* u, float* W, const float* dz, float* b,
-                                           float* du, int rows, int in, int out, float lr) {
-  if (du) dense_backward_small_avx2(u, W, dz, nullptr, nullptr, du, rows, in, out);
+// The fused SGD step's update of one layer: W -= lr dz^T u, b -= lr sum_r dz.
+NM_AVX2 void dense_sgd_update_small_avx2(const float* u, float* W, const float* dz, float* b,
+                                         int rows, int in, int out, float lr) {
   for (int o = 0; o < out; ++o) {
     float g[16];
     __m256 gv[16];

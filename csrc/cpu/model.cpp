@@ -75,7 +75,7 @@ class Model final : public ModelBase {
     zbuf_.assign(n_z_, T(0));
     scratch_.assign(size_t(B_) * max_width_, T(0));
     upd_.allocate(n_params_);
-    if (kFast && !ir_.recurrent && !has_structs_ && opt_.plain_sgd()) fdz_.assign(n_z_, T(0));
+    if (fusable()) fdz_.assign(n_z_, T(0));
     wmax_.assign(ir_.nodes.size(), -1.0);
     gbound_.assign(ir_.nodes.size(), 0.0);
     carry_.assign(n_carry_, T(0));
@@ -193,7 +193,7 @@ class Model final : public ModelBase {
     need_built();
     // SGD fused into backward (dense layers only); never distributed: the update needs the
     // summed gradient (and clipping / weight decay the global one)
-    const bool fuse = kFast && !ir_.recurrent && opt_.plain_sgd() && !has_structs_ && !reducer_;
+    const bool fuse = fusable() && !reducer_;
     stop_ = stop;
     for (int k = 0; k < n; ++k) {
       rate_ = opt_.rate(lr_, steps_);
@@ -559,9 +559,9 @@ class Model final : public ModelBase {
         const int src = nd.inputs[0].node;
         if constexpr (kFast)
           if (fuse_ == Fuse::Update) {
-            cpu::dense_backward_sgd(val(src, row), &params_[L.W],
-                                    &fdz_[L.z + size_t(row) * L.cells * L.out], &params_[L.b],
-                                    nullptr, R, L.in, L.out, float(rate_));
+            cpu::dense_sgd_update(val(src, row), &params_[L.W],
+                                  &fdz_[L.z + size_t(row) * L.cells * L.out], &params_[L.b], R,
+                                  L.in, L.out, float(rate_));
             break;
           }
         T* dz = fuse_ == Fuse::Grads ? &fdz_[L.z + size_t(row) * L.cells * L.out]
@@ -614,6 +614,9 @@ class Model final : public ModelBase {
     forget_bounds();
   }
   void forget_bounds() { std::fill(wmax_.begin(), wmax_.end(), -1.0); }  // fused_safe's
+  // plain SGD on a float model of dense layers only, not recurrent: the fused step (when not
+  // distributed)
+  bool fusable() const { return kFast && !ir_.recurrent && opt_.plain_sgd() && !has_structs_; }
 
   void act_fwd(const IrNode& nd, const LayerPlan& L, const T* z, T* a, int rows) {
     if (nd.act == Act::Softmax || !kFast) {  // rows

@@ -317,7 +317,7 @@ namespace nm::simd {
 void dense_forward_small_avx2(const float*, const float*, const float*, float*, int, int, int);
 void dense_backward_small_avx2(const float*, const float*, const float*, float*, float*, float*,
                                int, int, int);
-void dense_backward_sgd_small_avx2(const float*, float*, const float*, float*, float*, int, int,
+void dense_sgd_update_small_avx2(const float*, float*, const float*, float*, int, int,
                                    int, float);
 void softmax_rows_avx2(float*, const float*, int, int);
 void softmax_rows_backward_avx2(const float*, float*, int, int, float*);
@@ -366,15 +366,15 @@ void softmax_rows_backward(const float* p, float* dp, int rows, int n, float* ac
 }  // namespace nm::simd
 
 namespace nm::simd {
-bool dense_backward_sgd_small(const float* u, float* W, const float* dz, float* b, float* du,
-                              int rows, int in, int out, float lr) {
+bool dense_sgd_update_small(const float* u, float* W, const float* dz, float* b, int rows, int in,
+                            int out, float lr) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   if (kHasAvx2 && rows <= 16) {
-    dense_backward_sgd_small_avx2(u, W, dz, b, du, rows, in, out, lr);
+    dense_sgd_update_small_avx2(u, W, dz, b, rows, in, out, lr);
     return true;
   }
 #endif
-  (void)u; (void)W; (void)dz; (void)b; (void)du; (void)rows; (void)in; (void)out; (void)lr;
+  (void)u; (void)W; (void)dz; (void)b; (void)rows; (void)in; (void)out; (void)lr;
   return false;
 }
 }  // namespace nm::simd

@@ -50,7 +50,7 @@ void dense_forward_small(const float* u, const float* W, const float* b, float* 
                          int in, int out);
 void dense_backward_small(const float* u, const float* W, const float* dz, float* dW, float* db,
                           float* du, int rows, int in, int out);
-// Fused SGD step for few rows; false when this CPU has no vector path for it.
-bool dense_backward_sgd_small(const float* u, float* W, const float* dz, float* b, float* du,
-                              int rows, int in, int out, float lr);
+// W -= lr dz^T u, b -= lr sum_rows dz for few rows; false when this CPU has no vector path.
+bool dense_sgd_update_small(const float* u, float* W, const float* dz, float* b, int rows, int in,
+                            int out, float lr);
 }  // namespace nm::simd

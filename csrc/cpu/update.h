@@ -94,8 +94,7 @@ class Updater {
       });
       double sq = 0;
       for (int c = 0; c < chunks; ++c) sq += part_[size_t(c)];
-      if (std::isfinite(sq)) clip_gradients(opt_, g, n_, sq);
-      else clip_to(g, scaled_norm(g));  // float64 gradients past 1e154: the squares overflowed
+      clip_gradients(opt_, g, n_, sq);
     }
     char finite[256];
     std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
@@ -128,19 +127,6 @@ class Updater {
 
  private:
   static constexpr size_t kChunk = size_t(1) << 14;
-
-  // The global norm of finite gradients whose squares overflow: max|g| times the norm of g/max|g|.
-  double scaled_norm(const T* g) const {
-    double m = 0, s = 0;
-    for (size_t i = 0; i < n_; ++i) m = std::max(m, std::fabs(double(g[i])));
-    for (size_t i = 0; i < n_; ++i) s += (double(g[i]) / m) * (double(g[i]) / m);
-    return m * std::sqrt(s);
-  }
-  void clip_to(T* g, double norm) const {  // clip_gradients' rule from the norm itself
-    const double coef = opt_.grad_clip / (norm + 1e-6);
-    if (coef < 1)
-      for (size_t i = 0; i < n_; ++i) g[i] = T(g[i] * coef);
-  }
 
   static bool all_of(const char* finite, int chunks) {
     for (int c = 0; c < chunks; ++c)
