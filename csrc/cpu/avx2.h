@@ -49,6 +49,20 @@ NM_AVX2_INLINE void store8(float* p, __m256i m, bool whole, __m256 v) {
   else _mm256_maskstore_ps(p, m, v);
 }
 
+// The same for a group of n <= 8 lanes (m = lanes(n)): four lanes (attn2d's 4 heads) move as a
+// 128-bit half, the upper lanes of a load zero as under the mask, since masked stores are
+// microcoded on AMD's Zen cores; other partial groups under the mask.
+NM_AVX2_INLINE __m256 loadn(const float* p, __m256i m, int n) {
+  if (n == 8) return _mm256_loadu_ps(p);
+  if (n == 4) return _mm256_zextps128_ps256(_mm_loadu_ps(p));
+  return _mm256_maskload_ps(p, m);
+}
+NM_AVX2_INLINE void storen(float* p, __m256i m, int n, __m256 v) {
+  if (n == 8) _mm256_storeu_ps(p, v);
+  else if (n == 4) _mm_storeu_ps(p, _mm256_castps256_ps128(v));
+  else _mm256_maskstore_ps(p, m, v);
+}
+
 // e^x as simd.cpp's exp_f: x = k ln2 + r, a degree-7 polynomial in r, clamped to [-87, 88].
 // A NaN stays NaN: max/min return their second operand when one is NaN, so x goes second.
 NM_AVX2_INLINE __m256 exp8(__m256 x) {
