@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -65,7 +66,7 @@ class Pool {
     workers_.clear();
     stop_ = false;
     size_.store(n, std::memory_order_relaxed);
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(); });
   }
 
   int size() const { return size_.load(std::memory_order_relaxed); }
@@ -93,6 +94,7 @@ class Pool {
       chunks_ = chunks;
       pending_.store(chunks - 1, std::memory_order_relaxed);
       error_ = nullptr;
+      tickets_.store(uint32_t(chunks) << 16 | 1u, std::memory_order_release);  // 0: the caller's
       generation_.fetch_add(1, std::memory_order_release);
     }
     if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
@@ -102,6 +104,7 @@ class Pool {
     } catch (...) {
       mine = std::current_exception();
     }
+    claim_rest();  // the chunks no worker has taken yet: one asleep, or its virtual CPU not running
     if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> lock(mu_);
       done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
@@ -122,7 +125,7 @@ class Pool {
     if (begin < end) (*job_)(chunk, begin, end);
   }
 
-  void loop(int index) {
+  void loop() {
     unsigned long seen = 0;
     auto fresh = [&] { return generation_.load(std::memory_order_acquire) != seen; };
     for (;;) {
@@ -132,17 +135,33 @@ class Pool {
         cv_.wait(lock, fresh);
         sleepers_.fetch_sub(1, std::memory_order_acq_rel);
       }
-      bool mine;
       {
         std::lock_guard<std::mutex> lock(mu_);  // the job's fields, as published with it
         seen = generation_.load(std::memory_order_acquire);
         if (stop_) return;
-        mine = job_ && index < chunks_;
+        if (!job_) continue;
       }
-      if (!mine) continue;
+      claim_rest();
+    }
+  }
+
+  // Runs unclaimed chunks of the current job until none is left. tickets_ holds the job's chunk
+  // count (high half) and the next chunk to hand out (low half) in one word, so a claim can
+  // never take a chunk number of one job against another job's count; the job's fields were
+  // published before the word (release), a successful claim reads them after (acquire), and no
+  // job is published before every chunk of the last one is done. A chunk's result depends on
+  // its index only, so it does not matter which thread takes it.
+  void claim_rest() {
+    uint32_t t = tickets_.load(std::memory_order_acquire);
+    for (;;) {
+      const uint32_t c = t & 0xffffu;
+      if (c >= t >> 16) return;
+      if (!tickets_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                          std::memory_order_acquire))
+        continue;
       std::exception_ptr err;
       try {
-        work(index);
+        work(int(c));
       } catch (...) {
         err = std::current_exception();
       }
@@ -154,6 +173,7 @@ class Pool {
         std::lock_guard<std::mutex> lock(mu_);  // the caller may be about to sleep on done_
         done_.notify_one();
       }
+      t = tickets_.load(std::memory_order_acquire);
     }
   }
 
@@ -165,6 +185,7 @@ class Pool {
   int chunks_ = 1;
   std::atomic<int> size_{1};
   std::atomic<int> pending_{0}, sleepers_{0};
+  std::atomic<uint32_t> tickets_{0};  // chunk count << 16 | next chunk (claim_rest)
   std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;

@@ -1,8 +1,11 @@
 // The engine's own worker threads: its loops (elementwise activations and their derivatives,
 // softmax rows, the loss rows, the optimizer update), its large products cut into pieces
-// (gemm.cpp) and nodes' chunks of samples. Sized by build(threads=N) (process-wide). Work over [0, n) is cut into at most N
-// contiguous chunks by index alone and chunk i always runs on worker i, so every result is the
-// same for a fixed N; a reduction combines its per-chunk partials in chunk order.
+// (gemm.cpp) and nodes' chunks of samples. Sized by build(threads=N) (process-wide). Work over
+// [0, n) is cut into at most N contiguous chunks by index alone; chunk 0 runs on the calling
+// thread and each other chunk on whichever thread claims it first (the caller too, after its
+// own: a worker that sleeps or whose virtual CPU the host has paused does not hold the job up).
+// What a chunk computes depends on its index only, so every result is the same for a fixed N;
+// a reduction combines its per-chunk partials in chunk order.
 #pragma once
 #include <algorithm>
 #include <cstddef>

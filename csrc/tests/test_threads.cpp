@@ -1,6 +1,8 @@
 // The engine's worker pool (cpu/threads.h): chunks cut by index, nested loops inline, errors
 // from any chunk rethrown on the caller, chunk counts capped, workers that have gone to sleep
-// woken, two client threads sharing the pool, per-chunk gradient copies folded in chunk order.
+// woken, two client threads sharing the pool, per-chunk gradient copies folded in chunk order,
+// every chunk run exactly once whichever thread claims it (the caller takes those no worker
+// has, e.g. behind a worker held up in an earlier chunk).
 // Run under ASan/UBSan by tests/sanitize.sh; the same file passed ThreadSanitizer (docs/
 // performance.md, Threads).
 #include <atomic>
@@ -76,6 +78,35 @@ static void chunk_grads(int threads) {
   CHECK(G[0] == 3 * 64 && G[24] == 3 * 64 && G[12] == 0);
 }
 
+// Each chunk exactly once, whoever runs it: chunks of uneven cost (one sleeps), so the caller,
+// done with chunk 0 early, may claim others; and jobs started while the workers sleep (past
+// their spinning), whose other chunks the caller claims before a woken worker gets there: at
+// least once in 50 (a worker's wake-up is a futex call and a scheduling, the caller's claim one
+// atomic operation after its empty chunk 0).
+static void claims(int threads) {
+  set_pool_threads(threads);
+  const std::thread::id caller = std::this_thread::get_id();
+  int by_caller = 0;
+  for (int rep = 0; rep < 250; ++rep) {
+    const size_t nt = size_t(threads);
+    std::vector<std::atomic<int>> runs(nt);
+    std::vector<std::thread::id> who(nt);
+    for (auto& r : runs) r = 0;
+    const bool asleep = rep >= 200;
+    if (asleep) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    parallel_for(size_t(threads) * 10, 1, [&](int c, size_t, size_t) {
+      runs[size_t(c)]++;
+      who[size_t(c)] = std::this_thread::get_id();
+      if (c == 1 && !asleep && rep % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+    });
+    for (int c = 0; c < threads; ++c) CHECK(runs[size_t(c)].load() == 1);
+    CHECK(who[0] == caller);
+    if (asleep)
+      for (int c = 1; c < threads; ++c) by_caller += who[size_t(c)] == caller;
+  }
+  CHECK(by_caller > 0);
+}
+
 static void two_clients() {
   set_pool_threads(2);
   std::atomic<long> total{0};
@@ -90,7 +121,7 @@ static void two_clients() {
 
 int main() {
   for (int threads : {2, 3})
-    chunks_and_errors(threads), chunk_grads(threads);
+    chunks_and_errors(threads), chunk_grads(threads), claims(threads);
   two_clients();
   set_pool_threads(1);
   CHECK(pool_threads() == 1);
