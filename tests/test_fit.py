@@ -171,14 +171,20 @@ def test_a_nan_prediction_is_divergence_not_a_finite_loss(dtype, big):
 
 
 @pytest.mark.parametrize("batch, width", [(1, 4), (3, 40), (33, 40)])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw-clip"])
 def test_a_gradient_that_overflows_behind_a_finite_loss_changes_nothing(batch, width, optimizer):
     """The loss is finite, the hidden layer's input gradient dz . W overflows (W ~ 3e38): plain
     SGD on a float model takes the fused step (no gradient arena; batch 1 and 3 its small
-    kernels, 33 BLAS), which had written inf into hid.weight with no error. Both paths must
-    name the parameter and leave every parameter as it was."""
+    kernels, 33 BLAS), which had written inf into hid.weight with no error. Every path must
+    name the parameter and leave every parameter as it was. The arena's updates look at the
+    gradients only once an update is refused (cpu/update.h): each optimizer must turn a
+    gradient that is not finite into a refused update, and the error must still name the
+    gradient, not the update."""
+    kw = {"optimizer": optimizer}
+    if optimizer == "adamw-clip":
+        kw = {"optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 1.0}
     h = nm.compile(f"/xavier,zero/ (x, {width}) (hid, {width}, <tanh>) (y, 2, <linear>, <mse>)",
-                   batch, 0.1, optimizer=optimizer)
+                   batch, 0.1, **kw)
     nm.build(h)
     p = nm.get_params(h)
     p["hid.weight"][:] = 0

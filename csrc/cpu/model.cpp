@@ -203,8 +203,7 @@ class Model final : public ModelBase {
       } else {
         losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()), true);
         if (reducer_) losses[k] = all_reduce(losses[k]);  // distributed: global loss, gradient
-        if (check_finite_) upd_.check_gradients(grads_.data(), batch_);
-        update_arena();
+        update_arena();  // checks the gradients too (cpu/update.h)
       }
       if (parts) {
         const size_t np = 1 + aux_nodes_.size();
@@ -483,7 +482,6 @@ class Model final : public ModelBase {
       cpu::dense_backward(val(ir_.nodes[idx].inputs[0].node, 0), &params_[L.W], &fdz_[L.z], dW, db,
                           static_cast<T*>(nullptr), R_ * L.cells, L.in, L.out);
     }
-    upd_.check_gradients(grads_.data(), batch_);
     update_arena();
   }
 

@@ -67,7 +67,10 @@ class Updater {
       if (!all_finite(g + p.offset, p.size)) gradient_not_finite(p.offset, batch);
   }
 
-  // Plain SGD: p - rate g, kept when every value is finite (or `check` is off).
+  // Plain SGD: p - rate g, kept when every value is finite (or `check` is off). A gradient
+  // that is not finite makes its update not finite (a finite rate times inf or NaN, or 0 times
+  // inf, is not finite, and so is p minus it), so the gradients are looked at only when an
+  // update is refused, to name the right cause: one pass over them less per step.
   void sgd(LineVector<T>& p, const T* g, double rate, bool check, int batch) {
     char finite[256];
     std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
@@ -79,11 +82,14 @@ class Updater {
         finite[c] = all_finite(next_.data() + b, e - b);
       }
     });
-    keep(finite, chunks, p, nullptr, check, batch);
+    keep(finite, chunks, p, nullptr, g, check, batch);
   }
 
   // Clipping (when set; g is rescaled in place), then the optimizer's update of the parameters
-  // and its state at step t, kept when every new value is finite (or `check` is off).
+  // and its state at step t, kept when every new value is finite (or `check` is off). As in
+  // sgd, a gradient that is not finite leaves its new parameter or state not finite (each
+  // optimizer adds a finite multiple of g, or of g squared, to them; clipping scales a finite
+  // g to a finite one), so the gradients are looked at only when the update is refused.
   void step(LineVector<T>& p, T* g, LineVector<T>& state, double lr, long t, bool check,
             int batch) {
     if (opt_.grad_clip > 0) {
@@ -106,7 +112,7 @@ class Updater {
         ok = all_finite(state_next_.data() + k * n_ + b, e - b);
       finite[c] = ok;
     });
-    keep(finite, chunks, p, &state, check, batch);
+    keep(finite, chunks, p, &state, g, check, batch);
   }
 
   [[noreturn]] void gradient_not_finite(size_t offset, int batch) const {
@@ -134,16 +140,19 @@ class Updater {
     return true;
   }
 
-  // Swap the new values in, or (checking, one not finite) name the parameter and keep nothing.
-  void keep(const char* finite, int chunks, LineVector<T>& p, LineVector<T>* state, bool check,
-            int batch) {
-    if (check && !all_of(finite, chunks))
+  // Swap the new values in, or (checking, one not finite) name the parameter and keep nothing:
+  // the first whose gradient is not finite, else the first whose update is not.
+  void keep(const char* finite, int chunks, LineVector<T>& p, LineVector<T>* state, const T* g,
+            bool check, int batch) {
+    if (check && !all_of(finite, chunks)) {
+      check_gradients(g, batch);
       for (const ParamInfo& q : info_) {
         if (!all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
         for (size_t k = 0; state && k < size_t(opt_.buffers()); ++k)
           if (!all_finite(&state_next_[k * n_ + q.offset], q.size))
             update_not_finite(q.offset, true, batch);
       }
+    }
     p.swap(next_);
     if (state) state->swap(state_next_);
   }
