@@ -70,6 +70,7 @@ class Pool {
   }
 
   int size() const { return size_.load(std::memory_order_relaxed); }
+  void hold(bool on) { held_.store(on, std::memory_order_release); }
 
   int run(size_t n, size_t min_per_chunk,
           const std::function<void(int, size_t, size_t)>& fn, int max_chunks) {
@@ -141,7 +142,7 @@ class Pool {
         if (stop_) return;
         if (!job_) continue;
       }
-      claim_rest();
+      if (!held_.load(std::memory_order_acquire)) claim_rest();
     }
   }
 
@@ -186,6 +187,7 @@ class Pool {
   std::atomic<int> size_{1};
   std::atomic<int> pending_{0}, sleepers_{0};
   std::atomic<uint32_t> tickets_{0};  // chunk count << 16 | next chunk (claim_rest)
+  std::atomic<bool> held_{false};     // hold_pool_workers (tests)
   std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;
@@ -201,6 +203,7 @@ Pool& pool() {
 void set_pool_threads(int n) { pool().resize(n); }
 bool in_parallel_job() { return t_in_job; }
 int pool_threads() { return pool().size(); }
+void hold_pool_workers(bool on) { pool().hold(on); }
 
 int parallel_for(size_t n, size_t min_per_chunk,
                  const std::function<void(int, size_t, size_t)>& fn, int max_chunks) {

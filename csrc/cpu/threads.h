@@ -20,6 +20,9 @@ namespace nm::cpu {
 
 void set_pool_threads(int n);  // 1: everything on the calling thread (the default)
 int pool_threads();
+// For tests: while on, the workers take no chunk, so the caller claims and runs every chunk of
+// its jobs (what happens when the workers sleep or their CPUs are busy, made certain).
+void hold_pool_workers(bool on);
 // True on a thread while it runs a chunk of a parallel_for (where a nested one runs inline).
 bool in_parallel_job();
 // fn(chunk, begin, end) for the chunks of [0, n); a single chunk (on the caller) when n is

@@ -1,8 +1,8 @@
 // The engine's worker pool (cpu/threads.h): chunks cut by index, nested loops inline, errors
 // from any chunk rethrown on the caller, chunk counts capped, workers that have gone to sleep
 // woken, two client threads sharing the pool, per-chunk gradient copies folded in chunk order,
-// every chunk run exactly once whichever thread claims it (the caller takes those no worker
-// has, e.g. behind a worker held up in an earlier chunk).
+// every chunk run exactly once whichever thread claims it, and by the caller alone while the
+// workers are held.
 // Run under ASan/UBSan by tests/sanitize.sh; the same file passed ThreadSanitizer (docs/
 // performance.md, Threads).
 #include <atomic>
@@ -79,32 +79,31 @@ static void chunk_grads(int threads) {
 }
 
 // Each chunk exactly once, whoever runs it: chunks of uneven cost (one sleeps), so the caller,
-// done with chunk 0 early, may claim others; and jobs started while the workers sleep (past
-// their spinning), whose other chunks the caller claims before a woken worker gets there: at
-// least once in 50 (a worker's wake-up is a futex call and a scheduling, the caller's claim one
-// atomic operation after its empty chunk 0).
+// done with chunk 0 early, may claim others. And with the workers held (as if asleep or their
+// CPUs busy), the caller claims every chunk and the job completes: the old pool, where worker
+// i always ran chunk i, waited for them.
 static void claims(int threads) {
   set_pool_threads(threads);
   const std::thread::id caller = std::this_thread::get_id();
-  int by_caller = 0;
-  for (int rep = 0; rep < 250; ++rep) {
+  for (int rep = 0; rep < 240; ++rep) {
+    const bool held = rep >= 200;
+    hold_pool_workers(held);
     const size_t nt = size_t(threads);
     std::vector<std::atomic<int>> runs(nt);
     std::vector<std::thread::id> who(nt);
     for (auto& r : runs) r = 0;
-    const bool asleep = rep >= 200;
-    if (asleep) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    parallel_for(size_t(threads) * 10, 1, [&](int c, size_t, size_t) {
+    const int n = parallel_for(nt * 10, 1, [&](int c, size_t, size_t) {
       runs[size_t(c)]++;
       who[size_t(c)] = std::this_thread::get_id();
-      if (c == 1 && !asleep && rep % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+      if (c == 1 && !held && rep % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
     });
-    for (int c = 0; c < threads; ++c) CHECK(runs[size_t(c)].load() == 1);
-    CHECK(who[0] == caller);
-    if (asleep)
-      for (int c = 1; c < threads; ++c) by_caller += who[size_t(c)] == caller;
+    CHECK(n == threads);
+    for (size_t c = 0; c < nt; ++c) {
+      CHECK(runs[c].load() == 1);
+      if (c == 0 || held) CHECK(who[c] == caller);
+    }
   }
-  CHECK(by_caller > 0);
+  hold_pool_workers(false);
 }
 
 static void two_clients() {
