@@ -434,6 +434,26 @@ def test_clipping_float64_gradients_whose_squares_overflow():
     np.testing.assert_allclose(np.abs(out[0]), 0.1 / np.sqrt(2), rtol=1e-6)
 
 
+@pytest.mark.parametrize("x", [1e299, 1e300, 1e308])
+def test_clipping_float64_gradients_whose_norm_overflows(x):
+    """Gradient entries near the largest double (-5e7 * x on four weights): with x = 1e300 the
+    norm itself, max|g| times the norm of g / max|g|, is past 1.8e308, and clip / inf had made
+    every entry 0, so the step was kept doing nothing. Clipped, each weight moves by lr *
+    clip / 2 = 0.05 (found by a review). At 1e308 the gradient is -inf: refused."""
+    h = nm.compile("/xavier,zero/ (x, 4) (y, 1, <linear>, <mse>)", 1, 0.1, dtype="float64",
+                   grad_clip=1.0)
+    nm.build(h)
+    nm.set_params(h, {"y.weight": np.zeros((1, 4)), "y.bias": np.zeros(1)})
+    if x == 1e308:
+        with pytest.raises(nm.DivergedError, match="gradient of 'y.weight' is not finite"):
+            nm.train(h, np.full((1, 4), x), np.array([[5e7]]), verbosity=0)
+        np.testing.assert_array_equal(nm.get_params(h)["y.weight"], 0.0)
+    else:
+        nm.train(h, np.full((1, 4), x), np.array([[5e7]]), verbosity=0)
+        np.testing.assert_allclose(nm.get_params(h)["y.weight"], 0.05, rtol=1e-9)
+    nm.release(h)
+
+
 def test_fit_argument_errors():
     h = _model(8)
     x, y = _data(20)

@@ -27,16 +27,18 @@ inline AdamStep adam_step(const OptimConfig& c, double lr, long t) {
 
 // Global-norm clipping of g[0..n) (clip_grad_norm_) given the sum of squares: rescales in place.
 // Where that sum overflows (float64 gradients past 1e154) the norm is max|g| times the norm of
-// g / max|g| (clip / inf would zero the step).
+// g / max|g| (clip / inf would zero the step), and each entry becomes (g / max|g|) times
+// clip / that norm of g / max|g|: the norm itself may overflow too (entries near 1.8e308), and
+// clip / max|g| may underflow. The 1e-6 of the usual formula is far below such norms.
 template <class T>
 void clip_gradients(const OptimConfig& c, T* g, size_t n, double sum_sq) {
   if (!std::isfinite(sum_sq)) {
     double m = 0, s = 0;
     for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(double(g[i])));
     for (size_t i = 0; i < n; ++i) s += (double(g[i]) / m) * (double(g[i]) / m);
-    const double coef = c.grad_clip / (m * std::sqrt(s) + 1e-6);
-    if (coef < 1)
-      for (size_t i = 0; i < n; ++i) g[i] = T(g[i] * coef);
+    if (!(m * std::sqrt(s) > c.grad_clip)) return;  // also NaN (a gradient that is: left as is)
+    const double per = c.grad_clip / std::sqrt(s);
+    for (size_t i = 0; i < n; ++i) g[i] = T(double(g[i]) / m * per);
     return;
   }
   const double coef = fm::clip_coef(sum_sq, c.grad_clip);

@@ -70,7 +70,12 @@ class Pool {
   }
 
   int size() const { return size_.load(std::memory_order_relaxed); }
-  void hold(bool on) { held_.store(on, std::memory_order_release); }
+  // For tests: on, no worker claims a chunk once this returns (one already claiming, perhaps
+  // the next job's chunks, is waited for; seq_cst: it sees held_ or we see it inside).
+  void hold(bool on) {
+    held_.store(on, std::memory_order_seq_cst);
+    while (on && inside_.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+  }
 
   int run(size_t n, size_t min_per_chunk,
           const std::function<void(int, size_t, size_t)>& fn, int max_chunks) {
@@ -142,7 +147,9 @@ class Pool {
         if (stop_) return;
         if (!job_) continue;
       }
-      if (!held_.load(std::memory_order_acquire)) claim_rest();
+      inside_.fetch_add(1, std::memory_order_seq_cst);  // hold(true) waits for none inside
+      if (!held_.load(std::memory_order_seq_cst)) claim_rest();
+      inside_.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
 
@@ -188,6 +195,7 @@ class Pool {
   std::atomic<int> pending_{0}, sleepers_{0};
   std::atomic<uint32_t> tickets_{0};  // chunk count << 16 | next chunk (claim_rest)
   std::atomic<bool> held_{false};     // hold_pool_workers (tests)
+  std::atomic<int> inside_{0};        // workers past the held_ check
   std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
   std::exception_ptr error_;
