@@ -134,6 +134,25 @@ def test_training_matches_the_cpu_over_100_steps(optimizer):
 
 
 @needs_gpu
+@pytest.mark.parametrize("x", [1e10, 1e20, 1e30])
+def test_clipping_gradients_whose_float_squares_overflow(x):
+    """grad_clip with finite gradient entries past ~1.8e19 (-5e7 * x on four weights): their
+    float squares are inf, and the device, which summed them in float, scaled the step to zero
+    with no error. It sums in double now, as the CPU does: each weight moves by lr * clip / 2
+    = 0.05 on both, at every x. (Written in session 11 without a GPU to run it.)"""
+    got = {}
+    for device in ("cpu", "cuda"):
+        h = nm.compile("/xavier,zero/ (x, 4) (y, 1, <linear>, <mse>)", 1, 0.1, grad_clip=1.0)
+        nm.build(h, device=device)
+        nm.set_params(h, {"y.weight": np.zeros((1, 4)), "y.bias": np.zeros(1)})
+        nm.train(h, np.full((1, 4), x), np.array([[5e7]]), verbosity=0)
+        got[device] = nm.get_params(h)["y.weight"]
+        nm.release(h)
+    np.testing.assert_allclose(got["cpu"], 0.05, rtol=1e-5)
+    np.testing.assert_allclose(got["cuda"], got["cpu"], rtol=1e-5)
+
+
+@needs_gpu
 def test_model_files_move_between_devices(tmp_path):
     h = nm.compile(MLP, 4, 0.1, optimizer="adam")
     nm.seed(0)

@@ -113,33 +113,40 @@ __global__ void k_adam(float* p, const float* g, float* m, float* v, float rate,
   NM_FOR(i, n) fm::adam(p[i], g[i], m[i], v[i], rate, wd, b1, b2, eps, step, sbc2, decoupled);
 }
 
+// Sums of squares in double, as on the CPU: a finite float gradient past ~1.8e19 has a float
+// square of inf, and clip / inf would zero the step (float squares cannot overflow a double sum).
+__device__ double warp_sum_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // block partial sums of squares into work[blockIdx.x]
-__global__ void k_sumsq(const float* x, float* work, size_t n) {
-  __shared__ float red[kThreads / 32];
-  float s = 0;
-  NM_FOR(i, n) s += x[i] * x[i];
-  s = warp_sum(s);
+__global__ void k_sumsq(const float* x, double* work, size_t n) {
+  __shared__ double red[kThreads / 32];
+  double s = 0;
+  NM_FOR(i, n) s += double(x[i]) * double(x[i]);
+  s = warp_sum_d(s);
   if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = s;
   __syncthreads();
   if (threadIdx.x < 32) {
-    s = threadIdx.x < kThreads / 32 ? red[threadIdx.x] : 0.f;
-    s = warp_sum(s);
+    s = threadIdx.x < kThreads / 32 ? red[threadIdx.x] : 0.0;
+    s = warp_sum_d(s);
     if (threadIdx.x == 0) work[blockIdx.x] = s;
   }
 }
 
 // g *= clip coefficient of the sum of the partials (each block re-reduces the kReduceParts)
-__global__ void k_clip(float* g, const float* work, float clip, size_t n) {
-  __shared__ float coef;
+__global__ void k_clip(float* g, const double* work, float clip, size_t n) {
+  __shared__ double coef;
   if (threadIdx.x < 32) {
-    float s = 0;
+    double s = 0;
     for (int k = threadIdx.x; k < kReduceParts; k += 32) s += work[k];
-    s = warp_sum(s);
-    if (threadIdx.x == 0) coef = fm::clip_coef(s, clip);
+    s = warp_sum_d(s);
+    if (threadIdx.x == 0) coef = fm::clip_coef(s, double(clip));
   }
   __syncthreads();
-  const float c = coef;
-  if (c < 1.f) NM_FOR(i, n) g[i] *= c;
+  const double c = coef;
+  if (c < 1.0) NM_FOR(i, n) g[i] = float(double(g[i]) * c);
 }
 
 __global__ void k_finite(const float* x, size_t n, int* flag) {
@@ -224,7 +231,7 @@ void adam(cudaStream_t s, float* p, const float* g, float* m, float* v, float ra
   NM_CUDA_LAUNCHED();
 }
 
-void clip_grad(cudaStream_t s, float* g, float* work, float clip, size_t n) {
+void clip_grad(cudaStream_t s, float* g, double* work, float clip, size_t n) {
   k_sumsq<<<kReduceParts, kThreads, 0, s>>>(g, work, n);
   NM_CUDA_LAUNCHED();
   k_clip<<<grid_for(n), kThreads, 0, s>>>(g, work, clip, n);

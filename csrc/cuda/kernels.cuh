@@ -44,7 +44,7 @@ void adam(cudaStream_t s, float* p, const float* g, float* m, float* v, float ra
           const int* halt);
 // global-norm clipping: g *= min(1, clip / (||g|| + 1e-6)), work holds kReduceParts floats
 constexpr int kReduceParts = 256;
-void clip_grad(cudaStream_t s, float* g, float* work, float clip, size_t n);
+void clip_grad(cudaStream_t s, float* g, double* work, float clip, size_t n);  // work: kReduceParts
 // *flag = 1 when any of x[0..n) is not finite (flag zeroed by the caller)
 void check_finite(cudaStream_t s, const float* x, size_t n, int* flag);
 // x[0..n) = v

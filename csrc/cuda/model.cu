@@ -786,7 +786,8 @@ class CudaModel final : public ModelBase {
   Blas blas_;
   std::vector<std::unique_ptr<DeviceNode>> nodes_;  // by node index; null for other kinds
   DeviceBuffer<float> params_, grads_, opt_state_, vals_, vgrads_, zbuf_, dz_, carry_, group_loss_,
-      aux_, work_, xs_, es_, ys_, step_losses_, fused_scratch_;
+      aux_, xs_, es_, ys_, step_losses_, fused_scratch_;
+  DeviceBuffer<double> work_;  // clip_grad's partial sums of squares
   // [0]: first diverged batch + 1; [1]: a non-finite loss or gradient seen; [2]: 1 + the first
   // bad class id (device-resident targets)
   DeviceBuffer<int> flags_;
