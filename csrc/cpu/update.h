@@ -55,18 +55,6 @@ class Updater {
     state_next_.assign(size_t(opt_.buffers()) * n_, T(0));
   }
 
-  // Diverged naming the first parameter (in parameter order) whose gradient is not finite.
-  void check_gradients(const T* g, int batch) const {
-    char finite[256];  // per chunk (the pool has at most 256 threads)
-    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
-    const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
-      finite[c] = all_finite(g + b, e - b);
-    });
-    if (all_of(finite, chunks)) return;
-    for (const ParamInfo& p : info_)
-      if (!all_finite(g + p.offset, p.size)) gradient_not_finite(p.offset, batch);
-  }
-
   // Plain SGD: p - rate g, kept when every value is finite (or `check` is off). A gradient
   // that is not finite makes its update not finite (a finite rate times inf or NaN, or 0 times
   // inf, is not finite, and so is p minus it), so the gradients are looked at only when an
@@ -115,6 +103,7 @@ class Updater {
     keep(finite, chunks, p, &state, g, check, batch);
   }
 
+ private:
   [[noreturn]] void gradient_not_finite(size_t offset, int batch) const {
     throw Diverged("training diverged at batch " + std::to_string(batch) + ": the gradient of '" +
                    name_at(offset) + "' is not finite. The model holds its state from before "
@@ -131,7 +120,6 @@ class Updater {
                    ". The model holds its state from before this batch");
   }
 
- private:
   static constexpr size_t kChunk = size_t(1) << 14;
 
   static bool all_of(const char* finite, int chunks) {
@@ -145,7 +133,8 @@ class Updater {
   void keep(const char* finite, int chunks, LineVector<T>& p, LineVector<T>* state, const T* g,
             bool check, int batch) {
     if (check && !all_of(finite, chunks)) {
-      check_gradients(g, batch);
+      for (const ParamInfo& q : info_)  // a refused step (rare): the parameters one by one
+        if (!all_finite(g + q.offset, q.size)) gradient_not_finite(q.offset, batch);
       for (const ParamInfo& q : info_) {
         if (!all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
         for (size_t k = 0; state && k < size_t(opt_.buffers()); ++k)
