@@ -69,15 +69,36 @@ def machine() -> str:
             f"{nm.__version__}; torch {tv}; numpy {np.__version__}")
 
 
+# Each timed run lasts at least this long: a shorter one is repeated back to back and the time
+# divided. Measured on the 2-vCPU VM of performance.md: after the 0.2 s pauses below, the first
+# few ms run slow (the idle virtual CPUs' wake-up), which a 13 ms run of case c at batch 32 on 2
+# threads paid in full (1.09 ms per step against 0.65 without the pause; 0.665 over 100 steps).
+# Training runs for far longer than that; both sides get the same rule. --quick: no minimum.
+MIN_RUN_S = 0.0 if OPTS.quick else 0.25
+
+
+def calls_per_run(fn) -> int:
+    """How many back-to-back calls of fn make one timed run of MIN_RUN_S (one timed call here,
+    which also warms fn up)."""
+    t0 = time.perf_counter()
+    fn()
+    took = time.perf_counter() - t0
+    return max(1, min(1000, int(MIN_RUN_S / max(took, 1e-7)) + 1)) if MIN_RUN_S else 1
+
+
+def timed_run(fn, calls: int) -> float:
+    """Seconds per call of fn over `calls` back-to-back calls."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
 def median_time(fn, repeats: int) -> float:
     time.sleep(0.3)  # let other pools' spinning threads (PyTorch's OpenMP) go idle first
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    calls = calls_per_run(fn)
+    return statistics.median(timed_run(fn, calls) for _ in range(repeats))
 
 
 def sgemm_gflops(m: int, k: int, n: int, repeats: int) -> float:
@@ -395,16 +416,16 @@ def torch_train_us(net, xs, ts, lossf, sync=None):
 
 
 def interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, the repeats taken in turns (ours, form 1, form 2, ...,
-    ours, ...), so that load that comes and goes on a shared machine falls on every side alike.
-    Each has had one warm-up run already."""
+    """Median seconds per call of each function, the repeats taken in turns (ours, form 1, form
+    2, ..., ours, ...), so that load that comes and goes on a shared machine falls on every side
+    alike; each repeat at least MIN_RUN_S of back-to-back calls. Each has had one warm-up run
+    already."""
+    calls = {k: calls_per_run(fn) for k, fn in fns.items()}
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             time.sleep(0.2)  # let the other side's pool threads (PyTorch's OpenMP) go idle
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(timed_run(fn, calls[k]))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
