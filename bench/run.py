@@ -80,10 +80,12 @@ MIN_RUN_S = 0.0 if OPTS.quick else 0.25
 def calls_per_run(fn) -> int:
     """How many back-to-back calls of fn make one timed run of MIN_RUN_S (one timed call here,
     which also warms fn up)."""
+    if not MIN_RUN_S:
+        return 1
     t0 = time.perf_counter()
     fn()
     took = time.perf_counter() - t0
-    return max(1, min(1000, int(MIN_RUN_S / max(took, 1e-7)) + 1)) if MIN_RUN_S else 1
+    return max(1, min(1000, int(MIN_RUN_S / max(took, 1e-7)) + 1))
 
 
 def timed_run(fn, calls: int) -> float:
