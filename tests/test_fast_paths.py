@@ -7,6 +7,7 @@ including odd widths and batch 1, on both sides of the BLAS size threshold.
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,34 @@ def test_portable_path_passes_the_same_tests(tmp_path):
                        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:]
     assert " passed" in r.stdout
+
+
+def test_bench_timed_runs_last_long_enough(tmp_path):
+    """bench/run.py repeats a short call back to back until a timed run lasts MIN_RUN_S (0.25 s
+    without --quick) and reports the time per call; a long call is timed once."""
+    code = textwrap.dedent("""
+        import sys, time
+        sys.argv = ["run.py", "--cases", "a"]
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("benchrun", BENCH)
+        b = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(b)
+        assert b.MIN_RUN_S == 0.25
+        calls = []
+        short = lambda: (calls.append(1), time.sleep(0.02))
+        n = b.calls_per_run(short)
+        assert 2 <= n <= 13, n
+        assert len(calls) == 1  # the calibration call
+        per_call = b.timed_run(short, n)
+        assert len(calls) == 1 + n and 0.02 <= per_call < 0.2, per_call
+        assert b.calls_per_run(lambda: time.sleep(0.3)) == 1
+        med = b.interleaved_medians({"x": short, "y": lambda: time.sleep(0.05)}, 2)
+        assert 0.02 <= med["x"] < 0.2 and 0.05 <= med["y"] < 0.3, med
+        print("ok")
+    """).replace("BENCH", repr(str(ROOT / "bench" / "run.py")))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
 def test_bench_quick_smoke(tmp_path):
