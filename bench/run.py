@@ -69,23 +69,19 @@ def machine() -> str:
             f"{nm.__version__}; torch {tv}; numpy {np.__version__}")
 
 
-# Each timed run lasts at least this long: a shorter one is repeated back to back and the time
-# divided. Measured on the 2-vCPU VM of performance.md: after the 0.2 s pauses below, the first
-# few ms run slow (the idle virtual CPUs' wake-up), which a 13 ms run of case c at batch 32 on 2
-# threads paid in full (1.09 ms per step against 0.65 without the pause; 0.665 over 100 steps).
-# Training runs for far longer than that; both sides get the same rule. --quick: no minimum.
+# Each timed run lasts at least this long (a shorter call is repeated back to back and the time
+# divided): the first milliseconds after the pauses below run slow on the VM (bench/README.md).
+# --quick: no minimum.
 MIN_RUN_S = 0.0 if OPTS.quick else 0.25
 
 
 def calls_per_run(fn) -> int:
-    """How many back-to-back calls of fn make one timed run of MIN_RUN_S (one timed call here,
-    which also warms fn up)."""
-    if not MIN_RUN_S:
-        return 1
+    """fn's warm-up call, timed: how many back-to-back calls of fn make one timed run of at
+    least MIN_RUN_S."""
     t0 = time.perf_counter()
     fn()
     took = time.perf_counter() - t0
-    return max(1, min(1000, int(MIN_RUN_S / max(took, 1e-7)) + 1))
+    return max(1, min(1000, int(MIN_RUN_S / max(took, 1e-7)) + 1)) if MIN_RUN_S else 1
 
 
 def timed_run(fn, calls: int) -> float:
@@ -98,8 +94,7 @@ def timed_run(fn, calls: int) -> float:
 
 def median_time(fn, repeats: int) -> float:
     time.sleep(0.3)  # let other pools' spinning threads (PyTorch's OpenMP) go idle first
-    fn()  # warm-up
-    calls = calls_per_run(fn)
+    calls = calls_per_run(fn)  # the warm-up
     return statistics.median(timed_run(fn, calls) for _ in range(repeats))
 
 
@@ -140,9 +135,8 @@ def ours_with_one_thread(run):
     if OPTS.threads == 1:
         return {"ours": median_time(run, OPTS.repeats)}
     one = on_one_thread(run)
-    run()
-    one()  # warm-up of both
-    return interleaved_medians({"ours": run, "ours_1_thread": one}, OPTS.repeats)
+    fns = {"ours": run, "ours_1_thread": one}
+    return interleaved_medians(fns, OPTS.repeats, {k: calls_per_run(fn) for k, fn in fns.items()})
 
 
 def on_one_thread(run):
@@ -417,12 +411,13 @@ def torch_train_us(net, xs, ts, lossf, sync=None):
     return median_time(torch_step_fn(net, xs, ts, lossf, sync), OPTS.repeats) / len(xs) * 1e6
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict:
+def interleaved_medians(fns: dict, repeats: int, calls: dict | None = None) -> dict:
     """Median seconds per call of each function, the repeats taken in turns (ours, form 1, form
     2, ..., ours, ...), so that load that comes and goes on a shared machine falls on every side
-    alike; each repeat at least MIN_RUN_S of back-to-back calls. Each has had one warm-up run
-    already."""
-    calls = {k: calls_per_run(fn) for k, fn in fns.items()}
+    alike; each repeat `calls[k]` back-to-back calls, as calls_per_run counted them in each
+    function's warm-up (without calls: warmed up and counted here)."""
+    if calls is None:
+        calls = {k: calls_per_run(fn) for k, fn in fns.items()}
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
@@ -483,15 +478,16 @@ def case_twin(case, shape, text, batch, x, e, make_twin, forms, tx, tt, lossf, b
         extra["params_torch"] = None
     try:
         time.sleep(0.3)
+        calls = {}
         for k in list(fns):  # warm-up; a form that fails here is left out
             try:
-                fns[k]()
+                calls[k] = calls_per_run(fns[k])
             except Exception as err:  # noqa: BLE001
                 if k == "ours":
                     raise
                 notes.append(f"torch {k} form failed: {why(err)}")
                 del fns[k]
-        med = {k: v / len(x) * 1e6 for k, v in interleaved_medians(fns, OPTS.repeats).items()}
+        med = {k: v / len(x) * 1e6 for k, v in interleaved_medians(fns, OPTS.repeats, calls).items()}
     finally:
         nm.release(h)
     ours, theirs = med.pop("ours"), None
