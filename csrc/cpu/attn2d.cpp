@@ -41,6 +41,18 @@ Grid::Grid(int h, int w, int nheads, int hdim, int radius, bool mask)
   for (int s = 0; s < S; ++s)
     for (int slot = 0; slot < Wn; ++slot)
       if (nb[size_t(s) * Wn + slot] >= 0) inb[size_t(nb[size_t(s) * Wn + slot]) * Wn + slot] = s;
+  const int used = raster ? r * span + r + 1 : Wn;
+  if ((heads == 2 || heads == 4 || heads == 8) && used <= 16) {
+    const int spr = 8 / heads;
+    fWv = (used + spr - 1) / spr * spr, fnvec = fWv / spr;
+    fsrc.assign(size_t(S) * fWv, -1);
+    fvalid.assign(size_t(S) * fnvec * 8, 0);
+    for (int s = 0; s < S; ++s) {
+      for (int w = 0; w < std::min(fWv, Wn); ++w) fsrc[size_t(s) * fWv + w] = nb[size_t(s) * Wn + w];
+      for (int l = 0; l < fnvec * 8; ++l)
+        fvalid[size_t(s) * fnvec * 8 + l] = fsrc[size_t(s) * fWv + l / heads] >= 0 ? -1 : 0;
+    }
+  }
   const int m = dh / 4, P = std::max(H, W);
   if (m == 0 || dh % 4) return;  // no RoPE for this head size
   cs.resize(size_t(P) * m);

@@ -16,6 +16,12 @@ struct Grid {
   std::vector<int> inb;        // inb[t * Wn + w]: the cell whose slot w holds t, or -1
   std::vector<double> cs, sn;  // RoPE: cos / sin of pos * 10000^(-k/m), (max(H, W), m = dh/4)
   std::vector<float> csf, snf;  // the same, rounded once for the float engine
+  // The flat kernels' slots (attn2d_flat.cpp), for 2, 4 or 8 heads when at most 16 slots are
+  // computed (fWv = 0 otherwise): the window's slots up to the cell itself under the raster mask
+  // (all Wn without it), rounded up to a multiple of 8 / heads; fsrc[s * fWv + w] the source cell
+  // or -1; fvalid (S, fnvec, 8) lanes (slot, head) of real slots -1, others 0.
+  int fWv = 0, fnvec = 0;
+  std::vector<int> fsrc, fvalid;
   template <class T> const T* cosines() const;
   template <class T> const T* sines() const;
 };
@@ -46,6 +52,13 @@ constexpr int kAvx2MaxSlots = 225;
 void window_forward_avx2(const Grid& g, const float* q, const float* k, const float* v, int ld,
                          float* P, float* out, int rows);
 void window_backward_avx2(const Grid& g, const float* q, const float* k, const float* v, int ld,
+                          const float* P, const float* dout, float* dq, float* dk, float* dv,
+                          int rows);
+// The flat kernels (attn2d_flat.cpp) for heads of 8, 16 or 32 features when Grid::fWv > 0;
+// false: not taken (the caller runs the general kernels).
+bool window_forward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
+                         float* P, float* out, int rows);
+bool window_backward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
                           const float* P, const float* dout, float* dq, float* dk, float* dv,
                           int rows);
 // rope for float heads of 16 features on AVX2+FMA

@@ -224,6 +224,7 @@ NM_AVX2 void backward_kernel(const Grid& g, const float* q, const float* k, cons
 // The kernels with the head size's vector count as a constant for 1-4 vectors per head.
 NM_AVX2 void window_forward_avx2(const Grid& g, const float* q, const float* k, const float* v,
                                  int ld, float* P, float* out, int rows) {
+  if (window_forward_flat(g, q, k, v, ld, P, out, rows)) return;
   switch (g.dh / 8) {
     case 1: return forward_kernel<1>(g, q, k, v, ld, P, out, rows);
     case 2: return forward_kernel<2>(g, q, k, v, ld, P, out, rows);
@@ -236,6 +237,7 @@ NM_AVX2 void window_forward_avx2(const Grid& g, const float* q, const float* k, 
 NM_AVX2 void window_backward_avx2(const Grid& g, const float* q, const float* k, const float* v,
                                   int ld, const float* P, const float* dout, float* dq, float* dk,
                                   float* dv, int rows) {
+  if (window_backward_flat(g, q, k, v, ld, P, dout, dq, dk, dv, rows)) return;
   switch (g.dh / 8) {
     case 1: return backward_kernel<1>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
     case 2: return backward_kernel<2>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
