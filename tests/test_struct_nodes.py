@@ -369,12 +369,14 @@ def test_raster_mask_is_causal():
     ("(g, attn2d, 4x5, dim 48, heads 3, window 1, depth 2, <gelu>)", 960),
     ("(g, attn2d, 3x4, dim 72, heads 9, window 2, depth 1, mask raster)", 864),
     ("(g, attn2d, 3x3, dim 64, heads 2, window 1, depth 1, mlp 2)", 576),
-    # the flat kernels (cpu/attn2d_flat.cpp: 2, 4 or 8 heads of 8, 16 or 32): case h's heads
-    # under the raster mask, case e's, a window of one slot, 4 slots per vector under the mask
-    # (fewer computed than the window holds), 13 computed slots of 25
+    # the flat kernels (cpu/attn2d_flat.cpp: 2, 4 or 8 heads of 8, 16 or 32; RoPE fused at 16):
+    # case h's heads under the raster mask, case e's, 2 heads of 16, a window of one slot, 4
+    # slots per vector under the mask (fewer computed than the window holds), 13 computed slots
+    # of 25
     ("(g, attn2d, 4x5, dim 64, heads 4, window 1, depth 2, mask raster, <gelu>)", 1280),
     ("(g, attn2d, 3x4, dim 128, heads 8, window 1, depth 1)", 1536),
-    ("(g, attn2d, 3x5, dim 32, heads 4, window 0, depth 1)", 480),
+    ("(g, attn2d, 4x3, dim 32, heads 2, window 1, depth 2, iterations 2)", 384),
+    ("(g, attn2d, 3x5, dim 64, heads 4, window 0, depth 1)", 960),
     ("(g, attn2d, 5x4, dim 16, heads 2, window 1, depth 2, mask raster)", 320),
     ("(g, attn2d, 4x4, dim 64, heads 8, window 2, depth 1, mask raster)", 1024),
     ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),

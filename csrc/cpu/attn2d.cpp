@@ -65,6 +65,17 @@ Grid::Grid(int h, int w, int nheads, int hdim, int radius, bool mask)
     }
   csf.assign(cs.begin(), cs.end());
   snf.assign(sn.begin(), sn.end());
+  if (dh != 16) return;
+  rope16.resize(size_t(S) * 32);
+  for (int s = 0; s < S; ++s)
+    for (int half = 0; half < 2; ++half) {
+      const int pos = half ? s % W : s / W;
+      float* t = rope16.data() + size_t(s) * 32 + half * 16;
+      for (int l = 0; l < 8; ++l) {
+        t[l] = csf[size_t(pos) * 4 + l % 4];
+        t[8 + l] = l < 4 ? -snf[size_t(pos) * 4 + l] : snf[size_t(pos) * 4 + l - 4];
+      }
+    }
 }
 
 template <> const double* Grid::cosines<double>() const { return cs.data(); }
@@ -276,6 +287,42 @@ void rope<double>(const Grid& g, double* x, int ld, int rows, bool inverse) {
   rope_dispatch(g, x, ld, rows, inverse);
 }
 
+template <class T>
+void qkv_forward(const Grid& g, T* qkv, bool rope_on, T* P, T* out, int rows) {
+  const int d = g.heads * g.dh, ld = 3 * d;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if constexpr (std::is_same_v<T, float>)
+    if (rope_on && vector_heads(g) && qkv_forward_flat_rope(g, qkv, P, out, rows)) return;
+#endif
+  if (rope_on) {
+    rope(g, qkv, ld, rows, false);
+    rope(g, qkv + d, ld, rows, false);
+  }
+  window_forward(g, qkv, qkv + d, qkv + 2 * d, ld, P, out, rows);
+}
+
+template <class T>
+void qkv_backward(const Grid& g, const T* qkv, bool rope_on, const T* P, const T* dout, T* dqkv,
+                  int rows) {
+  const int d = g.heads * g.dh, ld = 3 * d;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if constexpr (std::is_same_v<T, float>)
+    if (rope_on && vector_heads(g) && qkv_backward_flat_rope(g, qkv, P, dout, dqkv, rows)) return;
+#endif
+  window_backward(g, qkv, qkv + d, qkv + 2 * d, ld, P, dout, dqkv, dqkv + d, dqkv + 2 * d, rows);
+  if (rope_on) {
+    rope(g, dqkv, ld, rows, true);
+    rope(g, dqkv + d, ld, rows, true);
+  }
+}
+
+template void qkv_forward<float>(const Grid&, float*, bool, float*, float*, int);
+template void qkv_forward<double>(const Grid&, double*, bool, double*, double*, int);
+template void qkv_backward<float>(const Grid&, const float*, bool, const float*, const float*,
+                                  float*, int);
+template void qkv_backward<double>(const Grid&, const double*, bool, const double*, const double*,
+                                   double*, int);
+
 }  // namespace attn2d
 
 namespace {
@@ -469,11 +516,7 @@ class Attn2dNode final : public StructNode<T> {
       for (int r = 0; r < R; ++r)
         for (int t = 0; t < 3; ++t) std::memcpy(qkv + (size_t(r) * 3 + t) * d, u + size_t(r) * d, sizeof(T) * d);
     }
-    if (rope_) {
-      attn2d::rope(grid_, qkv, 3 * d, rows, false);
-      attn2d::rope(grid_, qkv + d, 3 * d, rows, false);
-    }
-    attn2d::window_forward(grid_, qkv, qkv + d, qkv + 2 * d, 3 * d, A, ctx, rows);
+    attn2d::qkv_forward(grid_, qkv, rope_, A, ctx, rows);
     if (this->probe_) record(c, A, row, rows);
     if (proj_) nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, X, R, d, d, true);
     else for (size_t i = 0; i < size_t(R) * d; ++i) X[i] += ctx[i];
@@ -507,12 +550,7 @@ class Attn2dNode final : public StructNode<T> {
     }
     T* dqkv = dqkv_.data() + 3 * sd;  // written whole by window_backward
     const T* qkv = sv(c, kQKV, row);
-    attn2d::window_backward(grid_, qkv, qkv + d, qkv + 2 * d, 3 * d, sv(c, kP, row), dctx, dqkv,
-                            dqkv + d, dqkv + 2 * d, rows);
-    if (rope_) {
-      attn2d::rope(grid_, dqkv, 3 * d, rows, true);
-      attn2d::rope(grid_, dqkv + d, 3 * d, rows, true);
-    }
+    attn2d::qkv_backward(grid_, qkv, rope_, sv(c, kP, row), dctx, dqkv, rows);
     if (proj_ && !need_dx) {
       qkv_weight_and_norm_grads(P, G, b, sv(c, kXhat1, row), dqkv, R);
       return;

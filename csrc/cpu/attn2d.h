@@ -22,6 +22,9 @@ struct Grid {
   // or -1; fvalid (S, fnvec, 8) lanes (slot, head) of real slots -1, others 0.
   int fWv = 0, fnvec = 0;
   std::vector<int> fsrc, fvalid;
+  // Heads of 16 features: per cell the RoPE vectors of the flat kernels (cos | cos, -sin | sin
+  // by the row index, then by the column index; 32 floats, from csf/snf).
+  std::vector<float> rope16;
   template <class T> const T* cosines() const;
   template <class T> const T* sines() const;
 };
@@ -45,6 +48,16 @@ void window_backward(const Grid& g, const T* q, const T* k, const T* v, int ld, 
 template <class T>
 void rope(const Grid& g, T* x, int ld, int rows, bool inverse);
 
+// What the node runs: window attention on the thirds q, k, v of one (rows, cells, 3, heads*dh)
+// product, with RoPE on q and k first when `rope` (in place: the saved Q/K/V hold them rotated);
+// the backward writes dqkv whole, RoPE undone on dq and dk. The flat kernels rotate rows as
+// they reach them (no separate passes over Q/K/V).
+template <class T>
+void qkv_forward(const Grid& g, T* qkv, bool rope, T* P, T* out, int rows);
+template <class T>
+void qkv_backward(const Grid& g, const T* qkv, bool rope, const T* P, const T* dout, T* dqkv,
+                  int rows);
+
 // The float kernels for heads of a multiple of 8 features on AVX2+FMA (attn2d_avx2.cpp); the two
 // above call them when simd::has_avx2() and the window has at most kAvx2MaxSlots slots
 // (radius 7: the kernels keep a slot's pointers on the stack).
@@ -61,6 +74,10 @@ bool window_forward_flat(const Grid& g, const float* q, const float* k, const fl
 bool window_backward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
                           const float* P, const float* dout, float* dq, float* dk, float* dv,
                           int rows);
+// The same with RoPE fused (heads of 16 features); false: not taken.
+bool qkv_forward_flat_rope(const Grid& g, float* qkv, float* P, float* out, int rows);
+bool qkv_backward_flat_rope(const Grid& g, const float* qkv, const float* P, const float* dout,
+                            float* dqkv, int rows);
 // rope for float heads of 16 features on AVX2+FMA
 void rope16_avx2(const Grid& g, float* x, int ld, int rows, bool inverse);
 

@@ -95,6 +95,23 @@ NM_AVX2_INLINE void prefetch(const float* p, int n) {
   for (int i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
 }
 
+// RoPE on one cell's row of heads of 16 features (as rope16_avx2 in attn2d_avx2.cpp), from
+// the grid's per-cell vectors Grid::rope16 (cos, signed sin, by row then by column index);
+// Inverse: by the negative angles.
+template <int HEADS, bool Inverse>
+NM_AVX2_INLINE void rotate_row(const Grid& g, int cell, float* x) {
+  const float* t = g.rope16.data() + size_t(cell) * 32;
+  const __m256 c[2] = {_mm256_loadu_ps(t), _mm256_loadu_ps(t + 16)};
+  const __m256 sg[2] = {_mm256_loadu_ps(t + 8), _mm256_loadu_ps(t + 24)};
+  for (int h = 0; h < HEADS; ++h)
+    for (int half = 0; half < 2; ++half) {
+      float* v = x + h * 16 + half * 8;
+      const __m256 a = _mm256_loadu_ps(v), w = _mm256_permute2f128_ps(a, a, 1);
+      const __m256 ac = _mm256_mul_ps(a, c[half]);
+      _mm256_storeu_ps(v, Inverse ? _mm256_fnmadd_ps(w, sg[half], ac) : _mm256_fmadd_ps(w, sg[half], ac));
+    }
+}
+
 // A row of zeros as wide as any row the kernels read (the slots outside the grid).
 const float* zero_row(int n) {
   thread_local std::vector<float> z;
@@ -102,9 +119,12 @@ const float* zero_row(int n) {
   return z.data();
 }
 
-template <int NV, int HEADS>
-NM_AVX2 void forward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
-                          float* P, float* out, int rows) {
+// Rope: q and k rotated in place just before their first read (the query's own row; a key
+// row once the queries up to the last that can see it are next: r (W + 1) cells on, or the
+// cell itself under the raster mask), so the saved Q/K/V hold them rotated, as after rope().
+template <int NV, int HEADS, bool Rope>
+NM_AVX2 void forward_flat(const Grid& g, float* q, float* k, const float* v, int ld, float* P,
+                          float* out, int rows) {
   constexpr int dh = 8 * NV, d = dh * HEADS, SPR = 8 / HEADS;
   const int S = g.H * g.W, Wv = g.fWv, nvec = g.fnvec, per_cell = g.Wn * HEADS;
   const int stored = std::min(Wv, g.Wn) * HEADS;  // the rest of P's cell row is zeros
@@ -118,10 +138,16 @@ NM_AVX2 void forward_flat(const Grid& g, const float* q, const float* k, const f
   // the furthest row a query's window reads is r (W + 1) cells on: the one two queries further
   // is asked for ahead (as in attn2d_avx2.cpp; the saved Q/K/V left the cache since the forward)
   const size_t ahead = size_t(g.r) * (g.W + 1) + 2, total = size_t(rows) * S;
+  const int reach = g.raster ? 0 : g.r * (g.W + 1);  // the furthest key a query reads
   for (int b = 0; b < rows; ++b)
-    for (int s = 0; s < S; ++s) {
+    for (int s = 0, rotated = 0; s < S; ++s) {
       const size_t cell = size_t(b) * S;
       if (cell + s + ahead < total) prefetch(q + (cell + s + ahead) * ld, ld);
+      if constexpr (Rope) {
+        for (; rotated <= std::min(S - 1, s + reach); ++rotated)
+          rotate_row<HEADS, false>(g, rotated, k + (cell + rotated) * ld);
+        rotate_row<HEADS, false>(g, s, q + (cell + s) * ld);
+      }
       const int* src = &g.fsrc[size_t(s) * Wv];
       const int* ok = &g.fvalid[size_t(s) * nvec * 8];
       for (int w = 0; w < Wv; ++w) {
@@ -153,7 +179,8 @@ NM_AVX2 void forward_flat(const Grid& g, const float* q, const float* k, const f
 // Pass 1 per query s: ds = p (dp - sum_w p dp) / sqrt(dh), dp = dout . v, flat like the scores
 // (DS rows of nvec vectors); pass 2 per cell t, lag cells behind: its dq (its window's keys), dk
 // (the queries whose windows hold it) and dv rows, each summed in registers and written once.
-template <int NV, int HEADS>
+// Rope: dq and dk rotated back (the inverse RoPE of the backward) as each row is written.
+template <int NV, int HEADS, bool Rope>
 NM_AVX2 void backward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
                            const float* P, const float* dout, float* dq, float* dk, float* dv,
                            int rows) {
@@ -216,52 +243,74 @@ NM_AVX2 void backward_flat(const Grid& g, const float* q, const float* k, const 
       wsum<NV, HEADS>(n, wt, xs, dq + to);        // dq_t = sum_w ds_tw k_w
       wsum<NV, HEADS>(m, wp, qp, dk + to);        // dk_t = sum_s ds_st q_s
       wsum<NV, HEADS>(m, ps, xs + 16, dv + to);   // dv_t = sum_s p_st dout_s
+      if constexpr (Rope) {
+        rotate_row<HEADS, true>(g, t, dq + to);
+        rotate_row<HEADS, true>(g, t, dk + to);
+      }
     }
   }
 }
 
-template <int NV>
-bool forward_heads(const Grid& g, const float* q, const float* k, const float* v, int ld, float* P,
-                   float* out, int rows) {
+template <int NV, bool Rope>
+bool forward_heads(const Grid& g, float* q, float* k, const float* v, int ld, float* P, float* out,
+                   int rows) {
   switch (g.heads) {
-    case 2: return forward_flat<NV, 2>(g, q, k, v, ld, P, out, rows), true;
-    case 4: return forward_flat<NV, 4>(g, q, k, v, ld, P, out, rows), true;
-    case 8: return forward_flat<NV, 8>(g, q, k, v, ld, P, out, rows), true;
+    case 2: return forward_flat<NV, 2, Rope>(g, q, k, v, ld, P, out, rows), true;
+    case 4: return forward_flat<NV, 4, Rope>(g, q, k, v, ld, P, out, rows), true;
+    case 8: return forward_flat<NV, 8, Rope>(g, q, k, v, ld, P, out, rows), true;
     default: return false;
   }
 }
-template <int NV>
+template <int NV, bool Rope>
 bool backward_heads(const Grid& g, const float* q, const float* k, const float* v, int ld,
                     const float* P, const float* dout, float* dq, float* dk, float* dv, int rows) {
   switch (g.heads) {
-    case 2: return backward_flat<NV, 2>(g, q, k, v, ld, P, dout, dq, dk, dv, rows), true;
-    case 4: return backward_flat<NV, 4>(g, q, k, v, ld, P, dout, dq, dk, dv, rows), true;
-    case 8: return backward_flat<NV, 8>(g, q, k, v, ld, P, dout, dq, dk, dv, rows), true;
+    case 2: return backward_flat<NV, 2, Rope>(g, q, k, v, ld, P, dout, dq, dk, dv, rows), true;
+    case 4: return backward_flat<NV, 4, Rope>(g, q, k, v, ld, P, dout, dq, dk, dv, rows), true;
+    case 8: return backward_flat<NV, 8, Rope>(g, q, k, v, ld, P, dout, dq, dk, dv, rows), true;
     default: return false;
   }
 }
 
 }  // namespace
 
+// The kernels read q and k only when there is no RoPE: the const_casts are never written through.
 bool window_forward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
                          float* P, float* out, int rows) {
-  if (!g.fWv || (g.dh != 8 && g.dh != 16 && g.dh != 32)) return false;
+  if (!g.fWv) return false;
+  float *qw = const_cast<float*>(q), *kw = const_cast<float*>(k);
   switch (g.dh) {
-    case 8: return forward_heads<1>(g, q, k, v, ld, P, out, rows);
-    case 16: return forward_heads<2>(g, q, k, v, ld, P, out, rows);
-    default: return forward_heads<4>(g, q, k, v, ld, P, out, rows);
+    case 8: return forward_heads<1, false>(g, qw, kw, v, ld, P, out, rows);
+    case 16: return forward_heads<2, false>(g, qw, kw, v, ld, P, out, rows);
+    case 32: return forward_heads<4, false>(g, qw, kw, v, ld, P, out, rows);
+    default: return false;
   }
 }
 
 bool window_backward_flat(const Grid& g, const float* q, const float* k, const float* v, int ld,
                           const float* P, const float* dout, float* dq, float* dk, float* dv,
                           int rows) {
-  if (!g.fWv || (g.dh != 8 && g.dh != 16 && g.dh != 32)) return false;
+  if (!g.fWv) return false;
   switch (g.dh) {
-    case 8: return backward_heads<1>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
-    case 16: return backward_heads<2>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
-    default: return backward_heads<4>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    case 8: return backward_heads<1, false>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    case 16: return backward_heads<2, false>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    case 32: return backward_heads<4, false>(g, q, k, v, ld, P, dout, dq, dk, dv, rows);
+    default: return false;
   }
+}
+
+bool qkv_forward_flat_rope(const Grid& g, float* qkv, float* P, float* out, int rows) {
+  const int d = g.heads * g.dh;
+  if (!g.fWv || g.dh != 16 || g.rope16.empty()) return false;
+  return forward_heads<2, true>(g, qkv, qkv + d, qkv + 2 * d, 3 * d, P, out, rows);
+}
+
+bool qkv_backward_flat_rope(const Grid& g, const float* qkv, const float* P, const float* dout,
+                            float* dqkv, int rows) {
+  const int d = g.heads * g.dh;
+  if (!g.fWv || g.dh != 16 || g.rope16.empty()) return false;
+  return backward_heads<2, true>(g, qkv, qkv + d, qkv + 2 * d, 3 * d, P, dout, dqkv, dqkv + d,
+                                 dqkv + 2 * d, rows);
 }
 
 }  // namespace nm::attn2d
