@@ -222,6 +222,15 @@ void act_backward_deriv(const T* d, const T* da, T* dz, size_t n) {
   }
 }
 
+// dz (rows, n) ⊙= d, then db += its column sums: act_backward_deriv and the bias gradient
+// of the product that dz feeds, in one pass over dz (the same sums, in the same order)
+template <class T>
+void act_backward_deriv_sums(const T* d, T* dz, int rows, int n, T* db) {
+  if constexpr (std::is_same_v<T, float>) return simd::mul_col_sums(d, dz, rows, n, db);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j) db[j] += (dz[size_t(r) * n + j] *= d[size_t(r) * n + j]);
+}
+
 // In place: each row of n becomes softmax(row); entries at -inf get probability 0.
 template <class T>
 void softmax_rows(T* s, int rows, int n) {

@@ -232,6 +232,15 @@ NM_CLONES void col_sums(const float* x, int rows, int n, float* out) {
     for (int j = 0; j < n; ++j) out[j] += x[size_t(r) * n + j];
 }
 
+NM_CLONES void mul_col_sums(const float* d, float* x, int rows, int n, float* out) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j) {
+      const float v = x[size_t(r) * n + j] * d[size_t(r) * n + j];
+      x[size_t(r) * n + j] = v;
+      out[j] += v;
+    }
+}
+
 NM_CLONES void add_rows(const float* b, int rows, int n, float* y) {
   for (int r = 0; r < rows; ++r)
     for (int j = 0; j < n; ++j) y[size_t(r) * n + j] += b[j];

@@ -26,6 +26,8 @@ void ln_backward(const float* xhat, const float* rstd, const float* g, const flo
                  float* dg, float* db, int rows, int d, int G);
 // out[j] += sum over the rows of x[r, j], row by row (a bias gradient)
 void col_sums(const float* x, int rows, int n, float* out);
+// x (rows, n) *= d elementwise and out[j] += the new x's column sums, in one pass (row order)
+void mul_col_sums(const float* d, float* x, int rows, int n, float* out);
 // y[r, j] += b[j] for every row
 void add_rows(const float* b, int rows, int n, float* y);
 // each row of n becomes its softmax (entries at -inf: exactly 0)
