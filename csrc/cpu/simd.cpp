@@ -31,9 +31,11 @@ NM_INLINE uint32_t float_to_bits(float f) { uint32_t i; std::memcpy(&i, &f, 4); 
 // e^x for x in [-87, 88]: x = k ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial.
 // k is read from the shifted sum's low mantissa bits in unsigned arithmetic (no float-to-int
 // conversion, which is undefined for NaN: a NaN x gives NaN through p).
-NM_INLINE float exp_f(float x) {
+// Clamp = false: x is known to be <= 0 (no upper clamp; the same values).
+template <bool Upper = true>
+NM_INLINE float exp_t(float x) {
   x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
+  if constexpr (Upper) x = x > 88.0f ? 88.0f : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float ks = x * 1.44269504f + shifter;
   float k = ks - shifter;
@@ -44,6 +46,7 @@ NM_INLINE float exp_f(float x) {
   p = p * r + 1.0f;
   return p * bits_to_float((float_to_bits(ks) - float_to_bits(shifter) + 127u) << 23);
 }
+NM_INLINE float exp_f(float x) { return exp_t<true>(x); }
 
 // e^x - 1, accurate near 0 (Taylor below |x| = 0.5, exp_f above).
 NM_INLINE float expm1_f(float x) {
@@ -74,12 +77,12 @@ NM_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
 // t e^(-a^2 + P(t)) everywhere). erfc(-a) = 2 - erfc(a): no cancellation in the tail that
 // GELU(z < 0) uses; e^(-a^2) is exp_f's (held at e^-87 below, where GELU is 0 to float).
 NM_INLINE void erfc_gauss_f(float u, float& e, float& g) {
-  const float a = u < 0 ? -u : u;
+  const float a = std::fabs(u);
   const float t = 1.0f / (1.0f + 0.5f * a);
   const float r = 0.2820948f + t * (0.28209306f + t * (0.24690277f + t * (0.17510698f +
                   t * (0.09474919f + t * (-0.06389273f + t * (0.14271739f + t * (-0.46981131f +
                   t * (0.50639815f + t * (-0.24078041f + t * 0.04442213f)))))))));
-  g = exp_f(-a * a);
+  g = exp_t<false>(-a * a);  // -a^2 <= 0
   const float c = t * g * r;
   e = u < 0 ? 2.0f - c : c;
 }
