@@ -18,10 +18,10 @@ struct Grid {
   std::vector<float> csf, snf;  // the same, rounded once for the float engine
   // The flat kernels' slots (attn2d_flat.cpp), for 2, 4 or 8 heads when at most 16 slots are
   // computed (fWv = 0 otherwise): the window's slots up to the cell itself under the raster mask
-  // (all Wn without it), rounded up to a multiple of 8 / heads; fsrc[s * fWv + w] the source cell
-  // or -1; fvalid (S, fnvec, 8) lanes (slot, head) of real slots -1, others 0.
+  // (all Wn without it), rounded up to a multiple of 8 / heads, in fnvec score vectors;
+  // fsrc[s * fWv + w] the source cell or -1, and 8 more -1 at the end (whole vectors are read).
   int fWv = 0, fnvec = 0;
-  std::vector<int> fsrc, fvalid;
+  std::vector<int> fsrc;
   // Heads of 16 features: per cell the RoPE vectors of the flat kernels (cos | cos, -sin | sin
   // by the row index, then by the column index; 32 floats, from csf/snf).
   std::vector<float> rope16;

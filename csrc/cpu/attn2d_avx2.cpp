@@ -1,5 +1,5 @@
 // AVX2+FMA window attention for float heads of a multiple of 8 features (cpu/attn2d.h):
-// the same arithmetic as the portable kernels in attn2d.cpp, organised for vectors. Per
+// the same arithmetic as the portable kernels in attn2d_kernels.cpp, organised for vectors. Per
 // (query, window slot) the heads' dot products are whole 8-float multiply-adds reduced eight
 // heads at a time by one hadd tree, so the scores land as a vector over heads; the softmax
 // runs on those vectors (P is (cells, slots, heads)); the weighted sums of values (and in the
@@ -17,6 +17,7 @@ namespace nm::attn2d {
 namespace {
 
 using avx2::exp8;
+using avx2::prefetch;
 using avx2::lanes;
 using avx2::loadn;
 using avx2::storen;
@@ -77,11 +78,6 @@ NM_AVX2_INLINE void weighted_sum(int n, const float* const* wt, const float* con
     for (int i = 0; i < n; ++i) axpy_chunks<1>(acc, wt[i], xs[i], c0, hc + c0 / 8);
     _mm256_storeu_ps(o + c0, Add ? _mm256_add_ps(_mm256_loadu_ps(o + c0), acc[0]) : acc[0]);
   }
-}
-
-// Asks for n floats from p into the cache ahead of their use (one prefetch per 64-byte line).
-NM_AVX2_INLINE void prefetch(const float* p, int n) {
-  for (int i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
 }
 
 // The head of each chunk of 8 features (dh % 8 == 0), per thread, grown once.

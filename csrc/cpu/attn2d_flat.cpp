@@ -21,6 +21,7 @@ namespace nm::attn2d {
 namespace {
 
 using avx2::exp8;
+using avx2::prefetch;
 using avx2::reduce8;
 
 // Lanes with head h % HEADS: the per-head max / sum over a vector's slots, in every lane.
@@ -86,13 +87,15 @@ NM_AVX2_INLINE __m256 load_first(const float* p, int n) {
   return _mm256_load_ps(t);
 }
 
-NM_AVX2_INLINE __m256 valid(const int* m) {
-  return _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m)));
-}
-
-// Asks for n floats from p into the cache ahead of their use (one prefetch per 64-byte line).
-NM_AVX2_INLINE void prefetch(const float* p, int n) {
-  for (int i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
+// The lanes (slot, head) of vector j whose slot is inside the grid (all ones), from the cell's
+// source cells src (Grid::fsrc: padded, so the 8 ints read past a cell's last slots exist).
+template <int HEADS>
+NM_AVX2_INLINE __m256 valid(const int* src, int j) {
+  const __m256i slot = _mm256_setr_epi32(0 / HEADS, 1 / HEADS, 2 / HEADS, 3 / HEADS, 4 / HEADS,
+                                         5 / HEADS, 6 / HEADS, 7 / HEADS);
+  const __m256i s = _mm256_permutevar8x32_epi32(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j * (8 / HEADS))), slot);
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(s, _mm256_set1_epi32(-1)));
 }
 
 // RoPE on one cell's row of heads of 16 features (as rope16_avx2 in attn2d_avx2.cpp), from
@@ -149,7 +152,6 @@ NM_AVX2 void forward_flat(const Grid& g, float* q, float* k, const float* v, int
         rotate_row<HEADS, false>(g, s, q + (cell + s) * ld);
       }
       const int* src = &g.fsrc[size_t(s) * Wv];
-      const int* ok = &g.fvalid[size_t(s) * nvec * 8];
       for (int w = 0; w < Wv; ++w) {
         kp[w] = src[w] >= 0 ? k + (cell + src[w]) * ld : zero;
         vp[w] = src[w] >= 0 ? v + (cell + src[w]) * ld : zero;
@@ -158,13 +160,13 @@ NM_AVX2 void forward_flat(const Grid& g, float* q, float* k, const float* v, int
       __m256 mx = ninf;
       for (int j = 0; j < nvec; ++j) {
         sc[j] = _mm256_blendv_ps(ninf, _mm256_mul_ps(group_dots<NV, HEADS>(qs, kp + j * SPR), scale),
-                                 valid(ok + 8 * j));
+                                 valid<HEADS>(src, j));
         mx = _mm256_max_ps(mx, sc[j]);
       }
       mx = fold_max<HEADS>(mx);
       __m256 sum = _mm256_setzero_ps();
       for (int j = 0; j < nvec; ++j) {
-        sc[j] = _mm256_and_ps(exp8(_mm256_sub_ps(sc[j], mx)), valid(ok + 8 * j));
+        sc[j] = _mm256_and_ps(exp8(_mm256_sub_ps(sc[j], mx)), valid<HEADS>(src, j));
         sum = _mm256_add_ps(sum, sc[j]);
       }
       const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), fold_add<HEADS>(sum));
