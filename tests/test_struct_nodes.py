@@ -329,11 +329,15 @@ def _identity_out(h, width):
     nm.set_params(h, {"y.weight": np.eye(width), "y.bias": np.zeros(width)})
 
 
-def test_raster_mask_is_causal():
-    H, W, d = 3, 4, 4
-    text = (f"/xavier, zero/ (x, {H * W * d}) (g, attn2d, {H}x{W}, dim {d}, heads 1, window 1, "
-            f"depth 2, mask raster) (y, {H * W * d}, <linear>, <mse>)")
-    h = nm.compile(text, 1, 0.1, dtype="float64")
+# float64 with one head: the portable kernels; float32 with 4 heads of 16: the flat AVX2 kernels
+# (cpu/attn2d_flat.cpp, RoPE inside them) where the CPU has AVX2, which compute only the slots
+# up to the cell itself
+@pytest.mark.parametrize("dtype,d,heads", [("float64", 4, 1), ("float32", 64, 4)])
+def test_raster_mask_is_causal(dtype, d, heads):
+    H, W = 3, 4
+    text = (f"/xavier, zero/ (x, {H * W * d}) (g, attn2d, {H}x{W}, dim {d}, heads {heads}, "
+            f"window 1, depth 2, mask raster) (y, {H * W * d}, <linear>, <mse>)")
+    h = nm.compile(text, 1, 0.1, dtype=dtype)
     nm.seed(4)
     nm.build(h)
     _identity_out(h, H * W * d)
@@ -347,7 +351,7 @@ def test_raster_mask_is_causal():
         np.testing.assert_array_equal(out[:cell], base[:cell])
         assert np.abs(out[cell] - base[cell]).max() > 1e-3
     # without the mask, earlier cells do see a later one
-    h2 = nm.compile(text.replace(", mask raster", ""), 1, 0.1, dtype="float64")
+    h2 = nm.compile(text.replace(", mask raster", ""), 1, 0.1, dtype=dtype)
     nm.build(h2)
     _identity_out(h2, H * W * d)
     x2 = x.copy().reshape(H * W, d)
@@ -379,6 +383,14 @@ def test_raster_mask_is_causal():
     ("(g, attn2d, 3x5, dim 64, heads 4, window 0, depth 1)", 960),
     ("(g, attn2d, 5x4, dim 16, heads 2, window 1, depth 2, mask raster)", 320),
     ("(g, attn2d, 4x4, dim 64, heads 8, window 2, depth 1, mask raster)", 1024),
+    # ... without RoPE at heads of 16 (the unfused flat kernels), 4 heads of 32 under the mask,
+    # 4 heads of 8 without it, 16 computed slots (2 heads, raster, window 2), a grid thinner
+    # than the window
+    ("(g, attn2d, 4x4, dim 64, heads 4, rope 0, window 1, depth 1)", 1024),
+    ("(g, attn2d, 3x4, dim 128, heads 4, window 1, depth 1, mask raster)", 1536),
+    ("(g, attn2d, 4x3, dim 32, heads 4, window 1, depth 1)", 384),
+    ("(g, attn2d, 4x5, dim 32, heads 2, window 2, depth 1, mask raster)", 640),
+    ("(g, attn2d, 1x6, dim 32, heads 2, window 1, depth 2, mask raster)", 192),
     ("(c, column, 4x4, dim 8, qk 8, heads 2, mlp 8, depth 3, value proj, wiring 0.1)", 128),
     # attention maps in two blocks of query rows, softmax rows of 289 (a partial last vector)
     ("(c, column, 17x17, dim 4, qk 8, heads 2, mlp 4, depth 2, wiring 0.1, <gelu>)", 1156),

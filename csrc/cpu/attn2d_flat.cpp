@@ -100,7 +100,7 @@ NM_AVX2_INLINE __m256 valid(const int* src, int j) {
 
 // RoPE on one cell's row of heads of 16 features (as rope16_avx2 in attn2d_avx2.cpp), from
 // the grid's per-cell vectors Grid::rope16 (cos, signed sin, by row then by column index);
-// Inverse: by the negative angles.
+// Inverse: by the negative angles. The same operations as rope16_avx2, so the same bits.
 template <int HEADS, bool Inverse>
 NM_AVX2_INLINE void rotate_row(const Grid& g, int cell, float* x) {
   const float* t = g.rope16.data() + size_t(cell) * 32;
@@ -110,8 +110,8 @@ NM_AVX2_INLINE void rotate_row(const Grid& g, int cell, float* x) {
     for (int half = 0; half < 2; ++half) {
       float* v = x + h * 16 + half * 8;
       const __m256 a = _mm256_loadu_ps(v), w = _mm256_permute2f128_ps(a, a, 1);
-      const __m256 ac = _mm256_mul_ps(a, c[half]);
-      _mm256_storeu_ps(v, Inverse ? _mm256_fnmadd_ps(w, sg[half], ac) : _mm256_fmadd_ps(w, sg[half], ac));
+      const __m256 ws = _mm256_mul_ps(w, sg[half]);  // rounded first, as in rope16_avx2: same bits
+      _mm256_storeu_ps(v, Inverse ? _mm256_fmsub_ps(a, c[half], ws) : _mm256_fmadd_ps(a, c[half], ws));
     }
 }
 

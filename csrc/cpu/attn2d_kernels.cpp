@@ -53,7 +53,7 @@ Grid::Grid(int h, int w, int nheads, int hdim, int radius, bool mask)
     }
   csf.assign(cs.begin(), cs.end());
   snf.assign(sn.begin(), sn.end());
-  if (dh != 16) return;
+  if (dh != 16 || !fWv) return;  // only the flat kernels read it
   rope16.resize(size_t(S) * 32);
   for (int s = 0; s < S; ++s)
     for (int half = 0; half < 2; ++half) {
