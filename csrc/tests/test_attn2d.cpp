@@ -217,6 +217,33 @@ void strided_layout_and_float_kernels(int heads, int dh, int r, int H = 5, int W
   }
 }
 
+// qkv_forward / qkv_backward with RoPE (what the node runs; for heads of 16 on AVX2 the flat
+// kernels rotate rows inside, attn2d_flat.cpp) against RoPE as separate passes around the
+// window kernels: the same bits, in the saved Q/K/V, P, the output and dqkv.
+void fused_rope_equals_separate_passes(int heads, int r, int H, int W) {
+  Rng rng(11 + heads + r);
+  const int dh = 16, d = heads * dh, S = H * W, rows = 3;
+  for (bool raster : {false, true}) {
+    const attn2d::Grid g(H, W, heads, dh, r, raster);
+    const size_t n3 = size_t(rows) * S * 3 * d, n = size_t(rows) * S * d;
+    const size_t np = size_t(rows) * S * heads * g.Wn;
+    const Vec x = normal(rng, n3), dy = normal(rng, n);
+    std::vector<float> a(x.begin(), x.end()), b = a, dout(dy.begin(), dy.end());
+    std::vector<float> P1(np), P2(np), o1(n), o2(n), g1(n3, 7.f), g2(n3, 7.f);
+    attn2d::qkv_forward(g, a.data(), true, P1.data(), o1.data(), rows);
+    attn2d::rope(g, b.data(), 3 * d, rows, false);
+    attn2d::rope(g, b.data() + d, 3 * d, rows, false);
+    attn2d::window_forward(g, b.data(), b.data() + d, b.data() + 2 * d, 3 * d, P2.data(), o2.data(), rows);
+    CHECK(a == b && P1 == P2 && o1 == o2);
+    attn2d::qkv_backward(g, a.data(), true, P1.data(), dout.data(), g1.data(), rows);
+    attn2d::window_backward(g, b.data(), b.data() + d, b.data() + 2 * d, 3 * d, P2.data(), dout.data(),
+                            g2.data(), g2.data() + d, g2.data() + 2 * d, rows);
+    attn2d::rope(g, g2.data(), 3 * d, rows, true);
+    attn2d::rope(g, g2.data() + d, 3 * d, rows, true);
+    CHECK(g1 == g2);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -234,5 +261,14 @@ int main() {
   strided_layout_and_float_kernels(2, 16, 8);  // 289 slots: over kAvx2MaxSlots, the portable path
   strided_layout_and_float_kernels(3, 16, 2, 3, 7);  // wider than tall: the backward's lag r (W + 1)
   strided_layout_and_float_kernels(8, 8, 3, 2, 9);   // a window wider than the grid is tall
+  // the flat kernels (attn2d_flat.cpp: 2, 4 or 8 heads of 8, 16 or 32)
+  strided_layout_and_float_kernels(4, 16, 1);
+  strided_layout_and_float_kernels(2, 8, 2);
+  strided_layout_and_float_kernels(4, 32, 1, 3, 5);
+  strided_layout_and_float_kernels(2, 16, 1, 1, 6);  // a grid thinner than the window
+  fused_rope_equals_separate_passes(4, 1, 5, 6);
+  fused_rope_equals_separate_passes(8, 1, 4, 4);
+  fused_rope_equals_separate_passes(2, 2, 4, 5);
+  fused_rope_equals_separate_passes(3, 1, 4, 4);  // 3 heads: the general kernels and passes
   return TEST_MAIN_RESULT();
 }
