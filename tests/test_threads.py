@@ -29,10 +29,11 @@ MODELS = [
      "wiring 0.1, <gelu>) (y, 10, <softmax>, <cross_entropy>)", {}),
     # attn2d cuts the batch into per-thread chunks that run the whole block stack (weight
     # gradients per chunk, added in chunk order): token ids through its own embedding, RoPE,
-    # the raster mask; the grid LM of MDL.md section 7 (embed node, per-cell softmax head)
+    # the raster mask; the grid LM of MDL.md section 7 (embed node, per-cell softmax head) with
+    # case h's heads (4 of 16: the flat kernels with RoPE inside them, cpu/attn2d_flat.cpp)
     ("/xavier, zero/ (x, 16) (g, attn2d, 4x4, dim 16, heads 2, window 1, depth 2, vocab 7, "
      "mask raster, <gelu>) (y, 10, <softmax>, <cross_entropy>)", dict(optimizer="adam", grad_clip=1.0)),
-    ("/xavier, zero/ (x, 16) (e, embed, 4x4, vocab 9, dim 16) (g, attn2d, 4x4, dim 16, heads 4, "
+    ("/xavier, zero/ (x, 16) (e, embed, 4x4, vocab 9, dim 64) (g, attn2d, 4x4, dim 64, heads 4, "
      "window 1, depth 2, mask raster, <gelu>) (y, 9, cells 4x4, <softmax>, <cross_entropy>)", {}),
     # no projections: q = k = v = the normed state
     ("/xavier, zero/ (x, 64) (g, attn2d, 4x4, dim 4, heads 1, window 1, depth 1, proj 0, <swish>) "
