@@ -137,7 +137,7 @@ NM_AVX2 void forward_flat(const Grid& g, float* q, float* k, const float* v, int
   const float* kp[32];
   const float* vp[32];
   const float* wt[32];
-  __m256 sc[32 / SPR];
+  __m256 sc[32 / SPR], ok[32 / SPR];  // scores, then probabilities; the lanes of real slots
   // the furthest row a query's window reads is r (W + 1) cells on: the one two queries further
   // is asked for ahead (as in attn2d_avx2.cpp; the saved Q/K/V left the cache since the forward)
   const size_t ahead = size_t(g.r) * (g.W + 1) + 2, total = size_t(rows) * S;
@@ -159,14 +159,14 @@ NM_AVX2 void forward_flat(const Grid& g, float* q, float* k, const float* v, int
       const float* qs = q + (cell + s) * ld;
       __m256 mx = ninf;
       for (int j = 0; j < nvec; ++j) {
-        sc[j] = _mm256_blendv_ps(ninf, _mm256_mul_ps(group_dots<NV, HEADS>(qs, kp + j * SPR), scale),
-                                 valid<HEADS>(src, j));
+        ok[j] = valid<HEADS>(src, j);
+        sc[j] = _mm256_blendv_ps(ninf, _mm256_mul_ps(group_dots<NV, HEADS>(qs, kp + j * SPR), scale), ok[j]);
         mx = _mm256_max_ps(mx, sc[j]);
       }
       mx = fold_max<HEADS>(mx);
       __m256 sum = _mm256_setzero_ps();
       for (int j = 0; j < nvec; ++j) {
-        sc[j] = _mm256_and_ps(exp8(_mm256_sub_ps(sc[j], mx)), valid<HEADS>(src, j));
+        sc[j] = _mm256_and_ps(exp8(_mm256_sub_ps(sc[j], mx)), ok[j]);
         sum = _mm256_add_ps(sum, sc[j]);
       }
       const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), fold_add<HEADS>(sum));
@@ -201,6 +201,7 @@ NM_AVX2 void backward_flat(const Grid& g, const float* q, const float* k, const 
   const float* wp[32];
   const float* ps[32];
   const float* qp[32];
+  const float* op[32];
   const int lag = g.r * (g.W + 1);
   const size_t ahead = size_t(lag) + 2, total = size_t(rows) * S;
   for (int b = 0; b < rows; ++b) {
@@ -239,12 +240,12 @@ NM_AVX2 void backward_flat(const Grid& g, const float* q, const float* k, const 
         if (src[w] >= 0) wt[n] = ds + w * HEADS, xs[n++] = k + (cell + src[w]) * ld;
         if (seen[w] >= 0) {
           wp[m] = DS + size_t(seen[w]) * row + w * HEADS, ps[m] = P + (cell + seen[w]) * per_cell + w * HEADS;
-          qp[m] = q + (cell + seen[w]) * ld, xs[16 + m] = dout + (cell + seen[w]) * d, ++m;
+          qp[m] = q + (cell + seen[w]) * ld, op[m++] = dout + (cell + seen[w]) * d;
         }
       }
       wsum<NV, HEADS>(n, wt, xs, dq + to);        // dq_t = sum_w ds_tw k_w
       wsum<NV, HEADS>(m, wp, qp, dk + to);        // dk_t = sum_s ds_st q_s
-      wsum<NV, HEADS>(m, ps, xs + 16, dv + to);   // dv_t = sum_s p_st dout_s
+      wsum<NV, HEADS>(m, ps, op, dv + to);        // dv_t = sum_s p_st dout_s
       if constexpr (Rope) {
         rotate_row<HEADS, true>(g, t, dq + to);
         rotate_row<HEADS, true>(g, t, dk + to);

@@ -31,7 +31,7 @@ NM_INLINE uint32_t float_to_bits(float f) { uint32_t i; std::memcpy(&i, &f, 4); 
 // e^x for x in [-87, 88]: x = k ln2 + r, |r| <= ln2/2, e^r by a degree-7 Taylor polynomial.
 // k is read from the shifted sum's low mantissa bits in unsigned arithmetic (no float-to-int
 // conversion, which is undefined for NaN: a NaN x gives NaN through p).
-// Clamp = false: x is known to be <= 0 (no upper clamp; the same values).
+// Upper = false: x is known to be <= 0 (no upper clamp; the same values).
 template <bool Upper = true>
 NM_INLINE float exp_t(float x) {
   x = x < -87.0f ? -87.0f : x;
