@@ -454,9 +454,11 @@ def torch_forms(make_twin, forms, xs, ts, lossf, device="cpu", sync=None):
 
 
 def case_twin(case, shape, text, batch, x, e, make_twin, forms, tx, tt, lossf, best=None,
-              note=None):
+              note=None, flops=None, sgemm_shape=None):
     """One row: ours on (x, e) vs the twin's forms on (tx, tt), the repeats interleaved; the
-    ratio is against the fastest of the forms in `best` (default all)."""
+    ratio is against the fastest of the forms in `best` (default all). flops: the step's
+    product FLOPs, reported as GFLOP/s and as a share of numpy's sgemm at sgemm_shape (m, k, n),
+    measured in this run."""
     h = nm.compile(text, batch, 0.01)
     nm.seed(0)
     nm.build(h, threads=OPTS.threads)
@@ -502,8 +504,17 @@ def case_twin(case, shape, text, batch, x, e, make_twin, forms, tx, tt, lossf, b
         for f in forms:
             if best and f not in best and f in med:
                 extra[f"ratio_vs_torch_{f}"] = round(med[f] / ours, 2)
-    report(case, shape, ours, theirs, extra=extra, note="; ".join(notes) or None,
+    sg = sgemm_gflops(*sgemm_shape, OPTS.repeats) if sgemm_shape and not OPTS.quick else None
+    report(case, shape, ours, theirs, flops, sg, extra=extra, note="; ".join(notes) or None,
            torch_note=None if torch is None else "every PyTorch form failed (see note)")
+
+
+def attn2d_flops(R, d, hid, depth, head, first_dx):
+    """Product FLOPs of one training step of attn2d blocks over R cell rows (Q/K/V, output,
+    MLP: forward, weight and input gradients; no input gradient for the first block's Q/K/V
+    when nothing before the node needs it) plus a head of `head` forward FLOPs (x3)."""
+    block = 2 * R * d * (4 * d + 2 * hid)
+    return 3 * depth * block - (0 if first_dx else 2 * R * d * 3 * d) + 3 * head
 
 
 def attn2d_case(H, W, d, heads, depth, batch, n, label=""):
@@ -518,9 +529,11 @@ def attn2d_case(H, W, d, heads, depth, batch, n, label=""):
         from bench_torch_nets import Attn2dNet
         tx, ty = torch.from_numpy(x), torch.from_numpy(ids)
     make = lambda form: Attn2dNet(H, W, d, heads, 1, depth, 4, form)
+    R = batch * H * W
     case_twin("e", f"attn2d {H}x{W} dim {d} heads {heads} window 1 depth {depth} mlp 4 + dense 10, "
               f"batch {batch}{label}", text, batch, x, onehot, make, ("unfold", "masked", "sdpa"),
-              tx, ty, torch.nn.CrossEntropyLoss() if torch else None)
+              tx, ty, torch.nn.CrossEntropyLoss() if torch else None,
+              flops=attn2d_flops(R, d, 4 * d, depth, 2 * R * d * 10, False), sgemm_shape=(R, d, 4 * d))
 
 
 def case_attn2d():
@@ -619,7 +632,9 @@ def case_gridlm():
     case_twin("h", f"grid LM: embed {H}x{W} vocab {vocab} dim {d}, attn2d heads {heads} window 1 "
               f"depth {depth} mask raster, cells {C} softmax head over {vocab} + CE on class ids, "
               f"batch {batch}", gridlm_text(H, W, vocab, d, heads, depth), batch, x, targets, make,
-              ("unfold", "masked", "sdpa"), tx, ty, lossf)
+              ("unfold", "masked", "sdpa"), tx, ty, lossf,
+              flops=attn2d_flops(batch * C, d, 4 * d, depth, 2 * batch * C * d * vocab, True),
+              sgemm_shape=(batch * C, d, 4 * d))
 
 
 # ----------------------------------------------------------------------------- the GPU rows
