@@ -6,12 +6,23 @@
 #include <cstring>
 #include <mutex>
 
+#include "aligned.h"
 #include "ops.h"
 #include "simd.h"
 #include "threads.h"
 
 #if NM_HAVE_BLAS
 #include <cblas.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+namespace nm::simd {  // gemm_avx2.cpp
+void pack_panels_avx2(bool tb, int n, int k, const float* B, int ldb, float* Bp);
+void rows_product_avx2(int m0, int m1, int n, int k, const float* A, int lda, const float* Bp,
+                       const float* bias, bool acc, float* C, int ldc);
+void tn_product_avx2(int i0, int i1, int n, int k, const float* A, int lda, const float* B,
+                     int ldb, float* C, int ldc);
+}  // namespace nm::simd
 #endif
 
 namespace nm::cpu {
@@ -177,6 +188,55 @@ void dense_sgd_update(const float* u, float* W, const float* dz, float* b, int r
       W[size_t(o) * in + i] -= lr * acc;
     }
   }
+}
+
+bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                  const float* bias, bool accumulate, float* C, int ldc) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // Where it beat OpenBLAS (session 14): at least 64 rows, k up to 512 (A's 6-row strip and a
+  // 16-column panel of B stay in L1 and L2), whole 16-column panels.
+  if (!simd::has_avx2() || m < 64 || n % 16 || n <= 0 || k < 16 || k > 512) return false;
+  thread_local LineVector<float> panels;
+  if (panels.size() < size_t(n) * k) panels.resize(size_t(n) * k);
+  float* Bp = panels.data();
+  simd::pack_panels_avx2(tb, n, k, B, ldb, Bp);
+  const bool cut = pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= double(1 << 22);
+  if (!cut) {
+    simd::rows_product_avx2(0, m, n, k, A, lda, Bp, bias, accumulate, C, ldc);
+    return true;
+  }
+  const size_t strips = size_t(m + 5) / 6;  // row ranges in whole strips of 6
+  parallel_for(strips, 8, [&](int, size_t s0, size_t s1) {
+    simd::rows_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, Bp, bias,
+                            accumulate, C, ldc);
+  });
+  return true;
+#else
+  (void)tb, (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb, (void)bias,
+      (void)accumulate, (void)C, (void)ldc;
+  return false;
+#endif
+}
+
+bool tn_product(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C,
+                int ldc) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // Where it beat OpenBLAS (session 14): C at most 64 columns wide (B's block stays in L1),
+  // k of at least 256 rows; wider C (attn2d's 64 x 256 W2, case e's 128 and 512) lost.
+  if (!simd::has_avx2() || m < 16 || n % 16 || n <= 0 || n > 64 || k < 256) return false;
+  const bool cut = pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= double(1 << 22);
+  if (!cut) {
+    simd::tn_product_avx2(0, m, n, k, A, lda, B, ldb, C, ldc);
+    return true;
+  }
+  parallel_for(size_t(m + 5) / 6, 4, [&](int, size_t s0, size_t s1) {
+    simd::tn_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, B, ldb, C, ldc);
+  });
+  return true;
+#else
+  (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb, (void)C, (void)ldc;
+  return false;
+#endif
 }
 
 namespace {

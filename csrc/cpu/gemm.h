@@ -26,6 +26,21 @@ template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,
           T beta, T* C, int ldc);
 
+// C[m, n] = A[m, k] op(B) (+ bias[n] on every row) (+ C when accumulate), op(B) = B (k x n,
+// ldb) or, when tb, the transpose of B (n x k): the own AVX2 kernel for many rows and a short
+// inner dimension (gemm_avx2.cpp), no zeroing or bias pass and A read in place. False when it
+// does not apply (no AVX2, n not a multiple of 16, k or m outside its range): the caller then
+// takes gemm. Cut over the worker threads by rows outside a parallel job: the same bits for
+// any thread count.
+bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                  const float* bias, bool accumulate, float* C, int ldc);
+
+// C[m, n] += A[k, m]^T B[k, n] (a weight gradient dy^T x), the own AVX2 kernel for narrow C
+// and many rows (gemm_avx2.cpp); false when it does not apply (the caller takes gemm). Cut
+// over the worker threads by C's rows outside a parallel job: the same bits for any count.
+bool tn_product(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C,
+                int ldc);
+
 // The fused SGD step's two halves (plain SGD, non-recurrent models; model.cpp fused_step):
 // du += dz . W with the old W; then W -= lr dz^T u and b -= lr sum_rows dz, no gradient stored.
 void dense_input_grad(const float* u, const float* W, const float* dz, float* du, int rows, int in,

@@ -99,6 +99,8 @@ void ln_backward(const T* xhat, const T* rstd, const T* g, const T* dy, T* dx, T
 template <class T>
 void linear_forward(const T* x, const T* W, const T* b, T* y, int rows, int in, int out,
                     bool accumulate = false) {
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu::rows_product(true, rows, out, in, x, in, W, in, b, accumulate, y, out)) return;
   if (b && !accumulate)
     for (int r = 0; r < rows; ++r) std::copy(b, b + out, y + size_t(r) * out);
   cpu::gemm<T>(false, true, rows, out, in, T(1), x, in, W, in, T(b || accumulate ? 1 : 0), y, out);
@@ -121,9 +123,14 @@ void col_sums(const T* x, int rows, int n, T* out) {
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int in,
                      int out, bool set_dx = false) {
-  cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
+  bool own = false;
+  if constexpr (std::is_same_v<T, float>) own = cpu::tn_product(out, in, rows, dy, out, x, in, dW, in);
+  if (!own) cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
   if (db) col_sums(dy, rows, out, db);
-  if (dx) cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(set_dx ? 0 : 1), dx, in);
+  if (!dx) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu::rows_product(false, rows, in, out, dy, out, W, in, nullptr, !set_dx, dx, in)) return;
+  cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(set_dx ? 0 : 1), dx, in);
 }
 
 // Untied per-column linear map: x (rows, N, in), W (N, out, in), b (N, out) or null -> y (rows,

@@ -56,9 +56,88 @@ void cut_products_do_not_depend_on_the_address() {
   cpu::set_pool_threads(1), cpu::set_blas_threads(1);
 }
 
+// The own AVX2 products (gemm_avx2.cpp) against the product in double, relative to
+// sum_k |a b| (float rounding): rows_product in its four starts (zero, bias, C, C + bias) with
+// B as given and transposed, tn_product (C += A^T B); row counts that leave strips of 1-5 rows,
+// odd k; 1 and 2 threads give the same bits (each entry one FMA chain, any row range).
+void own_products_equal_the_double_product() {
+  if (!cpu::rows_product(false, 64, 16, 16, std::vector<float>(64 * 16).data(), 16,
+                         std::vector<float>(16 * 16).data(), 16, nullptr, false,
+                         std::vector<float>(64 * 16).data(), 16))
+    return;  // no AVX2 (or NEUROMORPH_NO_AVX2): the callers take gemm, tested above
+  Rng rng(11);
+  auto normal = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = float(rng.normal());
+    return v;
+  };
+  struct Shape { int m, n, k; };
+  for (const Shape sh : {Shape{64, 16, 16}, Shape{200, 48, 77}, Shape{331, 256, 64}, Shape{97, 64, 512}}) {
+    const int m = sh.m, n = sh.n, k = sh.k;
+    const std::vector<float> A = normal(size_t(m) * k), B = normal(size_t(k) * n), bias = normal(n),
+                             C0 = normal(size_t(m) * n);
+    for (bool tb : {false, true})
+      for (int start = 0; start < 4; ++start) {
+        const bool acc = start & 1, with_bias = start & 2;
+        std::vector<float> Bt(B.size());  // B as its transpose (n x k) for tb
+        for (int t = 0; t < k; ++t)
+          for (int j = 0; j < n; ++j) Bt[size_t(j) * k + t] = B[size_t(t) * n + j];
+        std::vector<float> bits[2];
+        for (int threads : {1, 2}) {
+          cpu::set_pool_threads(threads);
+          std::vector<float> C = C0;
+          CHECK(cpu::rows_product(tb, m, n, k, A.data(), k, tb ? Bt.data() : B.data(), tb ? k : n,
+                                  with_bias ? bias.data() : nullptr, acc, C.data(), n));
+          bits[threads - 1] = C;
+        }
+        CHECK(std::memcmp(bits[0].data(), bits[1].data(), bits[0].size() * sizeof(float)) == 0);
+        double worst = 0;
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < n; ++j) {
+            double exact = (acc ? C0[size_t(i) * n + j] : 0.0) + (with_bias ? bias[j] : 0.0);
+            double mag = std::fabs(exact);
+            for (int t = 0; t < k; ++t) {
+              const double ab = double(A[size_t(i) * k + t]) * B[size_t(t) * n + j];
+              exact += ab, mag += std::fabs(ab);
+            }
+            worst = std::fmax(worst, std::fabs(bits[0][size_t(i) * n + j] - exact) / mag);
+          }
+        CHECK(worst < 1e-6);
+      }
+    // tn_product: C (m x n) += A'^T B' with A' = k x m, B' = k x n (only n <= 64, k >= 256)
+    if (n > 64 || k < 256) continue;
+    const std::vector<float> At = normal(size_t(k) * m), Bk = normal(size_t(k) * n);
+    std::vector<float> bits[2];
+    for (int threads : {1, 2}) {
+      cpu::set_pool_threads(threads);
+      std::vector<float> C = C0;
+      CHECK(cpu::tn_product(m, n, k, At.data(), m, Bk.data(), n, C.data(), n));
+      bits[threads - 1] = C;
+    }
+    CHECK(std::memcmp(bits[0].data(), bits[1].data(), bits[0].size() * sizeof(float)) == 0);
+    double worst = 0;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        double exact = C0[size_t(i) * n + j], mag = std::fabs(exact);
+        for (int t = 0; t < k; ++t) {
+          const double ab = double(At[size_t(t) * m + i]) * Bk[size_t(t) * n + j];
+          exact += ab, mag += std::fabs(ab);
+        }
+        worst = std::fmax(worst, std::fabs(bits[0][size_t(i) * n + j] - exact) / mag);
+      }
+    CHECK(worst < 1e-6);
+  }
+  cpu::set_pool_threads(1);
+  // outside their range they decline (the callers take gemm)
+  std::vector<float> z(64 * 64);
+  CHECK(!cpu::rows_product(false, 64, 24, 16, z.data(), 16, z.data(), 24, nullptr, false, z.data(), 24));
+  CHECK(!cpu::tn_product(64, 24, 256, z.data(), 64, z.data(), 24, z.data(), 24));
+}
+
 }  // namespace
 
 int main() {
   cut_products_do_not_depend_on_the_address();
+  own_products_equal_the_double_product();
   return TEST_MAIN_RESULT();
 }

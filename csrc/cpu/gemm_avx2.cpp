@@ -1,0 +1,174 @@
+// The own AVX2+FMA products (cpu::rows_product and cpu::tn_product in gemm.h). rows_product,
+// for many rows and a short inner dimension: C = A B (+ a bias row) (+ C), A (m x k) row-major read in place, B packed once per
+// call into 16-column panels. A 6 x 16 tile of C stays in 12 registers over the whole k loop:
+// six broadcasts of A and two loads of B per 12 FMAs. C is written once, no zeroing or bias
+// rows first (OpenBLAS scales C by beta before its kernel, a pass over C that for the attn2d
+// node's 1.5-2 MB outputs runs from memory), and A is not packed. Each entry of C is one FMA
+// chain over k in order whatever the row range or tile height, so a product cut into row
+// ranges over threads gives the same bits as a whole one. Measured: docs/performance.md,
+// session 14.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cstddef>
+
+#include "avx2.h"
+
+namespace nm::simd {
+namespace {
+
+// Rows r0..r0+R-1 of C's 16 columns from panel Bp (k x 16).
+template <int R>
+NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, const float* bias,
+                         bool acc, float* C, int ldc) {
+  __m256 c0[R], c1[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    if (acc) {
+      c0[r] = _mm256_loadu_ps(C + size_t(r) * ldc);
+      c1[r] = _mm256_loadu_ps(C + size_t(r) * ldc + 8);
+      if (bias) {
+        c0[r] = _mm256_add_ps(c0[r], _mm256_loadu_ps(bias));
+        c1[r] = _mm256_add_ps(c1[r], _mm256_loadu_ps(bias + 8));
+      }
+    } else if (bias) {
+      c0[r] = _mm256_loadu_ps(bias);
+      c1[r] = _mm256_loadu_ps(bias + 8);
+    } else {
+      c0[r] = c1[r] = _mm256_setzero_ps();
+    }
+  }
+  const float* a[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) a[r] = A + size_t(r) * lda;
+#pragma GCC unroll 4
+  for (int p = 0; p < k; ++p) {
+    const __m256 b0 = _mm256_load_ps(Bp + size_t(p) * 16), b1 = _mm256_load_ps(Bp + size_t(p) * 16 + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a[r] + p);
+      c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(C + size_t(r) * ldc, c0[r]);
+    _mm256_storeu_ps(C + size_t(r) * ldc + 8, c1[r]);
+  }
+}
+
+template <int R>
+NM_AVX2 void strip(const float* A, int lda, const float* Bp, int n, int k, const float* bias,
+                   bool acc, float* C, int ldc) {
+  for (int j = 0; j < n; j += 16)
+    tile<R>(A, lda, Bp + size_t(j) * k, k, bias ? bias + j : nullptr, acc, C + j, ldc);
+}
+
+// C's rows r0..r0+R-1, columns 16: C += A^T B over k rows of A (k x ., lda) and B (k x ., ldb).
+template <int R>
+NM_AVX2_INLINE void tile_tn(const float* A, int lda, const float* B, int ldb, int k, float* C,
+                            int ldc) {
+  __m256 c0[R], c1[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    c0[r] = _mm256_loadu_ps(C + size_t(r) * ldc);
+    c1[r] = _mm256_loadu_ps(C + size_t(r) * ldc + 8);
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < k; ++p) {
+    const float* a = A + size_t(p) * lda;
+    const __m256 b0 = _mm256_loadu_ps(B + size_t(p) * ldb), b1 = _mm256_loadu_ps(B + size_t(p) * ldb + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r);
+      c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(C + size_t(r) * ldc, c0[r]);
+    _mm256_storeu_ps(C + size_t(r) * ldc + 8, c1[r]);
+  }
+}
+
+template <int R>
+NM_AVX2 void strip_tn(const float* A, int lda, const float* B, int ldb, int n, int k, float* C,
+                      int ldc) {
+  for (int j = 0; j < n; j += 16) tile_tn<R>(A, lda, B + j, ldb, k, C + j, ldc);
+}
+
+}  // namespace
+
+// C rows i0..i1-1 (n <= 64 columns, a multiple of 16) += A^T B, A (k x m, lda), B (k x n,
+// ldb): a weight gradient dy^T x. Blocks of 64 of the k rows: B's block (64 x n, at most 16 KB)
+// stays in L1 while every 6-row strip of C passes over it, each strip's 64 rows of A read once
+// for all of C's columns. Each entry's sum runs over the blocks in order, each block one FMA
+// chain in order, whatever the row range.
+NM_AVX2 void tn_product_avx2(int i0, int i1, int n, int k, const float* A, int lda,
+                             const float* B, int ldb, float* C, int ldc) {
+  constexpr int KB = 64;
+  for (int p0 = 0; p0 < k; p0 += KB) {
+    const int kb = k - p0 < KB ? k - p0 : KB;
+    const float* Ak = A + size_t(p0) * lda;
+    const float* Bk = B + size_t(p0) * ldb;
+    int i = i0;
+    for (; i + 6 <= i1; i += 6) strip_tn<6>(Ak + i, lda, Bk, ldb, n, kb, C + size_t(i) * ldc, ldc);
+    float* c = C + size_t(i) * ldc;
+    switch (i1 - i) {
+      case 5: strip_tn<5>(Ak + i, lda, Bk, ldb, n, kb, c, ldc); break;
+      case 4: strip_tn<4>(Ak + i, lda, Bk, ldb, n, kb, c, ldc); break;
+      case 3: strip_tn<3>(Ak + i, lda, Bk, ldb, n, kb, c, ldc); break;
+      case 2: strip_tn<2>(Ak + i, lda, Bk, ldb, n, kb, c, ldc); break;
+      case 1: strip_tn<1>(Ak + i, lda, Bk, ldb, n, kb, c, ldc); break;
+      default: break;
+    }
+  }
+}
+
+// Bp: panel j (columns 16j..16j+15) is k rows of 16, row p = B[p, 16j..] (tb: B given as its
+// transpose, n x k).
+NM_AVX2 void pack_panels_avx2(bool tb, int n, int k, const float* B, int ldb, float* Bp) {
+  for (int j = 0; j < n; j += 16) {
+    float* P = Bp + size_t(j) * k;
+    if (tb) {
+      for (int c = 0; c < 16; ++c) {
+        const float* b = B + size_t(j + c) * ldb;
+        for (int p = 0; p < k; ++p) P[size_t(p) * 16 + c] = b[p];
+      }
+    } else {
+      for (int p = 0; p < k; ++p) {
+        const float* b = B + size_t(p) * ldb + j;
+        _mm256_store_ps(P + size_t(p) * 16, _mm256_loadu_ps(b));
+        _mm256_store_ps(P + size_t(p) * 16 + 8, _mm256_loadu_ps(b + 8));
+      }
+    }
+  }
+}
+
+// Rows m0..m1-1 of C (n a multiple of 16), 6 at a time; the next strip's rows of A are asked
+// for while the current one runs (they come from memory: the node's activations).
+NM_AVX2 void rows_product_avx2(int m0, int m1, int n, int k, const float* A, int lda,
+                               const float* Bp, const float* bias, bool acc, float* C, int ldc) {
+  const int lines = (k + 15) / 16;  // cache lines per row of A (64-byte lines)
+  int i = m0;
+  for (; i + 6 <= m1; i += 6) {
+    if (i + 12 <= m1)
+      for (int q = 0; q < 6 * lines; ++q)
+        _mm_prefetch(reinterpret_cast<const char*>(A + size_t(i + 6 + q / lines) * lda + (q % lines) * 16),
+                     _MM_HINT_T0);
+    strip<6>(A + size_t(i) * lda, lda, Bp, n, k, bias, acc, C + size_t(i) * ldc, ldc);
+  }
+  const float* a = A + size_t(i) * lda;
+  float* c = C + size_t(i) * ldc;
+  switch (m1 - i) {
+    case 5: strip<5>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
+    case 4: strip<4>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
+    case 3: strip<3>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
+    case 2: strip<2>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
+    case 1: strip<1>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
+    default: break;
+  }
+}
+
+}  // namespace nm::simd
+#endif
