@@ -228,8 +228,8 @@ class Attn2dNode final : public StructNode<T> {
     const size_t n = size_t(R) * d, sd = size_t(at) * S_ * d;
     T *u = u_.data() + sd, *du = du_.data() + sd, *dh = dhid_.data() + size_t(at) * S_ * hid_;
     // MLP: X += W2 act(W1 LN2(X) + c1) + c2
-    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, dh, R, hid_, d, true);
-    nn::act_backward_deriv_sums(sv(c, kD1, row), dh, R, hid_, G + b.c1);  // and c1's gradient
+    nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, (T*)nullptr, R, hid_, d);
+    nn::linear_input_grad_gated(gX, P + b.w2, sv(c, kD1, row), dh, G + b.c1, R, hid_, d);  // c1's too
     nn::ln_apply(sv(c, kXhat2, row), P + b.g2, P + b.b2, u, R, d, 1);
     nn::linear_backward(u, P + b.w1, dh, G + b.w1, (T*)nullptr, du, R, d, hid_, true);
     nn::ln_backward(sv(c, kXhat2, row), sv(c, kRstd2, row), P + b.g2, du, gX, G + b.g2, G + b.b2,

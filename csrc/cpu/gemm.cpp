@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
 #include "aligned.h"
 #include "ops.h"
@@ -19,7 +20,8 @@
 namespace nm::simd {  // gemm_avx2.cpp
 void pack_panels_avx2(bool tb, int n, int k, const float* B, int ldb, float* Bp);
 void rows_product_avx2(int m0, int m1, int n, int k, const float* A, int lda, const float* Bp,
-                       const float* bias, bool acc, float* C, int ldc);
+                       const float* bias, bool acc, const float* gate, float* colsum, float* C,
+                       int ldc);
 void tn_product_avx2(int i0, int i1, int n, int k, const float* A, int lda, const float* B,
                      int ldb, float* C, int ldc);
 }  // namespace nm::simd
@@ -191,29 +193,32 @@ void dense_sgd_update(const float* u, float* W, const float* dz, float* b, int r
 }
 
 bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                  const float* bias, bool accumulate, float* C, int ldc) {
+                  const float* bias, bool accumulate, float* C, int ldc, const float* gate,
+                  float* colsum) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   // Where it beat OpenBLAS (session 14): at least 64 rows, k up to 512 (A's 6-row strip and a
   // 16-column panel of B stay in L1 and L2), whole 16-column panels.
   if (!simd::has_avx2() || m < 64 || n % 16 || n <= 0 || k < 16 || k > 512) return false;
   thread_local LineVector<float> panels;
   if (panels.size() < size_t(n) * k) panels.resize(size_t(n) * k);
-  float* Bp = panels.data();
+  float* Bp = panels.data();  // the caller's (workers see Bp)
   simd::pack_panels_avx2(tb, n, k, B, ldb, Bp);
-  const bool cut = pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= double(1 << 22);
+  // with a gate the column sums run in row order on this thread: never cut
+  const bool cut = !gate && pool_threads() > 1 && !in_parallel_job() &&
+                   double(m) * n * k >= double(1 << 22);
   if (!cut) {
-    simd::rows_product_avx2(0, m, n, k, A, lda, Bp, bias, accumulate, C, ldc);
+    simd::rows_product_avx2(0, m, n, k, A, lda, Bp, bias, accumulate, gate, colsum, C, ldc);
     return true;
   }
   const size_t strips = size_t(m + 5) / 6;  // row ranges in whole strips of 6
   parallel_for(strips, 8, [&](int, size_t s0, size_t s1) {
     simd::rows_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, Bp, bias,
-                            accumulate, C, ldc);
+                            accumulate, nullptr, nullptr, C, ldc);
   });
   return true;
 #else
   (void)tb, (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb, (void)bias,
-      (void)accumulate, (void)C, (void)ldc;
+      (void)accumulate, (void)C, (void)ldc, (void)gate, (void)colsum;
   return false;
 #endif
 }
@@ -222,16 +227,29 @@ bool tn_product(int m, int n, int k, const float* A, int lda, const float* B, in
                 int ldc) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   // Where it beat OpenBLAS (session 14): C at most 64 columns wide (B's block stays in L1),
-  // k of at least 256 rows; wider C (attn2d's 64 x 256 W2, case e's 128 and 512) lost.
-  if (!simd::has_avx2() || m < 16 || n % 16 || n <= 0 || n > 64 || k < 256) return false;
-  const bool cut = pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= double(1 << 22);
-  if (!cut) {
-    simd::tn_product_avx2(0, m, n, k, A, lda, B, ldb, C, ldc);
-    return true;
-  }
-  parallel_for(size_t(m + 5) / 6, 4, [&](int, size_t s0, size_t s1) {
-    simd::tn_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, B, ldb, C, ldc);
-  });
+  // k of at least 256 rows; wider C (case e's 128 and 512 columns) lost. C of at most 64 rows
+  // and wider (attn2d's 64 x 256 W2): its transpose C^T += B^T A, added to C afterwards.
+  if (!simd::has_avx2() || m <= 0 || n <= 0 || n % 16 || k < 256) return false;
+  const bool flip = n > 64;
+  if (flip ? m > 64 || m % 16 : m < 16) return false;
+  thread_local std::vector<float> t;  // C^T (the caller's: workers see T)
+  if (flip) t.assign(size_t(n) * m, 0.0f);
+  float* T = t.data();
+  // rows r0..r1-1 of C (or of C^T when flipped)
+  auto rows = [&](int r0, int r1) {
+    if (flip) simd::tn_product_avx2(r0, r1, m, k, B, ldb, A, lda, T, m);
+    else simd::tn_product_avx2(r0, r1, n, k, A, lda, B, ldb, C, ldc);
+  };
+  const int R = flip ? n : m;
+  if (pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= double(1 << 22))
+    parallel_for(size_t(R + 5) / 6, 4, [&](int, size_t s0, size_t s1) {
+      rows(int(s0) * 6, std::min(R, int(s1) * 6));
+    });
+  else
+    rows(0, R);
+  if (flip)
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) C[size_t(i) * ldc + j] += T[size_t(j) * m + i];
   return true;
 #else
   (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb, (void)C, (void)ldc;

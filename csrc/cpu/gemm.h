@@ -31,12 +31,16 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, c
 // inner dimension (gemm_avx2.cpp), no zeroing or bias pass and A read in place. False when it
 // does not apply (no AVX2, n not a multiple of 16, k or m outside its range): the caller then
 // takes gemm. Cut over the worker threads by rows outside a parallel job: the same bits for
-// any thread count.
+// any thread count. gate (m x n, ldc; with neither bias nor accumulate): C = (A op(B)) ⊙ gate
+// and colsum[n] += C's column sums (a gated unit's input gradient and its bias gradient);
+// then never cut.
 bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-                  const float* bias, bool accumulate, float* C, int ldc);
+                  const float* bias, bool accumulate, float* C, int ldc,
+                  const float* gate = nullptr, float* colsum = nullptr);
 
 // C[m, n] += A[k, m]^T B[k, n] (a weight gradient dy^T x), the own AVX2 kernel for narrow C
-// and many rows (gemm_avx2.cpp); false when it does not apply (the caller takes gemm). Cut
+// (or short and wide C, through its transpose) and many rows (gemm_avx2.cpp); false when it
+// does not apply (the caller takes gemm). Cut
 // over the worker threads by C's rows outside a parallel job: the same bits for any count.
 bool tn_product(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C,
                 int ldc);

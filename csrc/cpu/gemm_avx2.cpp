@@ -15,10 +15,20 @@
 namespace nm::simd {
 namespace {
 
+// How a tile of C starts and ends: from a bias row and / or C itself (else zero); gate: the
+// product multiplied by gate (laid out as C) and colsum += the result's column sums.
+struct Epi {
+  const float* bias;
+  bool acc;
+  const float* gate;
+  float* colsum;
+};
+
 // Rows r0..r0+R-1 of C's 16 columns from panel Bp (k x 16).
 template <int R>
-NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, const float* bias,
-                         bool acc, float* C, int ldc) {
+NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, Epi e, float* C, int ldc) {
+  const float* bias = e.bias;
+  const bool acc = e.acc;
   __m256 c0[R], c1[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -49,6 +59,18 @@ NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, const 
       c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
     }
   }
+  if (e.gate) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      c0[r] = _mm256_mul_ps(c0[r], _mm256_loadu_ps(e.gate + size_t(r) * ldc));
+      c1[r] = _mm256_mul_ps(c1[r], _mm256_loadu_ps(e.gate + size_t(r) * ldc + 8));
+      s0 = _mm256_add_ps(s0, c0[r]);
+      s1 = _mm256_add_ps(s1, c1[r]);
+    }
+    _mm256_storeu_ps(e.colsum, _mm256_add_ps(_mm256_loadu_ps(e.colsum), s0));
+    _mm256_storeu_ps(e.colsum + 8, _mm256_add_ps(_mm256_loadu_ps(e.colsum + 8), s1));
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     _mm256_storeu_ps(C + size_t(r) * ldc, c0[r]);
@@ -57,10 +79,13 @@ NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, const 
 }
 
 template <int R>
-NM_AVX2 void strip(const float* A, int lda, const float* Bp, int n, int k, const float* bias,
-                   bool acc, float* C, int ldc) {
-  for (int j = 0; j < n; j += 16)
-    tile<R>(A, lda, Bp + size_t(j) * k, k, bias ? bias + j : nullptr, acc, C + j, ldc);
+NM_AVX2 void strip(const float* A, int lda, const float* Bp, int n, int k, Epi e, float* C,
+                   int ldc) {
+  for (int j = 0; j < n; j += 16) {
+    const Epi ej{e.bias ? e.bias + j : nullptr, e.acc, e.gate ? e.gate + j : nullptr,
+                 e.colsum ? e.colsum + j : nullptr};
+    tile<R>(A, lda, Bp + size_t(j) * k, k, ej, C + j, ldc);
+  }
 }
 
 // C's rows r0..r0+R-1, columns 16: C += A^T B over k rows of A (k x ., lda) and B (k x ., ldb).
@@ -146,26 +171,31 @@ NM_AVX2 void pack_panels_avx2(bool tb, int n, int k, const float* B, int ldb, fl
 }
 
 // Rows m0..m1-1 of C (n a multiple of 16), 6 at a time; the next strip's rows of A are asked
-// for while the current one runs (they come from memory: the node's activations).
+// for while the current one runs (they come from memory: the node's activations). gate (laid
+// out as C, from row m0) and colsum: see Epi.
 NM_AVX2 void rows_product_avx2(int m0, int m1, int n, int k, const float* A, int lda,
-                               const float* Bp, const float* bias, bool acc, float* C, int ldc) {
+                               const float* Bp, const float* bias, bool acc, const float* gate,
+                               float* colsum, float* C, int ldc) {
   const int lines = (k + 15) / 16;  // cache lines per row of A (64-byte lines)
+  auto epi = [&](int i) {
+    return Epi{bias, acc, gate ? gate + size_t(i) * ldc : nullptr, colsum};
+  };
   int i = m0;
   for (; i + 6 <= m1; i += 6) {
     if (i + 12 <= m1)
       for (int q = 0; q < 6 * lines; ++q)
         _mm_prefetch(reinterpret_cast<const char*>(A + size_t(i + 6 + q / lines) * lda + (q % lines) * 16),
                      _MM_HINT_T0);
-    strip<6>(A + size_t(i) * lda, lda, Bp, n, k, bias, acc, C + size_t(i) * ldc, ldc);
+    strip<6>(A + size_t(i) * lda, lda, Bp, n, k, epi(i), C + size_t(i) * ldc, ldc);
   }
   const float* a = A + size_t(i) * lda;
   float* c = C + size_t(i) * ldc;
   switch (m1 - i) {
-    case 5: strip<5>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
-    case 4: strip<4>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
-    case 3: strip<3>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
-    case 2: strip<2>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
-    case 1: strip<1>(a, lda, Bp, n, k, bias, acc, c, ldc); break;
+    case 5: strip<5>(a, lda, Bp, n, k, epi(i), c, ldc); break;
+    case 4: strip<4>(a, lda, Bp, n, k, epi(i), c, ldc); break;
+    case 3: strip<3>(a, lda, Bp, n, k, epi(i), c, ldc); break;
+    case 2: strip<2>(a, lda, Bp, n, k, epi(i), c, ldc); break;
+    case 1: strip<1>(a, lda, Bp, n, k, epi(i), c, ldc); break;
     default: break;
   }
 }

@@ -238,6 +238,19 @@ void act_backward_deriv_sums(const T* d, T* dz, int rows, int n, T* db) {
     for (int j = 0; j < n; ++j) db[j] += (dz[size_t(r) * n + j] *= d[size_t(r) * n + j]);
 }
 
+// dx = (dy W) ⊙ d and db += dx's column sums (dy rows x out, W out x in, d and dx rows x in):
+// the input gradient of linear_backward when the map is read through an elementwise gate d (an
+// activation's derivative, act_forward_deriv) and the gradient of the bias before it. Float:
+// the gate and the sums in the product's own pass (cpu::rows_product) where it applies.
+template <class T>
+void linear_input_grad_gated(const T* dy, const T* W, const T* d, T* dx, T* db, int rows, int in,
+                             int out) {
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu::rows_product(false, rows, in, out, dy, out, W, in, nullptr, false, dx, in, d, db)) return;
+  cpu::gemm<T>(false, false, rows, in, out, T(1), dy, out, W, in, T(0), dx, in);
+  act_backward_deriv_sums(d, dx, rows, in, db);
+}
+
 // In place: each row of n becomes softmax(row); entries at -inf get probability 0.
 template <class T>
 void softmax_rows(T* s, int rows, int n) {

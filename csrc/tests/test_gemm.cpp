@@ -72,12 +72,13 @@ void own_products_equal_the_double_product() {
     return v;
   };
   struct Shape { int m, n, k; };
-  for (const Shape sh : {Shape{64, 16, 16}, Shape{200, 48, 77}, Shape{331, 256, 64}, Shape{97, 64, 512}}) {
+  for (const Shape sh : {Shape{64, 16, 16}, Shape{200, 48, 77}, Shape{331, 256, 64}, Shape{97, 64, 512},
+                          Shape{64, 112, 640}}) {
     const int m = sh.m, n = sh.n, k = sh.k;
     const std::vector<float> A = normal(size_t(m) * k), B = normal(size_t(k) * n), bias = normal(n),
                              C0 = normal(size_t(m) * n);
     for (bool tb : {false, true})
-      for (int start = 0; start < 4; ++start) {
+      for (int start = 0; start < 4 && k <= 512; ++start) {  // (rows_product: k <= 512)
         const bool acc = start & 1, with_bias = start & 2;
         std::vector<float> Bt(B.size());  // B as its transpose (n x k) for tb
         for (int t = 0; t < k; ++t)
@@ -104,8 +105,9 @@ void own_products_equal_the_double_product() {
           }
         CHECK(worst < 1e-6);
       }
-    // tn_product: C (m x n) += A'^T B' with A' = k x m, B' = k x n (only n <= 64, k >= 256)
-    if (n > 64 || k < 256) continue;
+    // tn_product: C (m x n) += A'^T B' with A' = k x m, B' = k x n (n <= 64, or m <= 64 a
+    // multiple of 16 through C's transpose; k >= 256)
+    if ((n > 64 && (m > 64 || m % 16)) || k < 256) continue;
     const std::vector<float> At = normal(size_t(k) * m), Bk = normal(size_t(k) * n);
     std::vector<float> bits[2];
     for (int threads : {1, 2}) {
@@ -126,6 +128,38 @@ void own_products_equal_the_double_product() {
         worst = std::fmax(worst, std::fabs(bits[0][size_t(i) * n + j] - exact) / mag);
       }
     CHECK(worst < 1e-6);
+  }
+  // the gated form: C = (A B) ⊙ gate, colsum += C's column sums (run whole on any thread count)
+  {
+    const int m = 137, n = 48, k = 40;
+    const std::vector<float> A = normal(size_t(m) * k), B = normal(size_t(k) * n),
+                             gate = normal(size_t(m) * n), cs0 = normal(n);
+    std::vector<float> bits[2], sums[2];
+    for (int threads : {1, 2}) {
+      cpu::set_pool_threads(threads);
+      std::vector<float> C(size_t(m) * n), cs = cs0;
+      CHECK(cpu::rows_product(false, m, n, k, A.data(), k, B.data(), n, nullptr, false, C.data(), n,
+                              gate.data(), cs.data()));
+      bits[threads - 1] = C, sums[threads - 1] = cs;
+    }
+    CHECK(bits[0] == bits[1] && sums[0] == sums[1]);
+    double worst = 0, worst_sum = 0;
+    for (int j = 0; j < n; ++j) {
+      double col = cs0[j], col_mag = std::fabs(col);
+      for (int i = 0; i < m; ++i) {
+        double exact = 0, mag = 0;
+        for (int t = 0; t < k; ++t) {
+          const double ab = double(A[size_t(i) * k + t]) * B[size_t(t) * n + j];
+          exact += ab, mag += std::fabs(ab);
+        }
+        const double g = gate[size_t(i) * n + j];
+        worst = std::fmax(worst, std::fabs(bits[0][size_t(i) * n + j] - exact * g) / (mag * std::fabs(g) + 1e-30));
+        col += exact * g, col_mag += mag * std::fabs(g);
+      }
+      worst_sum = std::fmax(worst_sum, std::fabs(sums[0][j] - col) / col_mag);
+    }
+    CHECK(worst < 1e-6);
+    CHECK(worst_sum < 1e-5);
   }
   cpu::set_pool_threads(1);
   // outside their range they decline (the callers take gemm)
