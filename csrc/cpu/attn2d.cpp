@@ -104,6 +104,7 @@ class Attn2dNode final : public StructNode<T> {
   void forward(const T* P, const T* x, T* y, int row, int rows, double* /*aux*/) override {
     if (V_)  // every id checked first, in order: the error names the first bad cell
       for (int s = 0; s < rows * S_; ++s) token(x, s);
+    fold(P);
     cpu::sample_chunks(rows, cpu::pool_threads(), this->probe_ != nullptr, [&](int b0, int n, int) {
       forward_rows(P, x + size_t(b0) * S_ * (V_ ? 1 : d_), y + size_t(b0) * S_ * d_, row + b0, b0, n);
     });
@@ -129,6 +130,19 @@ class Attn2dNode final : public StructNode<T> {
   // What one block application keeps for backward, in this order. QKV: per cell q | k | v (after
   // RoPE); D1: the MLP activation's derivative at its input (nn::act_forward_deriv).
   enum { kXhat1, kRstd1, kQKV, kP, kCtx, kXhat2, kRstd2, kD1, kA1, kTensors };
+
+  // Each block's LN2 folded into the MLP's first product (nn::fold_weights): W1 diag(g2)
+  // (hid x d) then c1 + W1 b2 (hid), per block, formed from P by every forward (what the
+  // backward of that pass reads). The normalised rows are then never formed for the MLP.
+  T* fw1(int l) { return fold_.data() + size_t(l) * hid_ * (d_ + 1); }
+  T* fc1(int l) { return fw1(l) + size_t(hid_) * d_; }
+  void fold(const T* P) {
+    fold_.resize(size_t(L_) * hid_ * (d_ + 1));
+    for (int l = 0; l < L_; ++l) {
+      const Block& b = blk_[l];
+      nn::fold_weights(P + b.w1, P + b.g2, P + b.b2, P + b.c1, fw1(l), fc1(l), hid_, d_);
+    }
+  }
   T* sv(int c, int t, int row) { return sv_[size_t(c) * kTensors + t].at(row); }
 
   static std::string fmt(double v) {
@@ -213,9 +227,10 @@ class Attn2dNode final : public StructNode<T> {
     if (this->probe_) record(c, A, row, rows);
     if (proj_) nn::linear_forward(ctx, P + b.wo, (const T*)nullptr, X, R, d, d, true);
     else for (size_t i = 0; i < size_t(R) * d; ++i) X[i] += ctx[i];
-    nn::ln_forward(X, P + b.g2, P + b.b2, sv(c, kXhat2, row), sv(c, kRstd2, row), u, R, d, 1);
+    T* xhat2 = sv(c, kXhat2, row);
+    nn::ln_forward(X, P + b.g2, P + b.b2, xhat2, sv(c, kRstd2, row), (T*)nullptr, R, d, 1);
     T *d1 = sv(c, kD1, row), *a1 = sv(c, kA1, row);
-    nn::linear_forward(u, P + b.w1, P + b.c1, d1, R, d, hid_);
+    nn::linear_forward(xhat2, (const T*)fw1(c % L_), (const T*)fc1(c % L_), d1, R, d, hid_);  // LN2 folded
     nn::act_forward_deriv(act_, act_p_, d1, a1, size_t(R) * hid_);
     nn::linear_forward(a1, P + b.w2, P + b.c2, X, R, hid_, d, true);
   }
@@ -229,11 +244,14 @@ class Attn2dNode final : public StructNode<T> {
     T *u = u_.data() + sd, *du = du_.data() + sd, *dh = dhid_.data() + size_t(at) * S_ * hid_;
     // MLP: X += W2 act(W1 LN2(X) + c1) + c2
     nn::linear_backward(sv(c, kA1, row), P + b.w2, gX, G + b.w2, G + b.c2, (T*)nullptr, R, hid_, d);
-    nn::linear_input_grad_gated(gX, P + b.w2, sv(c, kD1, row), dh, G + b.c1, R, hid_, d);  // c1's too
-    nn::ln_apply(sv(c, kXhat2, row), P + b.g2, P + b.b2, u, R, d, 1);
-    nn::linear_backward(u, P + b.w1, dh, G + b.w1, (T*)nullptr, du, R, d, hid_, true);
-    nn::ln_backward(sv(c, kXhat2, row), sv(c, kRstd2, row), P + b.g2, du, gX, G + b.g2, G + b.b2,
-                    R, d, 1);
+    thread_local std::vector<T> cs;  // c1's gradient: dh's column sums, which LN2's folded backward reads
+    cs.assign(size_t(hid_), T(0));
+    nn::linear_input_grad_gated(gX, P + b.w2, sv(c, kD1, row), dh, cs.data(), R, hid_, d);
+    for (int j = 0; j < hid_; ++j) G[b.c1 + j] += cs[j];
+    const T* xhat2 = sv(c, kXhat2, row);
+    nn::fold_backward(P + b.w1, (const T*)fw1(c % L_), P + b.g2, P + b.b2, xhat2, dh, cs.data(), R,
+                      d, hid_, G + b.w1, G + b.g2, G + b.b2, du);
+    nn::ln_backward_hat(xhat2, sv(c, kRstd2, row), du, gX, R, d);
     // attention: X += Wo LA(rope(Wq u), rope(Wk u), Wv u), u = LN1(X)
     T* dctx = dctx_.data() + sd;
     if (proj_) {
@@ -277,6 +295,8 @@ class Attn2dNode final : public StructNode<T> {
     nn::col_sums(dqkv, R, n3, cs);
     const T *W = P + b.wq, *g1 = P + b.g1, *b1 = P + b.b1;
     T *dW = G + b.wq, *dg = G + b.g1, *db = G + b.b1;
+    if constexpr (std::is_same_v<T, float>)
+      return simd::fold_grads(W, g1, b1, M, cs, n3, d, dW, dg, db);
     for (int j = 0; j < n3; ++j) {
       const T* Mj = M + size_t(j) * d;
       const T* Wj = W + size_t(j) * d;
@@ -298,7 +318,7 @@ class Attn2dNode final : public StructNode<T> {
   size_t emb_ = 0;
   std::vector<Block> blk_;
   std::vector<nn::Saved<T>> sv_;
-  std::vector<T> gx_, u_, du_, dctx_, dhid_, dqkv_;
+  std::vector<T> gx_, u_, du_, dctx_, dhid_, dqkv_, fold_;
   cpu::ChunkGrads<T> gs_;  // the chunks' weight gradients (cpu/threads.h)
 };
 

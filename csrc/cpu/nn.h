@@ -26,7 +26,8 @@ constexpr size_t kElemGrain = size_t(1) << 14;
 inline size_t row_grain(int d) { return kElemGrain / size_t(std::max(d, 1)) + 1; }
 
 // y[rows, d] = g ⊙ LN(x) + b; g, b hold G groups of d (row r uses group r % G; G = 1: shared).
-// Saves xhat[rows, d] and rstd[rows].
+// Saves xhat[rows, d] and rstd[rows]. y null: xhat and rstd only (the gain and bias folded into
+// the product that reads xhat: fold_weights).
 template <class T>
 void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int rows, int d, int G) {
   if constexpr (std::is_same_v<T, float>) {
@@ -34,7 +35,7 @@ void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int 
     const size_t units = (size_t(rows) + G - 1) / G;
     cpu::parallel_for(units, row_grain(d * G), [&](int, size_t u0, size_t u1) {
       const size_t r0 = u0 * G, r1 = std::min(size_t(rows), u1 * G), o = r0 * d;
-      simd::ln_forward(x + o, g, b, xhat + o, rstd + r0, y + o, int(r1 - r0), d, G);
+      simd::ln_forward(x + o, g, b, xhat + o, rstd + r0, y ? y + o : nullptr, int(r1 - r0), d, G);
     });
     return;
   }
@@ -49,17 +50,17 @@ void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int 
     const T* gr = g + size_t(r % G) * d;
     const T* br = b + size_t(r % G) * d;
     T* h = xhat + size_t(r) * d;
-    T* yr = y + size_t(r) * d;
-    for (int c = 0; c < d; ++c) {
-      h[c] = T((xr[c] - mean) * rs);
-      yr[c] = gr[c] * h[c] + br[c];
-    }
+    for (int c = 0; c < d; ++c) h[c] = T((xr[c] - mean) * rs);
+    if (y)
+      for (int c = 0; c < d; ++c) y[size_t(r) * d + c] = gr[c] * h[c] + br[c];
   }
 }
 
 // u = g ⊙ xhat + b again (backward recomputes instead of storing u)
 template <class T>
 void ln_apply(const T* xhat, const T* g, const T* b, T* y, int rows, int d, int G) {
+  if constexpr (std::is_same_v<T, float>)
+    if (G == 1) return simd::ln_apply(xhat, g, b, y, rows, d);
   for (int r = 0; r < rows; ++r) {
     const T* gr = g + size_t(r % G) * d;
     const T* br = b + size_t(r % G) * d;
@@ -119,12 +120,13 @@ void col_sums(const T* x, int rows, int n, T* out) {
     for (int j = 0; j < n; ++j) out[j] += x[size_t(r) * n + j];
 }
 
-// dW += dy^T x ; db += Σ dy ; dx += dy W (dx may be null; set_dx: dx = dy W, no zeroing first)
+// dW += dy^T x ; db += Σ dy ; dx += dy W (dW, db, dx may be null; set_dx: dx = dy W, no zeroing first)
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dW, T* db, T* dx, int rows, int in,
                      int out, bool set_dx = false) {
-  bool own = false;
-  if constexpr (std::is_same_v<T, float>) own = cpu::tn_product(out, in, rows, dy, out, x, in, dW, in);
+  bool own = !dW;
+  if constexpr (std::is_same_v<T, float>)
+    if (!own) own = cpu::tn_product(out, in, rows, dy, out, x, in, dW, in);
   if (!own) cpu::gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(1), dW, in);
   if (db) col_sums(dy, rows, out, db);
   if (!dx) return;
@@ -236,6 +238,66 @@ void act_backward_deriv_sums(const T* d, T* dz, int rows, int n, T* db) {
   if constexpr (std::is_same_v<T, float>) return simd::mul_col_sums(d, dz, rows, n, db);
   for (int r = 0; r < rows; ++r)
     for (int j = 0; j < n; ++j) db[j] += (dz[size_t(r) * n + j] *= d[size_t(r) * n + j]);
+}
+
+// A layer norm's gain g and bias b folded into the linear map W (out x d, bias c) that reads
+// it: (xhat g + b) W^T + c = xhat Wf^T + cf with Wf = W diag(g), cf = c + W b. The product
+// then reads xhat (saved anyway) and the normalised rows are never formed.
+template <class T>
+void fold_weights(const T* W, const T* g, const T* b, const T* c, T* Wf, T* cf, int out, int d) {
+  for (int j = 0; j < out; ++j) {
+    for (int k = 0; k < d; ++k) Wf[size_t(j) * d + k] = W[size_t(j) * d + k] * g[k];
+    cf[j] = c[j];
+  }
+  cpu::gemm<T>(false, true, 1, out, d, T(1), b, d, W, d, T(1), cf, out);  // cf += W b
+}
+
+// The backward of a folded map over the rows of one chunk: dy (rows x out) the gradient at its
+// output, cs (out) dy's column sums. Adds dW = dy^T u = M diag(g) + cs b^T with M = dy^T xhat
+// (one product of dW's size, u never formed), the gain's and bias's gradients dg = sum_r du ⊙
+// xhat = sum_j W[j, :] ⊙ M[j, :] and db = sum_r du = sum_j cs[j] W[j, :] (du = dy W), and sets
+// dxhat = dy Wf, the gradient at xhat (for ln_backward_hat).
+template <class T>
+void fold_backward(const T* W, const T* Wf, const T* g, const T* b, const T* xhat, const T* dy,
+                   const T* cs, int rows, int d, int out, T* dW, T* dg, T* db, T* dxhat) {
+  thread_local std::vector<T> buf;
+  buf.assign(size_t(out) * d, T(0));
+  T* M = buf.data();
+  bool own = false;
+  if constexpr (std::is_same_v<T, float>) own = cpu::tn_product(out, d, rows, dy, out, xhat, d, M, d);
+  if (!own) cpu::gemm<T>(true, false, out, d, rows, T(1), dy, out, xhat, d, T(0), M, d);
+  if constexpr (std::is_same_v<T, float>) {
+    simd::fold_grads(W, g, b, M, cs, out, d, dW, dg, db);
+  } else {
+    for (int j = 0; j < out; ++j)
+      for (int c = 0; c < d; ++c) {
+        const size_t i = size_t(j) * d + c;
+        dW[i] += M[i] * g[c] + cs[j] * b[c];
+        dg[c] += W[i] * M[i];
+        db[c] += cs[j] * W[i];
+      }
+  }
+  linear_backward<T>(xhat, Wf, dy, nullptr, nullptr, dxhat, rows, d, out, true);  // dxhat = dy Wf
+}
+
+// dx += rstd (dh - mean(dh) - xhat mean(dh ⊙ xhat)) per row: layer norm's input gradient from
+// dh, the gradient at xhat (fold_backward's dxhat)
+template <class T>
+void ln_backward_hat(const T* xhat, const T* rstd, const T* dh, T* dx, int rows, int d) {
+  if constexpr (std::is_same_v<T, float>) return simd::ln_backward_hat(xhat, rstd, dh, dx, rows, d);
+  for (int r = 0; r < rows; ++r) {
+    const T* h = xhat + size_t(r) * d;
+    const T* dhr = dh + size_t(r) * d;
+    T m1 = 0, m2 = 0;
+    for (int c = 0; c < d; ++c) {
+      m1 += dhr[c];
+      m2 += dhr[c] * h[c];
+    }
+    m1 /= T(d);
+    m2 /= T(d);
+    T* dxr = dx + size_t(r) * d;
+    for (int c = 0; c < d; ++c) dxr[c] += rstd[r] * (dhr[c] - m1 - h[c] * m2);
+  }
 }
 
 // dx = (dy W) ⊙ d and db += dx's column sums (dy rows x out, W out x in, d and dx rows x in):

@@ -198,11 +198,28 @@ NM_CLONES void ln_forward(const float* x, const float* g, const float* b, float*
     const float* gr = g + size_t(gi) * d;
     const float* br = b + size_t(gi) * d;
     gi = gi + 1 == G ? 0 : gi + 1;
+    if (!y) {  // xhat only: the gain and bias are folded into the product that reads it
+      for (int c = 0; c < d; ++c) h[c] = (xr[c] - mean) * rs;
+      continue;
+    }
     float* yr = y + size_t(r) * d;
     for (int c = 0; c < d; ++c) {
       h[c] = (xr[c] - mean) * rs;
       yr[c] = gr[c] * h[c] + br[c];
     }
+  }
+}
+
+NM_CLONES void ln_backward_hat(const float* xhat, const float* rstd, const float* dh, float* dx,
+                               int rows, int d) {
+  for (int r = 0; r < rows; ++r) {
+    const float* h = xhat + size_t(r) * d;
+    const float* dhr = dh + size_t(r) * d;
+    const float m1 = lane_sum(dhr, d) / float(d);
+    const float m2 = lane_reduce(d, [&](int c) NM_INLINE_LAMBDA { return dhr[c] * h[c]; }) / float(d);
+    const float rs = rstd[r];
+    float* dxr = dx + size_t(r) * d;
+    for (int c = 0; c < d; ++c) dxr[c] += rs * (dhr[c] - m1 - h[c] * m2);
   }
 }
 
@@ -227,6 +244,29 @@ NM_CLONES void ln_backward(const float* xhat, const float* rstd, const float* g,
     const float rs = rstd[r];
     float* dxr = dx + size_t(r) * d;
     for (int c = 0; c < d; ++c) dxr[c] += rs * (dyr[c] * gr[c] - m1 - h[c] * m2);
+  }
+}
+
+NM_CLONES void ln_apply(const float* xhat, const float* g, const float* b, float* y, int rows,
+                        int d) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < d; ++c) y[size_t(r) * d + c] = g[c] * xhat[size_t(r) * d + c] + b[c];
+}
+
+NM_CLONES void fold_grads(const float* __restrict W, const float* __restrict g,
+                          const float* __restrict b, const float* __restrict M,
+                          const float* __restrict cs, int out, int d, float* __restrict dW,
+                          float* __restrict dg, float* __restrict db) {
+  for (int j = 0; j < out; ++j) {
+    const float* Wj = W + size_t(j) * d;
+    const float* Mj = M + size_t(j) * d;
+    float* dWj = dW + size_t(j) * d;
+    const float cj = cs[j];
+    for (int c = 0; c < d; ++c) {
+      dWj[c] += Mj[c] * g[c] + cj * b[c];
+      dg[c] += Wj[c] * Mj[c];
+      db[c] += cj * Wj[c];
+    }
   }
 }
 

@@ -19,11 +19,22 @@ void mul(const float* x, const float* y, float* out, size_t n);
 void act_backward(Act f, float p, float alpha, const float* z, const float* a, const float* da,
                   float* dz, float* dalpha, size_t n);
 // layer norm over rows of d (gain/bias group r % G) and its backward; the float paths of
-// nn::ln_forward / nn::ln_backward
+// nn::ln_forward (y null: xhat and rstd only, g and b unread) / nn::ln_backward
 void ln_forward(const float* x, const float* g, const float* b, float* xhat, float* rstd, float* y,
                 int rows, int d, int G);
 void ln_backward(const float* xhat, const float* rstd, const float* g, const float* dy, float* dx,
                  float* dg, float* db, int rows, int d, int G);
+// dx += rstd (dh - mean(dh) - xhat mean(dh xhat)): layer norm's input gradient from the gradient
+// dh at xhat (the gain and bias folded into the next product: nn::fold_backward)
+void ln_backward_hat(const float* xhat, const float* rstd, const float* dh, float* dx, int rows,
+                     int d);
+// y = g ⊙ xhat + b per row (one group): nn::ln_apply's float path
+void ln_apply(const float* xhat, const float* g, const float* b, float* y, int rows, int d);
+// the gradients of W (out x d) and of a layer norm's gain g and bias b from M = dy^T xhat and
+// cs = dy's column sums, where y = (xhat g + b) W^T: dW += M diag(g) + cs b^T,
+// dg += sum_j W[j, :] ⊙ M[j, :], db += sum_j cs[j] W[j, :]
+void fold_grads(const float* W, const float* g, const float* b, const float* M, const float* cs,
+                int out, int d, float* dW, float* dg, float* db);
 // out[j] += sum over the rows of x[r, j], row by row (a bias gradient)
 void col_sums(const float* x, int rows, int n, float* out);
 // x (rows, n) *= d elementwise and out[j] += the new x's column sums, in one pass (row order)
