@@ -158,8 +158,9 @@ def test_attn2d_gradients(case):
 def test_attn2d_first_node_gradients_with_trained_norms(dtype):
     """attn2d straight after the input: its first block never forms the Q/K/V product's input
     gradient (cpu/attn2d.cpp, qkv_weight_and_norm_grads: the weights' and LN1's gradients
-    through xhat instead of u). Every parameter random, LN1's gain and bias away from 1 and 0,
-    against central differences in float64 (float32: the float64 gradients, to 2e-5)."""
+    through xhat instead of u), and LN2 is folded into the MLP's first product in every block.
+    Every parameter random, the norms' gains and biases away from 1 and 0, against central
+    differences in float64 (float32: the float64 gradients, to 2e-5)."""
     text = ("/xavier, zero/ (x, 96) (g, attn2d, 3x4, dim 8, heads 2, window 1, depth 2, "
             "iterations 2, <gelu>) (y, 3, <softmax>, <cross_entropy>)")
     rng = np.random.default_rng(7)
@@ -180,7 +181,10 @@ def test_attn2d_first_node_gradients_with_trained_norms(dtype):
         eps = 1e-6
         rng2 = np.random.default_rng(0)
         for name in ("g.0.norm1.weight", "g.0.norm1.bias", "g.0.query.weight", "g.0.key.weight",
-                     "g.0.value.weight", "g.1.norm1.weight"):
+                     "g.0.value.weight", "g.1.norm1.weight",
+                     # LN2 folded into the MLP's first product (cpu/attn2d.cpp, fold)
+                     "g.0.norm2.weight", "g.0.norm2.bias", "g.1.norm2.bias", "g.0.mlp1.weight",
+                     "g.1.mlp1.bias", "g.1.mlp2.weight"):
             for idx in [tuple(rng2.integers(0, n) for n in params[name].shape) for _ in range(4)]:
                 vals = []
                 for delta in (eps, -eps):
