@@ -122,6 +122,26 @@ NM_AVX2 void strip_tn(const float* A, int lda, const float* B, int ldb, int n, i
   for (int j = 0; j < n; j += 16) tile_tn<R>(A, lda, B + j, ldb, k, C + j, ldc);
 }
 
+// r[i][j] <- r[j][i]
+NM_AVX2_INLINE void transpose8(__m256* r) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  __m256 u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
 }  // namespace
 
 // C rows i0..i1-1 (n <= 64 columns, a multiple of 16) += A^T B, A (k x m, lda), B (k x n,
@@ -155,10 +175,18 @@ NM_AVX2 void tn_product_avx2(int i0, int i1, int n, int k, const float* A, int l
 NM_AVX2 void pack_panels_avx2(bool tb, int n, int k, const float* B, int ldb, float* Bp) {
   for (int j = 0; j < n; j += 16) {
     float* P = Bp + size_t(j) * k;
-    if (tb) {
+    if (tb) {  // 8 x 8 blocks transposed in registers, the last k % 8 columns one by one
+      const int k8 = k / 8 * 8;
+      for (int c0 = 0; c0 < 16; c0 += 8)
+        for (int p = 0; p < k8; p += 8) {
+          __m256 r[8];
+          for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(B + size_t(j + c0 + c) * ldb + p);
+          transpose8(r);
+          for (int c = 0; c < 8; ++c) _mm256_store_ps(P + size_t(p + c) * 16 + c0, r[c]);
+        }
       for (int c = 0; c < 16; ++c) {
         const float* b = B + size_t(j + c) * ldb;
-        for (int p = 0; p < k; ++p) P[size_t(p) * 16 + c] = b[p];
+        for (int p = k8; p < k; ++p) P[size_t(p) * 16 + c] = b[p];
       }
     } else {
       for (int p = 0; p < k; ++p) {
