@@ -15,6 +15,24 @@
 namespace nm::simd {
 namespace {
 
+// R rows of 16 columns of C from / to registers (c0: columns 0-7, c1: 8-15)
+template <int R>
+NM_AVX2_INLINE void load_rows(const float* C, int ldc, __m256* c0, __m256* c1) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    c0[r] = _mm256_loadu_ps(C + size_t(r) * ldc);
+    c1[r] = _mm256_loadu_ps(C + size_t(r) * ldc + 8);
+  }
+}
+template <int R>
+NM_AVX2_INLINE void store_rows(float* C, int ldc, const __m256* c0, const __m256* c1) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(C + size_t(r) * ldc, c0[r]);
+    _mm256_storeu_ps(C + size_t(r) * ldc + 8, c1[r]);
+  }
+}
+
 // How a tile of C starts and ends: from a bias row and / or C itself (else zero); gate: the
 // product multiplied by gate (laid out as C) and colsum += the result's column sums.
 struct Epi {
@@ -71,11 +89,7 @@ NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, Epi e,
     _mm256_storeu_ps(e.colsum, _mm256_add_ps(_mm256_loadu_ps(e.colsum), s0));
     _mm256_storeu_ps(e.colsum + 8, _mm256_add_ps(_mm256_loadu_ps(e.colsum + 8), s1));
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(C + size_t(r) * ldc, c0[r]);
-    _mm256_storeu_ps(C + size_t(r) * ldc + 8, c1[r]);
-  }
+  store_rows<R>(C, ldc, c0, c1);
 }
 
 template <int R>
@@ -93,11 +107,7 @@ template <int R>
 NM_AVX2_INLINE void tile_tn(const float* A, int lda, const float* B, int ldb, int k, float* C,
                             int ldc) {
   __m256 c0[R], c1[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    c0[r] = _mm256_loadu_ps(C + size_t(r) * ldc);
-    c1[r] = _mm256_loadu_ps(C + size_t(r) * ldc + 8);
-  }
+  load_rows<R>(C, ldc, c0, c1);
 #pragma GCC unroll 4
   for (int p = 0; p < k; ++p) {
     const float* a = A + size_t(p) * lda;
@@ -109,11 +119,7 @@ NM_AVX2_INLINE void tile_tn(const float* A, int lda, const float* B, int ldb, in
       c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(C + size_t(r) * ldc, c0[r]);
-    _mm256_storeu_ps(C + size_t(r) * ldc + 8, c1[r]);
-  }
+  store_rows<R>(C, ldc, c0, c1);
 }
 
 template <int R>
