@@ -201,6 +201,38 @@ def test_attn2d_first_node_gradients_with_trained_norms(dtype):
             assert np.abs(grads["float32"][2][name] - g64).max() / scale < 2e-5, name
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attn2d_own_products_with_trained_norms(threads):
+    """The float32 node on the engine's own products (cpu/gemm_avx2.cpp: rows of at least 64,
+    dim 32, 320 rows per batch so the weight gradients take them too, the 32 x 128 W2 through
+    its transpose) and LN2 folded into the MLP (norms away from 1 and 0), against the float64
+    node: loss, outputs and every gradient; 2 threads against 1 to 1e-6."""
+    text = ("/xavier, zero/ (x, 512) (g, attn2d, 4x4, dim 32, heads 2, window 1, depth 2, "
+            "mask raster, <gelu>) (y, 5, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(1, 20, 512))
+    e = np.eye(5)[rng.integers(0, 5, 20)][None]
+    out = {}
+    for dt, thr in (("float64", 1), ("float32", 1), ("float32", threads)):
+        h = nm.compile(text, 20, 0.1, dtype=dt)
+        nm.seed(1)
+        nm.build(h, threads=thr)
+        r = np.random.default_rng(3)
+        nm.set_params(h, {k: (1.0 if k.endswith("norm1.weight") or k.endswith("norm2.weight")
+                              else 0.0) + r.normal(0, 0.3, v.shape)
+                          for k, v in nm.get_params(h).items() if k.startswith("g.")})
+        loss, g = nm.gradients(h, x, e)
+        out[dt, thr] = (loss, g, nm.predict(h, x))
+        nm.release(h)
+    ref, one, two = out["float64", 1], out["float32", 1], out["float32", threads]
+    assert one[0] == pytest.approx(ref[0], rel=1e-6)
+    np.testing.assert_allclose(one[2], ref[2], rtol=2e-5, atol=1e-7)
+    for name, g64 in ref[1].items():
+        scale = np.abs(g64).max() + 1e-12
+        assert np.abs(one[1][name] - g64).max() / scale < 2e-5, name
+        assert np.abs(two[1][name] - one[1][name]).max() / scale < 1e-6, name
+
+
 def test_attn2d_vocab_gradients():
     # token ids in: the input is integers, so no dense layer in front; the embedding learns
     text = ("/xavier, zero/ (x, 4) (g, attn2d, 2x2, dim 4, vocab 5, mlp 1, <gelu>) "

@@ -114,6 +114,7 @@ class Attn2dNode final : public StructNode<T> {
                 double /*aux_scale*/) override {
     const int threads = cpu::pool_threads();  // read once: the gradient copies are sized for it
     gs_.reserve(threads);
+    fold(P);  // from the P given (the forward's, in training): never a stale or missing fold
     const int n = cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int m, int chunk) {
       backward_rows(P, gs_.get(G, chunk), x + size_t(b0) * S_ * (V_ ? 1 : d_),
                     dy + size_t(b0) * S_ * d_, dx ? dx + size_t(b0) * S_ * d_ : nullptr, row + b0,
@@ -132,8 +133,8 @@ class Attn2dNode final : public StructNode<T> {
   enum { kXhat1, kRstd1, kQKV, kP, kCtx, kXhat2, kRstd2, kD1, kA1, kTensors };
 
   // Each block's LN2 folded into the MLP's first product (nn::fold_weights): W1 diag(g2)
-  // (hid x d) then c1 + W1 b2 (hid), per block, formed from P by every forward (what the
-  // backward of that pass reads). The normalised rows are then never formed for the MLP.
+  // (hid x d) then c1 + W1 b2 (hid), per block, formed from P by every forward and again by
+  // every backward (from the P it is given). The normalised rows are never formed for the MLP.
   T* fw1(int l) { return fold_.data() + size_t(l) * hid_ * (d_ + 1); }
   T* fc1(int l) { return fw1(l) + size_t(hid_) * d_; }
   void fold(const T* P) {

@@ -203,7 +203,8 @@ bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const f
   if (panels.size() < size_t(n) * k) panels.resize(size_t(n) * k);
   float* Bp = panels.data();  // the caller's (workers see Bp)
   simd::pack_panels_avx2(tb, n, k, B, ldb, Bp);
-  // with a gate the column sums run in row order on this thread: never cut
+  // with a gate the column sums (a strip's rows in registers, then added strip by strip) run on
+  // this thread: never cut
   const bool cut = !gate && pool_threads() > 1 && !in_parallel_job() &&
                    double(m) * n * k >= double(1 << 22);
   if (!cut) {

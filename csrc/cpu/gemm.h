@@ -1,6 +1,8 @@
 // Dense-layer matrix products for the CPU backend: BLAS (OpenBLAS) above a size threshold,
 // the scalar reference ops below it or when the build has no BLAS. Same contract as
-// ops::dense_forward / ops::dense_backward, which stay the oracle.
+// ops::dense_forward / ops::dense_backward, which stay the oracle. The structured kinds'
+// linear maps (cpu/nn.h) may take the own AVX2 products first (rows_product, tn_product below;
+// gemm_avx2.cpp).
 #pragma once
 #include <cstddef>
 
@@ -30,8 +32,8 @@ void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, c
 // ldb) or, when tb, the transpose of B (n x k): the own AVX2 kernel for many rows and a short
 // inner dimension (gemm_avx2.cpp), no zeroing or bias pass and A read in place. False when it
 // does not apply (no AVX2, n not a multiple of 16, k or m outside its range): the caller then
-// takes gemm. Cut over the worker threads by rows outside a parallel job: the same bits for
-// any thread count. gate (m x n, ldc; with neither bias nor accumulate): C = (A op(B)) ⊙ gate
+// takes gemm. A, B, C and gate must not overlap. Cut over the worker threads by rows outside
+// a parallel job: the same bits for any thread count. gate (m x n, ldc; with neither bias nor accumulate): C = (A op(B)) ⊙ gate
 // and colsum[n] += C's column sums (a gated unit's input gradient and its bias gradient);
 // then never cut.
 bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,

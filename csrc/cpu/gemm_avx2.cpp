@@ -34,7 +34,8 @@ NM_AVX2_INLINE void store_rows(float* C, int ldc, const __m256* c0, const __m256
 }
 
 // How a tile of C starts and ends: from a bias row and / or C itself (else zero); gate: the
-// product multiplied by gate (laid out as C) and colsum += the result's column sums.
+// product multiplied by gate (laid out as C) and, when colsum is given, colsum += the result's
+// column sums (each tile's rows summed in registers, then added: a strip at a time).
 struct Epi {
   const float* bias;
   bool acc;
@@ -86,8 +87,10 @@ NM_AVX2_INLINE void tile(const float* A, int lda, const float* Bp, int k, Epi e,
       s0 = _mm256_add_ps(s0, c0[r]);
       s1 = _mm256_add_ps(s1, c1[r]);
     }
-    _mm256_storeu_ps(e.colsum, _mm256_add_ps(_mm256_loadu_ps(e.colsum), s0));
-    _mm256_storeu_ps(e.colsum + 8, _mm256_add_ps(_mm256_loadu_ps(e.colsum + 8), s1));
+    if (e.colsum) {
+      _mm256_storeu_ps(e.colsum, _mm256_add_ps(_mm256_loadu_ps(e.colsum), s0));
+      _mm256_storeu_ps(e.colsum + 8, _mm256_add_ps(_mm256_loadu_ps(e.colsum + 8), s1));
+    }
   }
   store_rows<R>(C, ldc, c0, c1);
 }
@@ -206,7 +209,8 @@ NM_AVX2 void pack_panels_avx2(bool tb, int n, int k, const float* B, int ldb, fl
 
 // Rows m0..m1-1 of C (n a multiple of 16), 6 at a time; the next strip's rows of A are asked
 // for while the current one runs (they come from memory: the node's activations). gate (laid
-// out as C, from row m0) and colsum: see Epi.
+// out as C: row i at gate + i ldc, like C) and colsum: see Epi. A, B, C and gate must not
+// overlap.
 NM_AVX2 void rows_product_avx2(int m0, int m1, int n, int k, const float* A, int lda,
                                const float* Bp, const float* bias, bool acc, const float* gate,
                                float* colsum, float* C, int ldc) {

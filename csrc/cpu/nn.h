@@ -47,12 +47,12 @@ void ln_forward(const T* x, const T* g, const T* b, T* xhat, T* rstd, T* y, int 
     for (int c = 0; c < d; ++c) var += (xr[c] - mean) * (xr[c] - mean);
     const T rs = T(1) / std::sqrt(var / T(d) + T(kLnEps));
     rstd[r] = rs;
-    const T* gr = g + size_t(r % G) * d;
-    const T* br = b + size_t(r % G) * d;
     T* h = xhat + size_t(r) * d;
     for (int c = 0; c < d; ++c) h[c] = T((xr[c] - mean) * rs);
-    if (y)
-      for (int c = 0; c < d; ++c) y[size_t(r) * d + c] = gr[c] * h[c] + br[c];
+    if (!y) continue;
+    const T* gr = g + size_t(r % G) * d;
+    const T* br = b + size_t(r % G) * d;
+    for (int c = 0; c < d; ++c) y[size_t(r) * d + c] = gr[c] * h[c] + br[c];
   }
 }
 

@@ -195,13 +195,14 @@ NM_CLONES void ln_forward(const float* x, const float* g, const float* b, float*
     }) / float(d);
     const float rs = 1.0f / std::sqrt(var + 1e-5f);
     rstd[r] = rs;
-    const float* gr = g + size_t(gi) * d;
-    const float* br = b + size_t(gi) * d;
+    const int group = gi;
     gi = gi + 1 == G ? 0 : gi + 1;
     if (!y) {  // xhat only: the gain and bias are folded into the product that reads it
       for (int c = 0; c < d; ++c) h[c] = (xr[c] - mean) * rs;
       continue;
     }
+    const float* gr = g + size_t(group) * d;
+    const float* br = b + size_t(group) * d;
     float* yr = y + size_t(r) * d;
     for (int c = 0; c < d; ++c) {
       h[c] = (xr[c] - mean) * rs;

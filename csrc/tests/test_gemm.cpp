@@ -72,8 +72,9 @@ void own_products_equal_the_double_product() {
     return v;
   };
   struct Shape { int m, n, k; };
+  // (331 x 256 x 64, 256 x 64 x 300 and the flipped 64 x 112 x 640 reach the 2-thread cut)
   for (const Shape sh : {Shape{64, 16, 16}, Shape{200, 48, 77}, Shape{331, 256, 64}, Shape{97, 64, 512},
-                          Shape{64, 112, 640}}) {
+                          Shape{256, 64, 300}, Shape{64, 112, 640}}) {
     const int m = sh.m, n = sh.n, k = sh.k;
     const std::vector<float> A = normal(size_t(m) * k), B = normal(size_t(k) * n), bias = normal(n),
                              C0 = normal(size_t(m) * n);
@@ -160,6 +161,28 @@ void own_products_equal_the_double_product() {
     }
     CHECK(worst < 1e-6);
     CHECK(worst_sum < 1e-5);
+  }
+  // strided operands: A, B and C rows longer than the product reads (leading dimensions)
+  {
+    const int m = 70, n = 32, k = 24, lda = 40, ldb = 37, ldc = 48;
+    const std::vector<float> A = normal(size_t(m) * lda), B = normal(size_t(n) * ldb);  // B as n x k
+    std::vector<float> C(size_t(m) * ldc, 7.0f);
+    CHECK(cpu::rows_product(true, m, n, k, A.data(), lda, B.data(), ldb, nullptr, false, C.data(), ldc));
+    double worst = 0;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < ldc; ++j) {
+        if (j >= n) {  // outside C's columns: untouched
+          CHECK(C[size_t(i) * ldc + j] == 7.0f);
+          continue;
+        }
+        double exact = 0, mag = 0;
+        for (int t = 0; t < k; ++t) {
+          const double ab = double(A[size_t(i) * lda + t]) * B[size_t(j) * ldb + t];
+          exact += ab, mag += std::fabs(ab);
+        }
+        worst = std::fmax(worst, std::fabs(C[size_t(i) * ldc + j] - exact) / mag);
+      }
+    CHECK(worst < 1e-6);
   }
   cpu::set_pool_threads(1);
   // outside their range they decline (the callers take gemm)
