@@ -154,6 +154,14 @@ def test_attn2d_gradients(case):
              f"(y, 3, <sigmoid>, <mse>)", 2)
 
 
+def _trained_norm_params(h, prefix=""):
+    """Every parameter (whose name starts with prefix) random: the norms' gains near 1, biases
+    and weights of modest size; the same values for every dtype."""
+    r = np.random.default_rng(3)
+    return {k: (1.0 if k.endswith("norm1.weight") or k.endswith("norm2.weight") else 0.0)
+            + r.normal(0, 0.3, v.shape) for k, v in nm.get_params(h).items() if k.startswith(prefix)}
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_attn2d_first_node_gradients_with_trained_norms(dtype):
     """attn2d straight after the input: its first block never forms the Q/K/V product's input
@@ -171,9 +179,7 @@ def test_attn2d_first_node_gradients_with_trained_norms(dtype):
         h = nm.compile(text, 5, 0.1, dtype=dt)
         nm.seed(1)
         nm.build(h)
-        r = np.random.default_rng(3)  # gains near 1, biases and weights of modest size
-        params = {k: (1.0 if k.endswith("norm1.weight") or k.endswith("norm2.weight") else 0.0)
-                  + r.normal(0, 0.3, v.shape) for k, v in nm.get_params(h).items()}
+        params = _trained_norm_params(h)
         nm.set_params(h, params)
         grads[dt] = (h, params, nm.gradients(h, x, e)[1])
     h, params, g = grads["float64"]
@@ -217,10 +223,7 @@ def test_attn2d_own_products_with_trained_norms(threads):
         h = nm.compile(text, 20, 0.1, dtype=dt)
         nm.seed(1)
         nm.build(h, threads=thr)
-        r = np.random.default_rng(3)
-        nm.set_params(h, {k: (1.0 if k.endswith("norm1.weight") or k.endswith("norm2.weight")
-                              else 0.0) + r.normal(0, 0.3, v.shape)
-                          for k, v in nm.get_params(h).items() if k.startswith("g.")})
+        nm.set_params(h, _trained_norm_params(h, prefix="g."))
         loss, g = nm.gradients(h, x, e)
         out[dt, thr] = (loss, g, nm.predict(h, x))
         nm.release(h)
