@@ -165,8 +165,8 @@ def _trained_norm_params(h, prefix=""):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_attn2d_first_node_gradients_with_trained_norms(dtype):
     """attn2d straight after the input: its first block never forms the Q/K/V product's input
-    gradient (cpu/attn2d.cpp, qkv_weight_and_norm_grads: the weights' and LN1's gradients
-    through xhat instead of u), and LN2 is folded into the MLP's first product in every block.
+    gradient (cpu/attn2d.cpp: the weights' and LN1's gradients through xhat instead of u,
+    nn::fold_backward), and LN2 is folded into the MLP's first product in every block.
     Every parameter random, the norms' gains and biases away from 1 and 0, against central
     differences in float64 (float32: the float64 gradients, to 2e-5)."""
     text = ("/xavier, zero/ (x, 96) (g, attn2d, 3x4, dim 8, heads 2, window 1, depth 2, "

@@ -263,8 +263,12 @@ class Attn2dNode final : public StructNode<T> {
     T* dqkv = dqkv_.data() + 3 * sd;  // written whole by window_backward
     const T* qkv = sv(c, kQKV, row);
     attn2d::qkv_backward(grid_, qkv, rope_, sv(c, kP, row), dctx, dqkv, rows);
-    if (proj_ && !need_dx) {
-      qkv_weight_and_norm_grads(P, G, b, sv(c, kXhat1, row), dqkv, R);
+    if (proj_ && !need_dx) {  // the Q/K/V weights' and LN1's gradients without du = dQKV W:
+      // u = xhat g1 + b1 read as LN1 folded (nn::fold_backward): one product of dW's size
+      cs.assign(size_t(3 * d), T(0));
+      nn::col_sums(dqkv, R, 3 * d, cs.data());
+      nn::fold_backward(P + b.wq, (const T*)nullptr, P + b.g1, P + b.b1, sv(c, kXhat1, row), dqkv,
+                        cs.data(), R, d, 3 * d, G + b.wq, G + b.g1, G + b.b1, (T*)nullptr);
       return;
     }
     if (proj_) {
@@ -278,36 +282,6 @@ class Attn2dNode final : public StructNode<T> {
     }
     nn::ln_backward(sv(c, kXhat1, row), sv(c, kRstd1, row), P + b.g1, du, gX, G + b.g1, G + b.b1,
                     R, d, 1);
-  }
-
-  // The Q/K/V weights' and LN1's gradients without the input gradient du = dQKV W (what
-  // ln_backward's gain and bias sums read): with M = dQKV^T xhat (3d x d) and cs the column
-  // sums of dQKV, u = xhat g + b gives dW += M diag(g) + cs b^T, and LN1's sums
-  // dg = sum_r du xhat = sum_j W[j, :] M[j, :], db = sum_r du = sum_j cs[j] W[j, :].
-  // One product of the same size as dW's instead of two.
-  void qkv_weight_and_norm_grads(const T* P, T* G, const Block& b, const T* xhat, const T* dqkv,
-                                 int R) {
-    const int d = d_, n3 = 3 * d_;
-    thread_local std::vector<T> buf;
-    if (buf.size() < size_t(n3) * (d + 1)) buf.resize(size_t(n3) * (d + 1));
-    T *M = buf.data(), *cs = buf.data() + size_t(n3) * d;
-    cpu::gemm<T>(true, false, n3, d, R, T(1), dqkv, n3, xhat, d, T(0), M, d);
-    std::fill(cs, cs + n3, T(0));
-    nn::col_sums(dqkv, R, n3, cs);
-    const T *W = P + b.wq, *g1 = P + b.g1, *b1 = P + b.b1;
-    T *dW = G + b.wq, *dg = G + b.g1, *db = G + b.b1;
-    if constexpr (std::is_same_v<T, float>)
-      return simd::fold_grads(W, g1, b1, M, cs, n3, d, dW, dg, db);
-    for (int j = 0; j < n3; ++j) {
-      const T* Mj = M + size_t(j) * d;
-      const T* Wj = W + size_t(j) * d;
-      T* dWj = dW + size_t(j) * d;
-      for (int c = 0; c < d; ++c) {
-        dWj[c] += Mj[c] * g1[c] + cs[j] * b1[c];
-        dg[c] += Wj[c] * Mj[c];
-        db[c] += cs[j] * Wj[c];
-      }
-    }
   }
 
   std::string name_;

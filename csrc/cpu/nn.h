@@ -255,8 +255,8 @@ void fold_weights(const T* W, const T* g, const T* b, const T* c, T* Wf, T* cf, 
 // The backward of a folded map over the rows of one chunk: dy (rows x out) the gradient at its
 // output, cs (out) dy's column sums. Adds dW = dy^T u = M diag(g) + cs b^T with M = dy^T xhat
 // (one product of dW's size, u never formed), the gain's and bias's gradients dg = sum_r du ⊙
-// xhat = sum_j W[j, :] ⊙ M[j, :] and db = sum_r du = sum_j cs[j] W[j, :] (du = dy W), and sets
-// dxhat = dy Wf, the gradient at xhat (for ln_backward_hat).
+// xhat = sum_j W[j, :] ⊙ M[j, :] and db = sum_r du = sum_j cs[j] W[j, :] (du = dy W), and, when
+// dxhat is given, sets dxhat = dy Wf, the gradient at xhat (for ln_backward_hat).
 template <class T>
 void fold_backward(const T* W, const T* Wf, const T* g, const T* b, const T* xhat, const T* dy,
                    const T* cs, int rows, int d, int out, T* dW, T* dg, T* db, T* dxhat) {
@@ -277,7 +277,7 @@ void fold_backward(const T* W, const T* Wf, const T* g, const T* b, const T* xha
         db[c] += cs[j] * W[i];
       }
   }
-  linear_backward<T>(xhat, Wf, dy, nullptr, nullptr, dxhat, rows, d, out, true);  // dxhat = dy Wf
+  if (dxhat) linear_backward<T>(xhat, Wf, dy, nullptr, nullptr, dxhat, rows, d, out, true);
 }
 
 // dx += rstd (dh - mean(dh) - xhat mean(dh ⊙ xhat)) per row: layer norm's input gradient from
