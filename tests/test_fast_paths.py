@@ -97,6 +97,52 @@ def test_training_steps_track_the_reference(batch):
         close(p32[k].astype(np.float64), p64[k], rtol=1e-4)
 
 
+@pytest.mark.parametrize("sizes,batch", [([400, 352, 80, 10], 32), ([200, 96, 10], 48),
+                                         ([208, 130, 70, 10], 32)])
+def test_weights_as_rows_match_reference(sizes, batch):
+    """Batches of 32 and 48 rows take the weights as the own product's row operand (gemm.cpp
+    by_weights): the forward always (in >= 16, out >= 64), the stored weight gradient
+    (`gradients`, any optimizer but plain SGD) and the fused SGD step only when the layer's
+    input is a multiple of 16 wide (200 is not; 400 and 208 are); the first shape is large
+    enough to be cut over two threads. Predictions, gradients and five SGD steps against the
+    float64 model; 1 and 2 threads agree."""
+    layers = "".join(f"(h{i}, {w}, <relu>)" for i, w in enumerate(sizes[1:-1]))
+    text = f"/xavier,zero/ (x, {sizes[0]}) {layers} (y, {sizes[-1]}, <softmax>, <cross_entropy>)"
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, (5, batch, sizes[0]))
+    e = np.eye(sizes[-1])[rng.integers(0, sizes[-1], (5, batch))]
+    runs = []
+    for threads in (1, 2):
+        h32 = nm.compile(text, batch, 0.05)
+        h64 = nm.compile(text, batch, 0.05, dtype="float64")
+        nm.seed(7)
+        nm.build(h32, threads=threads)
+        nm.build(h64)
+        nm.set_params(h64, {k: v.astype(np.float64) for k, v in nm.get_params(h32).items()})
+        close(nm.predict(h32, x[0]).astype(np.float64), nm.predict(h64, x[0]))
+        _, g32 = nm.gradients(h32, x[:1], e[:1])
+        _, g64 = nm.gradients(h64, x[:1], e[:1])
+        for k in g64:
+            assert np.abs(g64[k]).max() > 0
+            close(g32[k].astype(np.float64), g64[k], rtol=2e-5)
+        losses = []
+        for k in range(5):
+            a = nm.train(h32, x[k:k + 1], e[k:k + 1], verbosity=0)
+            b = nm.train(h64, x[k:k + 1], e[k:k + 1], verbosity=0)
+            assert a == pytest.approx(b, rel=1e-5)
+            losses.append(a)
+        p32, p64 = nm.get_params(h32), nm.get_params(h64)
+        for k in p64:
+            close(p32[k].astype(np.float64), p64[k], rtol=1e-4)
+        runs.append((losses, p32))
+        nm.release(h32)
+        nm.release(h64)
+    nm._core.set_threads(1)
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-6)
+    for k in runs[0][1]:
+        np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "elu", "selu", "swish, 1.7", "gelu"])
 def test_activation_kernels_pointwise_accuracy(act):
     """f(x) itself (identity weights) over [-12, 12], relative to the double reference."""

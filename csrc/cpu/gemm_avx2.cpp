@@ -8,6 +8,7 @@
 // ranges over threads gives the same bits as a whole one. Measured: docs/performance.md,
 // session 14.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cmath>
 #include <cstddef>
 
 #include "avx2.h"
@@ -177,6 +178,30 @@ NM_AVX2 void tn_product_avx2(int i0, int i1, int n, int k, const float* A, int l
       default: break;
     }
   }
+}
+
+// dst (m x n, ldd) = scale src^T (+ bias[j] in column j), src n x m (lds): 8 x 8 blocks
+// transposed in registers, each entry one rounding (src scale + bias) as the plain loop's.
+NM_AVX2 void transpose_avx2(int m, int n, const float* src, int lds, float scale,
+                            const float* bias, float* dst, int ldd) {
+  const int m8 = m / 8 * 8, n8 = n / 8 * 8;
+  const __m256 s = _mm256_set1_ps(scale);
+  for (int i = 0; i < m8; i += 8)
+    for (int j = 0; j < n8; j += 8) {
+      __m256 r[8];
+      for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(src + size_t(j + c) * lds + i);
+      transpose8(r);
+      const __m256 b = bias ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
+      for (int c = 0; c < 8; ++c)
+        _mm256_storeu_ps(dst + size_t(i + c) * ldd + j, _mm256_fmadd_ps(r[c], s, b));
+    }
+  auto one = [&](int i, int j) {
+    dst[size_t(i) * ldd + j] = std::fma(src[size_t(j) * lds + i], scale, bias ? bias[j] : 0.0f);
+  };
+  for (int i = 0; i < m8; ++i)
+    for (int j = n8; j < n; ++j) one(i, j);
+  for (int i = m8; i < m; ++i)
+    for (int j = 0; j < n; ++j) one(i, j);
 }
 
 // Bp: panel j (columns 16j..16j+15) is k rows of 16, row p = B[p, 16j..] (tb: B given as its
