@@ -191,10 +191,77 @@ void own_products_equal_the_double_product() {
   CHECK(!cpu::tn_product(64, 24, 256, z.data(), 64, z.data(), 24, z.data(), 24));
 }
 
+// Dense layers of 32 and 48 rows take the weights as the own product's row operand (gemm.cpp
+// by_weights): the forward, the weight gradient and the fused SGD step against the product in
+// double, and with 1 and 2 threads the same bits (the cut is by the weights' six-row strips).
+void dense_layers_at_32_and_48_rows() {
+  // without AVX2 these layers take OpenBLAS, whose cut pieces round differently
+  const bool own = cpu::rows_product(false, 64, 16, 16, std::vector<float>(64 * 16).data(), 16,
+                                     std::vector<float>(16 * 16).data(), 16, nullptr, false,
+                                     std::vector<float>(64 * 16).data(), 16);
+  Rng rng(13);
+  auto normal = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = float(rng.normal());
+    return v;
+  };
+  struct Shape { int rows, in, out; };
+  for (const Shape s : {Shape{32, 400, 352}, Shape{48, 208, 130}}) {
+    const std::vector<float> u = normal(size_t(s.rows) * s.in), W = normal(size_t(s.out) * s.in),
+                             b = normal(size_t(s.out)), dz = normal(size_t(s.rows) * s.out);
+    const float lr = 0.05f;
+    std::vector<float> z[2], dW[2], db[2], Wn[2], bn[2];
+    for (int threads : {1, 2}) {
+      cpu::set_pool_threads(threads);
+      const int t = threads - 1;
+      z[t].assign(size_t(s.rows) * s.out, 0.0f);
+      cpu::dense_forward<float>(u.data(), W.data(), b.data(), z[t].data(), s.rows, s.in, s.out);
+      dW[t].assign(W.size(), 1.0f), db[t].assign(b.size(), 1.0f);  // gradients accumulate
+      cpu::dense_backward<float>(u.data(), W.data(), dz.data(), dW[t].data(), db[t].data(),
+                                 nullptr, s.rows, s.in, s.out);
+      Wn[t] = W, bn[t] = b;
+      cpu::dense_sgd_update(u.data(), Wn[t].data(), dz.data(), bn[t].data(), s.rows, s.in, s.out, lr);
+    }
+    cpu::set_pool_threads(1);
+    if (own) CHECK(z[0] == z[1] && dW[0] == dW[1] && Wn[0] == Wn[1]);
+    double wz = 0, wg = 0, wu = 0;
+    for (int r = 0; r < s.rows; ++r)
+      for (int o = 0; o < s.out; ++o) {
+        double exact = b[o], mag = std::fabs(b[o]);
+        for (int i = 0; i < s.in; ++i) {
+          const double p = double(u[size_t(r) * s.in + i]) * W[size_t(o) * s.in + i];
+          exact += p, mag += std::fabs(p);
+        }
+        wz = std::fmax(wz, std::fabs(z[0][size_t(r) * s.out + o] - exact) / mag);
+      }
+    for (int o = 0; o < s.out; ++o)
+      for (int i = 0; i < s.in; ++i) {
+        double g = 0, mag = 0;
+        for (int r = 0; r < s.rows; ++r) {
+          const double p = double(dz[size_t(r) * s.out + o]) * u[size_t(r) * s.in + i];
+          g += p, mag += std::fabs(p);
+        }
+        const size_t at = size_t(o) * s.in + i;
+        wg = std::fmax(wg, std::fabs(dW[0][at] - (1.0 + g)) / (1.0 + mag));
+        wu = std::fmax(wu, std::fabs(Wn[0][at] - (W[at] - double(lr) * g)) / (std::fabs(W[at]) + lr * mag));
+      }
+    CHECK(wz < 1e-6);
+    CHECK(wg < 1e-6);
+    CHECK(wu < 1e-6);
+    for (int o = 0; o < s.out; ++o) {
+      double g = 0;
+      for (int r = 0; r < s.rows; ++r) g += dz[size_t(r) * s.out + o];
+      CHECK(std::fabs(db[0][o] - (1.0 + g)) < 1e-4);
+      CHECK(std::fabs(bn[0][o] - (b[o] - double(lr) * g)) < 1e-5);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
   cut_products_do_not_depend_on_the_address();
   own_products_equal_the_double_product();
+  dense_layers_at_32_and_48_rows();
   return TEST_MAIN_RESULT();
 }
