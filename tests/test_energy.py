@@ -290,20 +290,22 @@ def test_conv_options_are_validated_in_the_ir():
 
 # ------------------------------------------------------------------ clamped layers skip their work (issue 19)
 HAMUX = ("[am, energy, steps 4, dt 0.4, {opts}(am_v, 40, {vb}<tanh>) (am_y, 10, <softmax>) "
-         "(am_s, synapse hidden, am_v am_y, units 64{norm}, <relu>)]")
+         "(am_s, synapse hidden, am_v am_y, units {units}{norm}, <relu>)]")
 
 
-@pytest.mark.parametrize("variant", ["plain", "norm", "biased", "unclamped"])
+@pytest.mark.parametrize("variant", ["plain", "norm", "biased", "unclamped", "wide",
+                                     "wide_unclamped"])
 def test_hamux_shape_float32_matches_float64(variant):
     """Case g's shape, small: the float32 engine (BLAS, the clamped layer's work skipped and
-    deferred) against the float64 reference."""
+    deferred) against the float64 reference. With 300 units the 10-wide layer's products take
+    the own short-side kernels (gemm.cpp skinny: y's current, its input, its weights' gradient)."""
     from test_gradients import check_float32_matches_float64
-    kw = dict(opts="", vb="", norm="")
+    kw = dict(opts="", vb="", norm="", units=300 if variant.startswith("wide") else 64)
     if variant == "norm":
         kw["norm"] = ", norm 1"
     if variant == "biased":
         kw["vb"] = "bias 1, "
-    if variant == "unclamped":
+    if variant.endswith("unclamped"):
         kw["opts"] = "clamp 0, "
     check_float32_matches_float64(HAMUX.format(**kw), 40, 10, 17)
 

@@ -152,6 +152,95 @@ NM_AVX2_INLINE void transpose8(__m256* r) {
   }
 }
 
+// R rows of C (columns j0..j1-1) = (C or 0) + A B for a short k: op(A)'s entry (i, p) at
+// A[i rs + p cs], B (k x n, ldb). 16 columns per step (R x 2 accumulators, B's two vectors in
+// registers for the R rows: the compiler would otherwise fold a load of B into every FMA, and
+// the loads, not the FMAs, bounded the loop), then 8, then one; every entry one FMA chain over
+// p in order.
+template <int R>
+NM_AVX2_INLINE void small_k_rows(const float* A, size_t rs, size_t cs, int k, const float* B,
+                                 int ldb, int j0, int j1, bool acc, float* C, int ldc) {
+  int j = j0;
+  for (; j + 16 <= j1; j += 16) {
+    __m256 c0[R], c1[R];
+    if (acc) load_rows<R>(C + j, ldc, c0, c1);
+    else
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm256_setzero_ps();
+    for (int p = 0; p < k; ++p) {
+      __m256 b0 = _mm256_loadu_ps(B + size_t(p) * ldb + j);
+      __m256 b1 = _mm256_loadu_ps(B + size_t(p) * ldb + j + 8);
+      asm("" : "+x"(b0), "+x"(b1));  // in registers, not a memory operand of each FMA
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 x = _mm256_broadcast_ss(A + r * rs + p * cs);
+        c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+        c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+      }
+    }
+    store_rows<R>(C + j, ldc, c0, c1);
+  }
+  for (; j + 8 <= j1; j += 8)
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m256 c = acc ? _mm256_loadu_ps(C + size_t(r) * ldc + j) : _mm256_setzero_ps();
+      for (int p = 0; p < k; ++p)
+        c = _mm256_fmadd_ps(_mm256_broadcast_ss(A + r * rs + p * cs),
+                            _mm256_loadu_ps(B + size_t(p) * ldb + j), c);
+      _mm256_storeu_ps(C + size_t(r) * ldc + j, c);
+    }
+  for (; j < j1; ++j)
+    for (int r = 0; r < R; ++r) {
+      float c = acc ? C[size_t(r) * ldc + j] : 0.0f;
+      for (int p = 0; p < k; ++p) c = std::fma(A[r * rs + p * cs], B[size_t(p) * ldb + j], c);
+      C[size_t(r) * ldc + j] = c;
+    }
+}
+
+// G dot products of each of R rows of A (lda) with G rows of B over p0..p1-1 (a multiple of 8
+// long), eight lanes each, from / to part (row r's at part + r ldp, G x 8 each). B's vector
+// is loaded once into a register for the R rows (as in small_k_rows).
+template <int R, int G>
+NM_AVX2_INLINE void dot_group(const float* A, int lda, const float* B, int ldb, int p0, int p1,
+                              float* part, int ldp, bool first) {
+  __m256 s[R][G];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+      s[r][g] = first ? _mm256_setzero_ps() : _mm256_load_ps(part + r * ldp + 8 * g);
+  for (int p = p0; p < p1; p += 8) {
+    __m256 x[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) x[r] = _mm256_loadu_ps(A + size_t(r) * lda + p);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      __m256 b = _mm256_loadu_ps(B + size_t(g) * ldb + p);
+      asm("" : "+x"(b));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) s[r][g] = _mm256_fmadd_ps(x[r], b, s[r][g]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) _mm256_store_ps(part + r * ldp + 8 * g, s[r][g]);
+}
+
+// Two rows with up to 6 outputs a group (12 accumulators), or one row with up to 12.
+template <int R>
+NM_AVX2_INLINE void dot_groups(int G, const float* A, int lda, const float* B, int ldb, int p0,
+                               int p1, float* part, int ldp, bool first) {
+  switch (G) {
+    case 1: return dot_group<R, 1>(A, lda, B, ldb, p0, p1, part, ldp, first);
+    case 2: return dot_group<R, 2>(A, lda, B, ldb, p0, p1, part, ldp, first);
+    case 3: return dot_group<R, 3>(A, lda, B, ldb, p0, p1, part, ldp, first);
+    case 4: return dot_group<R, 4>(A, lda, B, ldb, p0, p1, part, ldp, first);
+    case 5: return dot_group<R, 5>(A, lda, B, ldb, p0, p1, part, ldp, first);
+    default: return dot_group<R, 6>(A, lda, B, ldb, p0, p1, part, ldp, first);
+  }
+}
+
 }  // namespace
 
 // C rows i0..i1-1 (n <= 64 columns, a multiple of 16) += A^T B, A (k x m, lda), B (k x n,
@@ -177,6 +266,65 @@ NM_AVX2 void tn_product_avx2(int i0, int i1, int n, int k, const float* A, int l
       case 1: strip_tn<1>(Ak + i, lda, Bk, ldb, n, kb, c, ldc); break;
       default: break;
     }
+  }
+}
+
+// C[m, n] = op(A) B (+ C) for a short inner dimension (k <= 32; the energy synapses' 10-wide
+// layers): op(A) = A (m x k, lda) or, when ta, A^T (A k x m). Columns in blocks of 256 (B's
+// k x 256 block, <= 32 KB, stays in L1 while all of C's rows pass), rows six at a time.
+NM_AVX2 void small_k_product_avx2(bool ta, int m, int n, int k, const float* A, int lda,
+                                  const float* B, int ldb, bool acc, float* C, int ldc) {
+  const size_t rs = ta ? 1 : size_t(lda), cs = ta ? size_t(lda) : 1;
+  for (int j0 = 0; j0 < n; j0 += 256) {
+    const int j1 = j0 + 256 < n ? j0 + 256 : n;
+    int i = 0;
+    for (; i + 6 <= m; i += 6)
+      small_k_rows<6>(A + i * rs, rs, cs, k, B, ldb, j0, j1, acc, C + size_t(i) * ldc, ldc);
+    const float* a = A + i * rs;
+    float* c = C + size_t(i) * ldc;
+    switch (m - i) {
+      case 5: small_k_rows<5>(a, rs, cs, k, B, ldb, j0, j1, acc, c, ldc); break;
+      case 4: small_k_rows<4>(a, rs, cs, k, B, ldb, j0, j1, acc, c, ldc); break;
+      case 3: small_k_rows<3>(a, rs, cs, k, B, ldb, j0, j1, acc, c, ldc); break;
+      case 2: small_k_rows<2>(a, rs, cs, k, B, ldb, j0, j1, acc, c, ldc); break;
+      case 1: small_k_rows<1>(a, rs, cs, k, B, ldb, j0, j1, acc, c, ldc); break;
+      default: break;
+    }
+  }
+}
+
+// C[m, n] = A B^T (+ C) for few columns (n <= 16) and a long k: each entry a dot product of a
+// row of A (m x k) with a row of B (n x k), in eight lanes over k's blocks of 512 (B's block,
+// <= 32 KB, stays in L1 while 16 rows of A pass), the lanes then summed, then the k % 8 tail.
+NM_AVX2 void small_n_product_avx2(int m, int n, int k, const float* A, int lda, const float* B,
+                                  int ldb, bool acc, float* C, int ldc) {
+  constexpr int KB = 512, RB = 16, LDP = 16 * 8;
+  alignas(32) float part[RB * LDP];
+  const int k8 = k / 8 * 8;
+  const int G = (n + (n + 5) / 6 - 1) / ((n + 5) / 6);  // n in groups of at most 6, even sizes
+  for (int r0 = 0; r0 < m; r0 += RB) {
+    const int r1 = r0 + RB < m ? r0 + RB : m;
+    for (int p0 = 0; p0 < k8; p0 += KB) {
+      const int p1 = p0 + KB < k8 ? p0 + KB : k8;
+      int r = r0;
+      for (; r < r1; r += 2) {
+        const bool two = r + 2 <= r1;
+        for (int o = 0; o < n; o += G) {
+          const int g = n - o < G ? n - o : G;
+          const float* a = A + size_t(r) * lda;
+          float* pp = part + (r - r0) * LDP + 8 * o;
+          if (two) dot_groups<2>(g, a, lda, B + size_t(o) * ldb, ldb, p0, p1, pp, LDP, p0 == 0);
+          else dot_groups<1>(g, a, lda, B + size_t(o) * ldb, ldb, p0, p1, pp, LDP, p0 == 0);
+        }
+      }
+    }
+    for (int r = r0; r < r1; ++r)
+      for (int o = 0; o < n; ++o) {
+        float s = k8 ? avx2::hsum(_mm256_load_ps(part + (r - r0) * LDP + 8 * o)) : 0.0f;
+        for (int p = k8; p < k; ++p) s = std::fma(A[size_t(r) * lda + p], B[size_t(o) * ldb + p], s);
+        float& c = C[size_t(r) * ldc + o];
+        c = acc ? c + s : s;
+      }
   }
 }
 

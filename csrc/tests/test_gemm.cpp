@@ -257,11 +257,58 @@ void dense_layers_at_32_and_48_rows() {
   }
 }
 
+// The products with one short side (gemm.cpp skinny: the energy synapses' 10-wide layer
+// against 1000 units): C = A B with k <= 16, C = A^T B for few rows of C, C = A B^T for few
+// columns, each with beta 0 and 1, against the product in double. The shapes leave remainders
+// everywhere: rows outside whole strips of 6 (or pairs), columns outside 16- and 8-column steps,
+// k outside 8-lane steps and across the 512-long blocks of the dot products.
+void skinny_products_equal_the_double_product() {
+  Rng rng(17);
+  auto normal = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = float(rng.normal());
+    return v;
+  };
+  struct Shape { bool ta, tb; int m, n, k; };
+  for (const Shape s : {Shape{false, false, 13, 300, 10}, Shape{false, false, 32, 1000, 16},
+                        Shape{false, false, 64, 259, 3}, Shape{true, false, 10, 1000, 32},
+                        Shape{true, false, 7, 265, 17}, Shape{false, true, 33, 10, 1003},
+                        Shape{false, true, 20, 16, 300}, Shape{false, true, 5, 13, 517}}) {
+    const int lda = s.ta ? s.m + 3 : s.k + 5, ldb = s.tb ? s.k + 2 : s.n + 7, ldc = s.n + 4;
+    const std::vector<float> A = normal(size_t(s.ta ? s.k : s.m) * lda),
+                             B = normal(size_t(s.tb ? s.n : s.k) * ldb);
+    for (float beta : {0.0f, 1.0f}) {
+      std::vector<float> C = normal(size_t(s.m) * ldc);
+      const std::vector<float> C0 = C;
+      cpu::gemm<float>(s.ta, s.tb, s.m, s.n, s.k, 1.0f, A.data(), lda, B.data(), ldb, beta,
+                       C.data(), ldc);
+      double worst = 0;
+      for (int i = 0; i < s.m; ++i)
+        for (int j = 0; j < ldc; ++j) {
+          const size_t at = size_t(i) * ldc + j;
+          if (j >= s.n) {  // outside C's columns: untouched
+            CHECK(C[at] == C0[at]);
+            continue;
+          }
+          double exact = beta * double(C0[at]), mag = std::fabs(exact) + 1e-30;
+          for (int p = 0; p < s.k; ++p) {
+            const double a = s.ta ? A[size_t(p) * lda + i] : A[size_t(i) * lda + p];
+            const double b = s.tb ? B[size_t(j) * ldb + p] : B[size_t(p) * ldb + j];
+            exact += a * b, mag += std::fabs(a * b);
+          }
+          worst = std::fmax(worst, std::fabs(C[at] - exact) / mag);
+        }
+      CHECK(worst < 1e-6);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
   cut_products_do_not_depend_on_the_address();
   own_products_equal_the_double_product();
   dense_layers_at_32_and_48_rows();
+  skinny_products_equal_the_double_product();
   return TEST_MAIN_RESULT();
 }
