@@ -82,17 +82,28 @@ struct Hidden final : Synapse<T> {
   // rows from `row` of a (batch x M) buffer, or of its step `step` (steps x batch x M)
   T* at(std::vector<T>& v, int row, int step = 0) { return v.data() + (size_t(step) * B + row) * M; }
 
+  // Σ_fixed g Ŵ for rows a.row.. into hfix
+  void fixed_sum(const T* P, const CPtrs<T>& g, int rows, At a) {
+    T* hf = at(hfix, a.row);
+    std::fill(hf, hf + size_t(rows) * M, T(0));
+    for (size_t j = 0; j < W.size(); ++j)
+      if (this->fixed[j])
+        mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, hf, M);
+  }
+  bool fixed_part(const T* P, const CPtrs<T>& g, int rows, At a) override {
+    if (!any_fixed()) return false;
+    fixed_sum(P, g, rows, a);
+    fixed_done = true;
+    return true;
+  }
+  void end_fixed_part() override { fixed_done = false; }
+  bool fixed_done = false;  // hfix holds the whole batch's (fixed_part)
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows, At a) override {
     const size_t n = size_t(rows) * M;
     T *h = at(hs, a.row, a.t), *s = at(ss, a.row, a.t);
     if (any_fixed()) {
       T* hf = at(hfix, a.row);
-      if (a.t == 0) {
-        std::fill(hf, hf + n, T(0));
-        for (size_t j = 0; j < W.size(); ++j)
-          if (this->fixed[j])
-            mm<T>(false, false, rows, M, this->sizes[j], g[j], this->sizes[j], w(P, j), M, hf, M);
-      }
+      if (a.t == 0 && !fixed_done) fixed_sum(P, g, rows, a);
       std::copy(hf, hf + n, h);
     } else {
       std::fill(h, h + n, T(0));
