@@ -15,6 +15,13 @@ using namespace nm;
 
 namespace {
 
+// n draws of the standard normal
+std::vector<float> normals(Rng& rng, size_t n) {
+  std::vector<float> v(n);
+  for (float& x : v) x = float(rng.normal());
+  return v;
+}
+
 std::vector<float> product(const std::vector<float>& A, const std::vector<float>& B, int m, int n,
                            int k, bool tb, int offset) {
   std::vector<float> buf(size_t(m) * n + 64, 0.0f);  // C starts `offset` floats into buf
@@ -66,11 +73,7 @@ void own_products_equal_the_double_product() {
                          std::vector<float>(64 * 16).data(), 16))
     return;  // no AVX2 (or NEUROMORPH_NO_AVX2): the callers take gemm, tested above
   Rng rng(11);
-  auto normal = [&](size_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = float(rng.normal());
-    return v;
-  };
+  auto normal = [&](size_t n) { return normals(rng, n); };
   struct Shape { int m, n, k; };
   // (331 x 256 x 64, 256 x 64 x 300 and the flipped 64 x 112 x 640 reach the 2-thread cut)
   for (const Shape sh : {Shape{64, 16, 16}, Shape{200, 48, 77}, Shape{331, 256, 64}, Shape{97, 64, 512},
@@ -200,11 +203,7 @@ void dense_layers_at_32_and_48_rows() {
                                      std::vector<float>(16 * 16).data(), 16, nullptr, false,
                                      std::vector<float>(64 * 16).data(), 16);
   Rng rng(13);
-  auto normal = [&](size_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = float(rng.normal());
-    return v;
-  };
+  auto normal = [&](size_t n) { return normals(rng, n); };
   struct Shape { int rows, in, out; };
   for (const Shape s : {Shape{32, 400, 352}, Shape{48, 208, 130}}) {
     const std::vector<float> u = normal(size_t(s.rows) * s.in), W = normal(size_t(s.out) * s.in),
@@ -264,11 +263,7 @@ void dense_layers_at_32_and_48_rows() {
 // k outside 8-lane steps and across the 512-long blocks of the dot products.
 void skinny_products_equal_the_double_product() {
   Rng rng(17);
-  auto normal = [&](size_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = float(rng.normal());
-    return v;
-  };
+  auto normal = [&](size_t n) { return normals(rng, n); };
   struct Shape { bool ta, tb; int m, n, k; };
   for (const Shape s : {Shape{false, false, 13, 300, 10}, Shape{false, false, 32, 1000, 16},
                         Shape{false, false, 64, 259, 3}, Shape{true, false, 10, 1000, 32},
