@@ -228,7 +228,7 @@ void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du, in
     update_by_weights(u, dz, 1.0f, dW, rows, in, out);
     for (int r = 0; r < rows; ++r)
       for (int o = 0; o < out; ++o) db[o] += dz[size_t(r) * out + o];
-    if (du) gemm(false, false, rows, in, out, dz, out, W, in, du, in);
+    if (du) gemm<T>(false, false, rows, in, out, T(1), dz, out, W, in, T(1), du, in);
     return;
   }
 #endif
