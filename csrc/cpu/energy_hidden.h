@@ -65,6 +65,7 @@ struct Hidden final : Synapse<T> {
         for (size_t i = 0; i < Wb[0][j].size(); ++i) Wb[0][j][i] += Wb[size_t(c)][j][i];
   }
   void prepare(const T* P) override {
+    fixed_done = false;  // every forward and backward starts here: a hoist a throw cut short ends
     if (!norm) return;
     for (size_t j = 0; j < W.size(); ++j) {
       const int n = this->sizes[j];

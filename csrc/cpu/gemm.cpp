@@ -55,7 +55,7 @@ bool small_kernels(int rows, int in) { return rows <= kSmallRows && in >= 16 && 
 constexpr double kSplitRows = double(1 << 22);  // as rows_product's cut
 bool by_weights(int rows, int in, int out) {
   return rows > kSmallRows && rows <= 48 && rows % 16 == 0 && in >= 16 && in <= 1024 &&
-         out >= 64 && simd::has_avx2();
+         out >= 64 && out <= 4096 && simd::has_avx2();  // (z^T: <= 768 KB of scratch a thread)
 }
 
 // C[m, n] (+)= A[m, k] Bp (Bp: pack_panels_avx2's panels), cut over the pool by A's strips of
@@ -78,11 +78,10 @@ void weights_rows(int m, int n, int k, const float* A, int lda, const float* Bp,
 // 12 rows of C and k <= 32), or at most 16 columns of C as dot products over a long k (C = A
 // B^T, at most 256 rows). Alone, against OpenBLAS (session 15): 1.03-1.15x, 1.41-1.68x and
 // 1.64-1.98x on the energy block's shapes; outside these bounds it lost (0.84x at 800 x 512 x
-// 32, 0.85x for C = A^T B of 16 rows). Never where sgemm would cut the product over the
-// threads (these run whole); alpha 1 and beta 0 or 1 only.
+// 32, 0.85x for C = A^T B of 16 rows). alpha 1 and beta 0 or 1 only; gemm<float> leaves to
+// sgemm the products it would cut over the threads (these run whole).
 bool skinny(bool ta, bool tb, int m, int n, int k, float alpha, float beta) {
   if (alpha != 1.0f || (beta != 0.0f && beta != 1.0f) || !simd::has_avx2()) return false;
-  if (pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= kSplitRows) return false;
   if (tb) return !ta && n <= 16 && k >= 256 && m <= 256;
   return n >= 256 && (ta ? m <= 12 && k <= 32 : m <= 64 && k <= 16);
 }
@@ -140,11 +139,16 @@ void sgemm1(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, 
 }
 
 // Every BLAS product of the engine: cut over the worker threads when large (above).
+// whether sgemm cuts this product over the threads
+bool sgemm_cuts(int m, int n, int k) {
+  return std::min(g_threads, pool_threads()) > 1 &&
+         !in_parallel_job() &&  // inside a chunk the cut would run inline: whole
+         double(m) * n * k >= kSplitMin && (n >= 64 || m >= 64);
+}
+
 void sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
            const float* b, int ldb, float beta, float* c, int ldc) {
-  const bool cut = std::min(g_threads, pool_threads()) > 1 &&
-                   !in_parallel_job() &&  // inside a chunk the cut would run inline: whole
-                   double(m) * n * k >= kSplitMin && (n >= 64 || m >= 64);
+  const bool cut = sgemm_cuts(m, n, k);
   if (!cut) {
     sgemm1(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
@@ -393,7 +397,11 @@ void gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float
                  const float* B, int ldb, float beta, float* C, int ldc) {
   if (m <= 0 || n <= 0) return;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (k > 0 && size_t(m) * n * k >= kBlasMin && skinny(ta, tb, m, n, k, alpha, beta)) {
+  if (k > 0 && size_t(m) * n * k >= kBlasMin && skinny(ta, tb, m, n, k, alpha, beta)
+#if NM_HAVE_BLAS
+      && !sgemm_cuts(m, n, k)
+#endif
+  ) {
     if (tb) simd::small_n_product_avx2(m, n, k, A, lda, B, ldb, beta != 0.0f, C, ldc);
     else simd::small_k_product_avx2(ta, m, n, k, A, lda, B, ldb, beta != 0.0f, C, ldc);
     return;
