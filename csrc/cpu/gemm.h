@@ -14,15 +14,17 @@ bool have_blas();
 // one-thread BLAS product (OpenBLAS's own threads are never used; gemm.cpp says why).
 void set_blas_threads(int n);
 
-// z[rows, out] = u[rows, in] . W[out, in]^T + b[out]
+// z[rows, out] = u[rows, in] . W[out, in]^T + b[out] (float: the own small-batch kernels up to
+// 16 rows, the weights as the own product's row operand at 32 or 48 rows, else BLAS)
 template <class T> void dense_forward(const T* u, const T* W, const T* b, T* z, int rows, int in, int out);
 // dW += dz^T . u ; db += sum_rows dz ; du += dz . W (du may be null)
 template <class T> void dense_backward(const T* u, const T* W, const T* dz, T* dW, T* db, T* du,
                                        int rows, int in, int out);
 
 // C[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta C, row-major with leading dimensions (op = the
-// transpose when ta / tb). The general product of the structured node kinds: BLAS for float
-// above the size threshold, plain loops otherwise; double (the reference) always plain loops.
+// transpose when ta / tb). The general product of the structured node kinds: for float the
+// own short-side kernels where one side is short (gemm.cpp `skinny`), else BLAS above the size
+// threshold, plain loops otherwise; double (the reference) always plain loops.
 // beta == 0 overwrites C without reading it.
 template <class T>
 void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb,

@@ -6,7 +6,10 @@
 // node's 1.5-2 MB outputs runs from memory), and A is not packed. Each entry of C is one FMA
 // chain over k in order whatever the row range or tile height, so a product cut into row
 // ranges over threads gives the same bits as a whole one. Measured: docs/performance.md,
-// session 14.
+// session 14. Also (session 15): the products with one short side (small_k_product_avx2,
+// small_n_product_avx2; gemm.cpp `skinny`) and 8 x 8 register transposes (transpose_avx2) for
+// the dense layers that take their weights as rows_product's row operand (gemm.cpp
+// `by_weights`).
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cmath>
 #include <cstddef>
