@@ -426,3 +426,48 @@ def test_chunks_on_threads_equal_one_thread(case, clamp):
             np.testing.assert_allclose(run[1][k], g, rtol=1e-10, atol=1e-13, err_msg=k)
     for k, g in runs[1][1].items():  # a fixed thread count: the same bits
         np.testing.assert_array_equal(runs[3][1][k], g)
+
+
+def test_clamped_part_on_the_whole_batch_with_threads():
+    """With 2 threads the clamped layer's part of the hidden current is one product over the
+    batch before the chunks (cpu/energy.cpp fixed_parts): predictions equal the 1-thread
+    model's, and so does inspect (one chunk, nothing hoisted) run right after a hoisted forward
+    on other samples, whose part must not be reused; in a recurrent model (forward a sample
+    row at a time) the gradients equal too."""
+    text = ("/xavier, zero/ (x, 40) " + HAMUX.format(opts="", vb="", norm="", units=300)
+            + " (y, 10, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2, 17, 40)), rng.normal(size=(17, 40))
+    out = {}
+    try:
+        for threads in (1, 2):
+            h = nm.compile(text, 17, 0.1)
+            nm.seed(5)
+            nm.build(h, threads=threads)
+            p = nm.predict(h, a[0])
+            nm.predict(h, a[1])  # a hoisted forward on other samples first
+            out[threads] = (p, nm.inspect(h, b, "am")["am"])
+            nm.release(h)
+    finally:
+        nm._core.set_threads(1)
+    np.testing.assert_allclose(out[2][0], out[1][0], rtol=1e-5, atol=1e-7)
+    assert out[1][1].keys() == out[2][1].keys()
+    for k, v in out[1][1].items():
+        np.testing.assert_allclose(out[2][1][k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    rec = """/xavier, zero/ (x, 3) (pre, 4, <tanh>) {m, prev, additive}
+        [e, energy, steps 3, dt 0.4, (v, 4, <tanh>) (w, 4, <softmax>)
+         (c, synapse hidden, v w, units 5, <relu>)] [last, [prev,]] (y, 2, <sigmoid>, <mse>)"""
+    x, e = rng.uniform(-1, 1, (1, 9, 3)), rng.uniform(0.1, 0.9, (1, 9, 2))
+    grads = []
+    try:
+        for threads in (1, 2):
+            h = nm.compile(rec, 9, 0.1, dtype="float64")
+            nm.seed(6)
+            nm.build(h, threads=threads)
+            grads.append(nm.gradients(h, x, e))
+            nm.release(h)
+    finally:
+        nm._core.set_threads(1)
+    assert grads[1][0] == grads[0][0]
+    for k, g in grads[0][1].items():
+        np.testing.assert_array_equal(grads[1][1][k], g)
