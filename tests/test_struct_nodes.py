@@ -162,6 +162,16 @@ def _trained_norm_params(h, prefix=""):
             + r.normal(0, 0.3, v.shape) for k, v in nm.get_params(h).items() if k.startswith(prefix)}
 
 
+def _with_trained_norms(text, batch, dtype, threads=1, prefix=""):
+    """The model of `text` built (seed 1) with _trained_norm_params set; (handle, those params)."""
+    h = nm.compile(text, batch, 0.1, dtype=dtype)
+    nm.seed(1)
+    nm.build(h, threads=threads)
+    params = _trained_norm_params(h, prefix)
+    nm.set_params(h, params)
+    return h, params
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_attn2d_first_node_gradients_with_trained_norms(dtype):
     """attn2d straight after the input: its first block never forms the Q/K/V product's input
@@ -176,11 +186,7 @@ def test_attn2d_first_node_gradients_with_trained_norms(dtype):
     e = np.eye(3)[rng.integers(0, 3, 5)][None]
     grads = {}
     for dt in ("float64", dtype):
-        h = nm.compile(text, 5, 0.1, dtype=dt)
-        nm.seed(1)
-        nm.build(h)
-        params = _trained_norm_params(h)
-        nm.set_params(h, params)
+        h, params = _with_trained_norms(text, 5, dt)
         grads[dt] = (h, params, nm.gradients(h, x, e)[1])
     h, params, g = grads["float64"]
     if dtype == "float64":
@@ -220,10 +226,7 @@ def test_attn2d_own_products_with_trained_norms(threads):
     e = np.eye(5)[rng.integers(0, 5, 20)][None]
     out = {}
     for dt, thr in (("float64", 1), ("float32", 1), ("float32", threads)):
-        h = nm.compile(text, 20, 0.1, dtype=dt)
-        nm.seed(1)
-        nm.build(h, threads=thr)
-        nm.set_params(h, _trained_norm_params(h, prefix="g."))
+        h, _ = _with_trained_norms(text, 20, dt, threads=thr, prefix="g.")
         loss, g = nm.gradients(h, x, e)
         out[dt, thr] = (loss, g, nm.predict(h, x))
         nm.release(h)

@@ -123,7 +123,6 @@ class EnergyNode final : public StructNode<T> {
       cpu::sample_chunks(rows, threads, false, [&](int b0, int n, int c) {
         steps_rows(P, y + size_t(b0) * out_w_, row + b0, n, c);
       });
-      for (auto& s : syns_) s->end_fixed_part();
       return;
     }
     cpu::sample_chunks(rows, threads, this->probe_ != nullptr, [&](int b0, int n, int c) {

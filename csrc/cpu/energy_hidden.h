@@ -65,7 +65,7 @@ struct Hidden final : Synapse<T> {
         for (size_t i = 0; i < Wb[0][j].size(); ++i) Wb[0][j][i] += Wb[size_t(c)][j][i];
   }
   void prepare(const T* P) override {
-    fixed_done = false;  // every forward and backward starts here: a hoist a throw cut short ends
+    fixed_done = false;  // every forward and backward starts here: the last one's hoist ends
     if (!norm) return;
     for (size_t j = 0; j < W.size(); ++j) {
       const int n = this->sizes[j];
@@ -97,7 +97,6 @@ struct Hidden final : Synapse<T> {
     fixed_done = true;
     return true;
   }
-  void end_fixed_part() override { fixed_done = false; }
   bool fixed_done = false;  // hfix holds the whole batch's (fixed_part)
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows, At a) override {
     const size_t n = size_t(rows) * M;

@@ -106,12 +106,11 @@ struct Synapse {
   // Before the chunks of a forward, on the whole batch (g: every ref at step 0): the part of
   // the current that the fixed refs give, which no step changes, as one product cut over the
   // threads rather than one per chunk; false when the synapse keeps no such part. current()
-  // then skips it until end_fixed_part().
+  // then skips it until the next prepare() (every forward and backward starts there).
   virtual bool fixed_part(const T* P, const CPtrs<T>& g, int rows, At at) {
     (void)P, (void)g, (void)rows, (void)at;
     return false;
   }
-  virtual void end_fixed_part() {}
   virtual void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows, At at) = 0;
   virtual void vjp(const T* P, T* G, const CPtrs<T>& g, const CPtrs<T>& Ibar, const Ptrs<T>& gbar,
                    int rows, At at) = 0;

@@ -44,6 +44,10 @@ constexpr int kSmallRows = 16;
 // 163 vs 25 us per step, c at batch 8 4.8 vs 0.45 ms).
 bool small_kernels(int rows, int in) { return rows <= kSmallRows && in >= 16 && simd::has_avx2(); }
 
+// Products of at least this many multiply-adds are cut over the threads, the BLAS ones (sgemm:
+// why and how measured, below) and the own ones alike.
+constexpr double kSplitMin = double(1 << 22);
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // A batch of 32 or 48 rows against large weights (case c at batch 32: 32 x 784 x 512): the
 // weights are the row operand of the own product, read in place six rows at a time, and the
@@ -52,24 +56,24 @@ bool small_kernels(int rows, int in) { return rows <= kSmallRows && in >= 16 && 
 // (its pieces ran at 65 GFLOP/s per thread against 72 whole). Alone, 1 thread: the forward
 // 1.15-1.26x OpenBLAS, the weight update parity; the input gradient dz W stays on OpenBLAS
 // (its transposed form lost, 0.89x); at 64 rows OpenBLAS is level (1.05x, 0.97x).
-constexpr double kSplitRows = double(1 << 22);  // as rows_product's cut
 bool by_weights(int rows, int in, int out) {
   return rows > kSmallRows && rows <= 48 && rows % 16 == 0 && in >= 16 && in <= 1024 &&
          out >= 64 && out <= 4096 && simd::has_avx2();  // (z^T: <= 768 KB of scratch a thread)
 }
 
-// C[m, n] (+)= A[m, k] Bp (Bp: pack_panels_avx2's panels), cut over the pool by A's strips of
-// six rows when large: the same bits for any thread count.
-void weights_rows(int m, int n, int k, const float* A, int lda, const float* Bp, bool acc,
-                  float* C, int ldc) {
-  if (pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= kSplitRows) {
-    parallel_for(size_t(m + 5) / 6, 4, [&](int, size_t s0, size_t s1) {
-      simd::rows_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, Bp, nullptr,
+// C[m, n] = A[m, k] Bp (+ bias) (+ C) (Bp: pack_panels_avx2's panels), cut over the pool by
+// A's strips of six rows (at least `grain` strips a piece) when large: the same bits for any
+// thread count.
+void rows_on_pool(int m, int n, int k, const float* A, int lda, const float* Bp,
+                  const float* bias, bool acc, float* C, int ldc, size_t grain) {
+  if (pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= kSplitMin) {
+    parallel_for(size_t(m + 5) / 6, grain, [&](int, size_t s0, size_t s1) {
+      simd::rows_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, Bp, bias,
                               acc, nullptr, nullptr, C, ldc);
     });
     return;
   }
-  simd::rows_product_avx2(0, m, n, k, A, lda, Bp, nullptr, acc, nullptr, nullptr, C, ldc);
+  simd::rows_product_avx2(0, m, n, k, A, lda, Bp, bias, acc, nullptr, nullptr, C, ldc);
 }
 
 // Products with one short side, where OpenBLAS's packing outweighs the work (the energy
@@ -95,7 +99,7 @@ void forward_by_weights(const float* u, const float* W, const float* b, float* z
   float* Bp = panels.data();
   float* T = zt.data();
   simd::pack_panels_avx2(true, rows, in, u, in, Bp);
-  weights_rows(out, rows, in, W, in, Bp, false, T, rows);
+  rows_on_pool(out, rows, in, W, in, Bp, nullptr, false, T, rows, 4);
   simd::transpose_avx2(rows, out, T, rows, 1.0f, b, z, out);
 }
 
@@ -109,12 +113,12 @@ void update_by_weights(const float* u, const float* dz, float scale, float* W, i
   float* A = dzt.data();
   simd::transpose_avx2(out, rows, dz, out, scale, nullptr, A, rows);
   simd::pack_panels_avx2(false, in, rows, u, in, panels.data());
-  weights_rows(out, in, rows, A, rows, panels.data(), true, W, in);
+  rows_on_pool(out, in, rows, A, rows, panels.data(), nullptr, true, W, in, 4);
 }
 #endif
 
 #if NM_HAVE_BLAS
-// With more than one engine thread, a product of at least this many multiply-adds is cut over
+// With more than one engine thread, a product of at least kSplitMin multiply-adds is cut over
 // the engine's worker threads (cpu/threads.h) by C's columns (or rows, when C is narrow), each
 // piece a one-thread OpenBLAS product; OpenBLAS's own threads are never used. Measured on the
 // 2-vCPU VM of performance.md: OpenBLAS's second thread paid only 1.1-1.2x on the energy
@@ -126,7 +130,6 @@ void update_by_weights(const float* u, const float* dz, float scale, float* W, i
 // with OpenBLAS's own threads before. The threshold (~0.1 ms of work) was measured with 2
 // threads: case c at batch 32 (32x784x512) 1.0x at 2^24, 1.5-1.7x at 2^22; case b at batch
 // 256 (256x128x256) 0.94x at 2^24, 1.24x at 2^22; smaller cuts lost on case b at batch 64.
-constexpr double kSplitMin = double(1 << 22);
 int g_threads = 1;                // what build(threads=N) asked for
 
 // one product on the calling thread
@@ -305,17 +308,10 @@ bool rows_product(bool tb, int m, int n, int k, const float* A, int lda, const f
   simd::pack_panels_avx2(tb, n, k, B, ldb, Bp);
   // with a gate the column sums (a strip's rows in registers, then added strip by strip) run on
   // this thread: never cut
-  const bool cut = !gate && pool_threads() > 1 && !in_parallel_job() &&
-                   double(m) * n * k >= double(1 << 22);
-  if (!cut) {
+  if (gate)
     simd::rows_product_avx2(0, m, n, k, A, lda, Bp, bias, accumulate, gate, colsum, C, ldc);
-    return true;
-  }
-  const size_t strips = size_t(m + 5) / 6;  // row ranges in whole strips of 6
-  parallel_for(strips, 8, [&](int, size_t s0, size_t s1) {
-    simd::rows_product_avx2(int(s0) * 6, std::min(m, int(s1) * 6), n, k, A, lda, Bp, bias,
-                            accumulate, nullptr, nullptr, C, ldc);
-  });
+  else
+    rows_on_pool(m, n, k, A, lda, Bp, bias, accumulate, C, ldc, 8);
   return true;
 #else
   (void)tb, (void)m, (void)n, (void)k, (void)A, (void)lda, (void)B, (void)ldb, (void)bias,
@@ -342,7 +338,7 @@ bool tn_product(int m, int n, int k, const float* A, int lda, const float* B, in
     else simd::tn_product_avx2(r0, r1, n, k, A, lda, B, ldb, C, ldc);
   };
   const int R = flip ? n : m;
-  if (pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= double(1 << 22))
+  if (pool_threads() > 1 && !in_parallel_job() && double(m) * n * k >= kSplitMin)
     parallel_for(size_t(R + 5) / 6, 4, [&](int, size_t s0, size_t s1) {
       rows(int(s0) * 6, std::min(R, int(s1) * 6));
     });
