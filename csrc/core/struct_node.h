@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ir.h"
@@ -83,6 +84,23 @@ class StructNode {
   // states): the plan's instance draws them, every executor's instance receives a copy.
   virtual std::vector<std::vector<double>> drawn() const { return {}; }
   virtual void set_drawn(const std::vector<std::vector<double>>& v) { (void)v; }
+  // Plain SGD straight into the weights (docs/engine.md, "Deferred weight updates"): a weight
+  // whose whole gradient is one product formed at the end of backward, dW = Aᵀ B over the
+  // batch, may be left out of G while the executor defers (set_defer), the node keeping A and
+  // B until its next forward; the executor then applies W -= rate Aᵀ B itself once the step's
+  // other updates are checked, with no pass over W's gradient. Only for plans with one
+  // backward per step (not recurrent).
+  struct Deferred {
+    size_t w = 0;           // W's offset in the arena: m x n, row-major
+    int m = 0, n = 0, k = 0;
+    const T* A = nullptr;   // k x m, rows contiguous
+    const T* B = nullptr;   // k x n, rows contiguous
+  };
+  // The arena ranges (offset, size) of the weights the node defers, fixed at plan time.
+  virtual void deferrable(std::vector<std::pair<size_t, size_t>>& out) const { (void)out; }
+  virtual void set_defer(bool on) { (void)on; }
+  // The products the last backward left out of G (appended; none unless it deferred).
+  virtual void deferred(std::vector<Deferred>& out) const { (void)out; }
   // Name of the auxiliary loss this node adds to the training loss, or "" for none.
   virtual std::string aux_name() const { return ""; }
   // nm.inspect: while set (non-null), forwards record what the node shows (docs/inspect.md).

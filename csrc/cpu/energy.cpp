@@ -100,6 +100,16 @@ class EnergyNode final : public StructNode<T> {
       }
   }
 
+  void deferrable(std::vector<std::pair<size_t, size_t>>& out) const override {
+    for (const auto& s : syns_) s->deferrable(out);
+  }
+  void set_defer(bool on) override {
+    for (auto& s : syns_) s->defer = on;
+  }
+  void deferred(std::vector<typename StructNode<T>::Deferred>& out) const override {
+    for (const auto& s : syns_) s->deferred(out);
+  }
+
   std::vector<std::vector<double>> drawn() const override {
     std::vector<std::vector<double>> out;
     for (const auto& v : init0_) out.emplace_back(v.begin(), v.end());

@@ -98,6 +98,15 @@ struct Hidden final : Synapse<T> {
     return true;
   }
   bool fixed_done = false;  // hfix holds the whole batch's (fixed_part)
+  // A fixed ref's weight gradient gᵀ Σ_t h̄_t is one product (without norm): deferrable.
+  void deferrable(std::vector<std::pair<size_t, size_t>>& out) const override {
+    for (size_t j = 0; j < W.size() && !norm; ++j)
+      if (this->fixed[j]) out.emplace_back(W[j], size_t(this->sizes[j]) * M);
+  }
+  void deferred(std::vector<typename StructNode<T>::Deferred>& out) const override {
+    out.insert(out.end(), kept.begin(), kept.end());
+  }
+  std::vector<typename StructNode<T>::Deferred> kept;  // the last end_vjp's, while deferring
   void current(const T* P, const CPtrs<T>& g, const Ptrs<T>& I, int rows, At a) override {
     const size_t n = size_t(rows) * M;
     T *h = at(hs, a.row, a.t), *s = at(ss, a.row, a.t);
@@ -151,10 +160,12 @@ struct Hidden final : Synapse<T> {
   }
   void end_vjp(const T* P, T* G, const CPtrs<T>& g, const Ptrs<T>& gb, int rows, At a) override {
     const T* hf = at(hbfix, a.row);
+    kept.clear();
     for (size_t j = 0; j < W.size(); ++j) {
       if (!this->fixed[j]) continue;
       const int nj = this->sizes[j];
-      mm<T>(true, false, nj, M, rows, g[j], nj, hf, M, wgrad(G, j, a), M);
+      if (this->defer && !norm) kept.push_back({W[j], nj, M, rows, g[j], hf});
+      else mm<T>(true, false, nj, M, rows, g[j], nj, hf, M, wgrad(G, j, a), M);
       if (gb[j]) mm<T>(false, true, rows, nj, M, hf, M, w(P, j), M, gb[j], nj);
     }
     if (norm)

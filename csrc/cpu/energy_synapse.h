@@ -96,6 +96,11 @@ struct Synapse {
   // true while declare() adds a parameter whose gradient only end_vjp writes (end_vjp runs on
   // the whole batch after the chunks, into G itself: no per-chunk copy is kept for it)
   bool whole_batch_param = false;
+  // Plain SGD straight into the weights (StructNode::set_defer): while `defer`, end_vjp keeps
+  // the operands of the weight gradients it alone forms instead of adding them to G.
+  bool defer = false;
+  virtual void deferrable(std::vector<std::pair<size_t, size_t>>& out) const { (void)out; }
+  virtual void deferred(std::vector<typename StructNode<T>::Deferred>& out) const { (void)out; }
   virtual bool sparse() const { return false; }
   virtual void prepare(const T* P) { (void)P; }
   virtual void begin_vjp(int rows, At at) { (void)rows, (void)at; }

@@ -20,6 +20,7 @@
 #include "../core/plan.h"
 #include "../core/struct_node.h"
 #include "aligned.h"
+#include "deferred.h"
 #include "gemm.h"
 #include "neuromorph/engine.h"
 #include "ops.h"
@@ -50,6 +51,7 @@ class Model final : public ModelBase {
           return plan_.declared(name, shape);
         });
       }
+    if (kFast && !ir_.recurrent) deferred_.declare(structs_);  // one backward per step
   }
 
   DType dtype() const override { return sizeof(T) == 4 ? DType::F32 : DType::F64; }
@@ -200,6 +202,8 @@ class Model final : public ModelBase {
       batch_ = k;
       if (fuse) {
         losses[k] = fused_step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()));
+      } else if (defers()) {
+        losses[k] = deferred_step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()));
       } else {
         losses[k] = step(batch_ptr(x, k, in_w()), batch_ptr(e, k, tgt_w()), true);
         if (reducer_) losses[k] = all_reduce(losses[k]);  // distributed: global loss, gradient
@@ -366,9 +370,10 @@ class Model final : public ModelBase {
     training(want_grad);
     load_input(x);
     forward_all();
-    parallel_for(grads_.size(), kChunk, [&](int, size_t b, size_t e) {  // a few MB: both cores
-      std::fill(grads_.begin() + b, grads_.begin() + e, T(0));
-    });
+    // a deferring step's backward leaves the deferred weights' part as the last deferred
+    // update left it: zero
+    deferred_.zero(grads_.data(), n_params_, deferring_ && deferred_zero_);
+    deferred_zero_ = false;
     std::fill(vgrads_.begin(), vgrads_.end(), T(0));
     double loss = loss_and_grad(e, want_grad);
     if (want_grad && check_finite_ && !reducer_) check_loss(loss);  // distributed: all_reduce
@@ -433,15 +438,40 @@ class Model final : public ModelBase {
     return loss;
   }
 
-  // Whether the fused updates are certainly finite, from bounds: every entry of a layer's
-  // dW = dz^T u and db = sum dz, and every partial sum of them, is at most G = S(dz) max(1, S(u))
-  // in size (S: the sum of magnitudes), and every |W_ij|, |b_i| of a layer has a bound M (wmax_:
-  // S(W, b) when first needed or near the edge, raised by rate G each step, which is at least
-  // any entry's change; reset when parameters are set), so M + rate G below the float range
-  // (with room for rounding) means no product, sum or new weight can overflow. NaN or inf in
-  // dz or u makes G NaN or inf, and a rate past the float range is inf in the kernels: not safe.
+  // Plain SGD with the deferred products (cpu/deferred.h) applied straight to their weights.
+  // The other updates are looked at first (a refused step changes nothing); the deferred ones
+  // are certainly finite by their bounds, else (or where the nodes kept other products than
+  // declared) the step goes the arena's way.
+  bool defers() const { return deferred_.worth(n_params_) && opt_.plain_sgd() && !reducer_; }
+  void set_defer(bool on) {
+    deferring_ = on;
+    for (auto& sn : structs_)
+      if (sn) sn->set_defer(on);
+  }
+  double deferred_step(const T* x, const T* e) {
+    struct Guard {
+      Model* m;
+      ~Guard() { m->set_defer(false); }
+    } guard{this};
+    set_defer(true);
+    const double loss = step(x, e, true);
+    set_defer(false);
+    if (!check_finite_) forget_bounds();  // unchecked: the weight bounds are not followed
+    if (!deferred_.collect(structs_) || (check_finite_ && !deferred_.safe(params_.data(), rate_))) {
+      deferred_.into_gradients(grads_.data());  // zero before: the step zeroed them
+      update_arena();
+      return loss;
+    }
+    upd_.sgd_outside(params_, grads_.data(), rate_, check_finite_, batch_, deferred_.ranges());
+    deferred_.apply(params_.data(), rate_);
+    deferred_zero_ = true;  // this backward did not write them
+    return loss;
+  }
+
+  // Whether the fused updates are certainly finite, from bounds (update.h update_bounded):
+  // a layer's dW = dzᵀ u and db = Σ dz are at most G = S(dz) max(1, S(u)) entry by entry, and
+  // wmax_ bounds its |W_ij|, |b_i|.
   bool fused_safe() {
-    constexpr double kRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
     if (!std::isfinite(float(rate_))) return false;
     std::vector<double>& G = gbound_;  // sized at build
     std::fill(G.begin(), G.end(), 0.0);
@@ -450,17 +480,14 @@ class Model final : public ModelBase {
       const NodeKind k = ir_.nodes[idx].kind;
       if (k != NodeKind::Layer && k != NodeKind::Output) continue;
       const LayerPlan& L = layers_[idx];
-      const int R = R_ * L.cells;
-      const T* u = val(ir_.nodes[idx].inputs[0].node, 0);
-      const double su = cpu::abs_sum(u, size_t(R) * L.in);
-      G[idx] = cpu::abs_sum(&fdz_[L.z], size_t(R) * L.out) * (su < 1 ? 1.0 : su);  // NaN stays NaN
-      double& M = wmax_[idx];
-      if (rate_ * G[idx] < kRange && (M < 0 || M + rate_ * G[idx] >= kRange))
-        M = cpu::abs_sum(&params_[L.W], size_t(L.in) * L.out) + cpu::abs_sum(&params_[L.b], size_t(L.out));
-      safe = M + rate_ * G[idx] < kRange;  // false for NaN
+      const size_t R = size_t(R_) * L.cells;
+      G[idx] = cpu::product_bound(&fdz_[L.z], R * L.out, val(ir_.nodes[idx].inputs[0].node, 0), R * L.in);
+      safe = cpu::update_bounded(rate_, G[idx], wmax_[idx], [&] {
+        return cpu::abs_sum(&params_[L.W], size_t(L.in) * L.out) + cpu::abs_sum(&params_[L.b], size_t(L.out));
+      });
       if (L.has_alpha)
         safe = safe && std::fabs(double(params_[L.alpha])) +
-                           rate_ * std::fabs(double(grads_[L.alpha])) < kRange;
+                           rate_ * std::fabs(double(grads_[L.alpha])) < cpu::kUpdateRange;
     }
     if (!safe) return false;
     for (size_t idx = 0; idx < ir_.nodes.size(); ++idx) wmax_[idx] += rate_ * G[idx];
@@ -611,7 +638,10 @@ class Model final : public ModelBase {
     else upd_.step(params_, grads_.data(), opt_state_, lr_, steps_, check_finite_, batch_);
     forget_bounds();
   }
-  void forget_bounds() { std::fill(wmax_.begin(), wmax_.end(), -1.0); }  // fused_safe's
+  void forget_bounds() {  // fused_safe's and deferred_safe's
+    std::fill(wmax_.begin(), wmax_.end(), -1.0);
+    deferred_.forget();
+  }
   // plain SGD on a float model of dense layers only, not recurrent: the fused step (when not
   // distributed)
   bool fusable() const { return kFast && !ir_.recurrent && opt_.plain_sgd() && !has_structs_; }
@@ -777,6 +807,10 @@ class Model final : public ModelBase {
   const bool fused_xent_, has_structs_;
   // 64-byte aligned (cpu/aligned.h): products write their rows from line boundaries
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
+  // deferred weight updates (deferred_step): what the nodes defer; a deferring step under way;
+  // whether the deferred weights' gradients are zero (the last step was a deferred update)
+  cpu::DeferredUpdates<T> deferred_;
+  bool deferring_ = false, deferred_zero_ = false;
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
   std::vector<double> wmax_;  // per layer node: a bound on its |W_ij|, |b_i|, or -1 (fused_safe)
   std::vector<double> gbound_;  // per layer node: this step's G (fused_safe)

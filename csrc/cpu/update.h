@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/optim.h"
@@ -44,6 +45,25 @@ double abs_sum(const T* v, size_t n) {
   return s;
 }
 
+// The bounds of the in-place updates (model.cpp's fused SGD step, deferred.h's products): every
+// entry of a gradient dW = Aᵀ B, and every partial sum of it, is at most G = S(A) max(1, S(B))
+// (S: the sum of magnitudes; the max covers a bias, Σ A), and M bounds every |W_ij| (S(W) when
+// first needed or near the edge, then raised by rate G each step, which is at least any
+// entry's change; reset when parameters are set), so M + rate G below the float range (with
+// room for rounding) means no product, sum or new weight can overflow. NaN or inf in A or B
+// makes G NaN or inf, and a rate past the float range is inf in the kernels: not safe.
+constexpr double kUpdateRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
+template <class T>
+double product_bound(const T* A, size_t na, const T* B, size_t nb) {
+  const double sb = abs_sum(B, nb);
+  return abs_sum(A, na) * (sb < 1 ? 1.0 : sb);  // NaN stays NaN
+}
+template <class F>
+bool update_bounded(double rate, double G, double& M, const F& weight_sum) {
+  if (rate * G < kUpdateRange && (M < 0 || M + rate * G >= kUpdateRange)) M = weight_sum();
+  return M + rate * G < kUpdateRange;  // false for NaN
+}
+
 template <class T>
 class Updater {
  public:
@@ -71,6 +91,51 @@ class Updater {
       }
     });
     keep(finite, chunks, p, nullptr, g, check, batch);
+  }
+
+  // Plain SGD outside the `skip` ranges (offset, size; sorted, disjoint), whose weights the
+  // executor updates itself (model.cpp, deferred products): the new values written aside and
+  // looked at as in sgd, then copied into p (no swap: p keeps the skipped weights). The skipped
+  // parameters' gradients are not looked at.
+  void sgd_outside(LineVector<T>& p, const T* g, double rate, bool check, int batch,
+                   const std::vector<std::pair<size_t, size_t>>& skip) {
+    std::vector<std::pair<size_t, size_t>> parts;  // [begin, end) outside skip
+    size_t at = 0;
+    for (const auto& [o, n] : skip) {
+      if (o > at) parts.emplace_back(at, o);
+      at = o + n;
+    }
+    if (at < n_) parts.emplace_back(at, n_);
+    bool all = true;
+    for (const auto& [b0, e0] : parts) {
+      char finite[256];
+      std::fill(finite, finite + 256, char(1));
+      const int chunks = parallel_for(e0 - b0, kChunk, [&](int c, size_t b, size_t e) {
+        b += b0, e += b0;
+        if constexpr (std::is_same_v<T, float>) {
+          finite[c] = simd::sgd_step(p.data() + b, g + b, float(rate), next_.data() + b, e - b);
+        } else {
+          for (size_t i = b; i < e; ++i) next_[i] = p[i] - T(rate) * g[i];
+          finite[c] = all_finite(next_.data() + b, e - b);
+        }
+      });
+      all = all && all_of(finite, chunks);
+    }
+    if (check && !all) {
+      const auto outside = [&](const ParamInfo& q) {
+        for (const auto& [o, n] : skip)
+          if (q.offset >= o && q.offset < o + n) return false;
+        return true;
+      };
+      for (const ParamInfo& q : info_)
+        if (outside(q) && !all_finite(g + q.offset, q.size)) gradient_not_finite(q.offset, batch);
+      for (const ParamInfo& q : info_)
+        if (outside(q) && !all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
+    }
+    for (const auto& [b0, e0] : parts)
+      parallel_for(e0 - b0, kChunk, [&](int, size_t b, size_t e) {
+        std::copy(next_.data() + b0 + b, next_.data() + b0 + e, p.data() + b0 + b);
+      });
   }
 
   // Clipping (when set; g is rescaled in place), then the optimizer's update of the parameters
