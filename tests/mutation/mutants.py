@@ -34,23 +34,27 @@ class Mutant:
 
 
 MUTANTS: tuple[Mutant, ...] = (
+    # The activation formulas are written once (core/formulas.h) for the scalar reference (math
+    # policy StdMath) and the float32 SIMD loops of simd.cpp (FastMath): a bug in one backend
+    # only is planted on the policy.
     Mutant("elu-alpha", "ELU derivative ignores alpha (scalar reference and SIMD twin)", (
-        Patch("csrc/cpu/ops.h", "case Act::Elu: return z > 0 ? T(1) : p * std::exp(z);",
-              "case Act::Elu: return z > 0 ? T(1) : std::exp(z);"),
-        Patch("csrc/cpu/simd.cpp", "dz[i] = z[i] > 0 ? da[i] : da[i] * p * exp_f(z[i] < 0 ? z[i] : 0.0f);",
-              "dz[i] = z[i] > 0 ? da[i] : da[i] * exp_f(z[i] < 0 ? z[i] : 0.0f);"),
+        Patch("csrc/core/formulas.h",
+              "else if constexpr (A == Act::Elu) return z > T(0) ? T(1) : p * M::exp(z < T(0) ? z : T(0));",
+              "else if constexpr (A == Act::Elu) return z > T(0) ? T(1) : M::exp(z < T(0) ? z : T(0));"),
     ), ("tests/test_gradients.py",)),
     Mutant("elu-alpha-simd", "ELU derivative ignores alpha in the float32 SIMD kernel only", (
-        Patch("csrc/cpu/simd.cpp", "dz[i] = z[i] > 0 ? da[i] : da[i] * p * exp_f(z[i] < 0 ? z[i] : 0.0f);",
-              "dz[i] = z[i] > 0 ? da[i] : da[i] * exp_f(z[i] < 0 ? z[i] : 0.0f);"),
+        Patch("csrc/core/formulas.h",
+              "else if constexpr (A == Act::Elu) return z > T(0) ? T(1) : p * M::exp(z < T(0) ? z : T(0));",
+              "else if constexpr (A == Act::Elu) return z > T(0) ? T(1) : "
+              "(std::is_same_v<M, StdMath> ? p : T(1)) * M::exp(z < T(0) ? z : T(0));"),
     ), ("tests/test_gradients.py", "tests/test_fast_paths.py")),
     Mutant("leaky-slope-simd", "leaky ReLU derivative uses the default slope in the SIMD kernel", (
-        Patch("csrc/cpu/simd.cpp",
-              "case Act::ReluLeaky: for (size_t i = 0; i < n; ++i) dz[i] = z[i] > 0 ? da[i] : p * da[i]; break;",
-              "case Act::ReluLeaky: for (size_t i = 0; i < n; ++i) dz[i] = z[i] > 0 ? da[i] : 0.01f * da[i]; break;"),
+        Patch("csrc/core/formulas.h",
+              "else if constexpr (A == Act::ReluLeaky) return z > T(0) ? T(1) : p;",
+              "else if constexpr (A == Act::ReluLeaky) return z > T(0) ? T(1) : (std::is_same_v<M, StdMath> ? p : T(0.01));"),
     ), ("tests/test_gradients.py", "tests/test_fast_paths.py")),
     Mutant("raster-self", "attn2d raster mask excludes the cell itself", (
-        Patch("csrc/cpu/attn2d.cpp", "!(raster && s2 > s)", "!(raster && s2 >= s)"),
+        Patch("csrc/cpu/attn2d_kernels.cpp", "!(raster && s2 > s)", "!(raster && s2 >= s)"),
     ), ("tests/test_struct_nodes.py",)),
     Mutant("wiring-power", "column wiring cost ignores `power`", (
         Patch("csrc/cpu/column.cpp", "mean += (wire_[i] = std::pow(D_[i], pw));",
@@ -61,8 +65,11 @@ MUTANTS: tuple[Mutant, ...] = (
               "if (e < b || e > data_size)"),
     ), ("tests/test_save_load.py",)),
     Mutant("sgd-blas-bias", "fused BLAS SGD step skips the bias", (
-        Patch("csrc/cpu/gemm.cpp", "for (int o = 0; o < out; ++o) b[o] -= lr * dz[size_t(r) * out + o];",
-              "for (int o = 0; o < out; ++o) (void)b;"),
+        Patch("csrc/cpu/gemm.cpp",
+              "1.0f, W, in);\n    for (int r = 0; r < rows; ++r)\n"
+              "      for (int o = 0; o < out; ++o) b[o] -= lr * dz[size_t(r) * out + o];",
+              "1.0f, W, in);\n    for (int r = 0; r < rows; ++r)\n"
+              "      for (int o = 0; o < out; ++o) (void)b;"),
     ), ("tests/test_fast_paths.py",)),
     Mutant("sgd-blas-half", "fused BLAS SGD step halves the weight step", (
         Patch("csrc/cpu/gemm.cpp", "out, in, rows, -lr, dz, out, u, in,",
@@ -86,22 +93,22 @@ MUTANTS: tuple[Mutant, ...] = (
     # Not a mutant: visiting the main successor before the split branches. A node's ancestors
     # on the walk are the same in any sibling order, so the delayed edges are too (equivalent).
     Mutant("adam-bias-correction", "Adam drops the second-moment bias correction", (
-        Patch("csrc/core/optim.h", "sbc2 = T(std::sqrt(bc2));", "sbc2 = T(1);"),
+        Patch("csrc/core/optim.h", "/ bc1, std::sqrt(bc2), c.kind", "/ bc1, 1.0, c.kind"),
     ), ("tests/test_optimizers.py",)),
     Mutant("adam-first-moment", "Adam's first moment accumulates the raw gradient", (
-        Patch("csrc/core/optim.h", "m[i] = b1 * m[i] + (T(1) - b1) * d;", "m[i] = b1 * m[i] + d;"),
+        Patch("csrc/core/formulas.h", "m = b1 * m + (T(1) - b1) * d;", "m = b1 * m + d;"),
     ), ("tests/test_optimizers.py",)),
     Mutant("adamw-decay", "AdamW weight decay not scaled by the learning rate", (
-        Patch("csrc/core/optim.h", "if (decoupled) p[i] *= T(1) - rate * wd;",
-              "if (decoupled) p[i] *= T(1) - wd;"),
+        Patch("csrc/core/formulas.h", "if (decoupled) p *= T(1) - rate * wd;",
+              "if (decoupled) p *= T(1) - wd;"),
     ), ("tests/test_optimizers.py",)),
     Mutant("huber-delta", "Huber gradient outside delta drops delta", (
-        Patch("csrc/cpu/ops.h", "case Loss::Huber: g = std::fabs(x) <= p ? x : p * double((x > 0) - (x < 0)); break;",
-              "case Loss::Huber: g = std::fabs(x) <= p ? x : double((x > 0) - (x < 0)); break;"),
+        Patch("csrc/core/formulas.h", "case Loss::Huber: return ax <= p ? x : p * sgn;",
+              "case Loss::Huber: return ax <= p ? x : sgn;"),
     ), ("tests/test_gradients.py",)),
     Mutant("energy-dense-vjp", "energy dense synapse VJP drops one weight-gradient term", (
-        Patch("csrc/cpu/energy.cpp",
-              "      mm<T>(true, false, n0, nl, rows, g[0], n0, Ib[1], nl, G + W, nl);     // W̄ += g0ᵀ Ī1\n",
+        Patch("csrc/cpu/energy_synapse.h",
+              "        mm<T>(true, false, n0, nl, rows, g[0], n0, Ib[1], nl, G + W, nl);              // W̄ += g0ᵀ Ī1\n",
               ""),
     ), ("tests/test_energy.py",)),
     Mutant("deferred-rate", "the deferred update of HAMUX's clamped-layer weights at 1.001 x the rate", (
