@@ -578,3 +578,30 @@ def test_a_refused_deferring_step_changes_nothing():
     for k, v in nm.get_params(h).items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
     nm.release(h)
+
+
+def test_a_gradient_past_the_float_range_is_refused_at_a_small_rate():
+    """The clamped layer's gradient gᵀ Σh̄ past FLT_MAX (huge inputs, huge label weights) at a
+    rate small enough that rate x its bound stays below it: the product is formed before the
+    rate scales it, so the deferred update must not run; the step is refused naming that
+    gradient, as on the arena's way (grad_clip: no deferral), and nothing changes (a review
+    found the step accepted with inf weights, session 16)."""
+    text = ("/xavier, zero/ (x, 40) [am, energy, steps 4, dt 0.4, (am_v, 40, <identity>) "
+            "(am_y, 10, <identity>) (am_s, synapse hidden, am_v am_y, units 64, <relu>)] "
+            "(y, 10, <softmax>, <cross_entropy>)")
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(1, 17, 40)) * 1e14
+    e = np.eye(10)[rng.integers(0, 10, (1, 17))]
+    for kw in ({}, {"grad_clip": 1e30}):
+        h = nm.compile(text, 17, 1e-10, **kw)
+        nm.seed(3)
+        nm.build(h)
+        p = nm.get_params(h)
+        nm.set_params(h, {"y.weight": np.sign(p["y.weight"]) * np.float32(1e30),
+                          "am_s.weight0": p["am_s.weight0"] * np.float32(1e-20)})
+        before = nm.get_params(h)
+        with pytest.raises(nm.DivergedError, match="gradient of 'am_s.weight0' is not finite"):
+            nm.train(h, x, e, verbosity=0)
+        for k, v in nm.get_params(h).items():
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+        nm.release(h)

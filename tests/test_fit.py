@@ -313,6 +313,12 @@ def _edge_case(name, width):
         x = np.zeros((1, width))
         x[0, :2] = 1e20
         return text, 0.1, p, x, np.full((1, 1), 5.0)
+    if name == "gradient-past-float-range":  # dW = dzᵀu ~ 1e44 at rate 1e-16: rate G < 3e38,
+        # but BLAS forms dzᵀu before scaling it by the rate (a review found it, session 16)
+        text = f"/xavier,zero/ (x, {width}) (h, 8, <linear>) (y, 2, <softmax>, <cross_entropy>)"
+        p = {"h.weight": np.full((8, width), 1e-20), "h.bias": np.zeros(8),
+             "y.weight": np.tile([[1e30], [-1e30]], (1, 8)), "y.bias": np.zeros(2)}
+        return text, 1e-16, p, np.full((33, width), 1e14), np.tile([[0.0, 1.0]], (33, 1))
     if name == "rate-past-float-range":  # 1e39 is inf as a float rate
         x = np.full((1, width), 1e-3)
         return lin, 1e39, {"y.weight": W, "y.bias": b}, x, np.full((1, 1), 1e-3)
@@ -326,7 +332,8 @@ def _edge_case(name, width):
 
 @pytest.mark.parametrize("width", [4, 20])
 @pytest.mark.parametrize("name", ["rate-times-gradient", "weight-above-3e38", "zero-times-inf",
-                                  "cancelling-rows", "nan-behind-relu", "rate-past-float-range"])
+                                  "cancelling-rows", "nan-behind-relu", "rate-past-float-range",
+                                  "gradient-past-float-range"])
 def test_the_fused_step_agrees_with_the_arena_at_the_edge_of_the_float_range(name, width):
     """Plain SGD's fused step (bounds, then the updates from dL/dz) against the arena path
     (momentum 0: gradients formed, the update written aside and looked at) on steps whose

@@ -49,9 +49,11 @@ double abs_sum(const T* v, size_t n) {
 // entry of a gradient dW = Aᵀ B, and every partial sum of it, is at most G = S(A) max(1, S(B))
 // (S: the sum of magnitudes; the max covers a bias, Σ A), and M bounds every |W_ij| (S(W) when
 // first needed or near the edge, then raised by rate G each step, which is at least any
-// entry's change; reset when parameters are set), so M + rate G below the float range (with
-// room for rounding) means no product, sum or new weight can overflow. NaN or inf in A or B
-// makes G NaN or inf, and a rate past the float range is inf in the kernels: not safe.
+// entry's change; reset when parameters are set), so G and M + rate G below the float range
+// (with room for rounding) mean no product, sum or new weight can overflow: G as well, since
+// BLAS forms Aᵀ B before scaling it by the rate (below 1, rate G alone would not see it). NaN
+// or inf in A or B makes G NaN or inf, and a rate past the float range is inf in the kernels:
+// not safe.
 constexpr double kUpdateRange = 3e38;  // below FLT_MAX by more than the float sums' rounding
 template <class T>
 double product_bound(const T* A, size_t na, const T* B, size_t nb) {
@@ -60,6 +62,7 @@ double product_bound(const T* A, size_t na, const T* B, size_t nb) {
 }
 template <class F>
 bool update_bounded(double rate, double G, double& M, const F& weight_sum) {
+  if (!(G < kUpdateRange)) return false;  // false for NaN
   if (rate * G < kUpdateRange && (M < 0 || M + rate * G >= kUpdateRange)) M = weight_sum();
   return M + rate * G < kUpdateRange;  // false for NaN
 }

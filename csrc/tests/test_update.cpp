@@ -142,6 +142,11 @@ void deferred_products() {
   P[3] = 1.f;
   du.forget();
   CHECK(du.safe(P.data(), 1.0));
+  const float a0 = A0[2], b0 = B0[3];
+  A0[2] = 1e20f, B0[3] = 1e20f;  // G past the float range: refused even at a rate that hides it
+  CHECK(!du.safe(P.data(), 1e-30));
+  A0[2] = a0, B0[3] = b0;
+  CHECK(du.safe(P.data(), 1e-30));
   A1[4] = std::numeric_limits<float>::quiet_NaN();
   CHECK(!du.safe(P.data(), 1.0));
 }
