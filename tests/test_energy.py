@@ -559,6 +559,15 @@ def test_gradients_between_deferred_steps():
         assert np.isfinite(final[0][k]).all() and np.abs(final[0][k]).max() > 1e30, k
 
 
+def _refused_unchanged(h, x, e, match):
+    """One batch refused with DivergedError matching `match`, every parameter as it was."""
+    before = nm.get_params(h)
+    with pytest.raises(nm.DivergedError, match=match):
+        nm.train(h, x, e, verbosity=0)
+    for k, v in nm.get_params(h).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
 def test_a_refused_deferring_step_changes_nothing():
     """A step whose deferred product is safe by its bounds (inputs near zero: a tiny clamped
     layer) but whose label-layer bias update leaves the float range is refused, naming that
@@ -572,11 +581,7 @@ def test_a_refused_deferring_step_changes_nothing():
     nm.seed(3)
     nm.build(h)
     nm.set_params(h, {"y.bias": np.full(10, 3.4e38, np.float32)})
-    before = nm.get_params(h)
-    with pytest.raises(nm.DivergedError, match="update of 'y.bias' is not finite"):
-        nm.train(h, x, e, verbosity=0)
-    for k, v in nm.get_params(h).items():
-        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    _refused_unchanged(h, x, e, "update of 'y.bias' is not finite")
     nm.release(h)
 
 
@@ -599,9 +604,5 @@ def test_a_gradient_past_the_float_range_is_refused_at_a_small_rate():
         p = nm.get_params(h)
         nm.set_params(h, {"y.weight": np.sign(p["y.weight"]) * np.float32(1e30),
                           "am_s.weight0": p["am_s.weight0"] * np.float32(1e-20)})
-        before = nm.get_params(h)
-        with pytest.raises(nm.DivergedError, match="gradient of 'am_s.weight0' is not finite"):
-            nm.train(h, x, e, verbosity=0)
-        for k, v in nm.get_params(h).items():
-            np.testing.assert_array_equal(v, before[k], err_msg=k)
+        _refused_unchanged(h, x, e, "gradient of 'am_s.weight0' is not finite")
         nm.release(h)
