@@ -113,13 +113,13 @@ MUTANTS: tuple[Mutant, ...] = (
     ), ("tests/test_energy.py",)),
     Mutant("deferred-rate", "the deferred update of HAMUX's clamped-layer weights at 1.001 x the rate", (
         Patch("csrc/cpu/deferred.h", "T(-rate), d.A", "T(-1.001 * rate), d.A"),
-    ), ("tests/test_energy.py",)),
+    ), ("tests/test_energy_deferred.py",)),
     Mutant("deferred-zero", "a deferring step never zeroes the deferred weights' gradients", (
         Patch("csrc/cpu/model.cpp", "deferred_.zero(grads_.data(), n_params_, deferring_ && deferred_zero_);",
               "deferred_.zero(grads_.data(), n_params_, deferring_);"),
-    ), ("tests/test_energy.py",)),
+    ), ("tests/test_energy_deferred.py",)),
     Mutant("deferred-unchecked", "the update beside the deferred products keeps non-finite values", (
         Patch("csrc/cpu/update.h", "    if (check && !all) {\n      const auto outside",
               "    if (false) {\n      const auto outside"),
-    ), ("tests/test_energy.py",)),
+    ), ("tests/test_energy_deferred.py",)),
 )
