@@ -14,7 +14,7 @@ pip install --no-deps --quiet --target "$work/site" \
 ctest --test-dir "$work/build" --output-on-failure >&2
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
-  tests=(tests/test_fast_paths.py tests/test_energy.py tests/test_threads.py tests/test_gradients.py)
+  tests=(tests/test_fast_paths.py tests/test_energy.py tests/test_energy_deferred.py tests/test_threads.py tests/test_gradients.py)
 fi
 # an editable install's import hook would still send `neuromorph` to the installed build
 cat > "$work/site/sitecustomize.py" <<'PY'

@@ -26,7 +26,8 @@ ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:pri
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
   tests=(tests/test_model_files.py tests/test_hostile_ir.py tests/test_cells.py tests/test_fit.py
-         tests/test_misuse.py tests/test_energy.py tests/test_struct_nodes.py tests/test_neuron.py
+         tests/test_misuse.py tests/test_energy.py tests/test_energy_deferred.py
+         tests/test_struct_nodes.py tests/test_neuron.py
          tests/test_save_load.py tests/test_gradients.py tests/test_threads.py)
 fi
 # an editable install's import hook would still send `neuromorph` to the unsanitized build
