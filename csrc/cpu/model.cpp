@@ -366,13 +366,13 @@ class Model final : public ModelBase {
       if (sn) sn->set_training(on);
   }
 
-  double step(const T* x, const T* e, bool want_grad) {
+  double step(const T* x, const T* e, bool want_grad, bool skip_deferred = false) {
     training(want_grad);
     load_input(x);
     forward_all();
-    // a deferring step's backward leaves the deferred weights' part as the last deferred
-    // update left it: zero
-    deferred_.zero(grads_.data(), n_params_, deferring_ && deferred_zero_);
+    // skip_deferred: a deferring step's backward leaves the deferred weights' part as the
+    // last deferred update left it, zero
+    deferred_.zero(grads_.data(), n_params_, skip_deferred);
     deferred_zero_ = false;
     std::fill(vgrads_.begin(), vgrads_.end(), T(0));
     double loss = loss_and_grad(e, want_grad);
@@ -444,7 +444,6 @@ class Model final : public ModelBase {
   // declared) the step goes the arena's way.
   bool defers() const { return deferred_.worth(n_params_) && opt_.plain_sgd() && !reducer_; }
   void set_defer(bool on) {
-    deferring_ = on;
     for (auto& sn : structs_)
       if (sn) sn->set_defer(on);
   }
@@ -454,8 +453,7 @@ class Model final : public ModelBase {
       ~Guard() { m->set_defer(false); }
     } guard{this};
     set_defer(true);
-    const double loss = step(x, e, true);
-    set_defer(false);
+    const double loss = step(x, e, true, deferred_zero_);
     if (!check_finite_) forget_bounds();  // unchecked: the weight bounds are not followed
     if (!deferred_.collect(structs_) || (check_finite_ && !deferred_.safe(params_.data(), rate_))) {
       deferred_.into_gradients(grads_.data());  // zero before: the step zeroed them
@@ -807,10 +805,10 @@ class Model final : public ModelBase {
   const bool fused_xent_, has_structs_;
   // 64-byte aligned (cpu/aligned.h): products write their rows from line boundaries
   cpu::LineVector<T> params_, grads_, vals_, vgrads_, zbuf_, scratch_, carry_, opt_state_;
-  // deferred weight updates (deferred_step): what the nodes defer; a deferring step under way;
-  // whether the deferred weights' gradients are zero (the last step was a deferred update)
+  // deferred weight updates (deferred_step): what the nodes defer; whether the deferred
+  // weights' gradients are zero (the last step was a deferred update)
   cpu::DeferredUpdates<T> deferred_;
-  bool deferring_ = false, deferred_zero_ = false;
+  bool deferred_zero_ = false;
   cpu::LineVector<T> fdz_;  // the fused SGD step's dL/dz of every layer (zbuf_'s layout)
   std::vector<double> wmax_;  // per layer node: a bound on its |W_ij|, |b_i|, or -1 (fused_safe)
   std::vector<double> gbound_;  // per layer node: this step's G (fused_safe)

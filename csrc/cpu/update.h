@@ -83,17 +83,7 @@ class Updater {
   // inf, is not finite, and so is p minus it), so the gradients are looked at only when an
   // update is refused, to name the right cause: one pass over them less per step.
   void sgd(LineVector<T>& p, const T* g, double rate, bool check, int batch) {
-    char finite[256];
-    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
-    const int chunks = parallel_for(n_, kChunk, [&](int c, size_t b, size_t e) {
-      if constexpr (std::is_same_v<T, float>) {
-        finite[c] = simd::sgd_step(p.data() + b, g + b, float(rate), next_.data() + b, e - b);
-      } else {
-        for (size_t i = b; i < e; ++i) next_[i] = p[i] - T(rate) * g[i];
-        finite[c] = all_finite(next_.data() + b, e - b);
-      }
-    });
-    keep(finite, chunks, p, nullptr, g, check, batch);
+    keep(sgd_range(p, g, rate, 0, n_), p, nullptr, g, check, batch);
   }
 
   // Plain SGD outside the `skip` ranges (offset, size; sorted, disjoint), whose weights the
@@ -102,40 +92,22 @@ class Updater {
   // parameters' gradients are not looked at.
   void sgd_outside(LineVector<T>& p, const T* g, double rate, bool check, int batch,
                    const std::vector<std::pair<size_t, size_t>>& skip) {
-    std::vector<std::pair<size_t, size_t>> parts;  // [begin, end) outside skip
+    parts_.clear();  // [begin, end) outside skip (capacity kept: no allocation per step)
     size_t at = 0;
     for (const auto& [o, n] : skip) {
-      if (o > at) parts.emplace_back(at, o);
+      if (o > at) parts_.emplace_back(at, o);
       at = o + n;
     }
-    if (at < n_) parts.emplace_back(at, n_);
+    if (at < n_) parts_.emplace_back(at, n_);
     bool all = true;
-    for (const auto& [b0, e0] : parts) {
-      char finite[256];
-      std::fill(finite, finite + 256, char(1));
-      const int chunks = parallel_for(e0 - b0, kChunk, [&](int c, size_t b, size_t e) {
-        b += b0, e += b0;
-        if constexpr (std::is_same_v<T, float>) {
-          finite[c] = simd::sgd_step(p.data() + b, g + b, float(rate), next_.data() + b, e - b);
-        } else {
-          for (size_t i = b; i < e; ++i) next_[i] = p[i] - T(rate) * g[i];
-          finite[c] = all_finite(next_.data() + b, e - b);
-        }
-      });
-      all = all && all_of(finite, chunks);
-    }
-    if (check && !all) {
-      const auto outside = [&](const ParamInfo& q) {
+    for (const auto& [b0, e0] : parts_) all = sgd_range(p, g, rate, b0, e0) && all;
+    if (check && !all)
+      refuse(g, false, batch, [&](const ParamInfo& q) {
         for (const auto& [o, n] : skip)
           if (q.offset >= o && q.offset < o + n) return false;
         return true;
-      };
-      for (const ParamInfo& q : info_)
-        if (outside(q) && !all_finite(g + q.offset, q.size)) gradient_not_finite(q.offset, batch);
-      for (const ParamInfo& q : info_)
-        if (outside(q) && !all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
-    }
-    for (const auto& [b0, e0] : parts)
+      });
+    for (const auto& [b0, e0] : parts_)
       parallel_for(e0 - b0, kChunk, [&](int, size_t b, size_t e) {
         std::copy(next_.data() + b0 + b, next_.data() + b0 + e, p.data() + b0 + b);
       });
@@ -168,7 +140,7 @@ class Updater {
         ok = all_finite(state_next_.data() + k * n_ + b, e - b);
       finite[c] = ok;
     });
-    keep(finite, chunks, p, &state, g, check, batch);
+    keep(all_of(finite, chunks), p, &state, g, check, batch);
   }
 
  private:
@@ -196,22 +168,42 @@ class Updater {
     return true;
   }
 
-  // Swap the new values in, or (checking, one not finite) name the parameter and keep nothing:
-  // the first whose gradient is not finite, else the first whose update is not.
-  void keep(const char* finite, int chunks, LineVector<T>& p, LineVector<T>* state, const T* g,
-            bool check, int batch) {
-    if (check && !all_of(finite, chunks)) {
-      for (const ParamInfo& q : info_)  // a refused step (rare): the parameters one by one
-        if (!all_finite(g + q.offset, q.size)) gradient_not_finite(q.offset, batch);
-      for (const ParamInfo& q : info_) {
-        if (!all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
-        for (size_t k = 0; state && k < size_t(opt_.buffers()); ++k)
-          if (!all_finite(&state_next_[k * n_ + q.offset], q.size))
-            update_not_finite(q.offset, true, batch);
+  // p - rate g over [b0, e0) into next_: whether every new value is finite.
+  bool sgd_range(const LineVector<T>& p, const T* g, double rate, size_t b0, size_t e0) {
+    char finite[256];
+    std::fill(finite, finite + 256, char(1));  // no parameters: no chunk runs
+    const int chunks = parallel_for(e0 - b0, kChunk, [&](int c, size_t b, size_t e) {
+      b += b0, e += b0;
+      if constexpr (std::is_same_v<T, float>) {
+        finite[c] = simd::sgd_step(p.data() + b, g + b, float(rate), next_.data() + b, e - b);
+      } else {
+        for (size_t i = b; i < e; ++i) next_[i] = p[i] - T(rate) * g[i];
+        finite[c] = all_finite(next_.data() + b, e - b);
       }
-    }
+    });
+    return all_of(finite, chunks);
+  }
+
+  // Swap the new values in, or (checking, one not finite) refuse the step.
+  void keep(bool all, LineVector<T>& p, LineVector<T>* state, const T* g, bool check, int batch) {
+    if (check && !all) refuse(g, state != nullptr, batch, [](const ParamInfo&) { return true; });
     p.swap(next_);
     if (state) state->swap(state_next_);
+  }
+
+  // A refused step (rare): name, among the parameters `updated` says were, the first whose
+  // gradient is not finite, else the first whose update (or optimizer state) is not.
+  template <class F>
+  void refuse(const T* g, bool state, int batch, const F& updated) const {
+    for (const ParamInfo& q : info_)
+      if (updated(q) && !all_finite(g + q.offset, q.size)) gradient_not_finite(q.offset, batch);
+    for (const ParamInfo& q : info_) {
+      if (!updated(q)) continue;
+      if (!all_finite(&next_[q.offset], q.size)) update_not_finite(q.offset, false, batch);
+      for (size_t k = 0; state && k < size_t(opt_.buffers()); ++k)
+        if (!all_finite(&state_next_[k * n_ + q.offset], q.size))
+          update_not_finite(q.offset, true, batch);
+    }
   }
 
   std::string name_at(size_t offset) const {
@@ -224,6 +216,7 @@ class Updater {
   const OptimConfig& opt_;
   size_t n_ = 0;
   LineVector<T> next_, state_next_;  // the new values before they are kept
+  std::vector<std::pair<size_t, size_t>> parts_;  // sgd_outside's ranges
   double part_[256] = {};            // per-chunk sums of squares (clipping)
 };
 

@@ -115,11 +115,10 @@ MUTANTS: tuple[Mutant, ...] = (
         Patch("csrc/cpu/deferred.h", "T(-rate), d.A", "T(-1.001 * rate), d.A"),
     ), ("tests/test_energy_deferred.py",)),
     Mutant("deferred-zero", "a deferring step never zeroes the deferred weights' gradients", (
-        Patch("csrc/cpu/model.cpp", "deferred_.zero(grads_.data(), n_params_, deferring_ && deferred_zero_);",
-              "deferred_.zero(grads_.data(), n_params_, deferring_);"),
+        Patch("csrc/cpu/model.cpp", "step(x, e, true, deferred_zero_);", "step(x, e, true, true);"),
     ), ("tests/test_energy_deferred.py",)),
     Mutant("deferred-unchecked", "the update beside the deferred products keeps non-finite values", (
-        Patch("csrc/cpu/update.h", "    if (check && !all) {\n      const auto outside",
-              "    if (false) {\n      const auto outside"),
+        Patch("csrc/cpu/update.h", "    if (check && !all)\n      refuse(g, false,",
+              "    if (false)\n      refuse(g, false,"),
     ), ("tests/test_energy_deferred.py",)),
 )
